@@ -1,0 +1,231 @@
+"""Feeders of the SkeletonCLR/AimCLR family for ``*_position.npy`` + ``*_label.pkl`` data
+(NTU-60/120, PKU-MMD, NW-UCLA, the synthetic demo: any layout).
+
+A feeder loads and checks the data and knows which augmented views its method needs:
+``Feeder_single`` (one view: linear/finetune evaluation), ``Feeder_dual`` (two normal views:
+SkeletonCLR), ``Feeder_triple`` (two normal views and an extreme one: AimCLR/MsMCLR) and
+``Feeder_semi`` (a class-balanced labelled fraction).
+
+Augmentation is batched: the training loop asks for raw samples (``batch_augment = True``), moves
+the batch to its device and calls ``feeder.views(batch)``.  Indexing a feeder without that flag
+returns augmented views per sample as the reference code does, through the same functions.
+"""
+import os
+import pickle
+
+import numpy as np
+import torch
+
+from feeder import tools
+from net.utils.layouts import LAYOUTS, get_layout
+from torchlight.io import UserError
+
+DEFAULT_LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
+
+# AimCLR's ``aug_method`` digits for the extreme view, in the order they are applied.
+EXTREME_AUGMENTATIONS = {
+    '1': 'random_spatial_flip',
+    '2': 'random_rotate',
+    '3': 'gaus_noise',
+    '4': 'gaus_filter',
+    '5': 'axis_mask',
+    '6': 'random_time_flip',
+}
+# MsMCLR strong set (besides shear + crop), in order; 'aimclr' uses the AimCLR digits above.
+MSMCLR_STRONG = ('random_rotate', 'gaus_noise', 'gaus_filter', 'joint_mask', 'channel_mask',
+                 'random_joint_noise')
+
+
+def load_labels(label_path, num_samples=None, data_path=None):
+    """Read a ``(sample_names, labels)`` pickle and check it against the data."""
+    if not os.path.isfile(label_path):
+        raise UserError(f"label file '{label_path}' does not exist (the gendata tools in tools/ write "
+                        "it next to the *_position.npy file; see docs/DATA.md)")
+    try:
+        with open(label_path, 'rb') as f:
+            content = pickle.load(f)
+    except Exception as e:
+        raise UserError(f"cannot unpickle label file '{label_path}': {e}") from e
+    if not (isinstance(content, (tuple, list)) and len(content) == 2):
+        raise UserError(f"label file '{label_path}' must hold a tuple (sample_names, labels)")
+    names, labels = list(content[0]), np.asarray(content[1])
+    if len(names) != len(labels):
+        raise UserError(f"label file '{label_path}' has {len(names)} names but {len(labels)} labels")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"label file '{label_path}': labels must be integers, got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise UserError(f"label file '{label_path}': negative label {int(labels.min())} "
+                        f"(sample '{names[int(labels.argmin())]}'); labels are 0-based class ids")
+    if num_samples is not None and len(labels) != num_samples:
+        raise UserError(f"label file '{label_path}' has {len(labels)} labels but data file "
+                        f"'{data_path}' has {num_samples} samples")
+    return names, labels.astype(np.int64)
+
+
+def load_data(data_path, mmap=True, check_finite=True):
+    """Memory-map a (N, C, T, V, M) float array and check its rank, dtype and values."""
+    if not os.path.isfile(data_path):
+        raise UserError(f"data file '{data_path}' does not exist (create it with the gendata tools in "
+                        "tools/, e.g. tools/gen_synthetic.py or tools/ucla_gendata.py; see docs/DATA.md)")
+    try:
+        data = np.load(data_path, mmap_mode='r' if mmap else None)
+    except Exception as e:
+        raise UserError(f"cannot read data file '{data_path}' as .npy: {e}") from e
+    if data.ndim != 5:
+        raise UserError(f"data file '{data_path}' has shape {data.shape}; expected 5 dimensions "
+                        "(N, C, T, V, M)")
+    if not np.issubdtype(data.dtype, np.floating):
+        raise UserError(f"data file '{data_path}' has dtype {data.dtype}; expected float32")
+    if check_finite:
+        chunk = max(1, (64 << 20) // max(1, data[0].nbytes))
+        for start in range(0, len(data), chunk):
+            block = np.asarray(data[start:start + chunk])
+            if not np.isfinite(block).all():
+                bad = start + int(np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(1))[0, 0])
+                raise UserError(f"data file '{data_path}' holds NaN/Inf values (first in sample {bad}); "
+                                "regenerate it or clean the source skeletons")
+    return data
+
+
+class Feeder(torch.utils.data.Dataset):
+    """Base feeder: data, labels, checks, and the view recipe.
+
+    Args:
+        data_path: ``*_position.npy`` (N, C, T, V, M) float32.
+        label_path: pickled ``(sample_names, labels)``.
+        shear_amplitude: r of ``shear``; <= 0 disables it.
+        temperal_padding_ratio: crop padding T // ratio; <= 0 disables the crop.
+        mmap: memory-map the data file.
+        layout: skeleton layout name (default: from the number of joints) for the spatial flip.
+        num_class: if given, labels >= num_class are an error.
+        check_finite: scan the data for NaN/Inf once at load.
+    """
+    view_kinds = ('normal',)
+
+    def __init__(self, data_path, label_path, shear_amplitude=0.5, temperal_padding_ratio=6,
+                 mmap=True, layout=None, num_class=None, check_finite=True, debug=False, **unused):
+        self.data_path = data_path
+        self.label_path = label_path
+        self.shear_amplitude = shear_amplitude
+        self.temperal_padding_ratio = temperal_padding_ratio
+        self.data = load_data(data_path, mmap=mmap, check_finite=check_finite)
+        self.sample_name, self.label = load_labels(label_path, len(self.data), data_path)
+        if num_class is not None and self.label.size and self.label.max() >= num_class:
+            raise UserError(f"label file '{label_path}' has label {int(self.label.max())} but the model has "
+                            f"num_class={num_class}; labels must be in 0..{num_class - 1}")
+        V = self.data.shape[3]
+        if layout is None:
+            layout = DEFAULT_LAYOUT_BY_JOINTS.get(V)
+        self.layout = get_layout(layout) if layout is not None else None
+        if self.layout is not None and self.layout.num_node != V:
+            raise UserError(f"data file '{data_path}' has V={V} joints but layout '{self.layout.name}' "
+                            f"has {self.layout.num_node}")
+        self.index = np.arange(len(self.label))
+        self.batch_augment = False
+        if debug:
+            self.index = self.index[:100]
+
+    def __len__(self):
+        return len(self.index)
+
+    @property
+    def num_samples(self):
+        return len(self.index)
+
+    @property
+    def parents(self):
+        if self.layout is None:
+            raise UserError(f"data '{self.data_path}' has no known layout: set train_feeder_args.layout")
+        return self.layout.parents
+
+    def __getitem__(self, i):
+        index = int(self.index[i])
+        data = torch.from_numpy(np.array(self.data[index], dtype=np.float32))
+        label = int(self.label[index])
+        if self.batch_augment:
+            return data, label, index
+        views = [v[0] for v in self.views(data[None])]
+        return (views[0] if len(views) == 1 else views), label
+
+    # -- augmentation ---------------------------------------------------------------------------
+    def normal_aug(self, x):
+        """Crop then shear (SkeletonCLR ``_aug``)."""
+        if self.temperal_padding_ratio > 0:
+            x = tools.temperal_crop(x, self.temperal_padding_ratio)
+        if self.shear_amplitude > 0:
+            x = tools.shear(x, self.shear_amplitude)
+        return x
+
+    def strong_aug(self, x):
+        return self.normal_aug(x)
+
+    def views(self, batch):
+        """The augmented views of a raw batch (N, C, T, V, M), one tensor per ``view_kinds`` entry."""
+        batch = batch.float()
+        return [self.strong_aug(batch) if kind == 'strong' else self.normal_aug(batch)
+                for kind in self.view_kinds]
+
+
+class Feeder_single(Feeder):
+    """One view (evaluation protocols); set shear_amplitude / temperal_padding_ratio to -1 for none."""
+    view_kinds = ('normal',)
+
+
+class Feeder_dual(Feeder):
+    """Two normal views (SkeletonCLR)."""
+    view_kinds = ('normal', 'normal')
+
+
+class Feeder_triple(Feeder):
+    """Two normal views and one extreme view (AimCLR; MsMCLR's strong branch).
+
+    ``aug_method``: AimCLR digits '123456' (spatial flip, rotate, Gaussian noise, Gaussian blur,
+    axis mask, time flip), or one of 'none' | 'aimclr' | 'msmclr' (MsMCLR Table 6).
+    """
+    view_kinds = ('normal', 'normal', 'strong')
+
+    def __init__(self, *args, aug_method='12345', **kwargs):
+        super().__init__(*args, **kwargs)
+        self.aug_method = str(aug_method)
+        self.strong_ops = self.parse_aug_method(self.aug_method)
+
+    @staticmethod
+    def parse_aug_method(aug_method):
+        if aug_method == 'none':
+            return []
+        if aug_method == 'aimclr':
+            aug_method = '123456'
+        if aug_method == 'msmclr':
+            return list(MSMCLR_STRONG)
+        unknown = [d for d in aug_method if d not in EXTREME_AUGMENTATIONS]
+        if unknown:
+            raise UserError(f"train_feeder_args.aug_method={aug_method!r}: unknown code(s) {unknown}; use "
+                            "digits 1-6 (flip, rotate, noise, blur, axis mask, time flip), or "
+                            "none | aimclr | msmclr")
+        return [EXTREME_AUGMENTATIONS[d] for d in sorted(set(aug_method), key=aug_method.index)]
+
+    def strong_aug(self, x):
+        x = self.normal_aug(x)
+        for name in self.strong_ops:
+            if name == 'random_spatial_flip':
+                x = tools.random_spatial_flip(x, self.layout.flip if self.layout else None)
+            else:
+                x = getattr(tools, name)(x)
+        return x
+
+
+class Feeder_semi(Feeder_single):
+    """A class-balanced, seeded fraction ``label_percent`` of the labelled samples."""
+
+    def __init__(self, *args, label_percent=0.1, semi_seed=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not 0 < float(label_percent) <= 1:
+            raise UserError(f'train_feeder_args.label_percent={label_percent} must be in (0, 1]')
+        self.label_percent = float(label_percent)
+        rng = np.random.RandomState(semi_seed)
+        chosen = []
+        for c in np.unique(self.label):
+            members = np.flatnonzero(self.label == c)
+            count = max(1, int(round(self.label_percent * len(members))))
+            chosen.append(rng.choice(members, count, replace=False))
+        self.index = np.sort(np.concatenate(chosen)) if chosen else self.index[:0]

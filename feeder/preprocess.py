@@ -1,0 +1,236 @@
+"""The "50-frame step" of the AimCLR/SkeletonCLR family, and the array/label writers shared by the
+``tools/*_gendata.py`` scripts.
+
+A sequence is a float array ``(C=3, T, V, M)``: xyz, frames, joints, persons. A person-frame (one
+person in one frame) is *present* when any of its joints is non-zero; absent persons are all zeros.
+
+``normalize_sequence`` does, in this order:
+
+(a) crop to the valid span: from the first to the last frame in which any joint of any person is
+    non-zero;
+(b) centre: subtract, per frame, the origin joint (``layout.origin_joint``; NTU: joint 21, the spine
+    shoulder) of person 0 from every present person; absent person-frames stay exactly zero;
+(c) resize the valid span to ``length`` frames by linear interpolation over the frame index (sample
+    positions ``np.linspace(0, Tv - 1, length)``); a 1-frame span is repeated. Where one of the two
+    neighbouring person-frames is absent, the nearer one is taken instead of blending a skeleton with
+    zeros;
+(d) rotate about the y axis so that the shoulder line of person 0 (``layout.shoulders`` = (left,
+    right); the vector right - left) in its first present frame is parallel to +x (z component 0, x
+    positive). One rotation per sample, applied to all frames and persons. If that vector has no
+    extent in the x-z plane the rotation is skipped.
+
+All-zero sequences have no valid span: they raise ``ValueError`` (never NaN).
+"""
+import os
+import pickle
+import warnings
+
+import numpy as np
+
+from torchlight.progress import Progress
+
+
+def person_present(seq):
+    """Boolean ``(T, M)``: True where a person has any non-zero joint in a frame."""
+    return np.any(seq != 0, axis=(0, 2))
+
+
+def valid_span(seq):
+    """``(first, last)`` frame indices (inclusive) of the frames with any non-zero joint, or None."""
+    valid = np.flatnonzero(np.any(seq != 0, axis=(0, 2, 3)))
+    if valid.size == 0:
+        return None
+    return int(valid[0]), int(valid[-1])
+
+
+def _shoulder_rotation(seq, present, layout):
+    """The 3x3 y-rotation that maps the shoulder line of person 0 to +x (identity if undefined)."""
+    if layout.shoulders is None:
+        return np.eye(3)
+    frames = np.flatnonzero(present[:, 0])
+    if frames.size == 0:
+        return np.eye(3)
+    left, right = layout.shoulders
+    vec = seq[:, frames[0], right, 0] - seq[:, frames[0], left, 0]
+    norm = np.hypot(vec[0], vec[2])
+    if norm < 1e-8:
+        return np.eye(3)
+    c, s = vec[0] / norm, vec[2] / norm
+    # x' = c x + s z, z' = -s x + c z: a proper rotation about y taking (vec_x, vec_z) to (norm, 0)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def normalize_sequence(seq, layout, length=50):
+    """Steps (a)-(d) above for one sample ``(3, T, V, M)``; returns float32 ``(3, length, V, M)``.
+
+    Raises ValueError when the sequence has no non-zero frame or its shape does not match the layout."""
+    seq = np.asarray(seq, dtype=np.float64)
+    if seq.ndim != 4 or seq.shape[0] != 3 or seq.shape[2] != layout.num_node:
+        raise ValueError(f"expected a (3, T, {layout.num_node}, M) sequence for layout '{layout.name}', "
+                         f"got shape {seq.shape}")
+    if length < 1:
+        raise ValueError(f'length must be >= 1, got {length}')
+    span = valid_span(seq)
+    if span is None:
+        raise ValueError('sequence has no non-zero frame (all joints of all persons are zero)')
+    # (a) crop
+    seq = seq[:, span[0]:span[1] + 1]
+    present = person_present(seq)                                   # (Tv, M), before centring
+    # (b) centre on person 0's origin joint, keep absent person-frames at zero
+    seq = seq - seq[:, :, layout.origin_joint:layout.origin_joint + 1, 0:1]
+    seq = seq * present[None, :, None, :]
+    # (c) resize by linear interpolation; nearest neighbour where a neighbour is absent
+    tv = seq.shape[1]
+    pos = np.linspace(0, tv - 1, length)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, tv - 1)
+    w = (pos - i0)[None, :, None, None]
+    blend = seq[:, i0] * (1 - w) + seq[:, i1] * w
+    nearest = seq[:, np.where(pos - i0 <= 0.5, i0, i1)]
+    both = (present[i0] & present[i1])[None, :, None, :]
+    out = np.where(both, blend, nearest)
+    # (d) rotate about y (the rotation is taken on the crop, where frame indices are exact)
+    rot = _shoulder_rotation(seq, present, layout)
+    out = np.einsum('ij,jtvm->itvm', rot, out)
+    return out.astype(np.float32)
+
+
+def normalize_dataset(data, layout, length=50, progress=True, out=None, desc='normalize'):
+    """``normalize_sequence`` over a batch ``(N, 3, T, V, M)`` (array or read-only mmap).
+
+    Writes into ``out`` (e.g. an ``open_memmap``) if given, else returns a new float32 array
+    ``(N, 3, length, V, M)``. An all-zero sample raises ValueError naming its index."""
+    n, c, _, v, m = data.shape
+    if out is None:
+        out = np.zeros((n, c, length, v, m), dtype=np.float32)
+    indices = range(n)
+    if progress:
+        indices = Progress(indices, desc=desc)
+    for i in indices:
+        try:
+            out[i] = normalize_sequence(data[i], layout, length)
+        except ValueError as e:
+            raise ValueError(f'sample {i}: {e}') from None
+    return out
+
+
+def fit_frames(seq, max_frame=300, num_person=None):
+    """Crop or zero-pad ``(3, T, V, M)`` to ``max_frame`` frames (and ``num_person`` persons)."""
+    c, t, v, m = seq.shape
+    num_person = m if num_person is None else num_person
+    if m > num_person:
+        raise ValueError(f'sequence has {m} persons, more than num_person={num_person}')
+    out = np.zeros((c, max_frame, v, num_person), dtype=np.float32)
+    t = min(t, max_frame)
+    out[:, :t, :, :m] = seq[:, :t]
+    return out
+
+
+def body_energy(body):
+    """The AimCLR/CrosSCLR body energy of one person ``(T, V, 3)``: over its non-zero frames, the sum
+    over x, y, z of the std of that coordinate (over frames and joints); 0 for an absent person."""
+    frames = body[np.any(body != 0, axis=(1, 2))]
+    if len(frames) == 0:
+        return 0.0
+    return float(sum(frames[:, :, k].std() for k in range(3)))
+
+
+def select_bodies(bodies, keep=2):
+    """Keep the ``keep`` most energetic persons of ``bodies`` ``(B, T, V, 3)``, most energetic first
+    (ties keep file order); returns ``(3, T, V, keep)``, zero-padded if ``B < keep``."""
+    energy = np.array([body_energy(b) for b in bodies])
+    order = np.argsort(-energy, kind='stable')[:keep]
+    b, t, v, _ = bodies.shape
+    out = np.zeros((3, t, v, keep), dtype=bodies.dtype)
+    out[..., :len(order)] = bodies[order].transpose(3, 1, 2, 0)
+    return out
+
+
+def save_labels(path, names, labels):
+    """Write the family's ``*_label.pkl``: a pickled tuple ``(sample_names, labels)``, labels 0-based."""
+    with open(path, 'wb') as f:
+        pickle.dump((list(names), [int(x) for x in labels]), f)
+
+
+def load_labels(path):
+    """Read a ``*_label.pkl`` written by :func:`save_labels` (or by the reference code)."""
+    with open(path, 'rb') as f:
+        names, labels = pickle.load(f)
+    return list(names), [int(x) for x in labels]
+
+
+class SplitWriter:
+    """Writes one split of a benchmark into ``folder``: ``<part>_data.npy`` (optional, float32
+    ``(N, 3, max_frame, V, M)``), ``<part>_position.npy`` (float32 ``(N, 3, length, V, M)``) and
+    ``<part>_label.pkl``, all side by side.
+
+    ``capacity`` is the most samples the split can get; the arrays are filled through memory maps
+    (``*.partial`` files) and shrunk to the samples actually added by :meth:`close`."""
+
+    def __init__(self, folder, part, capacity, layout, num_person=2, max_frame=300, length=50,
+                 write_data=True):
+        os.makedirs(folder, exist_ok=True)
+        self.folder, self.part, self.layout = folder, part, layout
+        self.length, self.max_frame, self.num_person = length, max_frame, num_person
+        self.names, self.labels = [], []
+        v = layout.num_node
+        self.arrays = {}
+        shapes = {'position': (capacity, 3, length, v, num_person)}
+        if write_data:
+            shapes['data'] = (capacity, 3, max_frame, v, num_person)
+        for key, shape in shapes.items():
+            partial = self._path(key) + '.partial'
+            self.arrays[key] = (partial, np.lib.format.open_memmap(partial, mode='w+', dtype=np.float32,
+                                                                   shape=shape))
+
+    def _path(self, key):
+        return os.path.join(self.folder, f'{self.part}_{key}.npy')
+
+    def add(self, name, label, seq):
+        """Add one sample ``(3, T, V, M')`` with ``M' <= num_person`` (float, any T >= 1)."""
+        i = len(self.names)
+        capacity = self.arrays['position'][1].shape[0]
+        if i >= capacity:
+            raise RuntimeError(f'{self.part} split in {self.folder} is full ({capacity} samples)')
+        padded = fit_frames(seq, seq.shape[1], self.num_person)
+        self.arrays['position'][1][i] = normalize_sequence(padded, self.layout, self.length)
+        if 'data' in self.arrays:
+            self.arrays['data'][1][i] = fit_frames(padded, self.max_frame)
+        self.names.append(name)
+        self.labels.append(label)
+
+    def abort(self):
+        """Remove the partial files (after an error)."""
+        for partial, mm in self.arrays.values():
+            del mm
+            if os.path.exists(partial):
+                os.remove(partial)
+        self.arrays = {}
+
+    def close(self):
+        """Flush, shrink to the samples added, rename into place, and write the label pkl."""
+        n = len(self.names)
+        for key, (partial, mm) in self.arrays.items():
+            mm.flush()
+            final = self._path(key)
+            if mm.shape[0] == n:
+                del mm
+                os.replace(partial, final)
+                continue
+            out = np.lib.format.open_memmap(final, mode='w+', dtype=np.float32, shape=(n,) + mm.shape[1:])
+            for s in range(0, n, 1024):
+                out[s:s + 1024] = mm[s:s + 1024]
+            out.flush()
+            del out, mm
+            os.remove(partial)
+        self.arrays = {}
+        save_labels(os.path.join(self.folder, f'{self.part}_label.pkl'), self.names, self.labels)
+        return n
+
+
+def has_skeleton(seq, name):
+    """True if ``seq`` has a non-zero joint; otherwise warn (naming the sample) and return False."""
+    if valid_span(seq) is None:
+        warnings.warn(f"{name}: no skeleton data (all joints zero); sample skipped", stacklevel=2)
+        return False
+    return True

@@ -1,0 +1,225 @@
+"""Skeleton augmentations and streams, written once as batched torch ops.
+
+Every function takes a batch ``x`` of shape (N, C, T, V, M) on any device and draws its random
+parameters per sample from torch's generator on that device, so the same code serves the CPU
+DataLoader path and whole batches on the GPU.  Names and parameters follow the SkeletonCLR/AimCLR
+``feeder/tools.py`` (``shear``, ``temperal_crop`` [sic], ``random_spatial_flip``, ``random_rotate``,
+``gaus_noise``, ``gaus_filter``, ``axis_mask``, ``random_time_flip``) and the MsMCLR strong set
+(``joint_mask``, ``channel_mask``, ``random_joint_noise``).  Functions that take optional explicit
+parameters (e.g. ``shear(x, matrix=...)``) apply them exactly, for tests.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _uniform(shape, low, high, like):
+    return torch.rand(shape, device=like.device, dtype=like.dtype) * (high - low) + low
+
+
+def _bernoulli(n, p, like):
+    """(n,) boolean mask, True with probability p."""
+    return torch.rand(n, device=like.device) < p
+
+
+def _per_sample(mask, x):
+    return mask.view(-1, *([1] * (x.dim() - 1)))
+
+
+def apply_channel_matrix(x, matrix):
+    """y[n, d] = sum_c matrix[n, d, c] * x[n, c]: a per-sample linear map of the coordinates."""
+    return torch.einsum('ndc,nctvm->ndtvm', matrix, x)
+
+
+def shear(x, r=0.5, matrix=None):
+    """Shear (SkeletonCLR): coordinates times [[1, s1a, s2a], [s1b, 1, s2b], [s1c, s2c, 1]]^T with
+    every s ~ U(-r, r) per sample.  ``matrix`` (N, 3, 3) applies a given map instead."""
+    if matrix is None:
+        n = x.size(0)
+        s1 = _uniform((n, 3), -r, r, x)
+        s2 = _uniform((n, 3), -r, r, x)
+        one = torch.ones(n, device=x.device, dtype=x.dtype)
+        # rows as in the reference R; the reference multiplies x by R^T, i.e. applies R.
+        matrix = torch.stack([
+            torch.stack([one, s1[:, 0], s2[:, 0]], dim=1),
+            torch.stack([s1[:, 1], one, s2[:, 1]], dim=1),
+            torch.stack([s1[:, 2], s2[:, 2], one], dim=1),
+        ], dim=1)
+    return apply_channel_matrix(x, matrix)
+
+
+def temporal_window(x, start, length):
+    """Frames start[n] .. start[n] + length - 1 of every sample (per-sample gather along T)."""
+    N, C, T, V, M = x.shape
+    index = (start.view(N, 1) + torch.arange(length, device=x.device).view(1, length))
+    index = index.view(N, 1, length, 1, 1).expand(N, C, length, V, M)
+    return torch.gather(x, 2, index)
+
+
+def temperal_crop(x, temperal_padding_ratio=6, start=None):
+    """Temporal crop (SkeletonCLR): pad T // ratio mirrored frames (edge included) at both ends and
+    take a random window of the original length.  ``start`` (N,) in [0, 2 * pad] fixes the window."""
+    N, C, T, V, M = x.shape
+    pad = T // temperal_padding_ratio
+    if pad == 0:
+        return x
+    padded = torch.cat([x[:, :, :pad].flip(2), x, x[:, :, -pad:].flip(2)], dim=2)
+    if start is None:
+        start = torch.randint(0, 2 * pad + 1, (N,), device=x.device)
+    return temporal_window(padded, start, T)
+
+
+def random_spatial_flip(x, flip_index, p=0.5, mask=None):
+    """Swap left and right joints (AimCLR) with probability p per sample; ``flip_index`` is the
+    layout's mirror permutation."""
+    if flip_index is None:
+        raise ValueError('random_spatial_flip needs the layout to define a left/right flip permutation')
+    mask = _bernoulli(x.size(0), p, x) if mask is None else mask
+    flipped = x[:, :, :, list(flip_index)]
+    return torch.where(_per_sample(mask, x), flipped, x)
+
+
+def random_time_flip(x, p=0.5, mask=None):
+    """Play the sequence backwards (AimCLR) with probability p per sample."""
+    mask = _bernoulli(x.size(0), p, x) if mask is None else mask
+    return torch.where(_per_sample(mask, x), x.flip(2), x)
+
+
+def rotation_matrix(axis, angle):
+    """(N, 3, 3) rotation about axis 0/1/2 (x/y/z) by ``angle`` (N,) radians, in the convention of
+    the AimCLR ``random_rotate`` (coordinates times R^T)."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(angle), torch.zeros_like(angle)
+    if axis == 0:
+        rows = [[one, zero, zero], [zero, c, s], [zero, -s, c]]
+    elif axis == 1:
+        rows = [[c, zero, -s], [zero, one, zero], [s, zero, c]]
+    else:
+        rows = [[c, s, zero], [-s, c, zero], [zero, zero, one]]
+    return torch.stack([torch.stack(r, dim=1) for r in rows], dim=1)
+
+
+def random_rotate(x, main_angle=30.0, minor_angle=1.0, main_axis=None, angles=None):
+    """Rotate (AimCLR): about x, then y, then z; the randomly chosen main axis by U(0, 30) degrees,
+    the other two by U(0, 1) degrees.  ``angles`` (N, 3) in degrees fixes the angles."""
+    N = x.size(0)
+    if angles is None:
+        if main_axis is None:
+            main_axis = torch.randint(0, 3, (N,), device=x.device)
+        main = _uniform((N,), 0.0, main_angle, x)
+        minor = _uniform((N, 3), 0.0, minor_angle, x)
+        is_main = torch.nn.functional.one_hot(main_axis, 3).bool()
+        angles = torch.where(is_main, main.view(N, 1).expand(N, 3), minor)
+    radians = angles * (math.pi / 180.0)
+    matrix = torch.eye(3, device=x.device, dtype=x.dtype).expand(N, 3, 3)
+    for axis in range(3):
+        matrix = rotation_matrix(axis, radians[:, axis]) @ matrix
+    return apply_channel_matrix(x, matrix)
+
+
+def gaus_noise(x, mean=0.0, std=0.01, p=0.5, mask=None):
+    """Add N(mean, std^2) noise to every coordinate with probability p per sample (AimCLR)."""
+    mask = _bernoulli(x.size(0), p, x) if mask is None else mask
+    noise = torch.randn_like(x) * std + mean
+    return torch.where(_per_sample(mask, x), x + noise, x)
+
+
+def gaussian_kernel(sigma, kernel=15, normalize=False):
+    """(N, kernel) temporal Gaussian weights exp(-i^2 / 2 sigma^2), i = -r..r.
+
+    The AimCLR ``GaussianBlurConv`` does not normalise the kernel (its gain is about
+    sigma * sqrt(2 pi) for sigma > 0.5); ``normalize=True`` makes it sum to one."""
+    radius = kernel // 2
+    index = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
+    weights = torch.exp(-index.pow(2).view(1, -1) / (2.0 * sigma.view(-1, 1).pow(2)))
+    if normalize:
+        weights = weights / weights.sum(dim=1, keepdim=True)
+    return weights
+
+
+def gaus_filter(x, kernel=15, sigma=(0.1, 2.0), p=0.5, normalize=False, sigmas=None, mask=None):
+    """Gaussian blur along time (AimCLR ``gaus_filter``): with probability p per sample, convolve every
+    joint trajectory with a Gaussian of sigma ~ U(sigma) (zero padding keeps the length)."""
+    N, C, T, V, M = x.shape
+    mask = _bernoulli(N, p, x) if mask is None else mask
+    if sigmas is None:
+        sigmas = _uniform((N,), sigma[0], sigma[1], x)
+    weights = gaussian_kernel(sigmas, kernel, normalize)                # (N, k)
+    # one grouped conv over all samples: channels = N * C * V * M, each with its sample's kernel
+    signal = x.permute(0, 1, 3, 4, 2).reshape(1, N * C * V * M, T)
+    w = weights.view(N, 1, 1, kernel).expand(N, C * V * M, 1, kernel).reshape(N * C * V * M, 1, kernel)
+    blurred = F.conv1d(signal, w, padding=kernel // 2, groups=N * C * V * M)
+    blurred = blurred.view(N, C, V, M, T).permute(0, 1, 4, 2, 3)
+    return torch.where(_per_sample(mask, x), blurred, x)
+
+
+def channel_mask(x, p=0.5, mask=None, channel=None):
+    """Zero one random coordinate channel (x, y or z) of a sample with probability p
+    (AimCLR's ``axis_mask``; the 'Channel Mask' of MsMCLR's strong set)."""
+    N, C = x.shape[:2]
+    mask = _bernoulli(N, p, x) if mask is None else mask
+    if channel is None:
+        channel = torch.randint(0, C, (N,), device=x.device)
+    keep = F.one_hot(channel, C).logical_not() | ~mask.view(N, 1)
+    return x * keep.to(x.dtype).view(N, C, 1, 1, 1)
+
+
+axis_mask = channel_mask  # the AimCLR name
+
+
+def random_joint_subset(N, V, count, device):
+    """(N, V) boolean mask with exactly ``count`` random joints set per sample."""
+    scores = torch.rand(N, V, device=device)
+    chosen = scores.topk(count, dim=1).indices
+    return torch.zeros(N, V, dtype=torch.bool, device=device).scatter_(1, chosen, True)
+
+
+def joint_mask(x, num_joints=5, p=0.5, mask=None, joints=None):
+    """Zero ``num_joints`` random joints (all frames, all persons) with probability p per sample."""
+    N, C, T, V, M = x.shape
+    mask = _bernoulli(N, p, x) if mask is None else mask
+    if joints is None:
+        joints = random_joint_subset(N, V, num_joints, x.device)
+    drop = (joints & mask.view(N, 1)).view(N, 1, 1, V, 1)
+    return x.masked_fill(drop, 0.0)
+
+
+def random_joint_noise(x, num_joints=5, scale=0.1, joints=None):
+    """Noise on ``num_joints`` random joints (Yoon et al., used by MsMCLR's strong branch): uniform
+    noise in +-scale times the sample's coordinate range (max - min over all its coordinates)."""
+    N, C, T, V, M = x.shape
+    if joints is None:
+        joints = random_joint_subset(N, V, num_joints, x.device)
+    flat = x.reshape(N, -1)
+    coord_range = (flat.max(dim=1).values - flat.min(dim=1).values).view(N, 1, 1, 1, 1)
+    noise = (torch.rand_like(x) * 2 - 1) * scale * coord_range
+    return x + noise * joints.view(N, 1, 1, V, 1).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams (AimCLR processor / CrosSCLR 'view'): computed on the batch after augmentation.
+
+def to_bone(x, parents):
+    """Bone stream: x[v] - x[parent(v)] for the layout's tree (the reference's 25 NTU pairs)."""
+    return x - x[:, :, :, list(parents)]
+
+
+def to_motion(x):
+    """Motion stream: frame difference x[t+1] - x[t], last frame zero."""
+    motion = torch.zeros_like(x)
+    motion[:, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
+    return motion
+
+
+STREAMS = ('joint', 'bone', 'motion')
+
+
+def to_stream(x, stream, parents=None):
+    if stream == 'joint':
+        return x
+    if stream == 'bone':
+        return to_bone(x, parents)
+    if stream == 'motion':
+        return to_motion(x)
+    raise ValueError(f"unknown stream '{stream}'; use one of {', '.join(STREAMS)}")

@@ -1,0 +1,34 @@
+#!/usr/bin/env python
+"""Entry point: ``python main.py <processor> --config <file.yaml> [--key value ...]``."""
+import argparse
+import sys
+
+from processor import PROCESSORS
+from torchlight.io import UserError, import_class
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description='Self-supervised skeleton action recognition',
+                                     usage='python main.py <processor> --config <yaml> [--key value ...]')
+    parser.add_argument('processor', choices=sorted(PROCESSORS), help='what to run')
+    if not argv or argv[0] in ('-h', '--help'):
+        parser.print_help()
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in PROCESSORS:
+        parser.error(f"unknown processor '{name}'; choose from {', '.join(sorted(PROCESSORS))}")
+    processor_class = import_class(PROCESSORS[name])
+    if '-h' in rest or '--help' in rest:
+        processor_class.get_parser(add_help=True).parse_args(['--help'])
+    try:
+        processor = processor_class(rest)
+        processor.start()
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

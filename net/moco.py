@@ -1,0 +1,132 @@
+"""The MoCo core shared by every contrastive method (He et al., CVPR 2020; MoCo v2 head).
+
+``MoCo`` owns the query encoder, the momentum key encoder, the queue of normalised keys with its
+pointer, and the InfoNCE logits.  SkeletonCLR is MoCo on skeletons; AimCLR, MsMCLR and MICA subclass
+it and add only what is theirs.  Parameter and buffer names (``encoder_q.*``, ``encoder_k.*``,
+``queue``, ``queue_ptr``) are those of the reference code bases.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from torchlight.io import import_class
+
+
+def build_encoder(base_encoder, **encoder_args):
+    """Instantiate an encoder given as an import string (``net.st_gcn.Model``) or a class."""
+    cls = import_class(base_encoder) if isinstance(base_encoder, str) else base_encoder
+    return cls(**encoder_args)
+
+
+def add_mlp_head(encoder, batch_norm=False):
+    """Replace ``encoder.fc`` by Linear-ReLU-fc (the MoCo v2 projection head; names ``fc.0``, ``fc.2``),
+    or Linear-BN-ReLU-fc with ``batch_norm`` (SimCLR/MoCo v3 style; names ``fc.0``, ``fc.1``, ``fc.3``)."""
+    dim_mlp = encoder.fc.weight.shape[1]
+    if batch_norm:
+        encoder.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.BatchNorm1d(dim_mlp), nn.ReLU(), encoder.fc)
+    else:
+        encoder.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), encoder.fc)
+
+
+def info_nce_logits(q, k, queue, temperature):
+    """InfoNCE logits [q.k+, q.queue] / T (MoCo eq. 1); the positive is column 0.
+
+    q, k: (N, D) L2-normalised; queue: (D, K)."""
+    l_pos = torch.einsum('nc,nc->n', q, k).unsqueeze(-1)
+    l_neg = torch.einsum('nc,ck->nk', q, queue.clone().detach())
+    return torch.cat([l_pos, l_neg], dim=1) / temperature
+
+
+def embedding_std(z):
+    """Mean over dimensions of the per-dimension std of L2-normalised embeddings.
+
+    About 1/sqrt(D) for a healthy (uniformly spread) embedding, 0 for a collapsed one."""
+    z = F.normalize(z.detach().float(), dim=1)
+    return z.std(dim=0).mean()
+
+
+class MoCo(nn.Module):
+    """Query/key encoders with momentum update and a queue of keys.
+
+    Args:
+        base_encoder: import string or class of the encoder (``net.st_gcn.Model``).
+        pretrain: False builds only ``encoder_q`` with ``num_class`` outputs (evaluation).
+        feature_dim: embedding size; queue_size: K; momentum: m; Temperature: tau; mlp: MoCo v2 head.
+        head_bn: BatchNorm inside the MLP head (not in the reference; against collapse on small data,
+            see docs/METHODS.md).
+        Other keyword arguments go to the encoder.
+    """
+
+    def __init__(self, base_encoder=None, pretrain=True, feature_dim=128, queue_size=32768,
+                 momentum=0.999, Temperature=0.07, mlp=True, head_bn=False, num_class=60, **encoder_args):
+        super().__init__()
+        if base_encoder is None:
+            raise ValueError("model_args.base_encoder is required, e.g. 'net.st_gcn.Model'")
+        self.pretrain = pretrain
+        if not pretrain:
+            self.encoder_q = build_encoder(base_encoder, num_class=num_class, **encoder_args)
+            return
+        self.K = queue_size
+        self.m = momentum
+        self.T = Temperature
+        self.encoder_q = build_encoder(base_encoder, num_class=feature_dim, **encoder_args)
+        self.encoder_k = build_encoder(base_encoder, num_class=feature_dim, **encoder_args)
+        if mlp:
+            add_mlp_head(self.encoder_q, head_bn)
+            add_mlp_head(self.encoder_k, head_bn)
+        for param_q, param_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
+            param_k.data.copy_(param_q.data)
+            param_k.requires_grad = False
+        self.register_buffer('queue', F.normalize(torch.randn(feature_dim, queue_size), dim=0))
+        self.register_buffer('queue_ptr', torch.zeros(1, dtype=torch.long))
+
+    @property
+    def uniform_loss(self):
+        """InfoNCE loss of uniform logits, ln(K + 1): a loss that sits here means collapse."""
+        return math.log(self.K + 1)
+
+    def check_batch_size(self, batch_size):
+        if self.K % batch_size != 0:
+            raise ValueError(f'model_args.queue_size={self.K} is not a multiple of batch_size={batch_size}: '
+                             'choose a queue size divisible by the batch size')
+
+    @torch.no_grad()
+    def momentum_update(self):
+        """theta_k <- m * theta_k + (1 - m) * theta_q (MoCo eq. 2)."""
+        params_q = [p.data for p in self.encoder_q.parameters()]
+        params_k = [p.data for p in self.encoder_k.parameters()]
+        # same rounding as the reference: k * m + q * (1 - m), each product rounded first
+        torch._foreach_mul_(params_k, self.m)
+        torch._foreach_add_(params_k, torch._foreach_mul(params_q, 1.0 - self.m))
+
+    @torch.no_grad()
+    def gather_keys(self, keys):
+        """Keys from every process (identity on a single device; the distributed path overrides)."""
+        return keys
+
+    @torch.no_grad()
+    def enqueue(self, keys):
+        """Write ``keys`` (N, D) at the pointer and advance it: the only place the queue changes."""
+        keys = self.gather_keys(keys)
+        batch_size = keys.shape[0]
+        self.check_batch_size(batch_size)
+        ptr = int(self.queue_ptr)
+        self.queue[:, ptr:ptr + batch_size] = keys.T
+        self.queue_ptr[0] = (ptr + batch_size) % self.K
+
+    def embed_query(self, x):
+        return F.normalize(self.encoder_q(x), dim=1)
+
+    @torch.no_grad()
+    def embed_key(self, x):
+        return F.normalize(self.encoder_k(x), dim=1)
+
+    def contrastive_loss(self, logits):
+        """Cross-entropy with the positive at column 0 (InfoNCE)."""
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, labels)
+
+    def forward_eval(self, x):
+        return self.encoder_q(x)

@@ -1,0 +1,155 @@
+"""ST-GCN encoder (Yan et al., AAAI 2018) as used by SkeletonCLR, AimCLR, MsMCLR and MICA.
+
+Layer for layer and parameter name for name the model of the AimCLR/CrosSCLR code bases, so their
+checkpoints load strictly here and ours load there.  Besides ``forward`` (logits of ``fc``) it exposes
+``encode`` (the pre-pooling feature map) and ``pool`` so heads can attach to the feature map.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from net.utils.graph import Graph
+
+
+class ConvTemporalGraphical(nn.Module):
+    """Spatial graph convolution: a 1x1 conv to out*K channels, contracted with the K adjacency
+    subsets (einsum ``nkctv,kvw->nctw``), ST-GCN eq. (10)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, t_kernel_size=1, t_stride=1,
+                 t_padding=0, t_dilation=1, bias=True):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv2d(in_channels, out_channels * kernel_size, kernel_size=(t_kernel_size, 1),
+                              padding=(t_padding, 0), stride=(t_stride, 1), dilation=(t_dilation, 1),
+                              bias=bias)
+
+    def forward(self, x, A):
+        assert A.size(0) == self.kernel_size
+        x = self.conv(x)
+        n, kc, t, v = x.size()
+        x = x.view(n, self.kernel_size, kc // self.kernel_size, t, v)
+        x = torch.einsum('nkctv,kvw->nctw', x, A)
+        return x.contiguous(), A
+
+
+class st_gcn(nn.Module):
+    """One ST-GCN block: graph conv -> BN-ReLU-temporal conv (9x1, stride s)-BN-Dropout, plus a
+    residual branch, then ReLU.  (Class name kept from the reference for familiarity.)"""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dropout=0, residual=True):
+        super().__init__()
+        assert len(kernel_size) == 2 and kernel_size[0] % 2 == 1
+        padding = ((kernel_size[0] - 1) // 2, 0)
+        self.gcn = ConvTemporalGraphical(in_channels, out_channels, kernel_size[1])
+        self.tcn = nn.Sequential(
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, (kernel_size[0], 1), (stride, 1), padding),
+            nn.BatchNorm2d(out_channels),
+            nn.Dropout(dropout, inplace=True),
+        )
+        if not residual:
+            self.residual = None
+            self.residual_mode = 'none'
+        elif in_channels == out_channels and stride == 1:
+            self.residual = None
+            self.residual_mode = 'identity'
+        else:
+            self.residual = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=(stride, 1)),
+                nn.BatchNorm2d(out_channels),
+            )
+            self.residual_mode = 'conv'
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x, A):
+        if self.residual_mode == 'conv':
+            res = self.residual(x)
+        elif self.residual_mode == 'identity':
+            res = x
+        else:
+            res = 0
+        x, A = self.gcn(x, A)
+        x = self.tcn(x) + res
+        return self.relu(x), A
+
+
+class Model(nn.Module):
+    """ST-GCN encoder of the SkeletonCLR/AimCLR family.
+
+    Input (N, C, T, V, M); output logits (N, num_class).  Channels of the 10 blocks:
+    c, c, c, c, 2c (stride 2), 2c, 2c, 4c (stride 2), 4c, hidden_dim with c = hidden_channels.
+    ``dropout`` arrives through kwargs as in the reference and applies to blocks 2-10.
+    """
+
+    def __init__(self, in_channels=3, hidden_channels=16, hidden_dim=256, num_class=60,
+                 graph_args=None, edge_importance_weighting=True, **kwargs):
+        super().__init__()
+        graph_args = dict(graph_args or {'layout': 'ntu-rgb+d', 'strategy': 'spatial'})
+        self.graph = Graph(**graph_args)
+        A = torch.tensor(self.graph.A, dtype=torch.float32, requires_grad=False)
+        self.register_buffer('A', A)
+
+        spatial_kernel_size = A.size(0)
+        temporal_kernel_size = 9
+        kernel_size = (temporal_kernel_size, spatial_kernel_size)
+        self.in_channels = in_channels
+        self.num_node = A.size(1)
+        self.data_bn = nn.BatchNorm1d(in_channels * A.size(1))
+        kwargs0 = {k: v for k, v in kwargs.items() if k != 'dropout'}
+        c = hidden_channels
+        self.st_gcn_networks = nn.ModuleList((
+            st_gcn(in_channels, c, kernel_size, 1, residual=False, **kwargs0),
+            st_gcn(c, c, kernel_size, 1, **kwargs),
+            st_gcn(c, c, kernel_size, 1, **kwargs),
+            st_gcn(c, c, kernel_size, 1, **kwargs),
+            st_gcn(c, c * 2, kernel_size, 2, **kwargs),
+            st_gcn(c * 2, c * 2, kernel_size, 1, **kwargs),
+            st_gcn(c * 2, c * 2, kernel_size, 1, **kwargs),
+            st_gcn(c * 2, c * 4, kernel_size, 2, **kwargs),
+            st_gcn(c * 4, c * 4, kernel_size, 1, **kwargs),
+            st_gcn(c * 4, hidden_dim, kernel_size, 1, **kwargs),
+        ))
+        self.fc = nn.Linear(hidden_dim, num_class)
+        self.feature_dim = hidden_dim
+
+        if edge_importance_weighting:
+            self.edge_importance = nn.ParameterList([nn.Parameter(torch.ones(self.A.size()))
+                                                     for _ in self.st_gcn_networks])
+        else:
+            self.edge_importance = [1] * len(self.st_gcn_networks)
+
+    def check_input(self, x):
+        if x.dim() != 5:
+            raise ValueError(f'ST-GCN expects input of shape (N, C, T, V, M), got {tuple(x.shape)}')
+        if x.size(1) != self.in_channels or x.size(3) != self.num_node:
+            raise ValueError(f'ST-GCN built for C={self.in_channels} channels and V={self.num_node} joints '
+                             f'(graph layout {self.graph.layout.name!r}) got data of shape {tuple(x.shape)}: '
+                             'set model_args.in_channels / graph_args.layout to match the data')
+
+    def encode(self, x):
+        """(N, C, T, V, M) -> feature map (N*M, C', T', V) before pooling (persons folded into the batch)."""
+        self.check_input(x)
+        N, C, T, V, M = x.size()
+        x = x.permute(0, 4, 3, 1, 2).contiguous()
+        x = x.view(N * M, V * C, T)
+        x = self.data_bn(x)
+        x = x.view(N, M, V, C, T)
+        x = x.permute(0, 1, 3, 4, 2).contiguous()
+        x = x.view(N * M, C, T, V)
+        for gcn, importance in zip(self.st_gcn_networks, self.edge_importance):
+            x, _ = gcn(x, self.A * importance)
+        return x
+
+    @staticmethod
+    def pool(feature_map, num_person):
+        """Global average pool over (T', V), then mean over persons: (N*M, C, T', V) -> (N, C)."""
+        x = F.avg_pool2d(feature_map, feature_map.size()[2:])
+        return x.view(-1, num_person, x.size(1)).mean(dim=1)
+
+    def forward_features(self, x):
+        """(N, C, T, V, M) -> pooled features (N, hidden_dim), the input of ``fc``."""
+        return self.pool(self.encode(x), x.size(4))
+
+    def forward(self, x):
+        return self.fc(self.forward_features(x))

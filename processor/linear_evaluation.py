@@ -1,0 +1,156 @@
+"""Linear evaluation: a frozen pretrained encoder (in ``eval()`` mode) and a trained ``fc``.
+
+With ``cache_features: true`` (default) the encoder runs once over each split and the linear layer
+trains on the cached features; batches, order, optimiser and schedule are those of the reference
+protocol (``cache_features: false`` re-runs the frozen encoder every epoch, as the reference does).
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from feeder.tools import to_stream
+from processor.processor import Processor
+from torchlight.io import UserError, str2bool
+
+
+def topk_accuracy(scores, labels, k):
+    """Fraction of samples whose label is among the k highest scores."""
+    k = min(k, scores.size(1))
+    hit = (scores.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
+    return hit.float().mean().item()
+
+
+class LinearEvaluation(Processor):
+    """``linear_evaluation``: everything except the final ``fc`` frozen."""
+
+    @staticmethod
+    def get_parser(add_help=False):
+        parser = Processor.get_parser(add_help=add_help)
+        parser.description = 'Linear evaluation of a pretrained encoder'
+        parser.add_argument('--cache_features', type=str2bool, default=True,
+                            help='extract frozen features once (false: re-run the encoder every epoch)')
+        parser.set_defaults(base_lr=3.0, weight_decay=0.0, num_epoch=100, step=[80], eval_interval=1,
+                            train_feeder='feeder.ntu_feeder.Feeder_single', save_interval=1000)
+        return parser
+
+    # ---------------------------------------------------------------- model
+    @property
+    def encoder(self):
+        return self.model.encoder_q if hasattr(self.model, 'encoder_q') else self.model
+
+    def load_model(self):
+        if self.arg.model_args.get('pretrain', False):
+            raise UserError('linear_evaluation builds the encoder for classification: set model_args.pretrain: false')
+        super().load_model()
+
+    def load_weights(self):
+        super().load_weights()
+        self.trainable = []
+        for name, param in self.encoder.named_parameters():
+            param.requires_grad = name.startswith('fc.')
+            if param.requires_grad:
+                self.trainable.append(name)
+        if not self.trainable:
+            raise UserError(f'{self.arg.model} has no `fc` layer to train')
+
+    def load_data(self):
+        super().load_data()
+        if self.arg.phase == 'train' and 'train' not in self.data_loader:
+            raise UserError('linear_evaluation needs train_feeder_args with data_path and label_path')
+        if 'test' not in self.data_loader:
+            raise UserError('linear_evaluation needs test_feeder_args with data_path and label_path')
+        train = getattr(self, 'train_feeder', None)
+        self.use_cache = self.arg.cache_features
+        if self.use_cache and train is not None and (train.shear_amplitude > 0 or train.temperal_padding_ratio > 0):
+            self.print_log('Notice: the training feeder augments its data, so features are not cached.')
+            self.use_cache = False
+        self.cache = {}
+
+    # ---------------------------------------------------------------- features
+    def inputs(self, raw, feeder):
+        x = feeder.views(raw.to(self.dev, non_blocking=True))[0]
+        if self.arg.stream != 'joint':
+            x = to_stream(x, self.arg.stream, feeder.parents if self.arg.stream == 'bone' else None)
+        return x
+
+    @torch.no_grad()
+    def features(self, raw, feeder):
+        self.encoder.eval()
+        return self.encoder.forward_features(self.inputs(raw, feeder))
+
+    @torch.no_grad()
+    def extract(self, split):
+        """Features, labels and sample indices of a whole split, in dataset order."""
+        if split not in self.cache:
+            feeder = self.data_loader[split].dataset
+            loader = torch.utils.data.DataLoader(feeder, batch_size=self.arg.test_batch_size, shuffle=False,
+                                                 num_workers=self.arg.num_worker)
+            feats, labels, indices = [], [], []
+            for raw, label, index in self.iterate(loader, f'features {split}'):
+                feats.append(self.features(raw, feeder))
+                labels.append(label)
+                indices.append(index)
+            self.cache[split] = (torch.cat(feats), torch.cat(labels).to(self.dev), torch.cat(indices))
+        return self.cache[split]
+
+    # ---------------------------------------------------------------- train / test
+    def train_step(self, feats, label):
+        output = self.encoder.fc(feats)
+        loss = F.cross_entropy(output, label)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def train_batches(self):
+        """(features, labels) per training batch, in the loader's (per-epoch shuffled) order."""
+        loader = self.data_loader['train']
+        if not self.use_cache:
+            for raw, label, _ in loader:
+                yield self.features(raw, loader.dataset), label.to(self.dev)
+            return
+        feats, labels, _ = self.extract('train')
+        order = torch.tensor(list(iter(loader.sampler)), dtype=torch.long)
+        batch = self.arg.batch_size
+        for start in range(0, len(order) - batch + 1, batch):      # drop_last, as the loader
+            idx = order[start:start + batch].to(self.dev)
+            yield feats[idx], labels[idx]
+
+    def train_epoch(self, epoch):
+        self.encoder.eval()          # frozen BatchNorm statistics (reference protocol)
+        lr = self.adjust_lr(epoch)
+        losses = [self.train_step(f, l) for f, l in self.train_batches()]
+        mean_loss = float(np.mean(losses)) if losses else float('nan')
+        self.print_log(f'\tmean_loss: {mean_loss:.4f} | lr: {lr:.6f}')
+        self.log_scalars('train', {'loss': mean_loss, 'lr': lr}, epoch + 1)
+
+    @torch.no_grad()
+    def test_scores(self):
+        if self.use_cache:
+            feats, labels, indices = self.extract('test')
+        else:
+            self.cache.pop('test', None)
+            feats, labels, indices = self.extract('test')
+            self.cache.pop('test', None)
+        return self.encoder.fc(feats), labels, indices
+
+    @torch.no_grad()
+    def test_epoch(self, epoch, save_result=False):
+        self.encoder.eval()
+        scores, labels, indices = self.test_scores()
+        loss = F.cross_entropy(scores, labels).item()
+        accs = {f'top{k}': topk_accuracy(scores, labels, k) for k in self.arg.show_topk}
+        self.print_log(f'\tmean_loss: {loss:.4f} | ' + ' | '.join(f'{k}: {100 * v:.2f}%' for k, v in accs.items()))
+        self.log_scalars('test', dict(accs, loss=loss), epoch + 1)
+        top1 = accs.get('top1', topk_accuracy(scores, labels, 1))
+        improved = top1 > self.best['top1'] or self.best['epoch'] < 0
+        if self.arg.phase == 'train' and improved:
+            self.best.update(top1=top1, epoch=epoch + 1)
+            self.io.save_model(self.model, 'best_model.pt')
+        if (save_result or improved) and self.arg.save_result:
+            feeder = self.data_loader['test'].dataset
+            names = [feeder.sample_name[i] for i in indices.tolist()]
+            self.io.save_pkl(dict(zip(names, scores.cpu().numpy())), 'test_result.pkl')
+        if self.arg.phase == 'train':
+            self.print_log(f"\tBest top1: {100 * self.best['top1']:.2f}% (epoch {self.best['epoch']})")
+        self.last_accuracy = accs

@@ -1,0 +1,432 @@
+"""The generic training processor (torchlight style).
+
+A processor is configured by argparse defaults < the YAML file < the command line, owns the work
+directory (log, config dump, tensorboard, checkpoints), the device, seeding, data loaders,
+optimiser and learning-rate schedule, and runs ``train``/``test`` for ``phase: train|test``.
+Subclasses implement ``train_epoch`` and ``test_epoch`` only.
+"""
+import argparse
+import math
+import os
+import random
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+import yaml
+
+from feeder.tools import STREAMS
+from torchlight.io import (IO, DictAction, UserError, atomic_torch_save, closest_keys, import_class,
+                           str2bool, to_cpu_state_dict)
+
+# Keys of the reference code bases that this project accepts and ignores.
+LEGACY_KEYS = {
+    'pavi_log': 'PAVI logging does not exist here; tensorboard scalars go to work_dir/runs',
+    'use_gpu': 'the device is chosen by `device` (CPU when no GPU is present)',
+    'context': 'CrosSCLR cross-view context is not part of this project',
+    'cross_epoch': 'CrosSCLR cross-view training is not part of this project',
+    'start_epoch': 'use --resume to continue a stopped run (latest.pt holds the epoch)',
+}
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled (or ordered) indices, reseeded from ``seed + epoch`` each epoch: reproducible, not
+    the same order every epoch, and resumable at any epoch."""
+
+    def __init__(self, num_samples, seed=0, shuffle=True):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.num_samples))
+        g = torch.Generator()
+        g.manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+
+    def __len__(self):
+        return self.num_samples
+
+
+def seed_worker(worker_id):
+    """Per-worker seeds derived from the loader's per-epoch base seed (differ by worker and epoch)."""
+    worker_seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+class Processor:
+    """Base processor: configuration, IO, device, data, optimiser, loop, checkpoints."""
+
+    def __init__(self, argv=None):
+        self.load_arg(argv)
+        self.init_environment()
+        self.load_model()
+        self.load_weights()
+        self.load_data()
+        self.load_optimizer()
+        self.maybe_resume()
+
+    # ------------------------------------------------------------------ configuration
+    def load_arg(self, argv=None):
+        parser = self.get_parser()
+        p = parser.parse_args(argv)
+        if p.config is not None:
+            if not os.path.isfile(p.config):
+                raise UserError(f"config file '{p.config}' does not exist")
+            with open(p.config, 'r') as f:
+                try:
+                    default_arg = yaml.safe_load(f) or {}
+                except yaml.YAMLError as e:
+                    raise UserError(f"config file '{p.config}' is not valid YAML: {str(e).splitlines()[0]}")
+            if not isinstance(default_arg, dict):
+                raise UserError(f"config file '{p.config}' must be a mapping of keys to values")
+            valid = vars(p).keys()
+            self.ignored_keys = []
+            for k in list(default_arg):
+                if k in LEGACY_KEYS:
+                    self.ignored_keys.append(k)
+                    default_arg.pop(k)
+                elif k not in valid:
+                    raise UserError(f"unknown key '{k}' in {p.config}; closest valid keys: "
+                                    f"{closest_keys(k, valid)}")
+            self.check_types(default_arg, parser, p.config)
+            parser.set_defaults(**default_arg)
+        else:
+            self.ignored_keys = []
+        self.arg = parser.parse_args(argv)
+        if self.arg.view is not None:        # CrosSCLR's name for the stream
+            self.arg.stream = self.arg.view
+        if self.arg.stream not in STREAMS:
+            raise UserError(f"stream/view '{self.arg.stream}' is unknown; use one of {', '.join(STREAMS)}")
+
+    @staticmethod
+    def check_types(values, parser, source):
+        """YAML values must fit the option's type (e.g. a number for base_lr)."""
+        actions = {a.dest: a for a in parser._actions}
+        for k, v in values.items():
+            action = actions.get(k)
+            if action is None or v is None:
+                continue
+            if isinstance(action, DictAction):
+                if not isinstance(v, dict):
+                    raise UserError(f"key '{k}' in {source} must be a mapping, got {v!r}")
+                continue
+            expected = action.type
+            items = v if (action.nargs in ('+', '*') and isinstance(v, list)) else [v]
+            for item in items:
+                if expected in (int, float) and not (isinstance(item, (int, float)) and not isinstance(item, bool)):
+                    raise UserError(f"key '{k}' in {source} must be a number, got {item!r}")
+                if expected is str2bool and not isinstance(item, bool):
+                    raise UserError(f"key '{k}' in {source} must be true or false, got {item!r}")
+
+    @staticmethod
+    def get_parser(add_help=False):
+        parser = argparse.ArgumentParser(add_help=add_help, description='Base Processor')
+        parser.add_argument('-w', '--work_dir', default='./work_dir/tmp', help='the work folder for storing results')
+        parser.add_argument('-c', '--config', default=None, help='path to the configuration file')
+        # processor
+        parser.add_argument('--phase', default='train', choices=['train', 'test'], help='train or test')
+        parser.add_argument('--save_result', type=str2bool, default=True, help='write test_result.pkl when testing')
+        parser.add_argument('--num_epoch', type=int, default=80, help='number of epochs')
+        parser.add_argument('--device', type=int, default=[0], nargs='+', help='GPU indexes (CPU when none)')
+        parser.add_argument('--seed', type=int, default=1, help='random seed')
+        parser.add_argument('--resume', type=str2bool, default=False,
+                            help='continue the run in work_dir from its latest.pt')
+        parser.add_argument('--cudnn_benchmark', type=str2bool, default=True, help='cuDNN autotuner on GPU')
+        # visualize and debug
+        parser.add_argument('--log_interval', type=int, default=100, help='iterations between loss logs')
+        parser.add_argument('--save_interval', type=int, default=10, help='epochs between epoch{N}_model.pt')
+        parser.add_argument('--eval_interval', type=int, default=5, help='epochs between evaluations')
+        parser.add_argument('--save_log', type=str2bool, default=True, help='write work_dir/log.txt')
+        parser.add_argument('--print_log', type=str2bool, default=True, help='print logs to stdout')
+        parser.add_argument('--progress_bar', type=str2bool, default=True, help='show a progress bar per epoch')
+        # feeder
+        parser.add_argument('--train_feeder', default='feeder.ntu_feeder.Feeder_dual', help='training data loader')
+        parser.add_argument('--test_feeder', default='feeder.ntu_feeder.Feeder_single', help='test data loader')
+        parser.add_argument('--num_worker', type=int, default=2, help='data loader workers')
+        parser.add_argument('--train_feeder_args', action=DictAction, default=dict(), help='training feeder arguments')
+        parser.add_argument('--test_feeder_args', action=DictAction, default=dict(), help='test feeder arguments')
+        parser.add_argument('--batch_size', type=int, default=256, help='training batch size')
+        parser.add_argument('--test_batch_size', type=int, default=256, help='test batch size')
+        parser.add_argument('--debug', action='store_true', help='use only 100 samples')
+        parser.add_argument('--stream', default='joint', help='joint | bone | motion (AimCLR name)')
+        parser.add_argument('--view', default=None, help='joint | bone | motion (CrosSCLR name of stream)')
+        # model
+        parser.add_argument('--model', default=None, help='the model, e.g. net.skeletonclr.SkeletonCLR')
+        parser.add_argument('--model_args', action=DictAction, default=dict(), help='model arguments')
+        parser.add_argument('--weights', default=None, help='initial weights (a state dict)')
+        parser.add_argument('--ignore_weights', type=str, default=[], nargs='+',
+                            help='key prefixes dropped from the initial weights')
+        # optimiser
+        parser.add_argument('--show_topk', type=int, default=[1, 5], nargs='+', help='top-k accuracies reported')
+        parser.add_argument('--base_lr', type=float, default=0.01, help='initial learning rate')
+        parser.add_argument('--step', type=int, default=[], nargs='+', help='epochs where lr is multiplied by lr_decay_rate')
+        parser.add_argument('--lr_decay_rate', type=float, default=0.1, help='lr factor at each step')
+        parser.add_argument('--warm_up_epoch', type=int, default=0, help='epochs of linear lr warm-up')
+        parser.add_argument('--optimizer', default='SGD', choices=['SGD', 'Adam', 'AdamW'], help='optimiser')
+        parser.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
+        parser.add_argument('--nesterov', type=str2bool, default=False, help='Nesterov momentum')
+        parser.add_argument('--weight_decay', type=float, default=0.0001, help='weight decay')
+        # method-specific keys of the family (used by the methods that need them)
+        parser.add_argument('--mining_epoch', type=int, default=1000, help='AimCLR: epoch that starts nearest-neighbour mining')
+        parser.add_argument('--topk', type=int, default=1, help='AimCLR: mined positives')
+        return parser
+
+    # ------------------------------------------------------------------ environment
+    def init_environment(self):
+        arg = self.arg
+        self.check_work_dir()
+        self.io = IO(arg.work_dir, save_log=arg.save_log, print_log=arg.print_log)
+        self.io.save_arg(arg)
+        for k in self.ignored_keys:
+            self.io.print_log(f'Notice: config key {k!r} is ignored ({LEGACY_KEYS[k]}).')
+        self.set_seed(arg.seed)
+        self.dev = self.select_device(arg.device)
+        if self.dev.type == 'cuda':
+            torch.backends.cudnn.benchmark = arg.cudnn_benchmark
+        self.meta_info = dict(epoch=0, iter=0, global_step=0)
+        self.best = dict(top1=0.0, epoch=-1)
+        self.writer = None
+        self.stop_requested = False
+
+    def check_work_dir(self):
+        """Never overwrite a previous run silently: a work_dir with a latest.pt needs --resume."""
+        latest = os.path.join(self.arg.work_dir, 'latest.pt')
+        if self.arg.phase == 'train' and not self.arg.resume and os.path.exists(latest):
+            raise UserError(f"work_dir '{self.arg.work_dir}' already holds a run ({latest}); pass "
+                            "--resume true to continue it or choose another --work_dir")
+        try:
+            os.makedirs(self.arg.work_dir, exist_ok=True)
+            probe = os.path.join(self.arg.work_dir, f'.write_test{os.getpid()}')
+            open(probe, 'w').close()
+            os.remove(probe)
+        except OSError as e:
+            raise UserError(f"work_dir '{self.arg.work_dir}' is not writable ({e.strerror})") from e
+
+    def print_log(self, text):
+        self.io.print_log(text)
+
+    @staticmethod
+    def set_seed(seed):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def select_device(self, device):
+        if torch.cuda.is_available():
+            index = device[0] if device else 0
+            if index >= torch.cuda.device_count():
+                raise UserError(f'device {index} requested but only {torch.cuda.device_count()} GPU(s) exist')
+            if len(device) > 1:
+                self.print_log(f'Notice: several devices {device} given; one process uses device {index} '
+                               '(multi-GPU training runs with torchrun).')
+            torch.cuda.set_device(index)
+            return torch.device('cuda', index)
+        self.print_log('No GPU found: running on the CPU.')
+        return torch.device('cpu')
+
+    def tensorboard(self):
+        if self.writer is None:
+            from tensorboardX import SummaryWriter
+            # a new event file per run; earlier runs in the folder are kept
+            self.writer = SummaryWriter(os.path.join(self.arg.work_dir, 'runs'))
+        return self.writer
+
+    # ------------------------------------------------------------------ model and data
+    def load_model(self):
+        if self.arg.model is None:
+            raise UserError('no model given: set `model:` in the config (e.g. net.skeletonclr.SkeletonCLR)')
+        model_class = import_class(self.arg.model)
+        try:
+            self.model = model_class(**self.arg.model_args)
+        except TypeError as e:
+            raise UserError(f'model_args do not fit {self.arg.model}: {e}') from e
+        self.model = self.model.to(self.dev)
+
+    def load_weights(self):
+        if self.arg.weights:
+            self.io.load_weights(self.model, self.arg.weights, self.arg.ignore_weights)
+
+    def build_feeder(self, name, args, split):
+        feeder_class = import_class(name)
+        args = dict(args)
+        num_class = self.arg.model_args.get('num_class')
+        if num_class is not None and not self.arg.model_args.get('pretrain', True) is True:
+            args.setdefault('num_class', num_class)
+        if self.arg.debug:
+            args['debug'] = True
+        if 'data_path' not in args or 'label_path' not in args:
+            raise UserError(f'{split}_feeder_args needs data_path and label_path')
+        try:
+            return feeder_class(**args)
+        except TypeError as e:
+            raise UserError(f'{split}_feeder_args do not fit {name}: {e}') from e
+
+    def make_loader(self, feeder, batch_size, train):
+        feeder.batch_augment = True
+        sampler = EpochSampler(len(feeder), seed=self.arg.seed, shuffle=train)
+        if train and batch_size > len(feeder):
+            raise UserError(f'batch_size={batch_size} is larger than the {len(feeder)} training samples '
+                            f"of '{feeder.data_path}' (the last incomplete batch is dropped)")
+        return torch.utils.data.DataLoader(
+            feeder, batch_size=batch_size, sampler=sampler, num_workers=self.arg.num_worker,
+            drop_last=train, pin_memory=self.dev.type == 'cuda', worker_init_fn=seed_worker,
+            persistent_workers=self.arg.num_worker > 0)
+
+    def load_data(self):
+        self.data_loader = {}
+        if self.arg.phase == 'train' and self.arg.train_feeder_args:
+            self.train_feeder = self.build_feeder(self.arg.train_feeder, self.arg.train_feeder_args, 'train')
+            self.data_loader['train'] = self.make_loader(self.train_feeder, self.arg.batch_size, True)
+        if self.arg.test_feeder_args:
+            self.test_feeder = self.build_feeder(self.arg.test_feeder, self.arg.test_feeder_args, 'test')
+            self.data_loader['test'] = self.make_loader(self.test_feeder, self.arg.test_batch_size, False)
+
+    def load_optimizer(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.arg.optimizer == 'SGD':
+            self.optimizer = torch.optim.SGD(params, lr=self.arg.base_lr, momentum=self.arg.momentum,
+                                             nesterov=self.arg.nesterov, weight_decay=self.arg.weight_decay)
+        elif self.arg.optimizer == 'Adam':
+            self.optimizer = torch.optim.Adam(params, lr=self.arg.base_lr, weight_decay=self.arg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=self.arg.base_lr, weight_decay=self.arg.weight_decay)
+
+    def learning_rate(self, epoch, fraction=0.0):
+        """Step schedule (x lr_decay_rate at each epoch in ``step``) after an optional linear warm-up."""
+        if self.arg.warm_up_epoch > 0 and epoch < self.arg.warm_up_epoch:
+            return self.arg.base_lr * (epoch + fraction + 1e-8) / self.arg.warm_up_epoch
+        return self.arg.base_lr * self.arg.lr_decay_rate ** int(np.sum(epoch >= np.array(self.arg.step)))
+
+    def adjust_lr(self, epoch, fraction=0.0):
+        self.lr = self.learning_rate(epoch, fraction)
+        for group in self.optimizer.param_groups:
+            group['lr'] = self.lr
+        return self.lr
+
+    # ------------------------------------------------------------------ checkpoints and resume
+    def state(self, next_epoch):
+        return {
+            'model': to_cpu_state_dict(self.model.state_dict()),
+            'optimizer': self.optimizer.state_dict(),
+            'epoch': next_epoch,
+            'meta_info': dict(self.meta_info),
+            'best': dict(self.best),
+            'rng': {
+                'python': random.getstate(),
+                'numpy': np.random.get_state(),
+                'torch': torch.get_rng_state(),
+                'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            'extra': self.extra_state(),
+        }
+
+    def extra_state(self):
+        return {}
+
+    def load_extra_state(self, extra):
+        pass
+
+    def save_latest(self, next_epoch):
+        atomic_torch_save(self.state(next_epoch), os.path.join(self.arg.work_dir, 'latest.pt'))
+
+    def maybe_resume(self):
+        self.start_epoch = 0
+        if not self.arg.resume:
+            return
+        path = os.path.join(self.arg.work_dir, 'latest.pt')
+        if not os.path.exists(path):
+            raise UserError(f"--resume given but '{path}' does not exist")
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=False)
+        except Exception as e:
+            raise UserError(f"cannot read resume file '{path}' ({type(e).__name__}); it may be truncated") from e
+        self.model.load_state_dict(state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.start_epoch = state['epoch']
+        self.meta_info.update(state['meta_info'])
+        self.best.update(state['best'])
+        rng = state['rng']
+        random.setstate(rng['python'])
+        np.random.set_state(rng['numpy'])
+        torch.set_rng_state(rng['torch'])
+        if rng['cuda'] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng['cuda'])
+        self.load_extra_state(state.get('extra', {}))
+        self.print_log(f'Resumed from {path} at epoch {self.start_epoch}.')
+
+    def install_signal_handler(self):
+        def handler(signum, frame):
+            self.print_log(f'Received signal {signum}: stopping after this iteration and saving latest.pt.')
+            self.stop_requested = True
+        try:
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not in the main thread
+            pass
+
+    # ------------------------------------------------------------------ loop
+    def start(self):
+        self.print_log(f'Parameters:\n{yaml.safe_dump(vars(self.arg), sort_keys=False, default_flow_style=None)}')
+        if self.arg.phase == 'train':
+            self.install_signal_handler()
+            for epoch in range(self.start_epoch, self.arg.num_epoch):
+                self.meta_info['epoch'] = epoch
+                sampler = self.data_loader['train'].sampler if 'train' in self.data_loader else None
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
+                self.print_log(f'Training epoch: {epoch + 1}')
+                self.train_epoch(epoch)
+                if self.stop_requested:
+                    # the interrupted epoch is run again on resume
+                    self.save_latest(epoch)
+                    self.print_log('Stopped by signal; resume with --resume true.')
+                    return
+                done = epoch + 1
+                if done % self.arg.save_interval == 0 or done == self.arg.num_epoch:
+                    self.io.save_model(self.model, f'epoch{done}_model.pt')
+                if 'test' in self.data_loader and (done % self.arg.eval_interval == 0 or done == self.arg.num_epoch):
+                    self.print_log(f'Eval epoch: {done}')
+                    self.test_epoch(epoch)
+                self.save_latest(done)
+            self.finish()
+        else:
+            if not self.arg.weights:
+                raise UserError('phase test needs --weights (e.g. work_dir/.../best_model.pt)')
+            if 'test' not in self.data_loader:
+                raise UserError('phase test needs test_feeder_args with data_path and label_path')
+            self.test_epoch(0, save_result=True)
+
+    def finish(self):
+        if self.writer is not None:
+            self.writer.close()
+
+    def train_epoch(self, epoch):
+        raise NotImplementedError
+
+    def test_epoch(self, epoch, save_result=False):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def iterate(self, loader, desc):
+        from torchlight.progress import Progress
+        return Progress(loader, desc=desc, enabled=self.arg.progress_bar)
+
+    def log_scalars(self, prefix, values, step):
+        writer = self.tensorboard()
+        for k, v in values.items():
+            writer.add_scalar(f'{prefix}/{k}', v, step)
+
+    def check_finite(self, loss, epoch, iteration):
+        if not torch.isfinite(loss):
+            latest = os.path.join(self.arg.work_dir, 'latest.pt')
+            raise UserError(f'loss is {loss.item()} at epoch {epoch + 1} iteration {iteration}: training '
+                            f'stopped; the last good state is {latest if os.path.exists(latest) else "not saved yet"} '
+                            '(lower base_lr or check the data)')

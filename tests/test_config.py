@@ -1,0 +1,119 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import yaml
+
+from main import main
+from processor.linear_evaluation import LinearEvaluation
+from processor.pretrain import PretrainProcessor
+from torchlight.io import UserError, parse_dict_string
+
+
+def tiny_dataset(folder, n=16, V=20, T=12, num_class=4, seed=0):
+    rng = np.random.RandomState(seed)
+    data = rng.randn(n, 3, T, V, 1).astype(np.float32)
+    labels = [i % num_class for i in range(n)]
+    np.save(os.path.join(folder, 'data.npy'), data)
+    with open(os.path.join(folder, 'label.pkl'), 'wb') as f:
+        pickle.dump(([f's{i}' for i in range(n)], labels), f)
+    return os.path.join(folder, 'data.npy'), os.path.join(folder, 'label.pkl')
+
+
+def write_config(tmp_path, **overrides):
+    data, label = tiny_dataset(str(tmp_path))
+    cfg = {
+        'work_dir': str(tmp_path / 'run'),
+        'train_feeder': 'feeder.ntu_feeder.Feeder_dual',
+        'train_feeder_args': {'data_path': data, 'label_path': label, 'shear_amplitude': 0.5,
+                              'temperal_padding_ratio': 6, 'mmap': True},
+        'model': 'net.skeletonclr.SkeletonCLR',
+        'model_args': {'base_encoder': 'net.st_gcn.Model', 'pretrain': True, 'feature_dim': 8,
+                       'queue_size': 16, 'momentum': 0.999, 'Temperature': 0.07, 'mlp': True,
+                       'in_channels': 3, 'hidden_channels': 4, 'hidden_dim': 8, 'num_class': 4,
+                       'dropout': 0.5, 'graph_args': {'layout': 'nw-ucla', 'strategy': 'spatial'},
+                       'edge_importance_weighting': True},
+        'base_lr': 0.1, 'step': [250], 'batch_size': 8, 'num_epoch': 1, 'num_worker': 0,
+        'device': [0], 'progress_bar': False,
+    }
+    cfg.update(overrides)
+    path = tmp_path / 'config.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_precedence_command_line_over_yaml_over_defaults(tmp_path):
+    cfg = write_config(tmp_path, base_lr=0.05)
+    p = PretrainProcessor(['--config', cfg, '--batch_size', '4', '--model_args', 'hidden_channels=6,graph_args.strategy=uniform'])
+    assert p.arg.batch_size == 4                      # command line beats YAML (8)
+    assert p.arg.base_lr == 0.05                       # YAML beats default (0.01)
+    assert p.arg.weight_decay == 1e-4                  # default
+    assert p.arg.model_args['hidden_channels'] == 6    # dict option merged ...
+    assert p.arg.model_args['feature_dim'] == 8        # ... keeping the other YAML keys
+    assert p.arg.model_args['graph_args'] == {'layout': 'nw-ucla', 'strategy': 'uniform'}
+    assert p.model.encoder_q.A.shape[0] == 1           # the uniform strategy reached the model
+    p2 = PretrainProcessor(['--config', cfg, '--step', '3', '5', '--device', '0', '1', '--work_dir', str(tmp_path / 'r2')])
+    assert p2.arg.step == [3, 5] and p2.arg.device == [0, 1]
+
+
+def test_config_dump_records_command_line(tmp_path):
+    cfg = write_config(tmp_path)
+    p = PretrainProcessor(['--config', cfg])
+    text = open(os.path.join(p.arg.work_dir, 'config.yaml')).read()
+    assert text.startswith('# command line:')
+    assert yaml.safe_load(text)['batch_size'] == 8
+
+
+def test_unknown_key_names_closest_valid_keys(tmp_path):
+    cfg = write_config(tmp_path, base_lrr=0.1)
+    with pytest.raises(UserError, match=r"unknown key 'base_lrr'.*base_lr"):
+        PretrainProcessor(['--config', cfg])
+
+
+def test_legacy_keys_are_ignored_with_a_notice(tmp_path, capsys):
+    cfg = write_config(tmp_path, pavi_log=False, start_epoch=0)
+    PretrainProcessor(['--config', cfg])
+    out = capsys.readouterr().out
+    assert "config key 'pavi_log' is ignored" in out
+
+
+def test_wrong_value_type_is_an_error(tmp_path):
+    cfg = write_config(tmp_path, base_lr='fast')
+    with pytest.raises(UserError, match="'base_lr'.*must be a number"):
+        PretrainProcessor(['--config', cfg])
+
+
+def test_queue_not_multiple_of_batch(tmp_path):
+    cfg = write_config(tmp_path, batch_size=6)
+    with pytest.raises(ValueError, match='queue_size=16 is not a multiple of batch_size=6'):
+        PretrainProcessor(['--config', cfg])
+
+
+def test_main_reports_user_errors_in_one_line(tmp_path, capsys):
+    cfg = write_config(tmp_path, stream='velocity')
+    assert main(['pretrain_skeletonclr', '--config', cfg]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stream/view 'velocity' is unknown" in err[0]
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    cfg = write_config(tmp_path)
+    PretrainProcessor(['--config', cfg]).start()
+    log_before = open(tmp_path / 'run' / 'log.txt').read()
+    with pytest.raises(UserError, match='already holds a run'):
+        PretrainProcessor(['--config', cfg])
+    assert open(tmp_path / 'run' / 'log.txt').read() == log_before
+    assert (tmp_path / 'run' / 'epoch1_model.pt').exists()
+
+
+def test_parse_dict_string():
+    assert parse_dict_string('a=1,b.c=x,d=[1,2]') == {'a': 1, 'b': {'c': 'x'}, 'd': [1, 2]}
+    assert parse_dict_string("{a: 1, b: true}") == {'a': 1, 'b': True}
+    assert parse_dict_string('dict(a=0.5)') == {'a': 0.5}
+
+
+def test_linear_evaluation_requires_classifier_mode(tmp_path):
+    cfg = write_config(tmp_path, test_feeder_args={})
+    with pytest.raises(UserError, match='pretrain: false'):
+        LinearEvaluation(['--config', cfg])

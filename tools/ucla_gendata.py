@@ -1,0 +1,107 @@
+"""NW-UCLA ``all_sqe`` JSON skeletons -> the AimCLR/CrosSCLR position format (20-joint 'nw-ucla' layout).
+
+Writes ``<out>/ucla/{train,val}_position.npy`` float32 (N, 3, length, 20, M) and
+``<out>/ucla/{train,val}_label.pkl`` = pickled ``(sample_names, labels)`` (labels 0..9). Cross-view
+protocol: views 1 and 2 train, view 3 val. See docs/DATA.md.
+
+    python tools/ucla_gendata.py --data-path ../shared/realdata/nw_ucla/all_sqe
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+from feeder.preprocess import normalize_sequence, save_labels  # noqa: E402
+from net.utils.layouts import get_layout  # noqa: E402
+from torchlight.progress import Progress  # noqa: E402
+
+NUM_CLASS = 10
+TRAIN_VIEWS = (1, 2)
+VAL_VIEWS = (3,)
+DEFAULT_DATA_PATH = os.path.join(ROOT, '..', 'shared', 'realdata', 'nw_ucla', 'all_sqe')
+
+
+def read_ucla_json(path, num_joint=20):
+    """One ``all_sqe`` JSON -> ``(name, label0, view, seq)`` with seq float64 ``(3, T, 20, 1)``."""
+    try:
+        with open(path) as f:
+            sample = json.load(f)
+        name, label = sample['file_name'], int(sample['label'])
+        skel = np.asarray(sample['skeletons'], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f'{path}: not an all_sqe sample ({type(e).__name__}: {e})') from None
+    if skel.ndim != 3 or skel.shape[0] < 1 or skel.shape[1:] != (num_joint, 3):
+        raise ValueError(f'{path}: skeletons must be [T][{num_joint}][3] with T >= 1, got shape {skel.shape}')
+    if not 1 <= label <= NUM_CLASS:
+        raise ValueError(f'{path}: label {label} outside 1..{NUM_CLASS}')
+    match = re.search(r'_v(\d+)$', name)
+    if match is None:
+        raise ValueError(f"{path}: file_name '{name}' has no _vVV view suffix")
+    return name, label - 1, int(match.group(1)), skel.transpose(2, 0, 1)[..., None]
+
+
+def gendata(data_path, out_folder, length=50, num_person=1, progress=True):
+    """Convert all ``*.json`` in ``data_path``; returns ``{'train': N, 'val': N}``."""
+    files = sorted(glob.glob(os.path.join(data_path, '*.json')))
+    if not files:
+        raise SystemExit(f"error: no .json files in '{data_path}' (set --data-path)")
+    if num_person < 1:
+        raise SystemExit(f'error: --num-person must be >= 1, got {num_person}')
+    layout = get_layout('nw-ucla')
+    parts = {'train': ([], [], []), 'val': ([], [], [])}   # names, labels, positions
+    for path in Progress(files, desc='nw-ucla', enabled=progress):
+        name, label, view, seq = read_ucla_json(path, layout.num_node)
+        if view in TRAIN_VIEWS:
+            part = 'train'
+        elif view in VAL_VIEWS:
+            part = 'val'
+        else:
+            raise ValueError(f'{path}: view {view} is neither a training {TRAIN_VIEWS} nor a validation '
+                             f'{VAL_VIEWS} view')
+        try:
+            pos = normalize_sequence(seq, layout, length)
+        except ValueError as e:
+            raise ValueError(f'{path}: {e}') from None
+        out = np.zeros((3, length, layout.num_node, num_person), dtype=np.float32)
+        out[..., :1] = pos
+        for lst, item in zip(parts[part], (name, label, out)):
+            lst.append(item)
+    folder = os.path.join(out_folder, 'ucla')
+    os.makedirs(folder, exist_ok=True)
+    counts = {}
+    for part, (names, labels, positions) in parts.items():
+        arr = (np.stack(positions) if positions
+               else np.zeros((0, 3, length, layout.num_node, num_person), dtype=np.float32))
+        np.save(os.path.join(folder, f'{part}_position.npy'), arr)
+        save_labels(os.path.join(folder, f'{part}_label.pkl'), names, labels)
+        counts[part] = len(names)
+    return counts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data-path', default=DEFAULT_DATA_PATH,
+                        help='folder of all_sqe *.json (default: ../shared/realdata/nw_ucla/all_sqe)')
+    parser.add_argument('--out-folder', default='data', help='output root (default: data)')
+    parser.add_argument('--length', type=int, default=50, help='frames per sample (default: 50)')
+    parser.add_argument('--num-person', type=int, default=1,
+                        help='M of the output; persons beyond the first are zero (default: 1)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    args = parser.parse_args(argv)
+    counts = gendata(args.data_path, args.out_folder, args.length, args.num_person, not args.no_progress)
+    for part, n in counts.items():
+        print(f"{os.path.join(args.out_folder, 'ucla')}: {part} {n} samples")
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except ValueError as e:          # malformed input: one actionable line, no traceback
+        raise SystemExit(f'error: {e}')
