@@ -22,10 +22,14 @@ def build_encoder(base_encoder, **encoder_args):
 
 def add_mlp_head(encoder, batch_norm=False):
     """Replace ``encoder.fc`` by Linear-ReLU-fc (the MoCo v2 projection head; names ``fc.0``, ``fc.2``),
-    or Linear-BN-ReLU-fc with ``batch_norm`` (SimCLR/MoCo v3 style; names ``fc.0``, ``fc.1``, ``fc.3``)."""
+    or with ``batch_norm`` by the MoCo v3 projector Linear-BN-ReLU-fc-BN(no affine) (names ``fc.0``,
+    ``fc.1``, ``fc.3``, ``fc.4``), whose output BatchNorm keeps every embedding dimension spread over
+    the batch, so the embeddings cannot shrink into a narrow cone."""
     dim_mlp = encoder.fc.weight.shape[1]
     if batch_norm:
-        encoder.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.BatchNorm1d(dim_mlp), nn.ReLU(), encoder.fc)
+        out_dim = encoder.fc.weight.shape[0]
+        encoder.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.BatchNorm1d(dim_mlp), nn.ReLU(), encoder.fc,
+                                   nn.BatchNorm1d(out_dim, affine=False))
     else:
         encoder.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), encoder.fc)
 
@@ -54,13 +58,17 @@ class MoCo(nn.Module):
         base_encoder: import string or class of the encoder (``net.st_gcn.Model``).
         pretrain: False builds only ``encoder_q`` with ``num_class`` outputs (evaluation).
         feature_dim: embedding size; queue_size: K; momentum: m; Temperature: tau; mlp: MoCo v2 head.
+        shuffle_bn_groups: emulate MoCo's shuffle-BN on one device: queries and keys are encoded in
+            this many sub-batches (BatchNorm statistics per sub-batch), keys after a random shuffle,
+            so the key and query of a sample never share BatchNorm statistics (1 = reference).
         head_bn: BatchNorm inside the MLP head (not in the reference; against collapse on small data,
             see docs/METHODS.md).
         Other keyword arguments go to the encoder.
     """
 
     def __init__(self, base_encoder=None, pretrain=True, feature_dim=128, queue_size=32768,
-                 momentum=0.999, Temperature=0.07, mlp=True, head_bn=False, num_class=60, **encoder_args):
+                 momentum=0.999, Temperature=0.07, mlp=True, head_bn=False, shuffle_bn_groups=1, num_class=60,
+                 **encoder_args):
         super().__init__()
         if base_encoder is None:
             raise ValueError("model_args.base_encoder is required, e.g. 'net.st_gcn.Model'")
@@ -70,6 +78,7 @@ class MoCo(nn.Module):
             return
         self.K = queue_size
         self.m = momentum
+        self.shuffle_bn_groups = shuffle_bn_groups
         self.T = Temperature
         self.encoder_q = build_encoder(base_encoder, num_class=feature_dim, **encoder_args)
         self.encoder_k = build_encoder(base_encoder, num_class=feature_dim, **encoder_args)
@@ -117,11 +126,22 @@ class MoCo(nn.Module):
         self.queue_ptr[0] = (ptr + batch_size) % self.K
 
     def embed_query(self, x):
-        return F.normalize(self.encoder_q(x), dim=1)
+        """L2-normalised query embeddings (per-sub-batch BatchNorm when shuffle_bn_groups > 1)."""
+        groups = self.shuffle_bn_groups
+        if groups <= 1:
+            return F.normalize(self.encoder_q(x), dim=1)
+        return F.normalize(torch.cat([self.encoder_q(chunk) for chunk in x.chunk(groups)]), dim=1)
 
     @torch.no_grad()
     def embed_key(self, x):
-        return F.normalize(self.encoder_k(x), dim=1)
+        """L2-normalised key embeddings; with shuffle_bn_groups > 1 the batch is shuffled before it is
+        split into BatchNorm sub-batches and unshuffled after (MoCo's shuffle-BN)."""
+        groups = self.shuffle_bn_groups
+        if groups <= 1:
+            return F.normalize(self.encoder_k(x), dim=1)
+        perm = torch.randperm(x.size(0), device=x.device)
+        k = torch.cat([self.encoder_k(chunk) for chunk in x[perm].chunk(groups)])
+        return F.normalize(k[torch.argsort(perm)], dim=1)
 
     def contrastive_loss(self, logits):
         """Cross-entropy with the positive at column 0 (InfoNCE)."""
