@@ -152,13 +152,6 @@ def save_labels(path, names, labels):
         pickle.dump((list(names), [int(x) for x in labels]), f)
 
 
-def load_labels(path):
-    """Read a ``*_label.pkl`` written by :func:`save_labels` (or by the reference code)."""
-    with open(path, 'rb') as f:
-        names, labels = pickle.load(f)
-    return list(names), [int(x) for x in labels]
-
-
 class SplitWriter:
     """Writes one split of a benchmark into ``folder``: ``<part>_data.npy`` (optional, float32
     ``(N, 3, max_frame, V, M)``), ``<part>_position.npy`` (float32 ``(N, 3, length, V, M)``) and

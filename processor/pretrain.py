@@ -9,7 +9,7 @@ import math
 import torch
 
 from feeder.tools import to_stream
-from processor.processor import Processor
+from processor.processor import Processor, every
 from torchlight.io import UserError
 
 
@@ -60,7 +60,7 @@ class PretrainProcessor(Processor):
             count += 1
             self.meta_info['iter'] = it
             self.meta_info['global_step'] += 1
-            if self.meta_info['global_step'] % self.arg.log_interval == 0:
+            if every(self.meta_info['global_step'], self.arg.log_interval):
                 self.print_log(f'\tIter {it} Done. | ' + ' | '.join(f'{k}: {v:.4f}' for k, v in stats.items())
                                + f' | lr: {lr:.6f}')
                 self.log_scalars('train', dict(stats, lr=lr), self.meta_info['global_step'])

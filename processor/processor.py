@@ -55,6 +55,11 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.num_samples
 
 
+def every(count, interval):
+    """True every ``interval`` counts; an interval <= 0 means never (the caller adds the last epoch)."""
+    return interval > 0 and count % interval == 0
+
+
 def seed_worker(worker_id):
     """Per-worker seeds derived from the loader's per-epoch base seed (differ by worker and epoch)."""
     worker_seed = torch.initial_seed() % 2 ** 32
@@ -109,7 +114,8 @@ class Processor:
 
     @staticmethod
     def check_types(values, parser, source):
-        """YAML values must fit the option's type (e.g. a number for base_lr)."""
+        """YAML values must fit the option's type. Strings that the type converts are accepted and
+        converted (YAML reads ``1e-4`` as a string; the reference code relies on argparse for it)."""
         actions = {a.dest: a for a in parser._actions}
         for k, v in values.items():
             action = actions.get(k)
@@ -119,13 +125,23 @@ class Processor:
                 if not isinstance(v, dict):
                     raise UserError(f"key '{k}' in {source} must be a mapping, got {v!r}")
                 continue
-            expected = action.type
-            items = v if (action.nargs in ('+', '*') and isinstance(v, list)) else [v]
+            if action.type not in (int, float, str2bool):
+                continue
+            is_list = action.nargs in ('+', '*')
+            items = v if (is_list and isinstance(v, list)) else [v]
+            converted = []
             for item in items:
-                if expected in (int, float) and not (isinstance(item, (int, float)) and not isinstance(item, bool)):
+                if isinstance(item, bool) and action.type is not str2bool:
                     raise UserError(f"key '{k}' in {source} must be a number, got {item!r}")
-                if expected is str2bool and not isinstance(item, bool):
-                    raise UserError(f"key '{k}' in {source} must be true or false, got {item!r}")
+                try:
+                    converted.append(action.type(item) if isinstance(item, str) or action.type is not str2bool
+                                     else str2bool(item))
+                except (TypeError, ValueError, argparse.ArgumentTypeError):
+                    kind = 'true or false' if action.type is str2bool else f'a number ({action.type.__name__})'
+                    raise UserError(f"key '{k}' in {source} must be {kind}, got {item!r}") from None
+                if action.type is int and isinstance(item, float) and item != int(item):
+                    raise UserError(f"key '{k}' in {source} must be an integer, got {item!r}")
+            values[k] = converted if (is_list and isinstance(v, list)) else converted[0]
 
     @staticmethod
     def get_parser(add_help=False):
@@ -390,9 +406,10 @@ class Processor:
                     self.print_log('Stopped by signal; resume with --resume true.')
                     return
                 done = epoch + 1
-                if done % self.arg.save_interval == 0 or done == self.arg.num_epoch:
+                last = done == self.arg.num_epoch
+                if every(done, self.arg.save_interval) or last:
                     self.io.save_model(self.model, f'epoch{done}_model.pt')
-                if 'test' in self.data_loader and (done % self.arg.eval_interval == 0 or done == self.arg.num_epoch):
+                if 'test' in self.data_loader and (every(done, self.arg.eval_interval) or last):
                     self.print_log(f'Eval epoch: {done}')
                     self.test_epoch(epoch)
                 self.save_latest(done)

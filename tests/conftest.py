@@ -1,7 +1,10 @@
 import os
+import pickle
 import sys
 
+import numpy as np
 import pytest
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -17,3 +20,35 @@ def require_realdata(*parts):
     if not os.path.exists(path):
         pytest.skip(f'real data not found at {path} (../shared/realdata is needed for this test)')
     return path
+
+
+def tiny_dataset(folder, n=16, V=20, T=12, num_class=4, seed=0):
+    rng = np.random.RandomState(seed)
+    data = rng.randn(n, 3, T, V, 1).astype(np.float32)
+    labels = [i % num_class for i in range(n)]
+    np.save(os.path.join(folder, 'data.npy'), data)
+    with open(os.path.join(folder, 'label.pkl'), 'wb') as f:
+        pickle.dump(([f's{i}' for i in range(n)], labels), f)
+    return os.path.join(folder, 'data.npy'), os.path.join(folder, 'label.pkl')
+
+
+def write_config(tmp_path, **overrides):
+    data, label = tiny_dataset(str(tmp_path))
+    cfg = {
+        'work_dir': str(tmp_path / 'run'),
+        'train_feeder': 'feeder.ntu_feeder.Feeder_dual',
+        'train_feeder_args': {'data_path': data, 'label_path': label, 'shear_amplitude': 0.5,
+                              'temperal_padding_ratio': 6, 'mmap': True},
+        'model': 'net.skeletonclr.SkeletonCLR',
+        'model_args': {'base_encoder': 'net.st_gcn.Model', 'pretrain': True, 'feature_dim': 8,
+                       'queue_size': 16, 'momentum': 0.999, 'Temperature': 0.07, 'mlp': True,
+                       'in_channels': 3, 'hidden_channels': 4, 'hidden_dim': 8, 'num_class': 4,
+                       'dropout': 0.5, 'graph_args': {'layout': 'nw-ucla', 'strategy': 'spatial'},
+                       'edge_importance_weighting': True},
+        'base_lr': 0.1, 'step': [250], 'batch_size': 8, 'num_epoch': 1, 'num_worker': 0,
+        'device': [0], 'progress_bar': False,
+    }
+    cfg.update(overrides)
+    path = tmp_path / 'config.yaml'
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)

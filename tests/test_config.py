@@ -1,46 +1,13 @@
 import os
-import pickle
 
-import numpy as np
 import pytest
 import yaml
 
 from main import main
 from processor.linear_evaluation import LinearEvaluation
 from processor.pretrain import PretrainProcessor
+from conftest import write_config
 from torchlight.io import UserError, parse_dict_string
-
-
-def tiny_dataset(folder, n=16, V=20, T=12, num_class=4, seed=0):
-    rng = np.random.RandomState(seed)
-    data = rng.randn(n, 3, T, V, 1).astype(np.float32)
-    labels = [i % num_class for i in range(n)]
-    np.save(os.path.join(folder, 'data.npy'), data)
-    with open(os.path.join(folder, 'label.pkl'), 'wb') as f:
-        pickle.dump(([f's{i}' for i in range(n)], labels), f)
-    return os.path.join(folder, 'data.npy'), os.path.join(folder, 'label.pkl')
-
-
-def write_config(tmp_path, **overrides):
-    data, label = tiny_dataset(str(tmp_path))
-    cfg = {
-        'work_dir': str(tmp_path / 'run'),
-        'train_feeder': 'feeder.ntu_feeder.Feeder_dual',
-        'train_feeder_args': {'data_path': data, 'label_path': label, 'shear_amplitude': 0.5,
-                              'temperal_padding_ratio': 6, 'mmap': True},
-        'model': 'net.skeletonclr.SkeletonCLR',
-        'model_args': {'base_encoder': 'net.st_gcn.Model', 'pretrain': True, 'feature_dim': 8,
-                       'queue_size': 16, 'momentum': 0.999, 'Temperature': 0.07, 'mlp': True,
-                       'in_channels': 3, 'hidden_channels': 4, 'hidden_dim': 8, 'num_class': 4,
-                       'dropout': 0.5, 'graph_args': {'layout': 'nw-ucla', 'strategy': 'spatial'},
-                       'edge_importance_weighting': True},
-        'base_lr': 0.1, 'step': [250], 'batch_size': 8, 'num_epoch': 1, 'num_worker': 0,
-        'device': [0], 'progress_bar': False,
-    }
-    cfg.update(overrides)
-    path = tmp_path / 'config.yaml'
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
 
 
 def test_precedence_command_line_over_yaml_over_defaults(tmp_path):
@@ -117,3 +84,22 @@ def test_linear_evaluation_requires_classifier_mode(tmp_path):
     cfg = write_config(tmp_path, test_feeder_args={})
     with pytest.raises(UserError, match='pretrain: false'):
         LinearEvaluation(['--config', cfg])
+
+
+def test_resume_continues_bit_identically(tmp_path):
+    """Two epochs in one go == one epoch, stop, --resume for the second (weights, queue, optimizer)."""
+    import torch
+    cfg = write_config(tmp_path)
+    full = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'full'), '--num_epoch', '2'])
+    full.start()
+    part = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'part'), '--num_epoch', '1'])
+    part.start()
+    resumed = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'part'), '--num_epoch', '2',
+                                 '--resume', 'true'])
+    assert resumed.start_epoch == 1
+    resumed.start()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert full.meta_info['global_step'] == resumed.meta_info['global_step'] == 4

@@ -20,7 +20,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from feeder.preprocess import SplitWriter, has_skeleton, load_labels, normalize_dataset, select_bodies  # noqa: E402
+from feeder.ntu_feeder import load_labels  # noqa: E402
+from feeder.preprocess import SplitWriter, has_skeleton, normalize_dataset, select_bodies  # noqa: E402
 from net.utils.layouts import get_layout  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
@@ -225,11 +226,7 @@ def positions_only(out_folder, datasets, benchmarks, length=50, progress=True):
             if not os.path.exists(src):
                 continue
             data = np.load(src, mmap_mode='r')
-            label_path = os.path.join(folder, f'{part}_label.pkl')
-            if not os.path.exists(label_path):
-                raise SystemExit(f"error: {src} has no {part}_label.pkl beside it")
-            if len(load_labels(label_path)[0]) != len(data):
-                raise SystemExit(f"error: {src} has {len(data)} samples but {label_path} has a different count")
+            load_labels(os.path.join(folder, f'{part}_label.pkl'), len(data), src)   # exists, same count
             out = np.lib.format.open_memmap(os.path.join(folder, f'{part}_position.npy'), mode='w+',
                                             dtype=np.float32, shape=data.shape[:2] + (length,) + data.shape[3:])
             normalize_dataset(data, layout, length, progress, out=out, desc=f'{d}/{b}/{part}')

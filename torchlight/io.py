@@ -13,7 +13,7 @@ import torch
 import yaml
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A problem with the user's input (config, data, paths): reported in one line, no traceback."""
 
 
