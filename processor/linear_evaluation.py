@@ -126,12 +126,9 @@ class LinearEvaluation(Processor):
 
     @torch.no_grad()
     def test_scores(self):
-        if self.use_cache:
-            feats, labels, indices = self.extract('test')
-        else:
-            self.cache.pop('test', None)
-            feats, labels, indices = self.extract('test')
-            self.cache.pop('test', None)
+        feats, labels, indices = self.extract('test')
+        if not self.use_cache:
+            del self.cache['test']          # the reference protocol runs the encoder at every test
         return self.encoder.fc(feats), labels, indices
 
     @torch.no_grad()

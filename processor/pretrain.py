@@ -15,6 +15,7 @@ from torchlight.io import UserError
 
 class PretrainProcessor(Processor):
     """Processor for self-supervised pretraining (``pretrain_skeletonclr`` and friends)."""
+    uses_labels = False
 
     def load_data(self):
         super().load_data()

@@ -69,6 +69,7 @@ def seed_worker(worker_id):
 
 class Processor:
     """Base processor: configuration, IO, device, data, optimiser, loop, checkpoints."""
+    uses_labels = True      # whether training reads the labels (checked against num_class)
 
     def __init__(self, argv=None):
         self.load_arg(argv)
@@ -275,8 +276,8 @@ class Processor:
         feeder_class = import_class(name)
         args = dict(args)
         num_class = self.arg.model_args.get('num_class')
-        if num_class is not None and not self.arg.model_args.get('pretrain', True) is True:
-            args.setdefault('num_class', num_class)
+        if self.uses_labels and num_class is not None:
+            args.setdefault('num_class', num_class)        # labels >= num_class are an error
         if self.arg.debug:
             args['debug'] = True
         if 'data_path' not in args or 'label_path' not in args:

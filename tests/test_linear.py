@@ -1,0 +1,44 @@
+import torch
+
+from conftest import tiny_dataset
+from processor.linear_evaluation import LinearEvaluation, topk_accuracy
+
+
+def run(tmp_path, name, cache):
+    data, label = tiny_dataset(str(tmp_path), n=24, num_class=4)
+    feeder = f'data_path={data},label_path={label},shear_amplitude=-1,temperal_padding_ratio=-1'
+    p = LinearEvaluation(['--work_dir', str(tmp_path / name), '--model', 'net.skeletonclr.SkeletonCLR',
+                          '--model_args', 'base_encoder=net.st_gcn.Model,pretrain=false,in_channels=3,'
+                          'hidden_channels=4,hidden_dim=8,num_class=4,dropout=0.5,'
+                          'graph_args={layout: nw-ucla, strategy: spatial},edge_importance_weighting=true',
+                          '--train_feeder_args', feeder, '--test_feeder_args', feeder, '--batch_size', '8',
+                          '--test_batch_size', '8', '--num_epoch', '4', '--step', '2', '--num_worker', '0',
+                          '--progress_bar', 'false', '--cache_features', str(cache).lower()])
+    p.start()
+    return p
+
+
+def test_cached_features_equal_the_reference_protocol(tmp_path):
+    a = run(tmp_path, 'cached', True)
+    b = run(tmp_path, 'uncached', False)
+    assert a.use_cache and not b.use_cache
+    torch.testing.assert_close(a.encoder.fc.weight, b.encoder.fc.weight, rtol=1e-5, atol=1e-6)
+    assert a.best == b.best
+
+
+def test_only_fc_trains_and_encoder_stays_in_eval(tmp_path):
+    p = run(tmp_path, 'frozen', True)
+    assert p.trainable == ['fc.weight', 'fc.bias']
+    assert not p.encoder.training
+    before = {k: v.clone() for k, v in p.encoder.state_dict().items() if not k.startswith('fc.')}
+    p.train_epoch(0)
+    after = p.encoder.state_dict()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), k          # BN running statistics included
+
+
+def test_topk_accuracy():
+    scores = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 2, 0])
+    assert abs(topk_accuracy(scores, labels, 1) - 1 / 3) < 1e-6
+    assert abs(topk_accuracy(scores, labels, 2) - 2 / 3) < 1e-6
