@@ -382,7 +382,7 @@ class Processor:
 
     def install_signal_handler(self):
         def handler(signum, frame):
-            self.print_log(f'Received signal {signum}: stopping after this iteration and saving latest.pt.')
+            self.print_log(f'Received signal {signum}: stopping after this iteration.')
             self.stop_requested = True
         try:
             signal.signal(signal.SIGTERM, handler)
@@ -394,6 +394,8 @@ class Processor:
         self.print_log(f'Parameters:\n{yaml.safe_dump(vars(self.arg), sort_keys=False, default_flow_style=None)}')
         if self.arg.phase == 'train':
             self.install_signal_handler()
+            if not self.arg.resume:
+                self.save_latest(0)          # a run killed in its first epoch can be resumed too
             for epoch in range(self.start_epoch, self.arg.num_epoch):
                 self.meta_info['epoch'] = epoch
                 sampler = self.data_loader['train'].sampler if 'train' in self.data_loader else None
@@ -402,9 +404,10 @@ class Processor:
                 self.print_log(f'Training epoch: {epoch + 1}')
                 self.train_epoch(epoch)
                 if self.stop_requested:
-                    # the interrupted epoch is run again on resume
-                    self.save_latest(epoch)
-                    self.print_log('Stopped by signal; resume with --resume true.')
+                    # latest.pt keeps the state at the start of this epoch (weights, queue, optimizer,
+                    # RNG), so a resumed run repeats this epoch exactly as an uninterrupted run would
+                    self.print_log(f'Stopped by signal during epoch {epoch + 1}; `--resume true` restarts '
+                                   f'that epoch from {os.path.join(self.arg.work_dir, "latest.pt")}.')
                     return
                 done = epoch + 1
                 last = done == self.arg.num_epoch

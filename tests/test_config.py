@@ -103,3 +103,26 @@ def test_resume_continues_bit_identically(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert full.meta_info['global_step'] == resumed.meta_info['global_step'] == 4
+
+
+def test_sigterm_stops_and_resume_repeats_the_epoch_exactly(tmp_path):
+    import torch
+    cfg = write_config(tmp_path)
+    full = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'full'), '--num_epoch', '2'])
+    full.start()
+    stopped = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'stop'), '--num_epoch', '2'])
+    original = stopped.train_epoch
+
+    def train_then_signal(epoch):
+        original(epoch)
+        if epoch == 1:
+            stopped.stop_requested = True        # as the SIGTERM handler does, mid-run
+    stopped.train_epoch = train_then_signal
+    stopped.start()
+    assert not (tmp_path / 'stop' / 'epoch2_model.pt').exists()
+    resumed = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'stop'), '--num_epoch', '2',
+                                 '--resume', 'true'])
+    assert resumed.start_epoch == 1
+    resumed.start()
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
