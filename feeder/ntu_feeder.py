@@ -129,10 +129,6 @@ class Feeder(torch.utils.data.Dataset):
         return len(self.index)
 
     @property
-    def num_samples(self):
-        return len(self.index)
-
-    @property
     def parents(self):
         if self.layout is None:
             raise UserError(f"data '{self.data_path}' has no known layout: set train_feeder_args.layout")

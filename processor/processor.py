@@ -135,8 +135,7 @@ class Processor:
                 if isinstance(item, bool) and action.type is not str2bool:
                     raise UserError(f"key '{k}' in {source} must be a number, got {item!r}")
                 try:
-                    converted.append(action.type(item) if isinstance(item, str) or action.type is not str2bool
-                                     else str2bool(item))
+                    converted.append(action.type(item))
                 except (TypeError, ValueError, argparse.ArgumentTypeError):
                     kind = 'true or false' if action.type is str2bool else f'a number ({action.type.__name__})'
                     raise UserError(f"key '{k}' in {source} must be {kind}, got {item!r}") from None

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from feeder.preprocess import normalize_sequence, save_labels  # noqa: E402
 from net.utils.layouts import get_layout  # noqa: E402
+from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 NUM_CLASS = 10
@@ -101,7 +102,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except ValueError as e:          # malformed input: one actionable line, no traceback
-        raise SystemExit(f'error: {e}')
+    run_tool(main)

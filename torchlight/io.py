@@ -17,6 +17,15 @@ class UserError(ValueError):
     """A problem with the user's input (config, data, paths): reported in one line, no traceback."""
 
 
+def run_tool(main):
+    """Run a command-line tool's ``main``; bad input (a ValueError, UserError included) exits with a
+    one-line ``error: ...`` and no traceback."""
+    try:
+        main()
+    except ValueError as e:
+        raise SystemExit(f'error: {e}')
+
+
 def import_class(name):
     """'net.st_gcn.Model' -> the class."""
     if not isinstance(name, str) or '.' not in name:
@@ -34,6 +43,8 @@ def import_class(name):
 def str2bool(v):
     if isinstance(v, bool):
         return v
+    if not isinstance(v, str):
+        raise argparse.ArgumentTypeError(f'boolean value expected, got {v!r}')
     if v.lower() in ('yes', 'true', 't', 'y', '1'):
         return True
     if v.lower() in ('no', 'false', 'f', 'n', '0'):
@@ -152,11 +163,6 @@ class IO:
         self.work_dir = work_dir
         self.save_log = save_log
         self.print_to_screen = print_log
-        self.cur_time = time.time()
-        self.split_timer = {}
-        self.pavi_logger = None
-        self.session_file = None
-        self.model_text = ''
         os.makedirs(work_dir, exist_ok=True)
 
     def print_log(self, text, print_time=True):
