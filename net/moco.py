@@ -132,6 +132,22 @@ class MoCo(nn.Module):
             return F.normalize(self.encoder_q(x), dim=1)
         return F.normalize(torch.cat([self.encoder_q(chunk) for chunk in x.chunk(groups)]), dim=1)
 
+    def query_feature_map(self, x):
+        """The query encoder's feature map (N*M, C, T', V) before pooling, for methods that work on it
+        (AimCLR's drop, MsMCLR's attention, MICA's FreST); same sub-batch BatchNorm as ``embed_query``."""
+        encode = getattr(self.encoder_q, 'encode', None)
+        if encode is None:
+            raise ValueError(f'{type(self.encoder_q).__name__} has no encode(x) returning its feature map: '
+                             'this method needs an encoder such as net.st_gcn.Model')
+        groups = self.shuffle_bn_groups
+        if groups <= 1:
+            return encode(x)
+        return torch.cat([encode(chunk) for chunk in x.chunk(groups)])
+
+    def project_query(self, feature_map, num_person):
+        """Pool a query feature map and apply the query head: L2-normalised embedding (N, D)."""
+        return F.normalize(self.encoder_q.fc(self.encoder_q.pool(feature_map, num_person)), dim=1)
+
     @torch.no_grad()
     def embed_key(self, x):
         """L2-normalised key embeddings; with shuffle_bn_groups > 1 the batch is shuffled before it is

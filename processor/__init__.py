@@ -1,5 +1,7 @@
 """The registry of processors: ``python main.py <name> --config <yaml>``."""
 PROCESSORS = {
     'pretrain_skeletonclr': 'processor.pretrain.PretrainProcessor',
+    'pretrain_aimclr': 'processor.pretrain.PretrainProcessor',
+    'pretrain_msmclr': 'processor.pretrain.PretrainProcessor',
     'linear_evaluation': 'processor.linear_evaluation.LinearEvaluation',
 }

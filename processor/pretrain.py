@@ -14,7 +14,10 @@ from torchlight.io import UserError
 
 
 class PretrainProcessor(Processor):
-    """Processor for self-supervised pretraining (``pretrain_skeletonclr`` and friends)."""
+    """Processor for self-supervised pretraining (``pretrain_skeletonclr``, ``pretrain_aimclr``,
+    ``pretrain_msmclr``, ``pretrain_mica``): the method is the YAML's ``model``.  Nearest-neighbour
+    mining (``nnm``) is on from the 0-based epoch ``mining_epoch`` (the reference's 1-based
+    ``epoch > mining_epoch``)."""
     uses_labels = False
 
     def load_data(self):
@@ -48,7 +51,7 @@ class PretrainProcessor(Processor):
         for it, (raw, label, index) in enumerate(progress):
             lr = self.adjust_lr(epoch, it / max(1, len(loader)))
             views = self.make_views(raw)
-            out = self.model(*views, epoch=epoch)
+            out = self.model(*views, epoch=epoch, nnm=epoch >= self.arg.mining_epoch, topk=self.arg.topk)
             loss = out['loss']
             self.check_finite(loss, epoch, it)
             self.optimizer.zero_grad(set_to_none=True)

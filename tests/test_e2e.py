@@ -49,7 +49,7 @@ def test_ucla_skeletonclr_pretrain_then_linear(tmp_path):
     subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ucla_gendata.py'), '--data-path', src,
                     '--out-folder', str(tmp_path), '--no-progress'], check=True, capture_output=True)
     folder = str(tmp_path / 'ucla')
-    pre, weights = pretrain(os.path.join(ROOT, 'config/ucla/pretext_skeletonclr.yaml'), folder,
+    pre, weights = pretrain(os.path.join(ROOT, 'config/ucla/pretrain_skeletonclr.yaml'), folder,
                             str(tmp_path / 'pretext'), epochs=6)
     assert pre.epoch_info['loss_info'] < 0.98 * pre.model.uniform_loss       # not collapsed
     cfg = os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml')

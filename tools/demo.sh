@@ -14,7 +14,7 @@ if [ ! -f "$DATA/train_position.npy" ]; then
 fi
 FEED="data_path=$DATA/train_position.npy,label_path=$DATA/train_label.pkl"
 TEST="data_path=$DATA/val_position.npy,label_path=$DATA/val_label.pkl"
-$PY main.py pretrain_skeletonclr --config config/demo/pretext_skeletonclr.yaml \
+$PY main.py pretrain_skeletonclr --config config/demo/pretrain_skeletonclr.yaml \
     --work_dir "$RUN/pretext" --num_epoch "$EPOCHS" --save_interval "$EPOCHS" --train_feeder_args "$FEED"
 $PY main.py linear_evaluation --config config/demo/linear_eval_skeletonclr.yaml \
     --work_dir "$RUN/linear_eval" --weights "$RUN/pretext/epoch${EPOCHS}_model.pt" \
