@@ -159,6 +159,22 @@ class MoCo(nn.Module):
         k = torch.cat([self.encoder_k(chunk) for chunk in x[perm].chunk(groups)])
         return F.normalize(k[torch.argsort(perm)], dim=1)
 
+    @torch.no_grad()
+    def key_feature_map(self, x):
+        """The key encoder's feature map (N*M, C, T', V), with the same shuffle-BN as ``embed_key``."""
+        groups = self.shuffle_bn_groups
+        if groups <= 1:
+            return self.encoder_k.encode(x)
+        N, M = x.size(0), x.size(4)
+        perm = torch.randperm(N, device=x.device)
+        fmap = torch.cat([self.encoder_k.encode(chunk) for chunk in x[perm].chunk(groups)])
+        fmap = fmap.view(N, M, *fmap.shape[1:])[torch.argsort(perm)]
+        return fmap.flatten(0, 1)
+
+    @torch.no_grad()
+    def project_key(self, feature_map, num_person):
+        return F.normalize(self.encoder_k.fc(self.encoder_k.pool(feature_map, num_person)), dim=1)
+
     def contrastive_loss(self, logits):
         """Cross-entropy with the positive at column 0 (InfoNCE)."""
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)

@@ -112,6 +112,8 @@ class Model(nn.Module):
         ))
         self.fc = nn.Linear(hidden_dim, num_class)
         self.feature_dim = hidden_dim
+        # optional module on the feature map after the last block, e.g. MICA's FreST (``neck.*`` keys)
+        self.neck = None
 
         if edge_importance_weighting:
             self.edge_importance = nn.ParameterList([nn.Parameter(torch.ones(self.A.size()))
@@ -139,6 +141,8 @@ class Model(nn.Module):
         x = x.view(N * M, C, T, V)
         for gcn, importance in zip(self.st_gcn_networks, self.edge_importance):
             x, _ = gcn(x, self.A * importance)
+        if self.neck is not None:
+            x = self.neck(x)
         return x
 
     @staticmethod

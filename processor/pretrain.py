@@ -51,7 +51,8 @@ class PretrainProcessor(Processor):
         for it, (raw, label, index) in enumerate(progress):
             lr = self.adjust_lr(epoch, it / max(1, len(loader)))
             views = self.make_views(raw)
-            out = self.model(*views, epoch=epoch, nnm=epoch >= self.arg.mining_epoch, topk=self.arg.topk)
+            out = self.model(*views, epoch=epoch, nnm=epoch >= self.arg.mining_epoch, topk=self.arg.topk,
+                             label=label.to(self.dev))
             loss = out['loss']
             self.check_finite(loss, epoch, it)
             self.optimizer.zero_grad(set_to_none=True)

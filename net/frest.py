@@ -1,0 +1,201 @@
+"""FreST: the Frequency-domain Spatial-Temporal block of MICA (Xin et al., Sensors 2025, section 4.2).
+
+FreST = FreS then FreT, appended after the skeleton encoder on its feature map ``x`` of shape
+(N, C, T, V) (ST-GCN output before pooling, e.g. C = 256, T = T_in / 4, V = 25).  Neither block changes
+the shape.  Each block (``FrequencyBlock``; ``FreS`` filters along the joints V, ``FreT`` along the
+frames T) does:
+
+1. decoupling projection: ``nn.Linear(C, C)`` over channels (the paper's "spatial / temporal decoupling
+   module"; the paper does not specify its form, the project reads it as a channel-wise linear layer);
+2. reshape to (N*T, V, C) for FreS or (N*V, T, C) for FreT;
+3. ``F = rfft`` along V (resp. T), ``norm='ortho'`` (eq. 7, the DFT);
+4. energy ``E = |F|^2``, normalised ``E_hat = E / (median(E) + eps)``, eps = 1e-8 (eq. 8);
+5. binary mask ``M = 1[E_hat > tau]`` and ``F_mask = F * M`` (eq. 9); all ones with
+   ``adaptive_mask=False``;
+6. complex filters ``W_g = W_g^r + j W_g^i``, ``W_l = W_l^r + j W_l^i`` (eq. 10), init N(0, 0.02)
+   (``torch.randn * 0.02``); ``F_G = W_g * F``, ``F_L = W_l * F_mask`` (eq. 11);
+   ``F_out = F_G + F_L`` (a switched-off filter is not created and contributes nothing);
+7. domain inversion: ``y = irfft(F_out, n=length, norm='ortho')``, reshaped back to (N, C, T, V), and
+   the residual ``out = x + y``.
+
+Equation numbers: the paper's text calls the DFT "Equation (7)"; the extracted text in
+``shared/papers/mica.txt`` drops the other numbers, so (8)-(11) above are the displayed equations of
+section 4.2 counted in order after (7) (normalised energy, mask, complex filters, filter application).
+
+Median (step 4), exactly: with the default ``median_scope='sequence'`` there is one median per skeleton
+sequence (sample n), taken over all entries of E belonging to that sample, i.e. over all frequency
+components, all channels and the other axis (the T frames of the sample for FreS, its V joints for
+FreT): the paper's "threshold computed from the median spectral energy of each input sequence".
+``median_scope='row'`` takes one median per row of the reshaped batch instead (per frame of a sample for
+FreS, per joint for FreT), over its frequency components and channels.  For an even number of entries
+``torch.median`` returns the lower of the two middle values (not their mean, as numpy does).
+
+tau (step 5) is a constructor argument (YAML ``tau_f``); the default 1.0 keeps the components whose
+energy is above the median energy of the sequence, i.e. roughly the stronger half of the spectrum.
+
+The FFTs run in float32 even under autocast (the frequency part runs with autocast disabled on
+``x.float()``; the result is cast back to ``x.dtype``).  Any T and V work: the filters are created for
+the configured length (``num_freq = length // 2 + 1``); for another input length the complex filter is
+resampled along frequency by linear interpolation (``F.interpolate``, ``align_corners=True``).
+
+Added parameters (``count_parameters``), for C = 256, T = 16 (64-frame input / 4), V = 25:
+FreS = 256*256 + 256 (projection) + 2 * 13*256*2 (W_g, W_l; 13 = 25//2 + 1 bins) = 79,104;
+FreT = 65,792 + 2 * 9*256*2 (9 = 16//2 + 1 bins) = 75,008; FreST = 154,112 = 0.154 M.
+The paper reports about 0.18 M (Table 3: 1.90 M -> 2.08 M, rounded to 0.01 M).  The difference is
+where the paper leaves details open: its decoupling module is not specified (anything with a bias, a
+norm or a second layer adds parameters) and nor is the temporal length the filters are built for.
+With filters built for T = 64 (no temporal downsampling) this implementation gives 178,688 = 0.179 M,
+and for T = 75 (300-frame input / 4) 183,808 = 0.184 M; both round to the paper's 0.18 M.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['FrequencyBlock', 'FreS', 'FreT', 'FreST', 'count_parameters', 'resample_filter']
+
+EPS = 1e-8
+
+
+def count_parameters(module, trainable_only=False):
+    """Number of parameters of ``module`` (all of them, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def resample_filter(weight, num_freq):
+    """Resample a real-stored complex filter ``(F0, C, 2)`` to ``(num_freq, C, 2)`` along frequency by
+    linear interpolation (``align_corners=True``: the first and last bins map onto each other).  Real
+    and imaginary parts are interpolated independently, which is linear interpolation of the complex
+    values.  Returns ``weight`` itself when the size already matches."""
+    if weight.shape[0] == num_freq:
+        return weight
+    f0, c, _ = weight.shape
+    w = weight.permute(1, 2, 0).reshape(1, c * 2, f0)          # (1, C*2, F0)
+    w = F.interpolate(w, size=num_freq, mode='linear', align_corners=True)
+    return w.reshape(c, 2, num_freq).permute(2, 0, 1)           # (num_freq, C, 2)
+
+
+class FrequencyBlock(nn.Module):
+    """One adaptive frequency-domain filtering block (FreS with ``dim='joint'``, FreT with
+    ``dim='frame'``), MICA section 4.2, eqs. (7)-(11); see the module docstring for the steps.
+
+    Args:
+        channels: C of the feature map (N, C, T, V).
+        length: the configured length of the filtered axis (V for ``'joint'``, T for ``'frame'``);
+            the filters have ``length // 2 + 1`` frequency bins and are resampled for other lengths.
+        dim: ``'joint'`` (FFT along V, rows N*T) or ``'frame'`` (FFT along T, rows N*V).
+        tau: threshold on the median-normalised energy (eq. 9); default 1.0 = the median energy.
+        global_filter: use W_g on the full spectrum.
+        local_filter: use W_l on the masked spectrum.
+        adaptive_mask: with False the mask is all ones (F_mask = F).
+        median_scope: ``'sequence'`` (one median per sample) or ``'row'`` (one per reshaped row).
+    """
+
+    def __init__(self, channels, length, dim='joint', tau=1.0, global_filter=True, local_filter=True,
+                 adaptive_mask=True, median_scope='sequence'):
+        super().__init__()
+        if dim not in ('joint', 'frame'):
+            raise ValueError(f"dim must be 'joint' or 'frame', got {dim!r}")
+        if median_scope not in ('sequence', 'row'):
+            raise ValueError(f"median_scope must be 'sequence' or 'row', got {median_scope!r}")
+        if length < 1:
+            raise ValueError(f'length must be >= 1, got {length}')
+        self.channels = channels
+        self.length = length
+        self.dim = dim
+        self.tau = float(tau)
+        self.adaptive_mask = adaptive_mask
+        self.median_scope = median_scope
+        self.num_freq = length // 2 + 1
+        self.proj = nn.Linear(channels, channels)  # decoupling module
+        # complex filters stored as (num_freq, C, 2) = (real, imaginary), eq. (10)
+        self.weight_global = (nn.Parameter(torch.randn(self.num_freq, channels, 2) * 0.02)
+                              if global_filter else None)
+        self.weight_local = (nn.Parameter(torch.randn(self.num_freq, channels, 2) * 0.02)
+                             if local_filter else None)
+
+    def extra_repr(self):
+        return (f'channels={self.channels}, length={self.length}, dim={self.dim!r}, tau={self.tau}, '
+                f'global_filter={self.weight_global is not None}, '
+                f'local_filter={self.weight_local is not None}, adaptive_mask={self.adaptive_mask}, '
+                f'median_scope={self.median_scope!r}')
+
+    def _complex_filter(self, weight, num_freq):
+        return torch.view_as_complex(resample_filter(weight.float(), num_freq).contiguous())
+
+    def spectrum_mask(self, spec, num_samples):
+        """The binary mask of eq. (9) for a spectrum ``spec`` of shape (rows, num_freq, C), rows =
+        num_samples * (other axis), as a float tensor of the same shape (all ones without the
+        adaptive mask)."""
+        if not self.adaptive_mask:
+            return torch.ones(spec.shape, dtype=torch.float32, device=spec.device)
+        energy = spec.real.square() + spec.imag.square()                        # |F|^2
+        groups = num_samples if self.median_scope == 'sequence' else spec.shape[0]
+        flat = energy.reshape(groups, -1)
+        med = flat.median(dim=1, keepdim=True).values                           # per sequence / row
+        normalised = flat / (med + EPS)                                         # eq. (8)
+        return (normalised > self.tau).to(torch.float32).reshape(energy.shape)  # eq. (9)
+
+    def forward(self, x):
+        n, c, t, v = x.shape
+        if self.weight_global is None and self.weight_local is None:
+            return x  # F_out = 0: nothing is added
+        h = self.proj(x.permute(0, 2, 3, 1))  # (N, T, V, C), decoupling projection
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            h = h.float()
+            if self.dim == 'joint':
+                rows, length = h.reshape(n * t, v, c), v
+            else:
+                rows, length = h.permute(0, 2, 1, 3).reshape(n * v, t, c), t
+            spec = torch.fft.rfft(rows, dim=1, norm='ortho')                    # eq. (7)
+            num_freq = spec.shape[1]
+            out = torch.zeros_like(spec)
+            if self.weight_global is not None:
+                out = out + self._complex_filter(self.weight_global, num_freq) * spec   # F_G
+            if self.weight_local is not None:
+                masked = spec * self.spectrum_mask(spec, n)                             # F_mask
+                out = out + self._complex_filter(self.weight_local, num_freq) * masked  # F_L
+            y = torch.fft.irfft(out, n=length, dim=1, norm='ortho')             # domain inversion
+            if self.dim == 'joint':
+                y = y.reshape(n, t, v, c)
+            else:
+                y = y.reshape(n, v, t, c).permute(0, 2, 1, 3)
+            y = y.permute(0, 3, 1, 2)                                           # (N, C, T, V)
+        return x + y.to(x.dtype)
+
+
+class FreS(FrequencyBlock):
+    """Frequency Spatial block: ``FrequencyBlock`` filtering along the joints (length = V)."""
+
+    def __init__(self, channels, num_joints, **kwargs):
+        super().__init__(channels, num_joints, dim='joint', **kwargs)
+
+
+class FreT(FrequencyBlock):
+    """Frequency Temporal block: ``FrequencyBlock`` filtering along the frames (length = T)."""
+
+    def __init__(self, channels, num_frames, **kwargs):
+        super().__init__(channels, num_frames, dim='frame', **kwargs)
+
+
+class FreST(nn.Module):
+    """FreS then FreT on the encoder feature map (N, C, T, V); output shape = input shape.
+
+    ``fres`` / ``fret`` switch each block (a switched-off block is not created: ``self.fres`` /
+    ``self.fret`` is None and is skipped); the other switches are passed to both blocks.
+    ``num_frames`` is the feature-map T (e.g. 64-frame input / 4 = 16 for ST-GCN), ``num_joints`` V.
+    """
+
+    def __init__(self, channels, num_frames, num_joints, fres=True, fret=True, global_filter=True,
+                 local_filter=True, adaptive_mask=True, tau=1.0, median_scope='sequence'):
+        super().__init__()
+        common = dict(tau=tau, global_filter=global_filter, local_filter=local_filter,
+                      adaptive_mask=adaptive_mask, median_scope=median_scope)
+        self.fres = FreS(channels, num_joints, **common) if fres else None
+        self.fret = FreT(channels, num_frames, **common) if fret else None
+
+    def forward(self, x):
+        if self.fres is not None:
+            x = self.fres(x)
+        if self.fret is not None:
+            x = self.fret(x)
+        return x
