@@ -210,6 +210,32 @@ class Feeder_triple(Feeder):
         return x
 
 
+class Feeder_supervised(Feeder):
+    """One view for supervised training and testing, with the CTR-GCN family's options:
+    ``window_size`` (valid-frame crop resized to this many frames; <= 0: keep the data as is),
+    ``p_interval`` (crop ratio range in training, e.g. [0.5, 1]; one value = centred crop, e.g. [0.95]
+    for testing), ``random_rot`` (rotation by U(-rot_theta, rot_theta) about each axis).
+    Shear and crop of the contrastive recipes are off by default."""
+    view_kinds = ('normal',)
+
+    def __init__(self, *args, window_size=64, p_interval=(0.5, 1.0), random_rot=False, rot_theta=0.3,
+                 shear_amplitude=-1, temperal_padding_ratio=-1, **kwargs):
+        super().__init__(*args, shear_amplitude=shear_amplitude, temperal_padding_ratio=temperal_padding_ratio,
+                         **kwargs)
+        p_interval = [float(p) for p in (p_interval if isinstance(p_interval, (list, tuple)) else [p_interval])]
+        if not 1 <= len(p_interval) <= 2 or not all(0 < p <= 1 for p in p_interval):
+            raise UserError(f'feeder_args.p_interval={p_interval}: give one or two ratios in (0, 1]')
+        self.window_size, self.p_interval = int(window_size), p_interval
+        self.random_rot, self.rot_theta = bool(random_rot), float(rot_theta)
+
+    def normal_aug(self, x):
+        if self.window_size > 0:
+            x = tools.valid_crop_resize(x, self.p_interval, self.window_size, min_length=min(64, self.window_size))
+        if self.random_rot:
+            x = tools.random_rot(x, self.rot_theta)
+        return super().normal_aug(x)
+
+
 class Feeder_semi(Feeder_single):
     """A class-balanced, seeded fraction ``label_percent`` of the labelled samples."""
 

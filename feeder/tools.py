@@ -198,6 +198,54 @@ def random_joint_noise(x, num_joints=5, scale=0.1, joints=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# Supervised-training options of the CTR-GCN family (random_rot, valid_crop_resize), batched.
+
+def random_rot(x, theta=0.3, angles=None):
+    """CTR-GCN's ``random_rot``: rotate about x, y and z by angles ~ U(-theta, theta) radians per sample.
+    ``angles`` (N, 3) in radians fixes them."""
+    N = x.size(0)
+    if angles is None:
+        angles = _uniform((N, 3), -theta, theta, x)
+    matrix = torch.eye(3, device=x.device, dtype=x.dtype).expand(N, 3, 3)
+    for axis in range(3):
+        matrix = rotation_matrix(axis, angles[:, axis]) @ matrix
+    return apply_channel_matrix(x, matrix)
+
+
+def valid_lengths(x):
+    """Number of non-empty frames per sample (frames whose coordinates are not all zero), at least 1."""
+    return (x != 0).flatten(3).any(dim=3).any(dim=1).sum(dim=1).clamp_min(1)
+
+
+def valid_crop_resize(x, p_interval=(0.5, 1.0), window=64, min_length=64, ratio=None):
+    """CTR-GCN's ``valid_crop_resize`` for a batch: crop each sample's valid frames (training: a random
+    ratio p ~ U(p_interval) of them, at least ``min_length``, at a random offset; one value in
+    ``p_interval``: the centred fraction p) and resize the crop to ``window`` frames by linear
+    interpolation (``F.interpolate(..., align_corners=False)``).  ``ratio`` (N,) fixes p."""
+    N, C, T, V, M = x.shape
+    valid = valid_lengths(x).to(x.dtype)
+    if len(p_interval) == 1:
+        p = torch.full((N,), float(p_interval[0]), device=x.device, dtype=x.dtype)
+        length = torch.clamp((valid * p).floor(), min=1)
+        bias = ((1 - p) * valid / 2).floor()
+        length = torch.minimum(valid - 2 * bias, length).clamp_min(1)
+    else:
+        p = _uniform((N,), p_interval[0], p_interval[1], x) if ratio is None else ratio.to(x)
+        length = torch.minimum(torch.clamp((valid * p).floor(), min=min_length), valid)
+        bias = (torch.rand(N, device=x.device, dtype=x.dtype) * (valid - length + 1)).floor()
+    # source position of every output frame (align_corners=False), inside [bias, bias + length - 1]
+    out = torch.arange(window, device=x.device, dtype=x.dtype)
+    src = ((out.view(1, -1) + 0.5) * (length.view(-1, 1) / window) - 0.5).clamp_min(0)
+    src = torch.minimum(src, length.view(-1, 1) - 1) + bias.view(-1, 1)
+    low = src.floor().long().clamp(0, T - 1)
+    high = (low + 1).clamp(max=T - 1)
+    high = torch.minimum(high, (bias + length - 1).long().view(-1, 1))
+    w = (src - low.to(x.dtype)).view(N, 1, window, 1, 1)
+    gather = lambda idx: torch.gather(x, 2, idx.view(N, 1, window, 1, 1).expand(N, C, window, V, M))
+    return gather(low) * (1 - w) + gather(high) * w
+
+
+# ---------------------------------------------------------------------------------------------
 # Streams (AimCLR processor / CrosSCLR 'view'): computed on the batch after augmentation.
 
 def to_bone(x, parents):

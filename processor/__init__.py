@@ -5,4 +5,5 @@ PROCESSORS = {
     'pretrain_msmclr': 'processor.pretrain.PretrainProcessor',
     'pretrain_mica': 'processor.pretrain.PretrainProcessor',
     'linear_evaluation': 'processor.linear_evaluation.LinearEvaluation',
+    'recognition': 'processor.recognition.Recognition',
 }

@@ -1,0 +1,221 @@
+"""2s-AGCN encoder (Shi et al., "Two-Stream Adaptive Graph Convolutional Networks for Skeleton-Based
+Action Recognition", CVPR 2019), after lshi's ``model/agcn.py``.
+
+Module and parameter names follow the reference (``data_bn``, ``l1``..``l10`` with ``gcn1``/``tcn1``/
+``residual``, ``PA``, ``conv_a``/``conv_b``/``conv_d``, ``down``, ``fc``), so a reference checkpoint
+loads with ``strict=True`` (its fixed adjacency ``A`` is a non-persistent buffer here, as it is a plain
+tensor there).  The only numerical difference is the fixed adjacency: it is the 3-subset 'spatial'
+partition of our ``net.utils.graph.Graph`` (ST-GCN normalisation) instead of lshi's
+identity / normalised-inward / normalised-outward matrices.
+
+Interface as ``net.st_gcn.Model``: ``encode`` -> (N*M, C', T', V), ``pool``, ``forward_features``,
+``forward`` = ``fc(drop_out(forward_features(x)))``, ``feature_dim``, ``num_node``, ``neck``.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from net.utils.graph import Graph
+
+
+def conv_branch_init(conv, branches):
+    weight = conv.weight
+    n, k1, k2 = weight.size(0), weight.size(1), weight.size(2)
+    nn.init.normal_(weight, 0, math.sqrt(2. / (n * k1 * k2 * branches)))
+    nn.init.constant_(conv.bias, 0)
+
+
+def conv_init(conv):
+    nn.init.kaiming_normal_(conv.weight, mode='fan_out')
+    nn.init.constant_(conv.bias, 0)
+
+
+def bn_init(bn, scale):
+    nn.init.constant_(bn.weight, scale)
+    nn.init.constant_(bn.bias, 0)
+
+
+class unit_tcn(nn.Module):
+    """Temporal convolution (kernel_size x 1, stride) + BN (no ReLU, as the reference)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=9, stride=1):
+        super().__init__()
+        pad = int((kernel_size - 1) / 2)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=(kernel_size, 1), padding=(pad, 0),
+                              stride=(stride, 1))
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU()
+        conv_init(self.conv)
+        bn_init(self.bn, 1)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class unit_gcn(nn.Module):
+    """Adaptive graph convolution: for each subset k, (A_k + B_k + C_k) with A_k fixed, B_k = PA[k]
+    learnable (init 1e-6) and C_k = softmax(theta(x)^T phi(x)) data dependent (embeddings ``conv_a``,
+    ``conv_b`` of width out/coff_embedding), followed by ``conv_d[k]``; sum, BN, + down(x), ReLU."""
+
+    def __init__(self, in_channels, out_channels, A, coff_embedding=4, num_subset=3):
+        super().__init__()
+        inter_channels = out_channels // coff_embedding
+        if inter_channels < 1:
+            raise ValueError(f'unit_gcn: out_channels={out_channels} too small for coff_embedding={coff_embedding}')
+        self.inter_c = inter_channels
+        self.PA = nn.Parameter(torch.from_numpy(A.astype(np.float32)))
+        nn.init.constant_(self.PA, 1e-6)
+        self.register_buffer('A', torch.from_numpy(A.astype(np.float32)), persistent=False)
+        self.num_subset = num_subset
+
+        self.conv_a = nn.ModuleList()
+        self.conv_b = nn.ModuleList()
+        self.conv_d = nn.ModuleList()
+        for _ in range(self.num_subset):
+            self.conv_a.append(nn.Conv2d(in_channels, inter_channels, 1))
+            self.conv_b.append(nn.Conv2d(in_channels, inter_channels, 1))
+            self.conv_d.append(nn.Conv2d(in_channels, out_channels, 1))
+
+        if in_channels != out_channels:
+            self.down = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+        else:
+            self.down = nn.Identity()
+
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.soft = nn.Softmax(-2)
+        self.relu = nn.ReLU()
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                conv_init(m)
+            elif isinstance(m, nn.BatchNorm2d):
+                bn_init(m, 1)
+        bn_init(self.bn, 1e-6)
+        for i in range(self.num_subset):
+            conv_branch_init(self.conv_d[i], self.num_subset)
+
+    def forward(self, x):
+        N, C, T, V = x.size()
+        A = self.A + self.PA
+        y = None
+        for i in range(self.num_subset):
+            A1 = self.conv_a[i](x).permute(0, 3, 1, 2).contiguous().view(N, V, self.inter_c * T)
+            A2 = self.conv_b[i](x).view(N, self.inter_c * T, V)
+            A1 = self.soft(torch.matmul(A1, A2) / A1.size(-1))  # N V V
+            A1 = A1 + A[i]
+            A2 = x.view(N, C * T, V)
+            z = self.conv_d[i](torch.matmul(A2, A1).view(N, C, T, V))
+            y = z + y if y is not None else z
+        y = self.bn(y)
+        y = y + self.down(x)
+        return self.relu(y)
+
+
+class _Zero(nn.Module):
+    def forward(self, x):
+        return 0
+
+
+class TCN_GCN_unit(nn.Module):
+    """unit_gcn -> unit_tcn (9x1, stride), + residual (none / identity / 1x1 unit_tcn), ReLU."""
+
+    def __init__(self, in_channels, out_channels, A, stride=1, residual=True):
+        super().__init__()
+        self.gcn1 = unit_gcn(in_channels, out_channels, A)
+        self.tcn1 = unit_tcn(out_channels, out_channels, stride=stride)
+        self.relu = nn.ReLU()
+        if not residual:
+            self.residual = _Zero()
+        elif in_channels == out_channels and stride == 1:
+            self.residual = nn.Identity()
+        else:
+            self.residual = unit_tcn(in_channels, out_channels, kernel_size=1, stride=stride)
+
+    def forward(self, x):
+        x = self.tcn1(self.gcn1(x)) + self.residual(x)
+        return self.relu(x)
+
+
+class Model(nn.Module):
+    """2s-AGCN (one stream).  Input (N, C, T, V, M), output logits (N, num_class).
+
+    Args:
+        in_channels: C of the input (3 for joint or bone stream).
+        num_class: size of ``fc``.
+        graph_args: ``Graph`` arguments (layout, strategy); the strategy must give 3 subsets ('spatial').
+        num_person: M; ``data_bn`` normalises M*V*C channels as the reference, so M is fixed at build time.
+        base_channel: c, the widths of the 10 blocks are c,c,c,c,2c(s2),2c,2c,4c(s2),4c,4c (reference 64).
+        drop_out: dropout on the pooled features before ``fc`` (0 = none, the reference has none).
+    """
+
+    def __init__(self, in_channels=3, num_class=60, graph_args=None, num_person=2, base_channel=64, drop_out=0):
+        super().__init__()
+        graph_args = dict(graph_args or {'layout': 'ntu-rgb+d', 'strategy': 'spatial'})
+        self.graph = Graph(**graph_args)
+        A = self.graph.A
+        if A.shape[0] != 3:
+            raise ValueError(f'2s-AGCN needs 3 adjacency subsets (strategy "spatial"), got {A.shape[0]} '
+                             f'from strategy {graph_args.get("strategy")!r}')
+        self.in_channels = in_channels
+        self.num_node = A.shape[1]
+        self.num_person = num_person
+        self.data_bn = nn.BatchNorm1d(num_person * in_channels * self.num_node)
+
+        c = base_channel
+        self.l1 = TCN_GCN_unit(in_channels, c, A, residual=False)
+        self.l2 = TCN_GCN_unit(c, c, A)
+        self.l3 = TCN_GCN_unit(c, c, A)
+        self.l4 = TCN_GCN_unit(c, c, A)
+        self.l5 = TCN_GCN_unit(c, c * 2, A, stride=2)
+        self.l6 = TCN_GCN_unit(c * 2, c * 2, A)
+        self.l7 = TCN_GCN_unit(c * 2, c * 2, A)
+        self.l8 = TCN_GCN_unit(c * 2, c * 4, A, stride=2)
+        self.l9 = TCN_GCN_unit(c * 4, c * 4, A)
+        self.l10 = TCN_GCN_unit(c * 4, c * 4, A)
+        self.feature_dim = c * 4
+
+        self.fc = nn.Linear(self.feature_dim, num_class)
+        nn.init.normal_(self.fc.weight, 0, math.sqrt(2. / num_class))
+        bn_init(self.data_bn, 1)
+        self.drop_out = nn.Dropout(drop_out) if drop_out else nn.Identity()
+        # optional module on the feature map after the last block (see net.st_gcn.Model)
+        self.neck = None
+
+    def blocks(self):
+        return [self.l1, self.l2, self.l3, self.l4, self.l5, self.l6, self.l7, self.l8, self.l9, self.l10]
+
+    def check_input(self, x):
+        if x.dim() != 5:
+            raise ValueError(f'2s-AGCN expects input of shape (N, C, T, V, M), got {tuple(x.shape)}')
+        if x.size(1) != self.in_channels or x.size(3) != self.num_node or x.size(4) != self.num_person:
+            raise ValueError(f'2s-AGCN built for C={self.in_channels} channels, V={self.num_node} joints '
+                             f'(graph layout {self.graph.layout.name!r}) and M={self.num_person} persons, got '
+                             f'data of shape {tuple(x.shape)}: set model_args.in_channels / graph_args.layout '
+                             '/ num_person to match the data')
+
+    def encode(self, x):
+        """(N, C, T, V, M) -> feature map (N*M, 4c, ceil(ceil(T/2)/2), V) after ``l10`` (and ``neck``)."""
+        self.check_input(x)
+        N, C, T, V, M = x.size()
+        x = x.permute(0, 4, 3, 1, 2).contiguous().view(N, M * V * C, T)
+        x = self.data_bn(x)
+        x = x.view(N, M, V, C, T).permute(0, 1, 3, 4, 2).contiguous().view(N * M, C, T, V)
+        for block in self.blocks():
+            x = block(x)
+        if self.neck is not None:
+            x = self.neck(x)
+        return x
+
+    @staticmethod
+    def pool(feature_map, num_person):
+        """Mean over (T', V), then over persons: (N*M, C, T', V) -> (N, C)."""
+        x = feature_map.mean(dim=(2, 3))
+        return x.view(-1, num_person, x.size(1)).mean(dim=1)
+
+    def forward_features(self, x):
+        return self.pool(self.encode(x), x.size(4))
+
+    def forward(self, x):
+        return self.fc(self.drop_out(self.forward_features(x)))

@@ -1,0 +1,151 @@
+"""Supervised recognition: train and test any encoder of ``net/`` with cross-entropy, optionally with a
+train-time head (``train_head: net.csre.CSRE``) that is absent from every saved model.
+
+Defaults are the CTR-GCN family recipe: SGD with Nesterov, lr 0.1, weight decay 4e-4, 65 epochs with
+5 warm-up epochs, x0.1 at 35 and 55, batch 64, ``feeder.ntu_feeder.Feeder_supervised`` (valid-frame
+crop resized to 64 frames).  The encoder checkpoints (``epoch{N}_model.pt``, ``best_model.pt``) hold the
+encoder alone, so they evaluate with or without the head's code; ``latest.pt`` also keeps the head
+(memory banks included) so a run resumes exactly.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from processor.linear_evaluation import LinearEvaluation, topk_accuracy
+from processor.processor import Processor, every
+from torchlight.io import DictAction, UserError, import_class
+
+
+def logits_from_feature_map(encoder, feature_map, num_person):
+    """The encoder's logits from its own feature map (``forward(x) == this(encode(x))``)."""
+    head = getattr(encoder, 'logits_from_map', None)
+    if head is not None:
+        return head(feature_map, num_person)
+    return encoder.fc(encoder.pool(feature_map, num_person))
+
+
+class Recognition(LinearEvaluation):
+    """``recognition``: every encoder weight trained (no freezing), cross-entropy with optional label
+    smoothing, plus ``lambda``-weighted losses of the optional train head."""
+
+    @staticmethod
+    def get_parser(add_help=False):
+        parser = LinearEvaluation.get_parser(add_help=add_help)
+        parser.description = 'Supervised training / testing of an encoder (optionally with a train-time head)'
+        parser.add_argument('--label_smoothing', type=float, default=0.0, help='cross-entropy label smoothing')
+        parser.add_argument('--train_head', default=None,
+                            help='train-time head built next to the encoder, e.g. net.csre.CSRE (not saved in models)')
+        parser.add_argument('--train_head_args', action=DictAction, default=dict(), help='arguments of the train head')
+        parser.set_defaults(base_lr=0.1, weight_decay=4e-4, num_epoch=65, warm_up_epoch=5, step=[35, 55],
+                            batch_size=64, test_batch_size=64, nesterov=True, eval_interval=1, save_interval=-1,
+                            cache_features=False, train_feeder='feeder.ntu_feeder.Feeder_supervised',
+                            test_feeder='feeder.ntu_feeder.Feeder_supervised')
+        return parser
+
+    @property
+    def encoder(self):
+        return self.model
+
+    def load_weights(self):
+        Processor.load_weights(self)          # nothing is frozen
+
+    def load_data(self):
+        Processor.load_data(self)
+        if self.arg.phase == 'train' and 'train' not in self.data_loader:
+            raise UserError('recognition needs train_feeder_args with data_path and label_path')
+        if self.arg.phase == 'test' and 'test' not in self.data_loader:
+            raise UserError('recognition --phase test needs test_feeder_args with data_path and label_path')
+        self.use_cache, self.cache = False, {}
+        self.head = None
+        if self.arg.train_head and self.arg.phase == 'train':
+            self.head = self.build_head()
+
+    def build_head(self):
+        """The train head sized from the encoder's feature map on one training batch's shape."""
+        from net.csre import feature_map_shape
+        feeder = self.train_feeder
+        sample = feeder.views(torch.from_numpy(np.array(feeder.data[:1], dtype=np.float32)))[0]
+        C, T, V = feature_map_shape(self.model, sample.size(1), sample.size(2), sample.size(3), sample.size(4))
+        args = dict(self.arg.train_head_args)
+        args.setdefault('num_samples', len(feeder.data))
+        args.setdefault('num_class', self.arg.model_args.get('num_class'))
+        args.setdefault('num_frames', T)
+        try:
+            head = import_class(self.arg.train_head)(channels=C, num_node=V, **args)
+        except (TypeError, ValueError) as e:
+            raise UserError(f'train_head_args do not fit {self.arg.train_head}: {e}') from e
+        self.print_log(f'Train head {self.arg.train_head}: feature map C={C}, T={T}, V={V}; '
+                       f'{sum(p.numel() for p in head.parameters())} parameters (not saved in models).')
+        return head.to(self.dev)
+
+    def load_optimizer(self):
+        super().load_optimizer()
+        if getattr(self, 'head', None) is not None:
+            self.optimizer.add_param_group({'params': list(self.head.parameters())})
+
+    def extra_state(self):
+        return {'train_head': self.head.state_dict()} if getattr(self, 'head', None) is not None else {}
+
+    def load_extra_state(self, extra):
+        if getattr(self, 'head', None) is not None and 'train_head' in extra:
+            self.head.load_state_dict(extra['train_head'])
+
+    # ---------------------------------------------------------------- train / test
+    def train_epoch(self, epoch):
+        self.model.train()
+        if self.head is not None:
+            self.head.train()
+        loader = self.data_loader['train']
+        sums, count, correct, seen = {}, 0, 0, 0
+        for it, (raw, label, index) in enumerate(self.iterate(loader, f'epoch {epoch + 1}/{self.arg.num_epoch}')):
+            lr = self.adjust_lr(epoch, it / max(1, len(loader)))
+            x = self.inputs(raw, loader.dataset)
+            label = label.to(self.dev)
+            stats = {}
+            if self.head is None:
+                logits = self.model(x)
+                loss = F.cross_entropy(logits, label, label_smoothing=self.arg.label_smoothing)
+            else:
+                fmap = self.model.encode(x)
+                logits = logits_from_feature_map(self.model, fmap, x.size(4))
+                loss_ce = F.cross_entropy(logits, label, label_smoothing=self.arg.label_smoothing)
+                out = self.head(fmap, x.size(4), label, index.to(self.dev))
+                loss = loss_ce + out['loss']
+                stats = {k: float(v) for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0 and k.startswith('loss')}
+                stats['loss_ce'] = float(loss_ce)
+            self.check_finite(loss, epoch, it)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            stats['loss'] = float(loss)
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            correct += int((logits.argmax(1) == label).sum())
+            seen += label.numel()
+            self.meta_info['global_step'] += 1
+            if every(self.meta_info['global_step'], self.arg.log_interval):
+                self.print_log(f'\tIter {it} Done. | ' + ' | '.join(f'{k}: {v:.4f}' for k, v in stats.items())
+                               + f' | lr: {lr:.6f}')
+            if self.stop_requested:
+                break
+        if count:
+            means = {k: v / count for k, v in sums.items()}
+            means['train_top1'] = correct / max(1, seen)
+            self.epoch_info = means
+            self.print_log('\t' + ' | '.join(f'mean_{k}: {v:.4f}' for k, v in means.items()) + f' | lr: {self.lr:.6f}')
+            self.log_scalars('train', means, epoch + 1)
+
+    @torch.no_grad()
+    def test_scores(self):
+        self.model.eval()
+        loader = self.data_loader['test']
+        scores, labels, indices = [], [], []
+        for raw, label, index in self.iterate(loader, 'test'):
+            scores.append(self.model(self.inputs(raw, loader.dataset)))
+            labels.append(label)
+            indices.append(index)
+        return torch.cat(scores), torch.cat(labels).to(self.dev), torch.cat(indices)
+
+
+__all__ = ['Recognition', 'logits_from_feature_map', 'topk_accuracy']
