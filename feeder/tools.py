@@ -226,9 +226,8 @@ def valid_crop_resize(x, p_interval=(0.5, 1.0), window=64, min_length=64, ratio=
     valid = valid_lengths(x).to(x.dtype)
     if len(p_interval) == 1:
         p = torch.full((N,), float(p_interval[0]), device=x.device, dtype=x.dtype)
-        length = torch.clamp((valid * p).floor(), min=1)
         bias = ((1 - p) * valid / 2).floor()
-        length = torch.minimum(valid - 2 * bias, length).clamp_min(1)
+        length = (valid - 2 * bias).clamp_min(1)
     else:
         p = _uniform((N,), p_interval[0], p_interval[1], x) if ratio is None else ratio.to(x)
         length = torch.minimum(torch.clamp((valid * p).floor(), min=min_length), valid)

@@ -111,7 +111,8 @@ class Recognition(LinearEvaluation):
                 loss_ce = F.cross_entropy(logits, label, label_smoothing=self.arg.label_smoothing)
                 out = self.head(fmap, x.size(4), label, index.to(self.dev))
                 loss = loss_ce + out['loss']
-                stats = {k: float(v) for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0 and k.startswith('loss')}
+                stats = {k: float(v.detach()) for k, v in out.items()
+                         if torch.is_tensor(v) and v.dim() == 0 and k.startswith('loss')}
                 stats['loss_ce'] = float(loss_ce)
             self.check_finite(loss, epoch, it)
             self.optimizer.zero_grad(set_to_none=True)
