@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from net.utils.graph import Graph
+from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init
 
 
 def conv_branch_init(conv, branches):
@@ -25,16 +25,6 @@ def conv_branch_init(conv, branches):
     n, k1, k2 = weight.size(0), weight.size(1), weight.size(2)
     nn.init.normal_(weight, 0, math.sqrt(2. / (n * k1 * k2 * branches)))
     nn.init.constant_(conv.bias, 0)
-
-
-def conv_init(conv):
-    nn.init.kaiming_normal_(conv.weight, mode='fan_out')
-    nn.init.constant_(conv.bias, 0)
-
-
-def bn_init(bn, scale):
-    nn.init.constant_(bn.weight, scale)
-    nn.init.constant_(bn.bias, 0)
 
 
 class unit_tcn(nn.Module):
@@ -113,11 +103,6 @@ class unit_gcn(nn.Module):
         return self.relu(y)
 
 
-class _Zero(nn.Module):
-    def forward(self, x):
-        return 0
-
-
 class TCN_GCN_unit(nn.Module):
     """unit_gcn -> unit_tcn (9x1, stride), + residual (none / identity / 1x1 unit_tcn), ReLU."""
 
@@ -127,7 +112,7 @@ class TCN_GCN_unit(nn.Module):
         self.tcn1 = unit_tcn(out_channels, out_channels, stride=stride)
         self.relu = nn.ReLU()
         if not residual:
-            self.residual = _Zero()
+            self.residual = Zero()
         elif in_channels == out_channels and stride == 1:
             self.residual = nn.Identity()
         else:
@@ -138,7 +123,7 @@ class TCN_GCN_unit(nn.Module):
         return self.relu(x)
 
 
-class Model(nn.Module):
+class Model(TenUnitGCN):
     """2s-AGCN (one stream).  Input (N, C, T, V, M), output logits (N, num_class).
 
     Args:
@@ -150,72 +135,7 @@ class Model(nn.Module):
         drop_out: dropout on the pooled features before ``fc`` (0 = none, the reference has none).
     """
 
+    display_name = '2s-AGCN'
+
     def __init__(self, in_channels=3, num_class=60, graph_args=None, num_person=2, base_channel=64, drop_out=0):
-        super().__init__()
-        graph_args = dict(graph_args or {'layout': 'ntu-rgb+d', 'strategy': 'spatial'})
-        self.graph = Graph(**graph_args)
-        A = self.graph.A
-        if A.shape[0] != 3:
-            raise ValueError(f'2s-AGCN needs 3 adjacency subsets (strategy "spatial"), got {A.shape[0]} '
-                             f'from strategy {graph_args.get("strategy")!r}')
-        self.in_channels = in_channels
-        self.num_node = A.shape[1]
-        self.num_person = num_person
-        self.data_bn = nn.BatchNorm1d(num_person * in_channels * self.num_node)
-
-        c = base_channel
-        self.l1 = TCN_GCN_unit(in_channels, c, A, residual=False)
-        self.l2 = TCN_GCN_unit(c, c, A)
-        self.l3 = TCN_GCN_unit(c, c, A)
-        self.l4 = TCN_GCN_unit(c, c, A)
-        self.l5 = TCN_GCN_unit(c, c * 2, A, stride=2)
-        self.l6 = TCN_GCN_unit(c * 2, c * 2, A)
-        self.l7 = TCN_GCN_unit(c * 2, c * 2, A)
-        self.l8 = TCN_GCN_unit(c * 2, c * 4, A, stride=2)
-        self.l9 = TCN_GCN_unit(c * 4, c * 4, A)
-        self.l10 = TCN_GCN_unit(c * 4, c * 4, A)
-        self.feature_dim = c * 4
-
-        self.fc = nn.Linear(self.feature_dim, num_class)
-        nn.init.normal_(self.fc.weight, 0, math.sqrt(2. / num_class))
-        bn_init(self.data_bn, 1)
-        self.drop_out = nn.Dropout(drop_out) if drop_out else nn.Identity()
-        # optional module on the feature map after the last block (see net.st_gcn.Model)
-        self.neck = None
-
-    def blocks(self):
-        return [self.l1, self.l2, self.l3, self.l4, self.l5, self.l6, self.l7, self.l8, self.l9, self.l10]
-
-    def check_input(self, x):
-        if x.dim() != 5:
-            raise ValueError(f'2s-AGCN expects input of shape (N, C, T, V, M), got {tuple(x.shape)}')
-        if x.size(1) != self.in_channels or x.size(3) != self.num_node or x.size(4) != self.num_person:
-            raise ValueError(f'2s-AGCN built for C={self.in_channels} channels, V={self.num_node} joints '
-                             f'(graph layout {self.graph.layout.name!r}) and M={self.num_person} persons, got '
-                             f'data of shape {tuple(x.shape)}: set model_args.in_channels / graph_args.layout '
-                             '/ num_person to match the data')
-
-    def encode(self, x):
-        """(N, C, T, V, M) -> feature map (N*M, 4c, ceil(ceil(T/2)/2), V) after ``l10`` (and ``neck``)."""
-        self.check_input(x)
-        N, C, T, V, M = x.size()
-        x = x.permute(0, 4, 3, 1, 2).contiguous().view(N, M * V * C, T)
-        x = self.data_bn(x)
-        x = x.view(N, M, V, C, T).permute(0, 1, 3, 4, 2).contiguous().view(N * M, C, T, V)
-        for block in self.blocks():
-            x = block(x)
-        if self.neck is not None:
-            x = self.neck(x)
-        return x
-
-    @staticmethod
-    def pool(feature_map, num_person):
-        """Mean over (T', V), then over persons: (N*M, C, T', V) -> (N, C)."""
-        x = feature_map.mean(dim=(2, 3))
-        return x.view(-1, num_person, x.size(1)).mean(dim=1)
-
-    def forward_features(self, x):
-        return self.pool(self.encode(x), x.size(4))
-
-    def forward(self, x):
-        return self.fc(self.drop_out(self.forward_features(x)))
+        super().__init__(TCN_GCN_unit, in_channels, num_class, graph_args, num_person, base_channel, drop_out)

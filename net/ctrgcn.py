@@ -11,25 +11,12 @@ outward matrices.
 Interface as ``net.st_gcn.Model``: ``encode`` -> (N*M, C', T', V), ``pool``, ``forward_features``,
 ``forward`` = ``fc(drop_out(forward_features(x)))``, ``feature_dim``, ``num_node``, ``neck``.
 """
-import math
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from net.utils.graph import Graph
-
-
-def conv_init(conv):
-    if conv.weight is not None:
-        nn.init.kaiming_normal_(conv.weight, mode='fan_out')
-    if conv.bias is not None:
-        nn.init.constant_(conv.bias, 0)
-
-
-def bn_init(bn, scale):
-    nn.init.constant_(bn.weight, scale)
-    nn.init.constant_(bn.bias, 0)
+from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init
 
 
 def weights_init(m):
@@ -44,11 +31,6 @@ def weights_init(m):
             m.weight.data.normal_(1.0, 0.02)
         if hasattr(m, 'bias') and m.bias is not None:
             m.bias.data.fill_(0)
-
-
-class _Zero(nn.Module):
-    def forward(self, x):
-        return 0
 
 
 class TemporalConv(nn.Module):
@@ -100,7 +82,7 @@ class MultiScale_TemporalConv(nn.Module):
             nn.BatchNorm2d(branch_channels),
         ))
         if not residual:
-            self.residual = _Zero()
+            self.residual = Zero()
         elif in_channels == out_channels and stride == 1:
             self.residual = nn.Identity()
         else:
@@ -177,7 +159,7 @@ class unit_gcn(nn.Module):
             else:
                 self.down = nn.Identity()
         else:
-            self.down = _Zero()
+            self.down = Zero()
         if self.adaptive:
             self.PA = nn.Parameter(torch.from_numpy(A.astype(np.float32)))
         else:
@@ -213,7 +195,7 @@ class TCN_GCN_unit(nn.Module):
                                             dilations=dilations, residual=False)
         self.relu = nn.ReLU(inplace=True)
         if not residual:
-            self.residual = _Zero()
+            self.residual = Zero()
         elif in_channels == out_channels and stride == 1:
             self.residual = nn.Identity()
         else:
@@ -223,7 +205,7 @@ class TCN_GCN_unit(nn.Module):
         return self.relu(self.tcn1(self.gcn1(x)) + self.residual(x))
 
 
-class Model(nn.Module):
+class Model(TenUnitGCN):
     """CTR-GCN.  Input (N, C, T, V, M), output logits (N, num_class).
 
     Args:
@@ -237,72 +219,10 @@ class Model(nn.Module):
             multiple of 4 for the 4-branch temporal conv).
     """
 
+    display_name = 'CTR-GCN'
+
     def __init__(self, in_channels=3, num_class=60, graph_args=None, num_person=2, drop_out=0, adaptive=True,
                  base_channel=64):
-        super().__init__()
-        graph_args = dict(graph_args or {'layout': 'ntu-rgb+d', 'strategy': 'spatial'})
-        self.graph = Graph(**graph_args)
-        A = self.graph.A
-        self.in_channels = in_channels
-        self.num_class = num_class
-        self.num_node = self.num_point = A.shape[1]
-        self.num_person = num_person
-        self.data_bn = nn.BatchNorm1d(num_person * in_channels * self.num_node)
-
-        c = base_channel
-        kw = dict(adaptive=adaptive)
-        self.l1 = TCN_GCN_unit(in_channels, c, A, residual=False, **kw)
-        self.l2 = TCN_GCN_unit(c, c, A, **kw)
-        self.l3 = TCN_GCN_unit(c, c, A, **kw)
-        self.l4 = TCN_GCN_unit(c, c, A, **kw)
-        self.l5 = TCN_GCN_unit(c, c * 2, A, stride=2, **kw)
-        self.l6 = TCN_GCN_unit(c * 2, c * 2, A, **kw)
-        self.l7 = TCN_GCN_unit(c * 2, c * 2, A, **kw)
-        self.l8 = TCN_GCN_unit(c * 2, c * 4, A, stride=2, **kw)
-        self.l9 = TCN_GCN_unit(c * 4, c * 4, A, **kw)
-        self.l10 = TCN_GCN_unit(c * 4, c * 4, A, **kw)
-        self.feature_dim = c * 4
-
-        self.fc = nn.Linear(self.feature_dim, num_class)
-        nn.init.normal_(self.fc.weight, 0, math.sqrt(2. / num_class))
-        bn_init(self.data_bn, 1)
-        self.drop_out = nn.Dropout(drop_out) if drop_out else nn.Identity()
-        # optional module on the feature map after the last block (see net.st_gcn.Model)
-        self.neck = None
-
-    def blocks(self):
-        return [self.l1, self.l2, self.l3, self.l4, self.l5, self.l6, self.l7, self.l8, self.l9, self.l10]
-
-    def check_input(self, x):
-        if x.dim() != 5:
-            raise ValueError(f'CTR-GCN expects input of shape (N, C, T, V, M), got {tuple(x.shape)}')
-        if x.size(1) != self.in_channels or x.size(3) != self.num_node or x.size(4) != self.num_person:
-            raise ValueError(f'CTR-GCN built for C={self.in_channels} channels, V={self.num_node} joints '
-                             f'(graph layout {self.graph.layout.name!r}) and M={self.num_person} persons, got '
-                             f'data of shape {tuple(x.shape)}: set model_args.in_channels / graph_args.layout '
-                             '/ num_person to match the data')
-
-    def encode(self, x):
-        """(N, C, T, V, M) -> feature map (N*M, 4c, ceil(ceil(T/2)/2), V) after ``l10`` (and ``neck``)."""
-        self.check_input(x)
-        N, C, T, V, M = x.size()
-        x = x.permute(0, 4, 3, 1, 2).contiguous().view(N, M * V * C, T)
-        x = self.data_bn(x)
-        x = x.view(N, M, V, C, T).permute(0, 1, 3, 4, 2).contiguous().view(N * M, C, T, V)
-        for block in self.blocks():
-            x = block(x)
-        if self.neck is not None:
-            x = self.neck(x)
-        return x
-
-    @staticmethod
-    def pool(feature_map, num_person):
-        """Mean over (T', V), then over persons: (N*M, C, T', V) -> (N, C)."""
-        x = feature_map.mean(dim=(2, 3))
-        return x.view(-1, num_person, x.size(1)).mean(dim=1)
-
-    def forward_features(self, x):
-        return self.pool(self.encode(x), x.size(4))
-
-    def forward(self, x):
-        return self.fc(self.drop_out(self.forward_features(x)))
+        super().__init__(TCN_GCN_unit, in_channels, num_class, graph_args, num_person, base_channel, drop_out,
+                         adaptive=adaptive)
+        self.num_point = self.num_node

@@ -107,3 +107,22 @@ def test_demo_script_on_synthetic_data(tmp_path):
     print(f'synthetic linear top-1: SkeletonCLR 10 epochs {100 * top1:.2f}%, random encoder {100 * floor:.2f}%')
     assert top1 > 0.25, top1                 # chance is 10%
     assert top1 > floor + 0.10, (top1, floor)
+
+
+@pytest.mark.parametrize('csre', [False, True], ids=['stgcn', 'stgcn+csre'])
+def test_ucla_supervised_recognition_with_and_without_csre(tmp_path, ucla, csre):
+    """Supervised ST-GCN (width 16 for the CPU budget) on NW-UCLA cross-view through the shipped configs;
+    with CSRE the saved model is the plain encoder."""
+    from processor.recognition import Recognition
+    name = 'recognition_stgcn_csre.yaml' if csre else 'recognition_stgcn.yaml'
+    work_dir = str(tmp_path / 'run')
+    proc = Recognition(['--config', os.path.join(ROOT, 'config/ucla', name), '--work_dir', work_dir,
+                        '--num_epoch', '8', '--warm_up_epoch', '1', '--step', '6', '--eval_interval', '2',
+                        '--model_args', 'hidden_channels=16', '--train_feeder_args', feeder_args(ucla, 'train'),
+                        '--test_feeder_args', feeder_args(ucla, 'val'), *COMMON])
+    proc.start()
+    top1 = proc.best['top1']
+    print(f"NW-UCLA supervised top-1: ST-GCN(16){' + CSRE' if csre else ''} 8 epochs {100 * top1:.2f}%")
+    assert top1 > 0.45, top1                 # chance is 10%
+    check_outputs(proc, work_dir, 464)
+    assert ('loss_s' in proc.epoch_info) == csre

@@ -1,0 +1,98 @@
+"""What 2s-AGCN and CTR-GCN share: the reference initialisers and the ten-unit backbone
+(data_bn over M*V*C, units l1..l10 of widths c,c,c,c,2c(s2),2c,2c,4c(s2),4c,4c, mean pooling, dropout,
+fc), with the project's encoder interface (``encode`` -> feature map, ``pool``, ``neck``)."""
+import math
+
+import torch.nn as nn
+
+from net.utils.graph import Graph
+
+
+def conv_init(conv):
+    if conv.weight is not None:
+        nn.init.kaiming_normal_(conv.weight, mode='fan_out')
+    if conv.bias is not None:
+        nn.init.constant_(conv.bias, 0)
+
+
+def bn_init(bn, scale):
+    nn.init.constant_(bn.weight, scale)
+    nn.init.constant_(bn.bias, 0)
+
+
+class Zero(nn.Module):
+    """The reference's ``lambda x: 0`` residual, as a module."""
+
+    def forward(self, x):
+        return 0
+
+
+class TenUnitGCN(nn.Module):
+    """The backbone of the 2s-AGCN / CTR-GCN family built from ``unit(in, out, A, stride=, residual=,
+    **unit_kwargs)``; subclasses give ``unit`` and ``display_name``.  Parameter names follow the
+    references (``data_bn``, ``l1``..``l10``, ``fc``)."""
+    display_name = 'GCN'
+
+    def __init__(self, unit, in_channels=3, num_class=60, graph_args=None, num_person=2, base_channel=64,
+                 drop_out=0, **unit_kwargs):
+        super().__init__()
+        graph_args = dict(graph_args or {'layout': 'ntu-rgb+d', 'strategy': 'spatial'})
+        self.graph = Graph(**graph_args)
+        A = self.graph.A
+        if A.shape[0] != 3:
+            raise ValueError(f'{self.display_name} needs 3 adjacency subsets (strategy "spatial"), got '
+                             f'{A.shape[0]} from strategy {graph_args.get("strategy")!r}')
+        self.in_channels = in_channels
+        self.num_class = num_class
+        self.num_node = A.shape[1]
+        self.num_person = num_person
+        self.data_bn = nn.BatchNorm1d(num_person * in_channels * self.num_node)
+        c = base_channel
+        widths = [(in_channels, c, 1), (c, c, 1), (c, c, 1), (c, c, 1), (c, 2 * c, 2), (2 * c, 2 * c, 1),
+                  (2 * c, 2 * c, 1), (2 * c, 4 * c, 2), (4 * c, 4 * c, 1), (4 * c, 4 * c, 1)]
+        for i, (cin, cout, stride) in enumerate(widths, start=1):
+            setattr(self, f'l{i}', unit(cin, cout, A, stride=stride, residual=i > 1, **unit_kwargs))
+        self.feature_dim = 4 * c
+        self.fc = nn.Linear(self.feature_dim, num_class)
+        nn.init.normal_(self.fc.weight, 0, math.sqrt(2. / num_class))
+        bn_init(self.data_bn, 1)
+        self.drop_out = nn.Dropout(drop_out) if drop_out else nn.Identity()
+        # optional module on the feature map after the last block (see net.st_gcn.Model)
+        self.neck = None
+
+    def blocks(self):
+        return [getattr(self, f'l{i}') for i in range(1, 11)]
+
+    def check_input(self, x):
+        if x.dim() != 5:
+            raise ValueError(f'{self.display_name} expects input of shape (N, C, T, V, M), got {tuple(x.shape)}')
+        if x.size(1) != self.in_channels or x.size(3) != self.num_node or x.size(4) != self.num_person:
+            raise ValueError(f'{self.display_name} built for C={self.in_channels} channels, V={self.num_node} '
+                             f'joints (graph layout {self.graph.layout.name!r}) and M={self.num_person} persons, '
+                             f'got data of shape {tuple(x.shape)}: set model_args.in_channels / '
+                             'graph_args.layout / num_person to match the data')
+
+    def encode(self, x):
+        """(N, C, T, V, M) -> feature map (N*M, 4c, ceil(ceil(T/2)/2), V) after ``l10`` (and ``neck``)."""
+        self.check_input(x)
+        N, C, T, V, M = x.size()
+        x = x.permute(0, 4, 3, 1, 2).contiguous().view(N, M * V * C, T)
+        x = self.data_bn(x)
+        x = x.view(N, M, V, C, T).permute(0, 1, 3, 4, 2).contiguous().view(N * M, C, T, V)
+        for block in self.blocks():
+            x = block(x)
+        if self.neck is not None:
+            x = self.neck(x)
+        return x
+
+    @staticmethod
+    def pool(feature_map, num_person):
+        """Mean over (T', V), then over persons: (N*M, C, T', V) -> (N, C)."""
+        x = feature_map.mean(dim=(2, 3))
+        return x.view(-1, num_person, x.size(1)).mean(dim=1)
+
+    def forward_features(self, x):
+        return self.pool(self.encode(x), x.size(4))
+
+    def forward(self, x):
+        return self.fc(self.drop_out(self.forward_features(x)))
