@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init
+from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init, unit_tcn
 
 
 def conv_branch_init(conv, branches):
@@ -25,23 +25,6 @@ def conv_branch_init(conv, branches):
     n, k1, k2 = weight.size(0), weight.size(1), weight.size(2)
     nn.init.normal_(weight, 0, math.sqrt(2. / (n * k1 * k2 * branches)))
     nn.init.constant_(conv.bias, 0)
-
-
-class unit_tcn(nn.Module):
-    """Temporal convolution (kernel_size x 1, stride) + BN (no ReLU, as the reference)."""
-
-    def __init__(self, in_channels, out_channels, kernel_size=9, stride=1):
-        super().__init__()
-        pad = int((kernel_size - 1) / 2)
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=(kernel_size, 1), padding=(pad, 0),
-                              stride=(stride, 1))
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU()
-        conv_init(self.conv)
-        bn_init(self.bn, 1)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
 
 
 class unit_gcn(nn.Module):

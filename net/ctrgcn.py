@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init
+from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init, unit_tcn
 
 
 def weights_init(m):
@@ -125,21 +125,6 @@ class CTRGC(nn.Module):
         x1 = self.tanh(x1.unsqueeze(-1) - x2.unsqueeze(-2))
         x1 = self.conv4(x1) * alpha + (A.unsqueeze(0).unsqueeze(0) if A is not None else 0)  # N,C,V,V
         return torch.einsum('ncuv,nctv->nctu', x1, x3)
-
-
-class unit_tcn(nn.Module):
-    def __init__(self, in_channels, out_channels, kernel_size=9, stride=1):
-        super().__init__()
-        pad = int((kernel_size - 1) / 2)
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=(kernel_size, 1), padding=(pad, 0),
-                              stride=(stride, 1))
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        conv_init(self.conv)
-        bn_init(self.bn, 1)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
 
 
 class unit_gcn(nn.Module):

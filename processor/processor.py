@@ -6,12 +6,9 @@ optimiser and learning-rate schedule, and runs ``train``/``test`` for ``phase: t
 Subclasses implement ``train_epoch`` and ``test_epoch`` only.
 """
 import argparse
-import math
 import os
 import random
 import signal
-import sys
-import time
 
 import numpy as np
 import torch

@@ -26,6 +26,22 @@ class Zero(nn.Module):
     def forward(self, x):
         return 0
 
+class unit_tcn(nn.Module):
+    """Temporal convolution (kernel_size x 1, stride) + BN (no ReLU, as the reference)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=9, stride=1):
+        super().__init__()
+        pad = int((kernel_size - 1) / 2)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=(kernel_size, 1), padding=(pad, 0),
+                              stride=(stride, 1))
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU()
+        conv_init(self.conv)
+        bn_init(self.bn, 1)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
 
 class TenUnitGCN(nn.Module):
     """The backbone of the 2s-AGCN / CTR-GCN family built from ``unit(in, out, A, stride=, residual=,

@@ -11,7 +11,7 @@ All indices are 0-based.
 """
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 
 @dataclass(frozen=True)
