@@ -244,6 +244,7 @@ class Feeder_semi(Feeder_single):
         if not 0 < float(label_percent) <= 1:
             raise UserError(f'train_feeder_args.label_percent={label_percent} must be in (0, 1]')
         self.label_percent = float(label_percent)
+        self.semi_seed = semi_seed
         rng = np.random.RandomState(semi_seed)
         chosen = []
         for c in np.unique(self.label):

@@ -6,4 +6,6 @@ PROCESSORS = {
     'pretrain_mica': 'processor.pretrain.PretrainProcessor',
     'linear_evaluation': 'processor.linear_evaluation.LinearEvaluation',
     'recognition': 'processor.recognition.Recognition',
+    'finetune_evaluation': 'processor.finetune_evaluation.FinetuneEvaluation',
+    'knn_evaluation': 'processor.knn_evaluation.KNNEvaluation',
 }

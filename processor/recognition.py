@@ -118,7 +118,7 @@ class Recognition(LinearEvaluation):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            stats['loss'] = float(loss)
+            stats['loss'] = float(loss.detach())
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1

@@ -1,0 +1,65 @@
+"""kNN evaluation of a frozen encoder: L2-normalised pooled features, weighted voting (Wu et al., 2018):
+each of the k nearest training features votes for its class with weight exp(cos / t), t = 0.1."""
+import torch
+import torch.nn.functional as F
+
+from processor.linear_evaluation import LinearEvaluation
+from torchlight.io import UserError
+
+
+@torch.no_grad()
+def knn_predict(train_feats, train_labels, test_feats, k, temperature=0.1, num_class=None, chunk=1024):
+    """Class scores (N_test, num_class) of weighted kNN on L2-normalised features."""
+    num_class = num_class or int(train_labels.max()) + 1
+    train_feats = F.normalize(train_feats, dim=1)
+    k = min(k, train_feats.size(0))
+    scores = []
+    for start in range(0, test_feats.size(0), chunk):
+        sim = F.normalize(test_feats[start:start + chunk], dim=1) @ train_feats.T
+        top_sim, top_idx = sim.topk(k, dim=1)
+        votes = torch.zeros(sim.size(0), num_class, device=sim.device, dtype=sim.dtype)
+        votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+class KNNEvaluation(LinearEvaluation):
+    """``knn_evaluation``: no training; top-1 for every k in ``knn_k`` (default 10, 20, 40)."""
+
+    @staticmethod
+    def get_parser(add_help=False):
+        parser = LinearEvaluation.get_parser(add_help=add_help)
+        parser.description = 'kNN evaluation of a frozen encoder'
+        parser.add_argument('--knn_k', type=int, default=[10, 20, 40], nargs='+', help='numbers of neighbours')
+        parser.add_argument('--knn_temperature', type=float, default=0.1, help='temperature of the vote weights')
+        parser.set_defaults(num_epoch=0, cache_features=True)
+        return parser
+
+    def load_weights(self):
+        super(LinearEvaluation, self).load_weights()          # nothing to train, nothing to freeze
+
+    def load_data(self):
+        self.arg.phase = 'train'        # both splits are needed
+        super().load_data()
+        if 'train' not in self.data_loader:
+            raise UserError('knn_evaluation needs train_feeder_args (the labelled neighbours) and test_feeder_args')
+
+    def load_optimizer(self):
+        self.optimizer = None
+
+    def save_latest(self, next_epoch):
+        pass
+
+    def start(self):
+        train_feats, train_labels, _ = self.extract('train')
+        test_feats, test_labels, indices = self.extract('test')
+        num_class = int(max(train_labels.max(), test_labels.max())) + 1
+        self.knn_accuracy = {}
+        for k in self.arg.knn_k:
+            scores = knn_predict(train_feats, train_labels, test_feats, k, self.arg.knn_temperature, num_class)
+            top1 = (scores.argmax(1) == test_labels).float().mean().item()
+            self.knn_accuracy[k] = top1
+            self.print_log(f'\tkNN k={k} t={self.arg.knn_temperature}: top1 {100 * top1:.2f}%')
+        self.log_scalars('knn', {f'top1_k{k}': v for k, v in self.knn_accuracy.items()}, 0)
+        self.finish()
+        return self.knn_accuracy
