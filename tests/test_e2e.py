@@ -61,10 +61,17 @@ def ucla_random_floor(ucla, tmp_path_factory):
     return linear(cfg, ucla, str(tmp_path_factory.mktemp('linear_random')), '').best['top1']
 
 
-def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor):
-    """NW-UCLA cross-view (real Kinect data): 6 epochs of SkeletonCLR beat a random encoder by far."""
+@pytest.fixture(scope='module')
+def ucla_skeletonclr(ucla, tmp_path_factory):
+    """6 epochs of SkeletonCLR on NW-UCLA through the shipped config (shared by the protocol tests)."""
     pre, weights = pretrain(os.path.join(ROOT, 'config/ucla/pretrain_skeletonclr.yaml'), ucla,
-                            str(tmp_path / 'pretext'), epochs=6)
+                            str(tmp_path_factory.mktemp('skeletonclr') / 'pretext'), epochs=6)
+    return pre, weights
+
+
+def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor, ucla_skeletonclr):
+    """NW-UCLA cross-view (real Kinect data): 6 epochs of SkeletonCLR beat a random encoder by far."""
+    pre, weights = ucla_skeletonclr
     assert pre.epoch_info['loss_info'] < 0.98 * pre.model.uniform_loss       # not collapsed
     cfg = os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml')
     trained = linear(cfg, ucla, str(tmp_path / 'linear'), weights)
@@ -73,6 +80,24 @@ def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor
     assert top1 > 0.40, top1                 # chance is 10%
     assert top1 > floor + 0.15, (top1, floor)
     check_outputs(trained, str(tmp_path / 'linear'), 464)
+
+
+@pytest.mark.parametrize('protocol, epochs, minimum', [('finetune', 6, 0.45), ('semi10', 20, 0.25)])
+def test_ucla_finetune_and_semi_supervised(tmp_path, ucla, ucla_skeletonclr, protocol, epochs, minimum):
+    """Finetune (all labels) and 10%-label semi-supervised runs from the SkeletonCLR weights."""
+    from processor.finetune_evaluation import FinetuneEvaluation
+    _, weights = ucla_skeletonclr
+    work_dir = str(tmp_path / protocol)
+    proc = FinetuneEvaluation(['--config', os.path.join(ROOT, f'config/ucla/{protocol}_skeletonclr.yaml'),
+                               '--work_dir', work_dir, '--weights', weights, '--num_epoch', str(epochs),
+                               '--warm_up_epoch', '1', '--step', str(epochs - 2), '--eval_interval', '2',
+                               '--train_feeder_args', feeder_args(ucla, 'train'),
+                               '--test_feeder_args', feeder_args(ucla, 'val'), *COMMON])
+    proc.start()
+    top1 = proc.best['top1']
+    print(f'NW-UCLA {protocol} top-1 from SkeletonCLR (6 epochs): {epochs} epochs {100 * top1:.2f}%')
+    assert top1 > minimum, top1
+    check_outputs(proc, work_dir, 464)
 
 
 @pytest.mark.parametrize('method, epochs, minimum', [('aimclr', 4, 0.25), ('msmclr', 4, 0.25), ('mica', 4, 0.40)])
