@@ -38,9 +38,11 @@ def info_nce_logits(q, k, queue, temperature):
     """InfoNCE logits [q.k+, q.queue] / T (MoCo eq. 1); the positive is column 0.
 
     q, k: (N, D) L2-normalised; queue: (D, K)."""
-    l_pos = torch.einsum('nc,nc->n', q, k).unsqueeze(-1)
-    l_neg = torch.einsum('nc,ck->nk', q, queue.clone().detach())
-    return torch.cat([l_pos, l_neg], dim=1) / temperature
+    with torch.autocast(device_type=q.device.type, enabled=False):     # logits in float32 under AMP
+        q, k = q.float(), k.float()
+        l_pos = torch.einsum('nc,nc->n', q, k).unsqueeze(-1)
+        l_neg = torch.einsum('nc,ck->nk', q, queue.clone().detach().float())
+        return torch.cat([l_pos, l_neg], dim=1) / temperature
 
 
 def embedding_std(z):

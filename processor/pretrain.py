@@ -51,13 +51,12 @@ class PretrainProcessor(Processor):
         for it, (raw, label, index) in enumerate(progress):
             lr = self.adjust_lr(epoch, it / max(1, len(loader)))
             views = self.make_views(raw)
-            out = self.model(*views, epoch=epoch, nnm=epoch >= self.arg.mining_epoch, topk=self.arg.topk,
-                             label=label.to(self.dev))
-            loss = out['loss']
+            with self.autocast():
+                out = self.model(*views, epoch=epoch, nnm=epoch >= self.arg.mining_epoch, topk=self.arg.topk,
+                                 label=label.to(self.dev))
+            loss = out['loss'].float()
             self.check_finite(loss, epoch, it)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.backward_step(loss)
 
             stats = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
             for k, v in stats.items():

@@ -6,6 +6,7 @@ optimiser and learning-rate schedule, and runs ``train``/``test`` for ``phase: t
 Subclasses implement ``train_epoch`` and ``test_epoch`` only.
 """
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -80,7 +81,22 @@ class Processor:
     # ------------------------------------------------------------------ configuration
     def load_arg(self, argv=None):
         parser = self.get_parser()
-        p = parser.parse_args(argv)
+
+        def error(message):              # argparse would print the usage and exit: one line instead
+            raise UserError(f'command line: {message}')
+        parser.error = error
+
+        def parse(argv):
+            args, unknown = parser.parse_known_args(argv)
+            if unknown:
+                options = [u for u in unknown if u.startswith('-')]
+                if options:
+                    key = options[0].lstrip('-').split('=')[0]
+                    raise UserError(f"unknown option '{options[0]}' on the command line; closest valid keys: "
+                                    f"{closest_keys(key, vars(args))}")
+                raise UserError(f"unexpected command-line argument '{unknown[0]}' (options are --key value)")
+            return args
+        p = parse(argv)
         if p.config is not None:
             if not os.path.isfile(p.config):
                 raise UserError(f"config file '{p.config}' does not exist")
@@ -104,7 +120,7 @@ class Processor:
             parser.set_defaults(**default_arg)
         else:
             self.ignored_keys = []
-        self.arg = parser.parse_args(argv)
+        self.arg = parse(argv)
         if self.arg.view is not None:        # CrosSCLR's name for the stream
             self.arg.stream = self.arg.view
         if self.arg.stream not in STREAMS:
@@ -154,6 +170,8 @@ class Processor:
         parser.add_argument('--resume', type=str2bool, default=False,
                             help='continue the run in work_dir from its latest.pt')
         parser.add_argument('--cudnn_benchmark', type=str2bool, default=True, help='cuDNN autotuner on GPU')
+        parser.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'],
+                            help='mixed precision for forward passes (FFTs and losses stay float32)')
         # visualize and debug
         parser.add_argument('--log_interval', type=int, default=100, help='iterations between loss logs')
         parser.add_argument('--save_interval', type=int, default=10, help='epochs between epoch{N}_model.pt')
@@ -243,7 +261,8 @@ class Processor:
                                '(multi-GPU training runs with torchrun).')
             torch.cuda.set_device(index)
             return torch.device('cuda', index)
-        self.print_log('No GPU found: running on the CPU.')
+        self.print_log(f'Notice: device {list(device)} requested but no GPU found: running on the CPU.'
+                       if device else 'No GPU found: running on the CPU.')
         return torch.device('cpu')
 
     def tensorboard(self):
@@ -278,10 +297,38 @@ class Processor:
             args['debug'] = True
         if 'data_path' not in args or 'label_path' not in args:
             raise UserError(f'{split}_feeder_args needs data_path and label_path')
+        import inspect
+        known = set()
+        for klass in getattr(feeder_class, '__mro__', [feeder_class]):
+            init = klass.__dict__.get('__init__')
+            if init is not None:
+                known.update(n for n, q in inspect.signature(init).parameters.items()
+                             if q.kind not in (q.VAR_KEYWORD, q.VAR_POSITIONAL) and n != 'self')
+        unknown = [k for k in args if known and k not in known]
+        if unknown:
+            raise UserError(f"unknown key '{unknown[0]}' in {split}_feeder_args of {name}; closest valid keys: "
+                            f"{closest_keys(unknown[0], known)}")
         try:
-            return feeder_class(**args)
+            feeder = feeder_class(**args)
         except TypeError as e:
             raise UserError(f'{split}_feeder_args do not fit {name}: {e}') from e
+        empty = getattr(feeder, 'empty_samples', None)
+        if empty is not None and len(empty):
+            self.print_log(f"Notice: {len(empty)} of {len(feeder.data)} samples in '{feeder.data_path}' are all "
+                           f"zero (no skeleton), e.g. sample {int(empty[0])} "
+                           f"'{feeder.sample_name[int(empty[0])]}'; they are kept")
+        # the data must fit the model's input (C, V, and M where the model fixes it) before any training
+        model = getattr(self, 'model', None)
+        encoder = getattr(model, 'encoder_q', model)
+        check = getattr(encoder, 'check_input', None)
+        shape = getattr(getattr(feeder, 'data', None), 'shape', None)
+        if check is not None and shape is not None and len(shape) == 5:
+            try:
+                check(torch.zeros((1,) + tuple(shape[1:]), device='meta'))
+            except ValueError as e:
+                raise UserError(f"data file '{feeder.data_path}' ({split}, shape {tuple(shape)}) does not fit "
+                                f"{self.arg.model}: {e}") from e
+        return feeder
 
     def make_loader(self, feeder, batch_size, train):
         feeder.batch_augment = True
@@ -424,6 +471,21 @@ class Processor:
     def finish(self):
         if self.writer is not None:
             self.writer.close()
+
+    def autocast(self):
+        """The forward-pass precision context of ``amp`` (a no-op for 'none')."""
+        if self.arg.amp == 'none':
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16 if self.arg.amp == 'bf16' else torch.float16)
+
+    def backward_step(self, loss):
+        """zero_grad, backward and step, with loss scaling for fp16."""
+        if not hasattr(self, 'scaler'):
+            self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.arg.amp == 'fp16')
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def train_epoch(self, epoch):
         raise NotImplementedError

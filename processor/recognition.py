@@ -102,22 +102,21 @@ class Recognition(LinearEvaluation):
             x = self.inputs(raw, loader.dataset)
             label = label.to(self.dev)
             stats = {}
-            if self.head is None:
-                logits = self.model(x)
-                loss = F.cross_entropy(logits, label, label_smoothing=self.arg.label_smoothing)
-            else:
-                fmap = self.model.encode(x)
-                logits = logits_from_feature_map(self.model, fmap, x.size(4))
-                loss_ce = F.cross_entropy(logits, label, label_smoothing=self.arg.label_smoothing)
-                out = self.head(fmap, x.size(4), label, index.to(self.dev))
-                loss = loss_ce + out['loss']
-                stats = {k: float(v.detach()) for k, v in out.items()
-                         if torch.is_tensor(v) and v.dim() == 0 and k.startswith('loss')}
-                stats['loss_ce'] = float(loss_ce)
+            with self.autocast():
+                if self.head is None:
+                    logits = self.model(x)
+                    loss = F.cross_entropy(logits.float(), label, label_smoothing=self.arg.label_smoothing)
+                else:
+                    fmap = self.model.encode(x)
+                    logits = logits_from_feature_map(self.model, fmap, x.size(4))
+                    loss_ce = F.cross_entropy(logits.float(), label, label_smoothing=self.arg.label_smoothing)
+                    out = self.head(fmap, x.size(4), label, index.to(self.dev))
+                    loss = loss_ce + out['loss'].float()
+                    stats = {k: float(v.detach()) for k, v in out.items()
+                             if torch.is_tensor(v) and v.dim() == 0 and k.startswith('loss')}
+                    stats['loss_ce'] = float(loss_ce.detach())
             self.check_finite(loss, epoch, it)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.backward_step(loss)
             stats['loss'] = float(loss.detach())
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
