@@ -10,7 +10,7 @@ import torch
 
 from feeder.tools import to_stream
 from processor.processor import Processor, every
-from torchlight.io import UserError
+from torchlight.io import UserError, str2bool
 
 
 class PretrainProcessor(Processor):
@@ -19,6 +19,18 @@ class PretrainProcessor(Processor):
     mining (``nnm``) is on from the 0-based epoch ``mining_epoch`` (the reference's 1-based
     ``epoch > mining_epoch``)."""
     uses_labels = False
+
+    @staticmethod
+    def get_parser(add_help=False):
+        parser = Processor.get_parser(add_help=add_help)
+        parser.add_argument('--collapse_margin', type=float, default=0.05,
+                            help='collapse when the InfoNCE loss is within this fraction of ln(K+1)')
+        parser.add_argument('--collapse_patience', type=int, default=3,
+                            help='epochs in a collapsed state before the warning (and the stop)')
+        parser.add_argument('--collapse_stop', type=str2bool, default=False,
+                            help='stop the run (error) when collapse persists for collapse_patience epochs')
+        return parser
+
 
     def load_data(self):
         super().load_data()
@@ -77,7 +89,7 @@ class PretrainProcessor(Processor):
         self.epoch_info = means
         self.print_log('\t' + ' | '.join(f'mean_{k}: {v:.4f}' for k, v in means.items()))
         self.log_scalars('epoch', means, epoch + 1)
-        self.watch_collapse(epoch, means)
+        self.watch_collapse(epoch, means, self.arg.collapse_margin, self.arg.collapse_patience)
 
     def watch_collapse(self, epoch, means, margin=0.05, patience=3, std_floor=1e-4):
         """Warn when the InfoNCE loss sits within ``margin`` of ln(K+1) (uniform logits) or the
@@ -91,11 +103,17 @@ class PretrainProcessor(Processor):
         collapsed = ratio > 1.0 - margin or means.get('embed_std', 1.0) < std_floor
         self.collapse_epochs = getattr(self, 'collapse_epochs', 0) + 1 if collapsed else 0
         self.log_scalars('epoch', {'loss_over_uniform': ratio}, epoch + 1)
+        self.log_scalars('epoch', {'collapse_epochs': self.collapse_epochs}, epoch + 1)
         if self.collapse_epochs >= patience:
+            self.collapse_warnings = getattr(self, 'collapse_warnings', 0) + 1
             self.print_log(f'WARNING: representation collapse: for {self.collapse_epochs} epochs the InfoNCE '
                            f'loss is {ratio:.3f} x ln(K+1) and the embedding std '
                            f'{means.get("embed_std", float("nan")):.4f} (healthy ~{1 / math.sqrt(feature_dim):.3f}); '
                            'see docs/METHODS.md "Collapse on small data".')
+            if self.arg.collapse_stop:
+                raise UserError(f'representation collapse for {self.collapse_epochs} epochs (collapse_stop): '
+                                f'run stopped after epoch {epoch + 1}; the last checkpoint is kept in '
+                                f'{self.arg.work_dir}')
 
     def test_epoch(self, epoch, save_result=False):
         raise UserError('pretraining has no test phase: evaluate the weights with linear_evaluation')
