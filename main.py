@@ -17,15 +17,21 @@ def main(argv=None):
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in PROCESSORS:
-        parser.error(f"unknown processor '{name}'; choose from {', '.join(sorted(PROCESSORS))}")
+        print(f"error: unknown processor '{name}'; choose from {', '.join(sorted(PROCESSORS))}", file=sys.stderr)
+        return 2
     processor_class = import_class(PROCESSORS[name])
     if '-h' in rest or '--help' in rest:
         processor_class.get_parser(add_help=True).parse_args(['--help'])
     try:
-        processor = processor_class(rest)
+        try:
+            processor = processor_class(rest)
+        except ValueError as e:
+            # while the processor is being set up, a ValueError is a problem with the configuration or
+            # data (models and feeders check their arguments with ValueError), not a bug
+            raise UserError(str(e)) from e
         processor.start()
     except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
+        print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr)
         return 2
     return 0
 

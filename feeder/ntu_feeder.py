@@ -62,8 +62,10 @@ def load_labels(label_path, num_samples=None, data_path=None):
     return names, labels.astype(np.int64)
 
 
-def load_data(data_path, mmap=True, check_finite=True):
-    """Memory-map a (N, C, T, V, M) float array and check its rank, dtype and values."""
+def load_data(data_path, mmap=True, check_finite=True, stats=None):
+    """Memory-map a (N, C, T, V, M) float array and check its rank, dtype and values. With
+    ``check_finite``, a data set whose samples are all zero is an error, and the indices of the
+    all-zero samples go to ``stats['empty']`` (when a dict is given)."""
     if not os.path.isfile(data_path):
         raise UserError(f"data file '{data_path}' does not exist (create it with the gendata tools in "
                         "tools/, e.g. tools/gen_synthetic.py or tools/ucla_gendata.py; see docs/DATA.md)")
@@ -76,14 +78,21 @@ def load_data(data_path, mmap=True, check_finite=True):
                         "(N, C, T, V, M)")
     if not np.issubdtype(data.dtype, np.floating):
         raise UserError(f"data file '{data_path}' has dtype {data.dtype}; expected float32")
-    if check_finite:
+    if check_finite and len(data):
         chunk = max(1, (64 << 20) // max(1, data[0].nbytes))
+        empty = []
         for start in range(0, len(data), chunk):
             block = np.asarray(data[start:start + chunk])
             if not np.isfinite(block).all():
                 bad = start + int(np.argwhere(~np.isfinite(block).reshape(len(block), -1).all(1))[0, 0])
                 raise UserError(f"data file '{data_path}' holds NaN/Inf values (first in sample {bad}); "
                                 "regenerate it or clean the source skeletons")
+            empty.extend((start + np.flatnonzero(~block.reshape(len(block), -1).any(1))).tolist())
+        if len(empty) == len(data):
+            raise UserError(f"data file '{data_path}': all {len(data)} samples are all zero (no skeleton); "
+                            "regenerate it with the gendata tools in tools/")
+        if stats is not None:
+            stats['empty'] = empty
     return data
 
 
@@ -108,7 +117,9 @@ class Feeder(torch.utils.data.Dataset):
         self.label_path = label_path
         self.shear_amplitude = shear_amplitude
         self.temperal_padding_ratio = temperal_padding_ratio
-        self.data = load_data(data_path, mmap=mmap, check_finite=check_finite)
+        stats = {}
+        self.data = load_data(data_path, mmap=mmap, check_finite=check_finite, stats=stats)
+        self.empty_samples = stats.get('empty', [])        # all-zero samples (reported, kept)
         self.sample_name, self.label = load_labels(label_path, len(self.data), data_path)
         if num_class is not None and self.label.size and self.label.max() >= num_class:
             raise UserError(f"label file '{label_path}' has label {int(self.label.max())} but the model has "

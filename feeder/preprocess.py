@@ -212,7 +212,7 @@ class SplitWriter:
                 continue
             out = np.lib.format.open_memmap(final, mode='w+', dtype=np.float32, shape=(n,) + mm.shape[1:])
             for s in range(0, n, 1024):
-                out[s:s + 1024] = mm[s:s + 1024]
+                out[s:s + 1024] = mm[s:min(s + 1024, n)]
             out.flush()
             del out, mm
             os.remove(partial)

@@ -99,12 +99,14 @@ def read_bodies(path, max_body=MAX_BODY, num_joint=NUM_JOINT):
     data = np.zeros((max_body, num_frame, num_joint, 3))
     for t in range(num_frame):
         num_body = take_int(f'the body count of frame {t + 1}/{num_frame}')
+        count_line = pos
         for m in range(num_body):
             where = f'frame {t + 1}/{num_frame}, body {m + 1}/{num_body}'
-            info = take(f'the body info line ({where})')
+            info = take(f'the body info line ({where}; is the body count {num_body} on line {count_line} right?)')
             if len(info) != 10:
                 raise SkeletonFormatError(f'{path}, line {pos}: expected 10 body info values ({where}), '
-                                          f'got {len(info)}')
+                                          f'got {len(info)}; is the body count {num_body} on line {count_line} '
+                                          'right?')
             nj = take_int(f'the joint count ({where})')
             first = pos
             rows = []
@@ -205,6 +207,9 @@ def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None
                 continue
             for dest in dests:
                 writers[dest].add(name, label, seq)
+        if not any(writer.names for writer in writers.values()):
+            raise ValueError(f"all {len(jobs)} .skeleton files in '{data_path}' hold no skeleton (all joints "
+                             "zero): nothing written; check the files or --data-path")
     except BaseException:
         for writer in writers.values():
             writer.abort()

@@ -220,8 +220,9 @@ class IO:
                            + ', '.join(unexpected[:20]) + (' ...' if len(unexpected) > 20 else ''))
         loaded = len(weights) - len(unexpected)
         if loaded == 0:
-            raise UserError(f"no parameter of '{weights_path}' matches the model: is it a checkpoint of "
-                            f"another method? (file keys start with {sorted(weights)[:3]})")
+            raise UserError(f"no parameter of '{weights_path}' matches the model {type(model).__name__}: is it "
+                            f"a checkpoint of another method? (unexpected file keys: {sorted(weights)[:3]}; "
+                            f"missing model keys: {missing[:3]})")
         return missing, unexpected
 
 
