@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torchlight.distributed import all_gather
 from torchlight.io import import_class
 
 
@@ -114,8 +115,8 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def gather_keys(self, keys):
-        """Keys from every process (identity on a single device; the distributed path overrides)."""
-        return keys
+        """Keys from every process under torchrun, in rank order (identity on a single process)."""
+        return all_gather(keys)
 
     @torch.no_grad()
     def enqueue(self, keys):

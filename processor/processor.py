@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from feeder.tools import STREAMS
+from torchlight import distributed
 from torchlight.io import (IO, DictAction, UserError, atomic_torch_save, closest_keys, import_class,
                            str2bool, to_cpu_state_dict)
 
@@ -31,26 +32,41 @@ LEGACY_KEYS = {
 
 class EpochSampler(torch.utils.data.Sampler):
     """Shuffled (or ordered) indices, reseeded from ``seed + epoch`` each epoch: reproducible, not
-    the same order every epoch, and resumable at any epoch."""
+    the same order every epoch, and resumable at any epoch.
 
-    def __init__(self, num_samples, seed=0, shuffle=True):
+    Under torchrun (``world`` > 1) every rank draws the same permutation and takes its contiguous
+    ``batch_size / world`` slice of every global batch of ``batch_size`` (incomplete batches dropped)."""
+
+    def __init__(self, num_samples, seed=0, shuffle=True, rank=0, world=1, batch_size=None):
         self.num_samples = num_samples
         self.seed = seed
         self.shuffle = shuffle
+        self.rank, self.world, self.batch_size = rank, world, batch_size
         self.epoch = 0
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
-    def __iter__(self):
+    def order(self):
         if not self.shuffle:
-            return iter(range(self.num_samples))
+            return list(range(self.num_samples))
         g = torch.Generator()
         g.manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+        return torch.randperm(self.num_samples, generator=g).tolist()
+
+    def __iter__(self):
+        order = self.order()
+        if self.world <= 1:
+            return iter(order)
+        local = self.batch_size // self.world
+        batches = self.num_samples // self.batch_size
+        return iter([i for b in range(batches) for i in
+                     order[b * self.batch_size + self.rank * local: b * self.batch_size + (self.rank + 1) * local]])
 
     def __len__(self):
-        return self.num_samples
+        if self.world <= 1:
+            return self.num_samples
+        return self.num_samples // self.batch_size * (self.batch_size // self.world)
 
 
 def every(count, interval):
@@ -214,9 +230,15 @@ class Processor:
     # ------------------------------------------------------------------ environment
     def init_environment(self):
         arg = self.arg
-        self.check_work_dir()
-        self.io = IO(arg.work_dir, save_log=arg.save_log, print_log=arg.print_log)
-        self.io.save_arg(arg)
+        self.rank, self.world = distributed.init_from_environment()
+        self.is_main = self.rank == 0
+        if self.is_main:
+            self.check_work_dir()
+        self.io = IO(arg.work_dir, save_log=arg.save_log and self.is_main, print_log=arg.print_log and self.is_main)
+        if self.is_main:
+            self.io.save_arg(arg)
+        if self.world > 1:
+            self.io.print_log(f'Distributed: {self.world} processes; batch_size {arg.batch_size} is the global batch.')
         for k in self.ignored_keys:
             self.io.print_log(f'Notice: config key {k!r} is ignored ({LEGACY_KEYS[k]}).')
         self.set_seed(arg.seed)
@@ -252,6 +274,10 @@ class Processor:
         torch.manual_seed(seed)
 
     def select_device(self, device):
+        if torch.cuda.is_available() and self.world > 1 and os.environ.get('DIST_BACKEND') != 'gloo':
+            index = distributed.local_rank()            # torchrun: one GPU per process
+            torch.cuda.set_device(index)
+            return torch.device('cuda', index)
         if torch.cuda.is_available():
             index = device[0] if device else 0
             if index >= torch.cuda.device_count():
@@ -332,7 +358,12 @@ class Processor:
 
     def make_loader(self, feeder, batch_size, train):
         feeder.batch_augment = True
-        sampler = EpochSampler(len(feeder), seed=self.arg.seed, shuffle=train)
+        world = self.world if train else 1
+        if world > 1 and batch_size % world:
+            raise UserError(f'batch_size={batch_size} must be a multiple of the {world} processes (global batch)')
+        sampler = EpochSampler(len(feeder), seed=self.arg.seed, shuffle=train, rank=self.rank, world=world,
+                               batch_size=batch_size)
+        batch_size = batch_size // world
         if train and batch_size > len(feeder):
             raise UserError(f'batch_size={batch_size} is larger than the {len(feeder)} training samples '
                             f"of '{feeder.data_path}' (the last incomplete batch is dropped)")
@@ -396,6 +427,8 @@ class Processor:
         pass
 
     def save_latest(self, next_epoch):
+        if not self.is_main:
+            return
         atomic_torch_save(self.state(next_epoch), os.path.join(self.arg.work_dir, 'latest.pt'))
 
     def maybe_resume(self):
@@ -454,9 +487,10 @@ class Processor:
                     return
                 done = epoch + 1
                 last = done == self.arg.num_epoch
-                if every(done, self.arg.save_interval) or last:
+                distributed.broadcast_buffers(self.model)      # one set of BatchNorm statistics
+                if (every(done, self.arg.save_interval) or last) and self.is_main:
                     self.io.save_model(self.model, f'epoch{done}_model.pt')
-                if 'test' in self.data_loader and (every(done, self.arg.eval_interval) or last):
+                if 'test' in self.data_loader and (every(done, self.arg.eval_interval) or last) and self.is_main:
                     self.print_log(f'Eval epoch: {done}')
                     self.test_epoch(epoch)
                 self.save_latest(done)
@@ -484,6 +518,7 @@ class Processor:
             self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.arg.amp == 'fp16')
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        distributed.average_gradients([p for group in self.optimizer.param_groups for p in group['params']])
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
@@ -499,6 +534,8 @@ class Processor:
         return Progress(loader, desc=desc, enabled=self.arg.progress_bar)
 
     def log_scalars(self, prefix, values, step):
+        if not self.is_main:
+            return
         writer = self.tensorboard()
         for k, v in values.items():
             writer.add_scalar(f'{prefix}/{k}', v, step)
