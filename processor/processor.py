@@ -69,6 +69,13 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.num_samples // self.batch_size * (self.batch_size // self.world)
 
 
+def resume_mode(value):
+    """--resume: true / false / auto."""
+    if isinstance(value, str) and value.lower() == 'auto':
+        return 'auto'
+    return str2bool(value)
+
+
 def every(count, interval):
     """True every ``interval`` counts; an interval <= 0 means never (the caller adds the last epoch)."""
     return interval > 0 and count % interval == 0
@@ -183,8 +190,9 @@ class Processor:
         parser.add_argument('--num_epoch', type=int, default=80, help='number of epochs')
         parser.add_argument('--device', type=int, default=[0], nargs='+', help='GPU indexes (CPU when none)')
         parser.add_argument('--seed', type=int, default=1, help='random seed')
-        parser.add_argument('--resume', type=str2bool, default=False,
-                            help='continue the run in work_dir from its latest.pt')
+        parser.add_argument('--resume', type=resume_mode, default=False,
+                            help="true: continue the run in work_dir from its latest.pt; auto: continue it when "
+                                 "latest.pt exists, start fresh otherwise; false: start fresh")
         parser.add_argument('--cudnn_benchmark', type=str2bool, default=True, help='cuDNN autotuner on GPU')
         parser.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'],
                             help='mixed precision for forward passes (FFTs and losses stay float32)')
@@ -253,9 +261,9 @@ class Processor:
     def check_work_dir(self):
         """Never overwrite a previous run silently: a work_dir with a latest.pt needs --resume."""
         latest = os.path.join(self.arg.work_dir, 'latest.pt')
-        if self.arg.phase == 'train' and not self.arg.resume and os.path.exists(latest):
+        if self.arg.phase == 'train' and self.arg.resume is False and os.path.exists(latest):
             raise UserError(f"work_dir '{self.arg.work_dir}' already holds a run ({latest}); pass "
-                            "--resume true to continue it or choose another --work_dir")
+                            "--resume true (or auto) to continue it or choose another --work_dir")
         try:
             os.makedirs(self.arg.work_dir, exist_ok=True)
             probe = os.path.join(self.arg.work_dir, f'.write_test{os.getpid()}')
@@ -427,21 +435,47 @@ class Processor:
         pass
 
     def save_latest(self, next_epoch):
+        """Write latest.pt atomically, keeping the previous one as latest.prev.pt (used if the newer
+        file turns out unreadable)."""
         if not self.is_main:
             return
-        atomic_torch_save(self.state(next_epoch), os.path.join(self.arg.work_dir, 'latest.pt'))
+        path = os.path.join(self.arg.work_dir, 'latest.pt')
+        if os.path.exists(path):
+            os.replace(path, os.path.join(self.arg.work_dir, 'latest.prev.pt'))
+        atomic_torch_save(self.state(next_epoch), path)
+
+    def read_resume_state(self):
+        """latest.pt, or latest.prev.pt with a warning when latest.pt is truncated or unreadable."""
+        path = os.path.join(self.arg.work_dir, 'latest.pt')
+        previous = os.path.join(self.arg.work_dir, 'latest.prev.pt')
+        errors = []
+        for candidate in (path, previous):
+            if not os.path.exists(candidate):
+                continue
+            try:
+                state = torch.load(candidate, map_location='cpu', weights_only=False)
+                if not isinstance(state, dict) or 'model' not in state or 'epoch' not in state:
+                    raise ValueError('not a resume checkpoint')
+            except Exception as e:
+                errors.append(f"'{candidate}' ({type(e).__name__})")
+                continue
+            if candidate == previous:
+                self.print_log(f"WARNING: '{path}' is unreadable (truncated?): resuming from '{previous}'.")
+            return candidate, state
+        if errors:
+            raise UserError(f"cannot read the resume files {', '.join(errors)}; they may be truncated")
+        return None, None
 
     def maybe_resume(self):
         self.start_epoch = 0
-        if not self.arg.resume:
+        self.resumed = False
+        if not self.arg.resume or self.arg.phase != 'train':
             return
-        path = os.path.join(self.arg.work_dir, 'latest.pt')
-        if not os.path.exists(path):
-            raise UserError(f"--resume given but '{path}' does not exist")
-        try:
-            state = torch.load(path, map_location='cpu', weights_only=False)
-        except Exception as e:
-            raise UserError(f"cannot read resume file '{path}' ({type(e).__name__}); it may be truncated") from e
+        path, state = self.read_resume_state()
+        if state is None:
+            if self.arg.resume == 'auto':
+                return
+            raise UserError(f"--resume given but '{os.path.join(self.arg.work_dir, 'latest.pt')}' does not exist")
         self.model.load_state_dict(state['model'])
         self.optimizer.load_state_dict(state['optimizer'])
         self.start_epoch = state['epoch']
@@ -454,6 +488,7 @@ class Processor:
         if rng['cuda'] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng['cuda'])
         self.load_extra_state(state.get('extra', {}))
+        self.resumed = True
         self.print_log(f'Resumed from {path} at epoch {self.start_epoch}.')
 
     def install_signal_handler(self):
@@ -470,7 +505,7 @@ class Processor:
         self.print_log(f'Parameters:\n{yaml.safe_dump(vars(self.arg), sort_keys=False, default_flow_style=None)}')
         if self.arg.phase == 'train':
             self.install_signal_handler()
-            if not self.arg.resume:
+            if not self.resumed:
                 self.save_latest(0)          # a run killed in its first epoch can be resumed too
             for epoch in range(self.start_epoch, self.arg.num_epoch):
                 self.meta_info['epoch'] = epoch
