@@ -162,18 +162,19 @@ class Processor:
                 if not isinstance(v, dict):
                     raise UserError(f"key '{k}' in {source} must be a mapping, got {v!r}")
                 continue
-            if action.type not in (int, float, str2bool):
+            if action.type not in (int, float, str2bool, resume_mode):
                 continue
             is_list = action.nargs in ('+', '*')
             items = v if (is_list and isinstance(v, list)) else [v]
             converted = []
             for item in items:
-                if isinstance(item, bool) and action.type is not str2bool:
+                if isinstance(item, bool) and action.type not in (str2bool, resume_mode):
                     raise UserError(f"key '{k}' in {source} must be a number, got {item!r}")
                 try:
                     converted.append(action.type(item))
                 except (TypeError, ValueError, argparse.ArgumentTypeError):
-                    kind = 'true or false' if action.type is str2bool else f'a number ({action.type.__name__})'
+                    kind = {str2bool: 'true or false', resume_mode: 'true, false or auto'}.get(
+                        action.type, f'a number ({getattr(action.type, "__name__", action.type)})')
                     raise UserError(f"key '{k}' in {source} must be {kind}, got {item!r}") from None
                 if action.type is int and isinstance(item, float) and item != int(item):
                     raise UserError(f"key '{k}' in {source} must be an integer, got {item!r}")

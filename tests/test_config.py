@@ -50,7 +50,7 @@ def test_wrong_value_type_is_an_error(tmp_path):
     with pytest.raises(UserError, match="'base_lr'.*must be a number"):
         PretrainProcessor(['--config', cfg])
     cfg = write_config(tmp_path, resume=1)
-    with pytest.raises(UserError, match="'resume'.*must be true or false"):
+    with pytest.raises(UserError, match="'resume'.*must be true, false or auto"):
         PretrainProcessor(['--config', cfg])
     cfg = write_config(tmp_path, weight_decay='1e-4')      # YAML reads 1e-4 as a string
     assert PretrainProcessor(['--config', cfg]).arg.weight_decay == 1e-4
