@@ -579,6 +579,8 @@ class Processor:
     def check_finite(self, loss, epoch, iteration):
         if not torch.isfinite(loss):
             latest = os.path.join(self.arg.work_dir, 'latest.pt')
-            raise UserError(f'loss is {loss.item()} at epoch {epoch + 1} iteration {iteration}: training '
-                            f'stopped; the last good state is {latest if os.path.exists(latest) else "not saved yet"} '
-                            '(lower base_lr or check the data)')
+            message = (f'loss is {loss.item()} at epoch {epoch + 1} iteration {iteration}: training stopped; the '
+                       f'last good state is {latest if os.path.exists(latest) else "not saved yet"} '
+                       '(lower base_lr or check the data)')
+            self.print_log(f'ERROR: {message}')
+            raise UserError(message)

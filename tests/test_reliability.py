@@ -100,3 +100,25 @@ def test_resume_auto(tmp_path):
     assert again.wait() == 0, again.stderr.read()
     log = open(tmp_path / 'w' / 'log.txt').read()
     assert 'Resumed from' in log and (tmp_path / 'w' / 'epoch2_model.pt').exists()
+
+
+def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_logs_the_iteration(tmp_path):
+    from processor.pretrain import PretrainProcessor
+    from torchlight.io import UserError
+    cfg = config(tmp_path, epochs=3)
+    proc = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'w')])
+    calls = {'n': 0}
+    forward = proc.model.forward
+
+    def poisoned(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        calls['n'] += 1
+        if calls['n'] == 12 + 3:                     # epoch 2, iteration 2 (12 iterations per epoch)
+            out['loss'] = out['loss'] * float('nan')
+        return out
+    proc.model.forward = poisoned
+    with pytest.raises(UserError, match='epoch 2 iteration 2'):
+        proc.start()
+    state = torch.load(tmp_path / 'w' / 'latest.pt', weights_only=False)
+    assert state['epoch'] == 1 and all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())
+    assert 'ERROR: loss is nan at epoch 2 iteration 2' in open(tmp_path / 'w' / 'log.txt').read()
