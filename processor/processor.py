@@ -69,6 +69,29 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.num_samples // self.batch_size * (self.batch_size // self.world)
 
 
+class DeviceLoader:
+    """Batches (data, label, index) drawn by index from a split held on the device: the same batches,
+    in the same order, as the DataLoader over ``feeder`` with ``sampler`` (``data_on_device: true``)."""
+
+    def __init__(self, feeder, sampler, batch_size, drop_last, device):
+        self.dataset, self.sampler, self.batch_size, self.drop_last = feeder, sampler, batch_size, drop_last
+        ids = np.asarray(feeder.index)
+        self.data = torch.from_numpy(np.asarray(feeder.data[ids], dtype=np.float32)).to(device)
+        self.label = torch.as_tensor(np.asarray(feeder.label)[ids], dtype=torch.long, device=device)
+        self.ids = torch.as_tensor(ids, dtype=torch.long, device=device)
+
+    def __len__(self):
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        torch.empty((), dtype=torch.int64).random_()     # the draw a DataLoader makes for its workers' seed
+        order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long, device=self.data.device)
+        for b in range(len(self)):
+            pos = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.data[pos], self.label[pos], self.ids[pos]
+
+
 def resume_mode(value):
     """--resume: true / false / auto."""
     if isinstance(value, str) and value.lower() == 'auto':
@@ -208,6 +231,9 @@ class Processor:
         parser.add_argument('--train_feeder', default='feeder.ntu_feeder.Feeder_dual', help='training data loader')
         parser.add_argument('--test_feeder', default='feeder.ntu_feeder.Feeder_single', help='test data loader')
         parser.add_argument('--num_worker', type=int, default=2, help='data loader workers')
+        parser.add_argument('--data_on_device', type=str2bool, default=False,
+                            help='load the whole split onto the device once and draw batches by index '
+                                 '(no DataLoader; for data that fits in GPU memory)')
         parser.add_argument('--train_feeder_args', action=DictAction, default=dict(), help='training feeder arguments')
         parser.add_argument('--test_feeder_args', action=DictAction, default=dict(), help='test feeder arguments')
         parser.add_argument('--batch_size', type=int, default=256, help='training batch size')
@@ -376,6 +402,8 @@ class Processor:
         if train and batch_size > len(feeder):
             raise UserError(f'batch_size={batch_size} is larger than the {len(feeder)} training samples '
                             f"of '{feeder.data_path}' (the last incomplete batch is dropped)")
+        if self.arg.data_on_device:
+            return DeviceLoader(feeder, sampler, batch_size, drop_last=train, device=self.dev)
         return torch.utils.data.DataLoader(
             feeder, batch_size=batch_size, sampler=sampler, num_workers=self.arg.num_worker,
             drop_last=train, pin_memory=self.dev.type == 'cuda', worker_init_fn=seed_worker,
