@@ -11,14 +11,13 @@ the batch to its device and calls ``feeder.views(batch)``.  Indexing a feeder wi
 returns augmented views per sample as the reference code does, through the same functions.
 """
 import os
-import pickle
 
 import numpy as np
 import torch
 
 from feeder import tools
 from net.utils.layouts import LAYOUTS, get_layout
-from torchlight.io import UserError
+from torchlight.io import UserError, read_pickle
 
 DEFAULT_LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
 
@@ -38,14 +37,8 @@ MSMCLR_STRONG = ('random_rotate', 'gaus_noise', 'gaus_filter', 'joint_mask', 'ch
 
 def load_labels(label_path, num_samples=None, data_path=None):
     """Read a ``(sample_names, labels)`` pickle and check it against the data."""
-    if not os.path.isfile(label_path):
-        raise UserError(f"label file '{label_path}' does not exist (the gendata tools in tools/ write "
-                        "it next to the *_position.npy file; see docs/DATA.md)")
-    try:
-        with open(label_path, 'rb') as f:
-            content = pickle.load(f)
-    except Exception as e:
-        raise UserError(f"cannot unpickle label file '{label_path}': {e}") from e
+    content = read_pickle(label_path, 'label', 'the gendata tools in tools/ write it next to the '
+                          '*_position.npy file; see docs/DATA.md')
     if not (isinstance(content, (tuple, list)) and len(content) == 2):
         raise UserError(f"label file '{label_path}' must hold a tuple (sample_names, labels)")
     names, labels = list(content[0]), np.asarray(content[1])

@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from feeder.ntu_feeder import load_labels  # noqa: E402
-from torchlight.io import UserError, run_tool  # noqa: E402
+from torchlight.io import UserError, read_pickle, run_tool  # noqa: E402
 
 THREE_STREAM_WEIGHTS = (0.6, 0.6, 0.4)   # joint, bone, motion
 
@@ -49,14 +49,7 @@ def _few(items, n=5):
 def load_results(path):
     """Read a ``test_result.pkl`` -> ``{sample_name: float64 scores (num_class,)}``; checks that it is a
     non-empty dict of equally long, finite 1-D score vectors."""
-    if not os.path.isfile(path):
-        raise UserError(f"result file '{path}' does not exist (evaluation runs write "
-                        "<work_dir>/test_result.pkl)")
-    try:
-        with open(path, 'rb') as f:
-            content = pickle.load(f)
-    except Exception as e:
-        raise UserError(f"cannot unpickle result file '{path}': {type(e).__name__}: {e}") from e
+    content = read_pickle(path, 'result', 'evaluation runs write <work_dir>/test_result.pkl')
     if not isinstance(content, dict) or not content:
         raise UserError(f"result file '{path}' must hold a non-empty dict {{sample_name: scores}}, "
                         f"got {type(content).__name__}{' (empty)' if isinstance(content, dict) else ''}")

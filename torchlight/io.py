@@ -123,6 +123,17 @@ def closest_keys(key, valid, n=3):
     return ', '.join(matches) if matches else 'none'
 
 
+def read_pickle(path, what, made_by):
+    """Unpickle ``path`` (a ``what`` file that ``made_by`` writes) or raise a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} file '{path}' does not exist ({made_by})")
+    try:
+        with open(path, 'rb') as f:
+            return pickle.load(f)
+    except Exception as e:
+        raise UserError(f"cannot unpickle {what} file '{path}': {type(e).__name__}: {e}") from e
+
+
 def atomic_torch_save(obj, path):
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     tmp = f'{path}.tmp{os.getpid()}'
