@@ -142,12 +142,12 @@ def test_ucla_supervised_recognition_with_and_without_csre(tmp_path, ucla, csre)
     name = 'recognition_stgcn_csre.yaml' if csre else 'recognition_stgcn.yaml'
     work_dir = str(tmp_path / 'run')
     proc = Recognition(['--config', os.path.join(ROOT, 'config/ucla', name), '--work_dir', work_dir,
-                        '--num_epoch', '6', '--warm_up_epoch', '1', '--step', '5', '--eval_interval', '2',
+                        '--num_epoch', '4', '--warm_up_epoch', '1', '--step', '3', '--eval_interval', '2',
                         '--model_args', 'hidden_channels=16', '--train_feeder_args', feeder_args(ucla, 'train'),
                         '--test_feeder_args', feeder_args(ucla, 'val'), *COMMON])
     proc.start()
     top1 = proc.best['top1']
-    print(f"NW-UCLA supervised top-1: ST-GCN(16){' + CSRE' if csre else ''} 6 epochs {100 * top1:.2f}%")
-    assert top1 > 0.40, top1                 # chance is 10%
+    print(f"NW-UCLA supervised top-1: ST-GCN(16){' + CSRE' if csre else ''} 4 epochs {100 * top1:.2f}%")
+    assert top1 > 0.25, top1                 # chance is 10%; 2 epochs reach ~33%, 8 epochs ~60%
     check_outputs(proc, work_dir, 464)
     assert ('loss_s' in proc.epoch_info) == csre
