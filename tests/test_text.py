@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT
 from net.text.clip_text import CLIPTextModel, load_clip_text
-from net.text.features import (PROMPT_KINDS, descriptions_checksum, load_descriptions,
+from net.text.features import (PROMPT_KINDS, compute_text_features, descriptions_checksum, load_descriptions,
                                load_text_features, make_text_features, save_text_features)
 from net.text.tokenizer import EOT_ID, SOT_ID, get_tokenizer, tokenize
 
@@ -269,13 +269,16 @@ def test_text_features_round_trip_and_mismatch(tmp_path):
     out = str(tmp_path / 'features' / 'tiny.clip.npz')
     make_text_features(_FakeEncoder(), desc, out)
     with np.load(out, allow_pickle=False) as raw:
-        assert raw['pooled'].dtype == np.float16 and raw['tokens'].dtype == np.float16
+        assert raw['pooled'].dtype == np.float16 and raw['tokens'].dtype == np.int8
+        assert raw['token_scale'].dtype == np.float16
         assert raw['token_mask'].dtype == bool
     feats = load_text_features(out, encoder='clip', descriptions=desc)
     assert feats['pooled'].dtype == torch.float32 and feats['pooled'].shape == (3, len(PROMPT_KINDS), 8)
     assert torch.allclose(feats['pooled'].norm(dim=-1), torch.ones(3, 6), atol=2e-3)
     assert feats['tokens'].shape == (3, 6, 8) and feats['token_mask'].sum(1).tolist() == [5, 6, 5]
     assert feats['tokens'][~feats['token_mask']].eq(0).all()
+    _, tokens, _ = compute_text_features(_FakeEncoder(), load_descriptions(desc))      # int8: ~0.4% error
+    assert torch.allclose(feats['tokens'], tokens, atol=0.01 * tokens.abs().max().item())
     meta = feats['meta']
     assert meta['encoder'] == 'clip' and meta['prompt_kinds'] == list(PROMPT_KINDS) and meta['dim'] == 8
     assert meta['descriptions'] == 'tiny.yaml' and meta['descriptions_sha256'] == descriptions_checksum(desc)
