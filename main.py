@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from processor import PROCESSORS
+from torchlight import distributed
 from torchlight.io import UserError, import_class
 
 
@@ -32,7 +33,10 @@ def main(argv=None):
         processor.start()
     except UserError as e:
         print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        distributed.shutdown(wait=False)
         return 2
+    processor.data_loader.clear()        # stop the DataLoader workers before leaving the process group
+    distributed.shutdown()
     return 0
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torchlight.distributed import all_gather
+from torchlight.distributed import all_gather, broadcast, rank, world_size
 from torchlight.io import import_class
 
 
@@ -61,9 +61,11 @@ class MoCo(nn.Module):
         base_encoder: import string or class of the encoder (``net.st_gcn.Model``).
         pretrain: False builds only ``encoder_q`` with ``num_class`` outputs (evaluation).
         feature_dim: embedding size; queue_size: K; momentum: m; Temperature: tau; mlp: MoCo v2 head.
-        shuffle_bn_groups: emulate MoCo's shuffle-BN on one device: queries and keys are encoded in
-            this many sub-batches (BatchNorm statistics per sub-batch), keys after a random shuffle,
-            so the key and query of a sample never share BatchNorm statistics (1 = reference).
+        shuffle_bn_groups: MoCo's shuffle-BN within a device: queries and keys are encoded in this
+            many sub-batches (BatchNorm statistics per sub-batch), keys after a random shuffle, so the
+            key and query of a sample never share BatchNorm statistics (1 = reference).  Under torchrun
+            keys are always shuffled across ranks as in MoCo (``shuffle_bn``), and each rank's share
+            is further split into this many groups.
         head_bn: BatchNorm inside the MLP head (not in the reference; against collapse on small data,
             see docs/METHODS.md).
         Other keyword arguments go to the encoder.
@@ -152,27 +154,36 @@ class MoCo(nn.Module):
         return F.normalize(self.encoder_q.fc(self.encoder_q.pool(feature_map, num_person)), dim=1)
 
     @torch.no_grad()
+    def shuffle_bn(self, encode, x):
+        """Apply the key encoder's ``encode`` to ``x`` (N, C, T, V, M) with MoCo's shuffle-BN and return
+        its per-sample output in sample order, shape (N, ...) (``encode`` may fold persons into the batch).
+
+        Under torchrun the batch is gathered from every rank, permuted with rank 0's permutation, and
+        each rank encodes its slice of the shuffled batch (MoCo's ``_batch_shuffle_ddp``), so the
+        BatchNorm statistics of a key never come from the ranks' own queries; within a rank the slice
+        is split into ``shuffle_bn_groups`` sub-batches (randomly assigned on one process).  With one
+        process and one group this is a plain ``encode(x)``."""
+        world, groups = world_size(), self.shuffle_bn_groups
+        if world == 1 and groups <= 1:
+            out = encode(x)
+            return out.view(x.size(0), -1, *out.shape[1:])
+        full = all_gather(x)
+        perm = torch.randperm(full.size(0), device=x.device)
+        broadcast(perm)                                            # every rank uses rank 0's permutation
+        local = full[perm].chunk(world)[rank()]
+        out = torch.cat([encode(chunk) for chunk in local.chunk(max(groups, 1))])
+        out = all_gather(out.view(local.size(0), -1, *out.shape[1:]))[torch.argsort(perm)]
+        return out.chunk(world)[rank()]
+
+    @torch.no_grad()
     def embed_key(self, x):
-        """L2-normalised key embeddings; with shuffle_bn_groups > 1 the batch is shuffled before it is
-        split into BatchNorm sub-batches and unshuffled after (MoCo's shuffle-BN)."""
-        groups = self.shuffle_bn_groups
-        if groups <= 1:
-            return F.normalize(self.encoder_k(x), dim=1)
-        perm = torch.randperm(x.size(0), device=x.device)
-        k = torch.cat([self.encoder_k(chunk) for chunk in x[perm].chunk(groups)])
-        return F.normalize(k[torch.argsort(perm)], dim=1)
+        """L2-normalised key embeddings (N, D), with shuffle-BN (``shuffle_bn``)."""
+        return F.normalize(self.shuffle_bn(self.encoder_k, x).flatten(1), dim=1)
 
     @torch.no_grad()
     def key_feature_map(self, x):
         """The key encoder's feature map (N*M, C, T', V), with the same shuffle-BN as ``embed_key``."""
-        groups = self.shuffle_bn_groups
-        if groups <= 1:
-            return self.encoder_k.encode(x)
-        N, M = x.size(0), x.size(4)
-        perm = torch.randperm(N, device=x.device)
-        fmap = torch.cat([self.encoder_k.encode(chunk) for chunk in x[perm].chunk(groups)])
-        fmap = fmap.view(N, M, *fmap.shape[1:])[torch.argsort(perm)]
-        return fmap.flatten(0, 1)
+        return self.shuffle_bn(self.encoder_k.encode, x).flatten(0, 1)
 
     @torch.no_grad()
     def project_key(self, feature_map, num_person):

@@ -3,6 +3,18 @@
 Layer for layer and parameter name for name the model of the AimCLR/CrosSCLR code bases, so their
 checkpoints load strictly here and ours load there.  Besides ``forward`` (logits of ``fc``) it exposes
 ``encode`` (the pre-pooling feature map) and ``pool`` so heads can attach to the feature map.
+
+Two implementations of the same function and parameters (``implementation``; ``auto``, the default,
+takes ``fast`` for CUDA inputs and ``reference`` on the CPU):
+
+- ``reference``: the reference code's (N, C, T, V) layout; the graph convolution is a 1x1 conv and
+  ``einsum('nkctv,kvw->nctw')``, which copies the conv output into a (n, c, t, k, v) order first.
+- ``fast`` (default): activations stay channels-last, (N, T, V, C) in memory, from the input to the
+  last block.  The 1x1 conv is then one GEMM over the channel axis (``F.linear``) whose output
+  (N, T, V, K*C') is already laid out as (N*T, V*K, C'), so the contraction with the K adjacency
+  subsets is one batched matmul with a (W, V*K) matrix: no permute or copy between the two.  The
+  temporal convolutions and BatchNorms run in cuDNN's / oneDNN's NHWC kernels.  Same parameters,
+  same state dict, results equal within float rounding (``tests/test_st_gcn.py``).
 """
 import torch
 import torch.nn as nn
@@ -25,11 +37,25 @@ class ConvTemporalGraphical(nn.Module):
 
     def forward(self, x, A):
         assert A.size(0) == self.kernel_size
+        if x.dim() == 4 and x.stride(1) == 1 and x.size(1) > 1 and self.conv.kernel_size == (1, 1):
+            return self.forward_channels_last(x, A), A
         x = self.conv(x)
         n, kc, t, v = x.size()
         x = x.view(n, self.kernel_size, kc // self.kernel_size, t, v)
         x = torch.einsum('nkctv,kvw->nctw', x, A)
         return x.contiguous(), A
+
+    def forward_channels_last(self, x, A):
+        """The same graph convolution on a channels-last (N, C, T, V) tensor (memory order N, T, V, C):
+        a GEMM to (N, T, V, K*C') and one batched matmul with A as a (W, V*K) matrix; the output is
+        channels-last (N, C', T, W)."""
+        K, V, W = A.shape
+        y = F.linear(x.permute(0, 2, 3, 1), self.conv.weight.flatten(1), self.conv.bias)    # (N, T, V, K*C')
+        N, T = y.shape[:2]
+        out_channels = y.size(-1) // K
+        adjacency = A.permute(2, 1, 0).reshape(W, V * K).to(y.dtype)                        # [w, v*K + k]
+        out = torch.matmul(adjacency, y.reshape(N * T, V * K, out_channels))                # (N*T, W, C')
+        return out.view(N, T, W, out_channels).permute(0, 3, 1, 2)
 
 
 class st_gcn(nn.Module):
@@ -80,11 +106,19 @@ class Model(nn.Module):
     Input (N, C, T, V, M); output logits (N, num_class).  Channels of the 10 blocks:
     c, c, c, c, 2c (stride 2), 2c, 2c, 4c (stride 2), 4c, hidden_dim with c = hidden_channels.
     ``dropout`` arrives through kwargs as in the reference and applies to blocks 2-10.
+    ``implementation``: 'auto' (fast on CUDA), 'fast' (channels-last, see the module docstring) or
+    'reference'.
     """
 
+    IMPLEMENTATIONS = ('auto', 'fast', 'reference')
+
     def __init__(self, in_channels=3, hidden_channels=16, hidden_dim=256, num_class=60,
-                 graph_args=None, edge_importance_weighting=True, **kwargs):
+                 graph_args=None, edge_importance_weighting=True, implementation='auto', **kwargs):
         super().__init__()
+        if implementation not in self.IMPLEMENTATIONS:
+            raise ValueError(f"model_args.implementation must be one of {self.IMPLEMENTATIONS}, "
+                             f"got {implementation!r}")
+        self.implementation = implementation
         graph_args = dict(graph_args or {'layout': 'ntu-rgb+d', 'strategy': 'spatial'})
         self.graph = Graph(**graph_args)
         A = torch.tensor(self.graph.A, dtype=torch.float32, requires_grad=False)
@@ -137,10 +171,15 @@ class Model(nn.Module):
         x = x.view(N * M, V * C, T)
         x = self.data_bn(x)
         x = x.view(N, M, V, C, T)
-        x = x.permute(0, 1, 3, 4, 2).contiguous()
-        x = x.view(N * M, C, T, V)
+        if self.implementation == 'fast' or (self.implementation == 'auto' and x.is_cuda):
+            # (N, M, T, V, C) in memory = channels-last (N*M, C, T, V); stays so through every block
+            x = x.permute(0, 1, 4, 2, 3).contiguous().view(N * M, T, V, C).permute(0, 3, 1, 2)
+        else:
+            x = x.permute(0, 1, 3, 4, 2).contiguous()
+            x = x.view(N * M, C, T, V)
         for gcn, importance in zip(self.st_gcn_networks, self.edge_importance):
             x, _ = gcn(x, self.A * importance)
+        x = x.contiguous()               # heads and necks get the reference (N*M, C', T', V) layout
         if self.neck is not None:
             x = self.neck(x)
         return x

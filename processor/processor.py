@@ -111,6 +111,9 @@ def seed_worker(worker_id):
     random.seed(worker_seed)
 
 
+COMPILE_MODES = ['none', 'default', 'reduce-overhead', 'max-autotune']
+
+
 class Processor:
     """Base processor: configuration, IO, device, data, optimiser, loop, checkpoints."""
     uses_labels = True      # whether training reads the labels (checked against num_class)
@@ -220,6 +223,12 @@ class Processor:
         parser.add_argument('--cudnn_benchmark', type=str2bool, default=True, help='cuDNN autotuner on GPU')
         parser.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'],
                             help='mixed precision for forward passes (FFTs and losses stay float32)')
+        parser.add_argument('--compile', default='none', choices=COMPILE_MODES,
+                            help="torch.compile the model in place (state dict unchanged): 'default', "
+                                 "'reduce-overhead' (CUDA graphs) or 'max-autotune'")
+        parser.add_argument('--sync_bn', type=str2bool, default=False,
+                            help='under torchrun, BatchNorm statistics over the global batch (SyncBatchNorm, '
+                                 'CUDA only); default: per-rank BatchNorm with cross-rank shuffle-BN for MoCo keys')
         # visualize and debug
         parser.add_argument('--log_interval', type=int, default=100, help='iterations between loss logs')
         parser.add_argument('--save_interval', type=int, default=10, help='epochs between epoch{N}_model.pt')
@@ -343,6 +352,14 @@ class Processor:
         except TypeError as e:
             raise UserError(f'model_args do not fit {self.arg.model}: {e}') from e
         self.model = self.model.to(self.dev)
+        if self.arg.sync_bn and self.world > 1:
+            if self.dev.type != 'cuda':
+                raise UserError('sync_bn: true needs CUDA devices (torch.nn.SyncBatchNorm); on CPU processes '
+                                'set sync_bn: false (MoCo keys then use cross-rank shuffle-BN)')
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.arg.compile != 'none':
+            # nn.Module.compile compiles in place: parameter names, checkpoints and hooks stay the same
+            self.model.compile(mode=self.arg.compile)
 
     def load_weights(self):
         if self.arg.weights:

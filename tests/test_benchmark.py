@@ -33,3 +33,26 @@ def test_benchmark_bad_config_is_one_line_error():
                           capture_output=True, text=True)
     assert proc.returncode != 0 and 'config/nope.yaml' in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_benchmark_profile_and_implementation(tmp_path):
+    """--profile lists the top operators (with real ST-GCN ops among them); --implementation reaches
+    the encoder; a non-ST-GCN config refuses it in one line."""
+    out = tmp_path / 'bench.json'
+    proc = subprocess.run([sys.executable, 'tools/benchmark.py', '--config', 'config/demo/pretrain_skeletonclr.yaml',
+                           '--batch-size', '4', '--warmup', '1', '--iters', '1', '--num-samples', '8', '--frames', '16',
+                           '--threads', '1', '--implementation', 'fast', '--profile', '8', '--json', str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(out.read_text())
+    assert result['implementation'] == 'fast'
+    ops = result['top_ops']
+    assert 1 <= len(ops) <= 8 and all(op['self_ms'] >= 0 for op in ops)
+    assert [op['self_ms'] for op in ops] == sorted((op['self_ms'] for op in ops), reverse=True)
+    assert any('conv' in op['name'] or 'mm' in op['name'] or 'batch_norm' in op['name'] for op in ops), ops
+    assert '% ' in proc.stdout and 'ms/step' in proc.stdout
+    bad = subprocess.run([sys.executable, 'tools/benchmark.py', '--config', 'config/ucla/recognition_hcn.yaml',
+                          '--implementation', 'fast', '--iters', '1', '--warmup', '0', '--batch-size', '2',
+                          '--num-samples', '4', '--frames', '16'], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and '--implementation' in bad.stderr and 'net.hcn' in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -35,10 +35,12 @@ def test_two_processes_match_one_process(tmp_path):
     assert 'Distributed: 2 processes' in log_two
     a, b = losses(tmp_path / 'one' / 'log.txt'), losses(tmp_path / 'two' / 'log.txt')
     assert len(a) == len(b) == 3
-    # the queries see the same BatchNorm sub-batches; only the keys' BN grouping differs (shuffled in
-    # the 1-process run), so the trajectories agree closely but not bit for bit
+    print('1 process:', a, '2 processes:', b)
+    # the queries see the same BatchNorm sub-batches (the rank slices), and the keys are shuffled across
+    # ranks as the 1-process run shuffles them over its two groups (MoCo's shuffle-BN), so the two
+    # trajectories differ only by float reduction order and the permutations drawn
     for x, y in zip(a, b):
-        assert abs(x - y) < 0.05 * x, (a, b)
+        assert abs(x - y) < 0.01 * x, (a, b)
     # rank 0 alone wrote the checkpoints; the queue holds keys of both ranks (global batch 8 per step)
     state = torch.load(tmp_path / 'two' / 'epoch3_model.pt', weights_only=True)
     assert int(state['queue_ptr']) == (3 * 2 * 8) % 16

@@ -39,3 +39,31 @@ def test_data_on_device_gives_the_same_run_as_the_dataloader(tmp_path):
         runs.append(proc.model.state_dict())
     for k in runs[0]:
         assert torch.equal(runs[0][k], runs[1][k]), k
+
+
+@pytest.mark.parametrize('method', ['skeletonclr', 'aimclr', 'msmclr', 'mica'])
+def test_every_method_gives_the_same_losses_with_the_fast_encoder(method):
+    """The channels-last ST-GCN inside each method (feature-map heads included): same losses as the
+    reference implementation from the same weights, input and random draws (dropout off, since its
+    mask is drawn in memory order)."""
+    import yaml
+    from conftest import ROOT
+    from torchlight.io import import_class
+    with open(f'{ROOT}/config/demo/pretrain_{method}.yaml') as f:
+        cfg = yaml.safe_load(f)
+    args = dict(cfg['model_args'], dropout=0.0, hidden_channels=8, hidden_dim=32, queue_size=64)
+    for key in ('text_features', 'descriptions'):            # MICA's files, relative to the repository
+        if key in args:
+            args[key] = f'{ROOT}/{args[key]}'
+    losses = []
+    for implementation in ('reference', 'fast'):
+        torch.manual_seed(0)
+        model = import_class(cfg['model'])(**dict(args, implementation=implementation)).train()
+        views = [torch.randn(8, 3, 32, 25, 2) for _ in range(3)]
+        torch.manual_seed(1)
+        out = model(*views[:3 if method in ('aimclr', 'msmclr') else 2], epoch=0, nnm=False, topk=1,
+                    label=torch.arange(8) % 10)
+        losses.append({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0})
+    assert losses[0].keys() == losses[1].keys() and 'loss' in losses[0]
+    for k in losses[0]:
+        assert losses[1][k] == pytest.approx(losses[0][k], rel=1e-4, abs=1e-5), (k, losses)

@@ -122,3 +122,91 @@ def test_wrong_joint_count_is_a_clear_error():
         assert 'V=25' in str(e) and 'layout' in str(e)
     else:
         raise AssertionError('expected a ValueError')
+
+
+def _twin_models(**kwargs):
+    """The same weights in the 'reference' and the channels-last 'fast' implementation."""
+    torch.manual_seed(0)
+    fast = Model(3, 8, 64, 10, NTU_GRAPH, True, implementation='fast', **kwargs)
+    reference = Model(3, 8, 64, 10, NTU_GRAPH, True, implementation='reference', **kwargs)
+    with torch.no_grad():     # non-trivial edge importance and BN statistics, so that they are compared too
+        for p in fast.edge_importance:
+            p.uniform_(0.5, 1.5)
+    reference.load_state_dict(fast.state_dict())
+    return fast, reference
+
+
+def test_fast_implementation_equals_reference_in_float64_with_gradients():
+    """The same function: in float64 the outputs, every parameter gradient and the BatchNorm statistics
+    agree to rounding (in float32 oneDNN's channels-last BatchNorm sums differently, docs/PERFORMANCE.md)."""
+    fast, reference = _twin_models()
+    fast.double(), reference.double()
+    x = torch.randn(4, 3, 50, 25, 2, dtype=torch.float64)
+    outputs, grads = [], []
+    for model in (fast, reference):
+        model.train()
+        out = model(x)
+        out.square().sum().backward()
+        outputs.append(out)
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-10, atol=1e-10)
+    for k in grads[1]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-8, atol=1e-10, msg=k)
+    for (k, a), b in zip(fast.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=k)
+
+
+def test_fast_implementation_float32_train_forward():
+    fast, reference = _twin_models()
+    x = torch.randn(4, 3, 50, 25, 2)
+    fast.train(), reference.train()
+    torch.testing.assert_close(fast(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_is_reference_on_cpu_and_fast_runs_channels_last(monkeypatch):
+    from net import st_gcn
+    calls = []
+    original = st_gcn.ConvTemporalGraphical.forward_channels_last
+    monkeypatch.setattr(st_gcn.ConvTemporalGraphical, 'forward_channels_last',
+                        lambda self, x, A: calls.append(x.is_contiguous(memory_format=torch.channels_last))
+                        or original(self, x, A))
+    x = torch.randn(2, 3, 20, 25, 1)
+    Model(3, 8, 64, 10, NTU_GRAPH, True)(x)                       # implementation: auto, CPU input
+    assert calls == []
+    Model(3, 8, 64, 10, NTU_GRAPH, True, implementation='fast')(x)
+    assert calls == [True] * 10                                    # every block in channels-last
+
+
+def test_fast_implementation_feature_map_layout_and_eval_numerics():
+    fast, reference = _twin_models()
+    fast.eval(), reference.eval()
+    x = torch.randn(3, 3, 50, 25, 1)
+    a, b = fast.encode(x), reference.encode(x)
+    assert a.shape == b.shape == (3, 64, 13, 25)
+    assert a.is_contiguous()           # heads and necks see the reference layout
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_implementation_under_bf16_autocast_stays_close():
+    fast, reference = _twin_models()
+    fast.eval(), reference.eval()
+    x = torch.randn(2, 3, 50, 25, 2)
+    expected = reference(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = fast(x)
+    assert torch.isfinite(out).all()
+    # bf16 has an 8-bit mantissa: about 1% relative error after ten blocks
+    assert (out.float() - expected).norm() / expected.norm() < 0.03
+
+
+def test_implementations_share_the_state_dict_and_bad_name_is_an_error():
+    fast, reference = _twin_models()
+    assert list(fast.state_dict()) == list(reference.state_dict())
+    assert list(Model(3, 16, 256, 60, NTU_GRAPH, True, implementation='fast').state_dict()) == \
+        expected_state_dict_keys()
+    try:
+        Model(3, 8, 64, 10, NTU_GRAPH, True, implementation='cuda')
+    except ValueError as e:
+        assert 'implementation' in str(e) and 'cuda' in str(e)
+    else:
+        raise AssertionError('expected a ValueError')

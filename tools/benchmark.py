@@ -1,8 +1,9 @@
 """Speed and memory of a config's training step, measured on the available device.
 
     python tools/benchmark.py --config config/ntu60/xsub/pretrain_skeletonclr.yaml config/ntu60/xsub.yaml \
-        [--batch-size 128] [--warmup 5] [--iters 20] [--amp none|bf16|fp16] [--compile] \
-        [--mode auto|pretrain|supervised|linear|inference] [--data synthetic|config] [--json out.json]
+        [--batch-size 128] [--warmup 5] [--iters 20] [--amp none|bf16|fp16] [--compile MODE] \
+        [--implementation auto|fast|reference] [--mode auto|pretrain|supervised|linear|inference] \
+        [--data synthetic|config] [--profile 15] [--json out.json]
 
 For every config it builds the config's model and training feeder exactly as the processors do, puts
 the data on the device (``--data synthetic``: an NTU-shaped set N x 3 x T x V x M generated here, with
@@ -12,8 +13,9 @@ optimiser step (``pretrain`` / ``supervised``), the linear-evaluation step on a 
 (``linear``) or a no-grad forward (``inference``).  It prints and optionally writes JSON with samples
 per second, seconds per iteration (median, min, max), peak memory (CUDA: max allocated; CPU: peak RSS
 of the process), the fraction of the step spent on data (gather + augmentation), and the settings
-(batch, AMP, compile, device name, torch version, threads).  Speed is measured here, never asserted
-in tests.
+(batch, AMP, compile, ST-GCN implementation, device name, torch version, threads).  ``--profile K``
+adds one ``torch.profiler`` pass over a few steps and prints the K operators/kernels with the most
+self time (CUDA time on a GPU).  Speed is measured here, never asserted in tests.
 """
 import argparse
 import contextlib
@@ -72,8 +74,17 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def build(cfg, mode, batch_size, device):
+def config_name(cfg):
+    return cfg.get('_path', 'the config')
+
+
+def build(cfg, mode, batch_size, device, implementation=None):
     args = dict(cfg.get('model_args', {}))
+    if implementation:                     # the ST-GCN implementation (net.st_gcn.Model's switch)
+        if 'net.st_gcn' not in (args.get('base_encoder') or cfg['model']):
+            raise UserError(f"--implementation applies to net.st_gcn.Model; {config_name(cfg)} uses "
+                            f"{args.get('base_encoder') or cfg['model']}")
+        args['implementation'] = implementation
     if mode == 'pretrain':
         queue = int(args.get('queue_size', 32768))
         args['queue_size'] = max(batch_size, queue // batch_size * batch_size)
@@ -91,6 +102,7 @@ def benchmark(config, args, device):
         cfg = yaml.safe_load(f)
     if not isinstance(cfg, dict) or 'model' not in cfg:
         raise UserError(f"config '{config}' has no `model:` key")
+    cfg['_path'] = config
     mode = detect_mode(cfg) if args.mode == 'auto' else args.mode
     batch = args.batch_size or int(cfg.get('batch_size', 128))
     feeder_args = dict(cfg.get('train_feeder_args', {}))
@@ -105,7 +117,7 @@ def benchmark(config, args, device):
         feeder_args['mmap'] = False
         feeder_name = cfg.get('train_feeder', 'feeder.ntu_feeder.Feeder_single')
         feeder = import_class(feeder_name)(**feeder_args)
-    model = build(cfg, mode, batch, device)
+    model = build(cfg, mode, batch, device, args.implementation)
     stream = cfg.get('stream', 'joint')
     data = torch.from_numpy(np.asarray(feeder.data, dtype=np.float32)).to(device)     # device-resident
     labels = torch.as_tensor(feeder.label, device=device)
@@ -116,7 +128,9 @@ def benchmark(config, args, device):
             p.requires_grad = name.startswith('fc.')
         params = [p for p in encoder.fc.parameters()]
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9) if mode != 'inference' else None
-    forward = torch.compile(model) if args.compile else model
+    if args.compile != 'none':
+        model.compile(mode=args.compile)           # in place, as the processors' `compile` key does
+    forward = model
     amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
 
@@ -166,14 +180,32 @@ def benchmark(config, args, device):
     data_time = sum(t[0] for t in timings)
     totals = [t[1] for t in timings]
     median = statistics.median(totals)
+    top_ops = profile(step, generator, device, args.profile) if args.profile else None
     return {
         'config': config, 'model': cfg['model'], 'mode': mode, 'batch_size': batch,
         'samples_per_second': batch / median, 'seconds_per_iteration': {'median': median, 'min': min(totals), 'max': max(totals)},
         'peak_memory_gib': peak_memory(device), 'data_fraction': data_time / sum(totals),
-        'amp': args.amp, 'compile': args.compile, 'data': args.data, 'data_placement': 'device-resident',
+        'amp': args.amp, 'compile': args.compile, 'implementation': args.implementation or 'config',
+        'data': args.data, 'data_placement': 'device-resident', 'top_ops': top_ops,
         'shape': list(data.shape[1:]), 'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
         'threads': torch.get_num_threads(), 'torch': torch.__version__,
     }
+
+
+def profile(step, generator, device, top, steps=3):
+    """One torch.profiler pass over ``steps`` steps: the ``top`` operators by self time (CUDA kernels'
+    time on a GPU, CPU time otherwise), as a list of {name, calls, self_ms, percent}."""
+    from torch.profiler import ProfilerActivity
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(generator)
+    attr = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [{'name': e.key, 'calls': e.count // steps, 'self_ms': getattr(e, attr) / 1000 / steps,
+             'percent': 100 * getattr(e, attr) / total} for e in events[:top]]
 
 
 def main(argv=None):
@@ -185,7 +217,12 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=5, help='untimed iterations first')
     parser.add_argument('--iters', type=int, default=20, help='timed iterations')
     parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='mixed precision')
-    parser.add_argument('--compile', action='store_true', help='torch.compile the model')
+    parser.add_argument('--compile', default='none', choices=('none', 'default', 'reduce-overhead', 'max-autotune'),
+                        help='torch.compile mode (reduce-overhead: CUDA graphs)')
+    parser.add_argument('--implementation', choices=('auto', 'fast', 'reference'), default=None,
+                        help="ST-GCN implementation (default: the config's, i.e. auto: fast on CUDA)")
+    parser.add_argument('--profile', type=int, default=0, metavar='K',
+                        help='also profile 3 steps and print the K operators with the most self time')
     parser.add_argument('--data', choices=('synthetic', 'config'), default='synthetic',
                         help="synthetic NTU-shaped data, or the config's data_path")
     parser.add_argument('--num-samples', type=int, default=512, help='synthetic samples')
@@ -210,6 +247,8 @@ def main(argv=None):
         print(f"{config}: {r['mode']} batch {r['batch_size']} on {r['device']}: {r['samples_per_second']:.1f} samples/s, "
               f"{s['median']:.4f} s/iter (min {s['min']:.4f}, max {s['max']:.4f}), peak {r['peak_memory_gib']:.2f} GiB, "
               f"data {100 * r['data_fraction']:.1f}%, amp {r['amp']}")
+        for op in r['top_ops'] or []:
+            print(f"    {op['percent']:5.1f}%  {op['self_ms']:9.3f} ms/step  x{op['calls']:<5d} {op['name']}")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=2)

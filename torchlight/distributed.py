@@ -4,7 +4,8 @@ A plain run (no ``WORLD_SIZE`` in the environment) is a single process and needs
 ``torchrun --nproc_per_node=G main.py ...`` every process builds the same model from the same seed and
 trains on its own share of every global batch; gradients are averaged over processes after each
 backward (``average_gradients``: the same update as DistributedDataParallel without overlap), so the
-weights stay identical on every rank.  MoCo keys are gathered from all ranks before they enter the
+weights stay identical on every rank.  MoCo keys are computed with shuffle-BN across ranks (the batch
+gathered, permuted by rank 0, each rank encoding a slice) and gathered from all ranks before they enter the
 queue (``all_gather``).  Logging, checkpoints and evaluation happen on rank 0.  ``batch_size`` in the
 YAML is the global batch (split over ranks), so the reference learning rates apply unchanged.
 """
@@ -37,6 +38,15 @@ def init_from_environment():
     return dist.get_rank(), dist.get_world_size()
 
 
+def shutdown(wait=True):
+    """Leave the process group at the end of a run: with ``wait`` every rank first waits for the others
+    (rank 0 may still be saving or evaluating), so no process exits while gloo/NCCL threads are live."""
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def local_rank():
     return int(os.environ.get('LOCAL_RANK', '0'))
 
@@ -65,6 +75,14 @@ def average_gradients(parameters):
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+@torch.no_grad()
+def broadcast(tensor, source=0):
+    """Overwrite ``tensor`` in place with rank ``source``'s (no-op on one process)."""
+    if world_size() > 1:
+        dist.broadcast(tensor, source)
+    return tensor
 
 
 @torch.no_grad()
