@@ -38,11 +38,13 @@ def add_mlp_head(encoder, batch_norm=False):
 def info_nce_logits(q, k, queue, temperature):
     """InfoNCE logits [q.k+, q.queue] / T (MoCo eq. 1); the positive is column 0.
 
-    q, k: (N, D) L2-normalised; queue: (D, K)."""
+    q, k: (N, D) L2-normalised; queue: (D, K).  The queue is not copied: ``MoCo.enqueue`` replaces
+    the buffer instead of writing into it, so the tensor saved for backward stays valid (also under
+    torch.compile, which would drop a defensive clone)."""
     with torch.autocast(device_type=q.device.type, enabled=False):     # logits in float32 under AMP
         q, k = q.float(), k.float()
         l_pos = torch.einsum('nc,nc->n', q, k).unsqueeze(-1)
-        l_neg = torch.einsum('nc,ck->nk', q, queue.clone().detach().float())
+        l_neg = torch.einsum('nc,ck->nk', q, queue.detach().float())
         return torch.cat([l_pos, l_neg], dim=1) / temperature
 
 
@@ -120,14 +122,19 @@ class MoCo(nn.Module):
         """Keys from every process under torchrun, in rank order (identity on a single process)."""
         return all_gather(keys)
 
+    @torch.compiler.disable      # data-dependent pointer: eager under torch.compile (no graph-break warning)
     @torch.no_grad()
     def enqueue(self, keys):
-        """Write ``keys`` (N, D) at the pointer and advance it: the only place the queue changes."""
+        """Write ``keys`` (N, D) at the pointer and advance it: the only place the queue changes.
+
+        Out of place (one copy of the queue per step, where the reference clones it for every logits
+        call): the previous queue tensor, saved by autograd for this step's backward, is left intact."""
         keys = self.gather_keys(keys)
         batch_size = keys.shape[0]
         self.check_batch_size(batch_size)
         ptr = int(self.queue_ptr)
-        self.queue[:, ptr:ptr + batch_size] = keys.T
+        queue = self.queue
+        self.queue = torch.cat([queue[:, :ptr], keys.T.to(queue.dtype), queue[:, ptr + batch_size:]], dim=1)
         self.queue_ptr[0] = (ptr + batch_size) % self.K
 
     def embed_query(self, x):

@@ -67,3 +67,29 @@ def test_every_method_gives_the_same_losses_with_the_fast_encoder(method):
     assert losses[0].keys() == losses[1].keys() and 'loss' in losses[0]
     for k in losses[0]:
         assert losses[1][k] == pytest.approx(losses[0][k], rel=1e-4, abs=1e-5), (k, losses)
+
+
+def test_compile_switch_trains_and_keeps_checkpoints_interchangeable(tmp_path):
+    """`compile: default` compiles the model in place (torch.compile / inductor on the CPU): training
+    runs, the queue update stays correct (the queue is replaced, not written into, so autograd's saved
+    tensor is intact), and the checkpoint loads strictly into an uncompiled model."""
+    from net.skeletonclr import SkeletonCLR
+    cfg = write_config(tmp_path)
+    proc = PretrainProcessor(['--config', cfg, '--compile', 'default', '--num_epoch', '2', '--save_interval', '2',
+                              '--progress_bar', 'false'])
+    proc.start()
+    assert math.isfinite(proc.epoch_info['loss'])
+    assert int(proc.model.queue_ptr) == (2 * 2 * 8) % proc.model.K       # 2 epochs x 2 batches of 8
+    state = torch.load(tmp_path / 'run' / 'epoch2_model.pt', weights_only=True)
+    plain = SkeletonCLR(**proc.arg.model_args)
+    plain.load_state_dict(state)                                        # strict: same names
+    assert not any(k.startswith('_orig_mod') for k in state)
+
+
+def test_sync_bn_on_cpu_processes_is_a_clear_error(tmp_path, monkeypatch):
+    from torchlight import distributed
+    from torchlight.io import UserError
+    monkeypatch.setattr(distributed, 'init_from_environment', lambda: (0, 2))
+    cfg = write_config(tmp_path)
+    with pytest.raises(UserError, match='sync_bn'):
+        PretrainProcessor(['--config', cfg, '--sync_bn', 'true'])
