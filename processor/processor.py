@@ -92,8 +92,8 @@ class DeviceLoader:
             yield self.data[pos], self.label[pos], self.ids[pos]
 
 
-def resume_mode(value):
-    """--resume: true / false / auto."""
+def bool_or_auto(value):
+    """true / false / auto (``resume``, ``data_on_device``)."""
     if isinstance(value, str) and value.lower() == 'auto':
         return 'auto'
     return str2bool(value)
@@ -188,18 +188,18 @@ class Processor:
                 if not isinstance(v, dict):
                     raise UserError(f"key '{k}' in {source} must be a mapping, got {v!r}")
                 continue
-            if action.type not in (int, float, str2bool, resume_mode):
+            if action.type not in (int, float, str2bool, bool_or_auto):
                 continue
             is_list = action.nargs in ('+', '*')
             items = v if (is_list and isinstance(v, list)) else [v]
             converted = []
             for item in items:
-                if isinstance(item, bool) and action.type not in (str2bool, resume_mode):
+                if isinstance(item, bool) and action.type not in (str2bool, bool_or_auto):
                     raise UserError(f"key '{k}' in {source} must be a number, got {item!r}")
                 try:
                     converted.append(action.type(item))
                 except (TypeError, ValueError, argparse.ArgumentTypeError):
-                    kind = {str2bool: 'true or false', resume_mode: 'true, false or auto'}.get(
+                    kind = {str2bool: 'true or false', bool_or_auto: 'true, false or auto'}.get(
                         action.type, f'a number ({getattr(action.type, "__name__", action.type)})')
                     raise UserError(f"key '{k}' in {source} must be {kind}, got {item!r}") from None
                 if action.type is int and isinstance(item, float) and item != int(item):
@@ -217,7 +217,7 @@ class Processor:
         parser.add_argument('--num_epoch', type=int, default=80, help='number of epochs')
         parser.add_argument('--device', type=int, default=[0], nargs='+', help='GPU indexes (CPU when none)')
         parser.add_argument('--seed', type=int, default=1, help='random seed')
-        parser.add_argument('--resume', type=resume_mode, default=False,
+        parser.add_argument('--resume', type=bool_or_auto, default=False,
                             help="true: continue the run in work_dir from its latest.pt; auto: continue it when "
                                  "latest.pt exists, start fresh otherwise; false: start fresh")
         parser.add_argument('--cudnn_benchmark', type=str2bool, default=True, help='cuDNN autotuner on GPU')
@@ -240,9 +240,10 @@ class Processor:
         parser.add_argument('--train_feeder', default='feeder.ntu_feeder.Feeder_dual', help='training data loader')
         parser.add_argument('--test_feeder', default='feeder.ntu_feeder.Feeder_single', help='test data loader')
         parser.add_argument('--num_worker', type=int, default=2, help='data loader workers')
-        parser.add_argument('--data_on_device', type=str2bool, default=False,
+        parser.add_argument('--data_on_device', type=bool_or_auto, default='auto',
                             help='load the whole split onto the device once and draw batches by index '
-                                 '(no DataLoader; for data that fits in GPU memory)')
+                                 '(no DataLoader); auto: on a GPU when the split takes at most a third of '
+                                 'its free memory, never on the CPU')
         parser.add_argument('--train_feeder_args', action=DictAction, default=dict(), help='training feeder arguments')
         parser.add_argument('--test_feeder_args', action=DictAction, default=dict(), help='test feeder arguments')
         parser.add_argument('--batch_size', type=int, default=256, help='training batch size')
@@ -419,12 +420,21 @@ class Processor:
         if train and batch_size > len(feeder):
             raise UserError(f'batch_size={batch_size} is larger than the {len(feeder)} training samples '
                             f"of '{feeder.data_path}' (the last incomplete batch is dropped)")
-        if self.arg.data_on_device:
+        if self.data_on_device(feeder):
             return DeviceLoader(feeder, sampler, batch_size, drop_last=train, device=self.dev)
         return torch.utils.data.DataLoader(
             feeder, batch_size=batch_size, sampler=sampler, num_workers=self.arg.num_worker,
             drop_last=train, pin_memory=self.dev.type == 'cuda', worker_init_fn=seed_worker,
             persistent_workers=self.arg.num_worker > 0)
+
+    def data_on_device(self, feeder):
+        """``data_on_device``: true/false, or auto: a GPU split that fits in a third of the free memory."""
+        if self.arg.data_on_device != 'auto':
+            return self.arg.data_on_device
+        if self.dev.type != 'cuda':
+            return False
+        size = 4 * len(feeder.index) * int(np.prod(feeder.data.shape[1:]))      # float32 on the device
+        return size <= torch.cuda.mem_get_info(self.dev)[0] / 3
 
     def load_data(self):
         self.data_loader = {}

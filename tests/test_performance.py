@@ -93,3 +93,13 @@ def test_sync_bn_on_cpu_processes_is_a_clear_error(tmp_path, monkeypatch):
     cfg = write_config(tmp_path)
     with pytest.raises(UserError, match='sync_bn'):
         PretrainProcessor(['--config', cfg, '--sync_bn', 'true'])
+
+
+def test_data_on_device_auto_is_the_dataloader_on_cpu_and_true_forces_it(tmp_path):
+    from processor.processor import DeviceLoader
+    cfg = write_config(tmp_path)
+    auto = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'auto')])
+    assert auto.arg.data_on_device == 'auto'
+    assert isinstance(auto.data_loader['train'], torch.utils.data.DataLoader)
+    forced = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'forced'), '--data_on_device', 'true'])
+    assert isinstance(forced.data_loader['train'], DeviceLoader)
