@@ -7,7 +7,16 @@ import torch.nn.functional as F
 from net.csre import CSRE, feature_map_shape
 from net.st_gcn import Model
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """These tiny heads run fastest on one thread; restored after the module so that later tests
+    (the end-to-end runs) keep every core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_head(**kw):
