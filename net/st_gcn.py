@@ -9,7 +9,7 @@ takes ``fast`` for CUDA inputs and ``reference`` on the CPU):
 
 - ``reference``: the reference code's (N, C, T, V) layout; the graph convolution is a 1x1 conv and
   ``einsum('nkctv,kvw->nctw')``, which copies the conv output into a (n, c, t, k, v) order first.
-- ``fast`` (default): activations stay channels-last, (N, T, V, C) in memory, from the input to the
+- ``fast``: activations stay channels-last, (N, T, V, C) in memory, from the input to the
   last block.  The 1x1 conv is then one GEMM over the channel axis (``F.linear``) whose output
   (N, T, V, K*C') is already laid out as (N*T, V*K, C'), so the contraction with the K adjacency
   subsets is one batched matmul with a (W, V*K) matrix: no permute or copy between the two.  The

@@ -8,7 +8,6 @@ from net.csre import CSRE, feature_map_shape
 from net.st_gcn import Model
 
 
-
 @pytest.fixture(autouse=True, scope='module')
 def one_thread():
     """These tiny heads run fastest on one thread; restored after the module so that later tests

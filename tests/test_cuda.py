@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import write_config
+from test_st_gcn import train_step_outputs_and_grads
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 
@@ -27,14 +28,7 @@ def test_auto_is_fast_on_cuda_and_equals_reference_in_float32():
     torch.backends.cudnn.allow_tf32 = False
     fast, reference = twin_models()
     assert fast.implementation == 'fast'
-    x = torch.randn(32, 3, 50, 25, 2, device='cuda')
-    outs, grads = [], []
-    for model in (fast, reference):
-        model.train()
-        out = model(x)
-        out.square().sum().backward()
-        outs.append(out)
-        grads.append({k: p.grad for k, p in model.named_parameters()})
+    outs, grads = train_step_outputs_and_grads((fast, reference), torch.randn(32, 3, 50, 25, 2, device='cuda'))
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
     for k in grads[1]:
         a, b = grads[0][k], grads[1][k]

@@ -129,11 +129,23 @@ def _twin_models(**kwargs):
     torch.manual_seed(0)
     fast = Model(3, 8, 64, 10, NTU_GRAPH, True, implementation='fast', **kwargs)
     reference = Model(3, 8, 64, 10, NTU_GRAPH, True, implementation='reference', **kwargs)
-    with torch.no_grad():     # non-trivial edge importance and BN statistics, so that they are compared too
+    with torch.no_grad():     # non-trivial edge importance, so that its use is compared too
         for p in fast.edge_importance:
             p.uniform_(0.5, 1.5)
     reference.load_state_dict(fast.state_dict())
     return fast, reference
+
+
+def train_step_outputs_and_grads(models, x):
+    """Output and parameter gradients of one train-mode forward/backward of each model on ``x``."""
+    outputs, grads = [], []
+    for model in models:
+        model.train()
+        out = model(x)
+        out.square().sum().backward()
+        outputs.append(out)
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    return outputs, grads
 
 
 def test_fast_implementation_equals_reference_in_float64_with_gradients():
@@ -142,13 +154,7 @@ def test_fast_implementation_equals_reference_in_float64_with_gradients():
     fast, reference = _twin_models()
     fast.double(), reference.double()
     x = torch.randn(4, 3, 50, 25, 2, dtype=torch.float64)
-    outputs, grads = [], []
-    for model in (fast, reference):
-        model.train()
-        out = model(x)
-        out.square().sum().backward()
-        outputs.append(out)
-        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    outputs, grads = train_step_outputs_and_grads((fast, reference), x)
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-10, atol=1e-10)
     for k in grads[1]:
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-8, atol=1e-10, msg=k)

@@ -74,16 +74,9 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def config_name(cfg):
-    return cfg.get('_path', 'the config')
-
-
 def build(cfg, mode, batch_size, device, implementation=None):
     args = dict(cfg.get('model_args', {}))
     if implementation:                     # the ST-GCN implementation (net.st_gcn.Model's switch)
-        if 'net.st_gcn' not in (args.get('base_encoder') or cfg['model']):
-            raise UserError(f"--implementation applies to net.st_gcn.Model; {config_name(cfg)} uses "
-                            f"{args.get('base_encoder') or cfg['model']}")
         args['implementation'] = implementation
     if mode == 'pretrain':
         queue = int(args.get('queue_size', 32768))
@@ -102,7 +95,9 @@ def benchmark(config, args, device):
         cfg = yaml.safe_load(f)
     if not isinstance(cfg, dict) or 'model' not in cfg:
         raise UserError(f"config '{config}' has no `model:` key")
-    cfg['_path'] = config
+    encoder_name = cfg.get('model_args', {}).get('base_encoder') or cfg['model']
+    if args.implementation and 'net.st_gcn' not in encoder_name:
+        raise UserError(f"--implementation applies to net.st_gcn.Model; {config} uses {encoder_name}")
     mode = detect_mode(cfg) if args.mode == 'auto' else args.mode
     batch = args.batch_size or int(cfg.get('batch_size', 128))
     feeder_args = dict(cfg.get('train_feeder_args', {}))
@@ -130,7 +125,6 @@ def benchmark(config, args, device):
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9) if mode != 'inference' else None
     if args.compile != 'none':
         model.compile(mode=args.compile)           # in place, as the processors' `compile` key does
-    forward = model
     amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
 
@@ -151,19 +145,19 @@ def benchmark(config, args, device):
         if mode == 'inference':
             model.eval()
             with torch.no_grad(), autocast():
-                forward(views[0])
+                model(views[0])
         else:
             model.train()
             with autocast():
                 if mode == 'pretrain':
-                    loss = forward(*views, label=label)['loss']
+                    loss = model(*views, label=label)['loss']
                 elif mode == 'linear':
                     encoder.eval()
                     with torch.no_grad():
                         feats = encoder.forward_features(views[0])
                     loss = F.cross_entropy(encoder.fc(feats.float()), label)
                 else:
-                    loss = F.cross_entropy(forward(views[0]).float(), label)
+                    loss = F.cross_entropy(model(views[0]).float(), label)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
