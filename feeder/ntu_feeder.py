@@ -21,7 +21,8 @@ from torchlight.io import UserError, read_pickle
 
 DEFAULT_LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
 
-# AimCLR's ``aug_method`` digits for the extreme view, in the order they are applied.
+# AimCLR's ``aug_method`` digits for the extreme view; applied in this fixed order whatever the order
+# of the digits in ``aug_method`` (the reference's ``_strong_aug``).
 EXTREME_AUGMENTATIONS = {
     '1': 'random_spatial_flip',
     '2': 'random_rotate',
@@ -180,7 +181,8 @@ class Feeder_triple(Feeder):
     """Two normal views and one extreme view (AimCLR; MsMCLR's strong branch).
 
     ``aug_method``: AimCLR digits '123456' (spatial flip, rotate, Gaussian noise, Gaussian blur,
-    axis mask, time flip), or one of 'none' | 'aimclr' | 'msmclr' (MsMCLR Table 6).
+    axis mask, time flip; always applied in that order, as in the reference), or one of 'none' |
+    'aimclr' (= '12345') | 'msmclr' (MsMCLR Table 6).
     """
     view_kinds = ('normal', 'normal', 'strong')
 
@@ -193,8 +195,8 @@ class Feeder_triple(Feeder):
     def parse_aug_method(aug_method):
         if aug_method == 'none':
             return []
-        if aug_method == 'aimclr':
-            aug_method = '123456'
+        if aug_method == 'aimclr':             # MsMCLR Table 6: AimCLR's own set (its configs' '12345')
+            aug_method = '12345'
         if aug_method == 'msmclr':
             return list(MSMCLR_STRONG)
         unknown = [d for d in aug_method if d not in EXTREME_AUGMENTATIONS]
@@ -202,7 +204,7 @@ class Feeder_triple(Feeder):
             raise UserError(f"train_feeder_args.aug_method={aug_method!r}: unknown code(s) {unknown}; use "
                             "digits 1-6 (flip, rotate, noise, blur, axis mask, time flip), or "
                             "none | aimclr | msmclr")
-        return [EXTREME_AUGMENTATIONS[d] for d in sorted(set(aug_method), key=aug_method.index)]
+        return [EXTREME_AUGMENTATIONS[d] for d in sorted(set(aug_method))]
 
     def strong_aug(self, x):
         x = self.normal_aug(x)

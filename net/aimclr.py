@@ -21,40 +21,34 @@ def energy_attention(x, e_lambda=1e-4):
     return torch.sigmoid(inverse_energy)
 
 
-def _normalised(scores):
-    """Scale to mean 1 over the whole batch (DropBlock's ``x / sum(x) * numel``)."""
-    return scores / scores.sum().clamp_min(1e-12) * scores.numel()
+def threshold_drop(x, attention, keep_prob):
+    """Zero every entry of ``x`` whose ``attention`` is >= ``keep_prob`` and rescale the survivors by
+    numel / kept, both counted over the whole batch (AimCLR's ``DropBlock_Ske`` / ``DropBlockT_1d``
+    with an attention map as the mask).  ``attention`` broadcasts against ``x``; no random numbers."""
+    keep = (attention < keep_prob).to(x.dtype)
+    return x * keep * (keep.numel() / keep.sum().clamp_min(1))
 
 
-class AttentionGuidedDrop(nn.Module):
-    """EADM: DropBlock on joints (DropBlock_Ske) and on frames (DropBlockT_1d) whose seed probabilities
-    follow the energy attention, so the most attended (lowest-energy) joints and frames are dropped
-    most often.  A joint seed drops the joint and its graph neighbours; a frame seed drops
-    ``block_size`` consecutive frames.  Survivors are rescaled by numel / kept, as in DropBlock."""
+class EnergyAttentionDrop(nn.Module):
+    """EADM, the reference ``Simam_Drop``: deterministic, parameter-free, no state-dict entries.
 
-    def __init__(self, adjacency, keep_prob=0.7, block_size=7, e_lambda=1e-4):
+    With the SimAM attention a = sigmoid(1/e*) of the feature map x (N*M, C, T, V):
+    1. joints: a averaged over channels and frames; every joint with mean attention >= keep_prob is
+       zeroed in every channel and frame (survivors x numel/kept over the (N*M, V) mask);
+    2. entries: on the joint-dropped map, every single (c, v, t) entry with a >= keep_prob is zeroed
+       (survivors x numel/kept over the (N*M, C*V, T) mask).
+    The most attended (most distinctive) joints and entries are the ones dropped."""
+
+    def __init__(self, keep_prob=0.7, e_lambda=1e-4):
         super().__init__()
-        self.register_buffer('spread', (adjacency > 0).float())   # (V, V), self loops included
         self.keep_prob = keep_prob
-        self.block_size = block_size
         self.e_lambda = e_lambda
 
     def forward(self, x):
-        if not self.training or self.keep_prob >= 1:
-            return x
-        N, C, T, V = x.shape
         with torch.no_grad():
             att = energy_attention(x.detach(), self.e_lambda)
-            # joints: gamma as DropBlock_Ske (1.92 = mean neighbours of the NTU graph)
-            seeds = torch.bernoulli((_normalised(att.mean(dim=(1, 2))) * (1 - self.keep_prob) / (1 + 1.92)).clamp(max=1))
-            joint_keep = 1.0 - (seeds @ self.spread > 0).to(x.dtype)                       # (N, V)
-            joint_keep = joint_keep * joint_keep.numel() / joint_keep.sum().clamp_min(1)
-            # frames: DropBlockT_1d
-            seeds = torch.bernoulli((_normalised(att.mean(dim=(1, 3))) * (1 - self.keep_prob) / self.block_size).clamp(max=1))
-            frame_drop = F.max_pool1d(seeds[:, None], self.block_size, stride=1, padding=self.block_size // 2)[:, 0]
-            frame_keep = 1.0 - frame_drop[:, :T].to(x.dtype)                                  # (N, T)
-            frame_keep = frame_keep * frame_keep.numel() / frame_keep.sum().clamp_min(1)
-        return x * joint_keep.view(N, 1, 1, V) * frame_keep.view(N, 1, T, 1)
+        x = threshold_drop(x, att.mean(dim=(1, 2))[:, None, None, :], self.keep_prob)
+        return threshold_drop(x, att, self.keep_prob)
 
 
 class AimCLR(MoCo):
@@ -65,17 +59,17 @@ class AimCLR(MoCo):
     query's distribution over [positive, queue] to the extreme and the dropped-extreme views:
     L = L_info + (L_d3m(extreme) + L_d3m(extreme, dropped)) / 2.
 
-    Extra args: keep_prob (EADM, 0.7 in the reference), drop_block_size (7)."""
+    Extra arg: keep_prob (EADM threshold, 0.7 in the reference).  The state dict holds exactly the
+    reference's keys (``encoder_q.*``, ``encoder_k.*``, ``queue``, ``queue_ptr``)."""
 
-    def __init__(self, *args, keep_prob=0.7, drop_block_size=7, **kwargs):
+    def __init__(self, *args, keep_prob=0.7, **kwargs):
         super().__init__(*args, **kwargs)
         if self.pretrain:
-            adjacency = self.encoder_q.A.sum(dim=0)
-            self.drop = AttentionGuidedDrop(adjacency, keep_prob, drop_block_size)
+            self.drop = EnergyAttentionDrop(keep_prob)
 
     def forward(self, im_q, im_k=None, im_q_extreme=None, nnm=False, topk=1, **unused):
         if not self.pretrain:
-            return self.forward_eval(im_q)
+            return self.forward_eval(im_q, im_k)
         q = self.embed_query(im_q)
         fmap = self.query_feature_map(im_q_extreme)
         M = im_q_extreme.size(4)

@@ -152,7 +152,7 @@ class MICA(MoCo):
 
     def forward(self, im_q, im_k=None, label=None, **unused):
         if not self.pretrain:
-            return self.forward_eval(im_q)
+            return self.forward_eval(im_q, im_k)
         M = im_q.size(4)
         fmap_q = self.query_feature_map(im_q)
         q = self.project_query(fmap_q, M)

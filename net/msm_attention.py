@@ -85,7 +85,7 @@ class MsMAttention(nn.Module):
                 scales[name] = groups
         self.scales = tuple(scales)
         for name, groups in scales.items():
-            self.register_buffer(f'merge_{name}', group_average_matrix(groups, layout.num_node))
+            self.register_buffer(f'merge_{name}', group_average_matrix(groups, layout.num_node), persistent=False)
         self.attention = nn.ModuleDict({name: MotionAttention(channels, reduction, diff_mode) for name in scales})
 
     def forward(self, x):

@@ -46,7 +46,7 @@ class MsMCLR(MoCo):
 
     def forward(self, im_q, im_k=None, im_q_strong=None, nnm=False, topk=1, **unused):
         if not self.pretrain:
-            return self.forward_eval(im_q)
+            return self.forward_eval(im_q, im_k)
         q = self.embed_query(im_q)
         strong = self.strong_embeddings(im_q_strong)
         with torch.no_grad():

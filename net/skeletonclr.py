@@ -12,7 +12,7 @@ class SkeletonCLR(MoCo):
 
     def forward(self, im_q, im_k=None, **unused):
         if not self.pretrain:
-            return self.forward_eval(im_q)
+            return self.forward_eval(im_q, im_k)
         q = self.embed_query(im_q)
         with torch.no_grad():
             self.momentum_update()

@@ -21,7 +21,8 @@ class FinetuneEvaluation(Recognition):
         parser.description = 'Finetune (or semi-supervised) evaluation of a pretrained encoder'
         parser.set_defaults(base_lr=0.1, weight_decay=1e-4, warm_up_epoch=10, step=[50, 70, 90], num_epoch=110,
                             batch_size=128, test_batch_size=128, nesterov=True, eval_interval=5,
-                            train_feeder='feeder.ntu_feeder.Feeder_single', test_feeder='feeder.ntu_feeder.Feeder_single')
+                            train_feeder='feeder.ntu_feeder.Feeder_single', test_feeder='feeder.ntu_feeder.Feeder_single',
+                            weights_init=True)      # the family's finetune processor initialises as in pretraining
         return parser
 
     def load_weights(self):

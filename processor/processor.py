@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from feeder.tools import STREAMS
+from net.utils.init import family_weights_init
 from torchlight import distributed
 from torchlight.io import (IO, DictAction, UserError, atomic_torch_save, closest_keys, import_class,
                            str2bool, to_cpu_state_dict)
@@ -254,6 +255,10 @@ class Processor:
         # model
         parser.add_argument('--model', default=None, help='the model, e.g. net.skeletonclr.SkeletonCLR')
         parser.add_argument('--model_args', action=DictAction, default=dict(), help='model arguments')
+        parser.add_argument('--weights_init', type=str2bool, default=True,
+                            help="the SkeletonCLR/AimCLR family's initialisation of the whole model before "
+                                 "--weights are loaded (Conv/Linear N(0, 0.02), BatchNorm N(1, 0.02), zero "
+                                 "biases); false keeps each module's own (PyTorch / CTR-GCN) initialisation")
         parser.add_argument('--weights', default=None, help='initial weights (a state dict)')
         parser.add_argument('--ignore_weights', type=str, default=[], nargs='+',
                             help='key prefixes dropped from the initial weights')
@@ -352,6 +357,10 @@ class Processor:
             self.model = model_class(**self.arg.model_args)
         except TypeError as e:
             raise UserError(f'model_args do not fit {self.arg.model}: {e}') from e
+        if self.arg.weights_init:
+            # the reference order: after the constructor (MoCo's copy of encoder_q into encoder_k), so
+            # the key encoder is drawn afresh; before any --weights are loaded
+            self.model.apply(family_weights_init)
         self.model = self.model.to(self.dev)
         if self.arg.sync_bn and self.world > 1:
             if self.dev.type != 'cuda':

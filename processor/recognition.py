@@ -39,7 +39,8 @@ class Recognition(LinearEvaluation):
         parser.set_defaults(base_lr=0.1, weight_decay=4e-4, num_epoch=65, warm_up_epoch=5, step=[35, 55],
                             batch_size=64, test_batch_size=64, nesterov=True, eval_interval=1, save_interval=-1,
                             cache_features=False, train_feeder='feeder.ntu_feeder.Feeder_supervised',
-                            test_feeder='feeder.ntu_feeder.Feeder_supervised')
+                            test_feeder='feeder.ntu_feeder.Feeder_supervised',
+                            weights_init=False)     # the CTR-GCN family initialises its own modules
         return parser
 
     @property

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT
-from net.aimclr import AimCLR, AttentionGuidedDrop, energy_attention
+from net.aimclr import AimCLR, energy_attention
 from net.losses import distribution_cross_entropy, multi_positive_infonce, nearest_neighbour_mask
 from net.msm_attention import MsMAttention, MotionAttention, motion_difference
 from net.msmclr import MsMCLR
@@ -31,27 +31,6 @@ def test_energy_attention_is_simam():
             var = d.sum() / (plane.size - 1)
             expected = 1 / (1 + np.exp(-(d / (4 * (var + 1e-4)) + 0.5)))
             np.testing.assert_allclose(att[n, c], expected, rtol=1e-5)
-
-
-def test_attention_guided_drop_drops_whole_joints_and_frames_and_prefers_attended_ones():
-    V, T = 6, 20
-    drop = AttentionGuidedDrop(torch.eye(V), keep_prob=0.7, block_size=3).train()
-    x = torch.ones(4096, 4, T, V)
-    x[:, :, :, 0] = 1 + torch.tensor([3.0, -3.0]).repeat(T // 2).view(1, 1, T)   # joint 0 distinctive: low energy
-    torch.manual_seed(0)
-    y = drop(x)
-    dropped = (y == 0)
-    # a dropped joint is dropped in every channel and frame; a dropped frame in every channel and joint
-    joint_drop = dropped.all(dim=2).all(dim=1)                       # (N, V)
-    frame_drop = dropped.all(dim=3).all(dim=1)                       # (N, T)
-    rebuilt = joint_drop[:, None, None, :] | frame_drop[:, None, :, None]
-    assert torch.equal(rebuilt.expand_as(dropped), dropped)
-    assert joint_drop.any() and frame_drop.any()
-    rate = joint_drop.float().mean(dim=0)
-    # SimAM attention lies in (0.62, 1): here 0.88 for joint 0 against 0.62, so ~1.4x the seeds
-    assert rate[0] > 1.25 * rate[1:].mean(), rate
-    drop.eval()
-    assert torch.equal(drop(x), x)
 
 
 def test_distribution_cross_entropy_by_hand():

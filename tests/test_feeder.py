@@ -52,6 +52,11 @@ def test_triple_feeder_aug_methods(tmp_path):
     assert len(f.views(torch.from_numpy(data()[:2]))) == 3
     assert Feeder_triple.parse_aug_method('none') == []
     assert 'random_joint_noise' in Feeder_triple.parse_aug_method('msmclr')
+    # the reference applies the extreme augmentations in a fixed order, whatever the digits' order
+    assert Feeder_triple.parse_aug_method('4321') == Feeder_triple.parse_aug_method('1234') == f.strong_ops
+    assert Feeder_triple.parse_aug_method('615') == ['random_spatial_flip', 'axis_mask', 'random_time_flip']
+    # MsMCLR Table 6's 'same as AimCLR': AimCLR's configured set '12345' (no time flip)
+    assert Feeder_triple.parse_aug_method('aimclr') == Feeder_triple.parse_aug_method('12345')
     with pytest.raises(UserError, match="unknown code"):
         Feeder_triple(d, l, aug_method='19')
 

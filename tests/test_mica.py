@@ -164,6 +164,9 @@ def test_shipped_minilm_features_reproduce(tmp_path):
     make_text_features(load_text_encoder('minilm'), UCLA_DESC, str(out))
     shipped, fresh = load_text_features(UCLA_TEXT), load_text_features(str(out))
     assert shipped['meta'] == fresh['meta']
-    for key in ('pooled', 'tokens'):
-        np.testing.assert_allclose(fresh[key].numpy(), shipped[key].numpy(), atol=2e-3)
+    np.testing.assert_allclose(fresh['pooled'].numpy(), shipped['pooled'].numpy(), atol=2e-3)
+    # token features are int8 with a per-token scale: a float difference in the last bit (thread
+    # count) can move a value by one quantisation step
+    step = float(np.load(UCLA_TEXT)['token_scale'].astype(np.float32).max())
+    np.testing.assert_allclose(fresh['tokens'].numpy(), shipped['tokens'].numpy(), atol=1.01 * step + 2e-3)
     assert torch.equal(fresh['token_mask'], shipped['token_mask'])

@@ -13,7 +13,7 @@ import yaml
 from conftest import ROOT
 from net.text.clip_text import CLIPTextModel, load_clip_text
 from net.text.features import (PROMPT_KINDS, compute_text_features, descriptions_checksum, load_descriptions,
-                               load_text_features, make_text_features, save_text_features)
+                               load_text_encoder, load_text_features, make_text_features, save_text_features)
 from net.text.tokenizer import EOT_ID, SOT_ID, get_tokenizer, tokenize
 
 # a tiny CLIP text tower for fast file round trips (the loader infers the architecture, heads = width // 64)
@@ -127,10 +127,12 @@ def test_clip_weights_round_trip_both_formats(tmp_path):
     ref.load_state_dict({k: v.half().float() for k, v in text_state.items()})
     expected = ref.encode(tokens)
     outputs = []
-    for path in (jit_path, plain_path):
-        loaded = load_clip_text(path)
+    for path, activation in ((jit_path, None), (plain_path, 'quick_gelu')):
+        loaded = load_clip_text(path, activation=activation)
         assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
-        assert len(loaded.weights_sha256) == 64 and loaded.model_id.startswith('clip-text:')
+        assert len(loaded.weights_sha256) == 64 and loaded.activation == 'quick_gelu'
+        kind = 'openai' if path == jit_path else 'state_dict'
+        assert loaded.model_id == f'clip-text-{kind}:{os.path.basename(path)}'      # not ViT-B/32's shape
         outputs.append(loaded.encode(tokens))
         for a, b in zip(outputs[-1], expected):
             assert torch.allclose(a, b, atol=1e-5)
@@ -143,6 +145,38 @@ def test_clip_weights_round_trip_both_formats(tmp_path):
     assert torch.allclose(feats[torch.arange(2), eot], pooled)
 
 
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+def test_clip_activation_is_explicit(tmp_path):
+    """OpenAI's archive implies QuickGELU; a plain / open_clip state dict (same keys for QuickGELU and
+    GELU weights) is refused without an activation, with a one-line error naming the values."""
+    model = _random_clip(2)
+    plain_path = str(tmp_path / 'laion2b.bin')
+    torch.save(model.state_dict(), plain_path)
+    with pytest.raises(ValueError) as info:
+        load_clip_text(plain_path)
+    message = str(info.value)
+    assert 'laion2b.bin' in message and 'quick_gelu' in message and 'gelu' in message and '\n' not in message
+    tokens = tokenize(['a person is drinking water'])
+    quick = load_clip_text(plain_path, activation='quick_gelu').encode(tokens)[0]
+    gelu_model = load_clip_text(plain_path, activation='gelu')
+    assert gelu_model.activation == 'gelu'
+    assert isinstance(gelu_model.transformer.resblocks[0].mlp.gelu, torch.nn.GELU)
+    gelu = gelu_model.encode(tokens)[0]
+    assert torch.allclose(quick, model.encode(tokens)[0], atol=1e-5)     # the default class is QuickGELU
+    assert not torch.allclose(quick, gelu, atol=1e-4)                   # the activation matters
+    # by hand: the GELU tower equals the QuickGELU one with its MLP activation swapped
+    for block in model.transformer.resblocks:
+        block.mlp.gelu = torch.nn.GELU()
+    assert torch.allclose(gelu, model.encode(tokens)[0], atol=1e-5)
+    jit_path = str(tmp_path / 'ViT-B-32.pt')
+    torch.jit.save(torch.jit.script(_ParamHolder({**model.state_dict(), 'logit_scale': torch.tensor(4.6)})), jit_path)
+    assert load_clip_text(jit_path).activation == 'quick_gelu'
+    with pytest.raises(ValueError, match="'swish' is unknown"):
+        load_clip_text(jit_path, activation='swish')
+    with pytest.raises(ValueError, match='CLIP setting'):
+        load_text_encoder('minilm', activation='gelu')
+
+
 def test_clip_missing_and_bad_weights(tmp_path):
     missing = str(tmp_path / 'nope' / 'ViT-B-32.pt')
     with pytest.raises(ValueError, match='nope/ViT-B-32.pt') as info:
@@ -151,7 +185,7 @@ def test_clip_missing_and_bad_weights(tmp_path):
     bad = tmp_path / 'bad.pt'
     torch.save({'foo': torch.zeros(2)}, bad)
     with pytest.raises(ValueError, match='not a CLIP text tower'):
-        load_clip_text(str(bad))
+        load_clip_text(str(bad), activation='gelu')
 
 
 def test_clip_pad_to_longest_equals_pad_to_77():
@@ -251,7 +285,7 @@ def test_descriptions_checksum_ignores_formatting(tmp_path):
 
 class _FakeEncoder:
     """Deterministic stand-in for a text encoder: hashes words to vectors."""
-    name, model_id, weights_sha256 = 'clip', 'fake', '0' * 64
+    name, model_id, weights_sha256, activation = 'clip', 'fake', '0' * 64, 'quick_gelu'
 
     def encode_texts(self, texts):
         length = max(len(t.split()) for t in texts) + 2
@@ -281,6 +315,7 @@ def test_text_features_round_trip_and_mismatch(tmp_path):
     assert torch.allclose(feats['tokens'], tokens, atol=0.01 * tokens.abs().max().item())
     meta = feats['meta']
     assert meta['encoder'] == 'clip' and meta['prompt_kinds'] == list(PROMPT_KINDS) and meta['dim'] == 8
+    assert meta['model_id'] == 'fake' and meta['activation'] == 'quick_gelu'
     assert meta['descriptions'] == 'tiny.yaml' and meta['descriptions_sha256'] == descriptions_checksum(desc)
     # rows follow PROMPT_KINDS: row 1 is the 'global' sentence of class 0
     expected = _FakeEncoder().encode_texts(['A person does drink water.'])[0]

