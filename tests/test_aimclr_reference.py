@@ -52,18 +52,18 @@ def test_six_aimclr_steps_equal_the_reference():
 
 
 def test_checkpoints_hold_exactly_the_reference_keys_both_ways():
+    """Same key set as the reference's AimCLR (pretraining and evaluation models), so checkpoints
+    load strictly both ways, and the reference linear evaluation's ignore_weights leave exactly fc."""
+    reference = np.load(FIXTURE)
     ours = AimCLR(**proc.MODEL_ARGS)
-    keys = set(ours.state_dict())
-    outside = {k for k in keys if not k.startswith(('encoder_q.', 'encoder_k.'))}
-    assert outside == REFERENCE_EXTRA_KEYS
-    # every parameter/buffer of the reference is in ours: the fixture was saved from the reference
-    reference_q = {f[len('state/'):] for f in np.load(FIXTURE).files if f.startswith('state/encoder_q.')}
-    ours_q_float = {k for k, v in ours.state_dict().items() if k.startswith('encoder_q.') and v.is_floating_point()}
-    assert reference_q == ours_q_float
-    # encoder_k mirrors encoder_q key for key, as in the reference
-    assert {k[len('encoder_k.'):] for k in keys if k.startswith('encoder_k.')} == \
-        {k[len('encoder_q.'):] for k in keys if k.startswith('encoder_q.')}
-    # strict both ways between a pretraining checkpoint and a fresh model
+    assert sorted(ours.state_dict()) == reference['keys'].tolist()
+    evaluation = AimCLR(**dict(proc.MODEL_ARGS, pretrain=False))
+    assert sorted(evaluation.state_dict()) == reference['eval_keys'].tolist()
+    assert {k for k in ours.state_dict() if not k.startswith(('encoder_q.', 'encoder_k.'))} == REFERENCE_EXTRA_KEYS
+    kept = {k: v for k, v in ours.state_dict().items()
+            if not k.startswith(('encoder_q.fc', 'encoder_k', 'queue'))}
+    result = evaluation.load_state_dict(kept, strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) == {'encoder_q.fc.weight', 'encoder_q.fc.bias'}
     AimCLR(**proc.MODEL_ARGS).load_state_dict(ours.state_dict(), strict=True)
 
 
@@ -97,3 +97,18 @@ def test_reference_evaluation_call_form():
     model = AimCLR(**args).eval()
     x = proc.views(0)[0]
     assert torch.equal(model(None, x), model(x))
+
+
+def test_every_method_checkpoint_holds_only_what_its_modules_need():
+    """Parameters, BatchNorm statistics, ST-GCN's adjacency A (a reference key) and the MoCo queue:
+    nothing derived (graph spreads, group-average matrices, text anchors) is saved."""
+    import yaml
+    from torchlight.io import import_class
+    for method in ('skeletonclr', 'aimclr', 'msmclr', 'mica'):
+        cfg = yaml.safe_load(open(os.path.join(ROOT, 'config', 'ucla', f'pretrain_{method}.yaml')))
+        model = import_class(cfg['model'])(**cfg['model_args'])
+        params = {k for k, _ in model.named_parameters()}
+        for key in model.state_dict():
+            leaf = key.rsplit('.', 1)[-1]
+            assert (key in params or leaf in ('running_mean', 'running_var', 'num_batches_tracked', 'A')
+                    or key in REFERENCE_EXTRA_KEYS), f'{method}: {key}'
