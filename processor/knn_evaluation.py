@@ -23,6 +23,20 @@ def knn_predict(train_feats, train_labels, test_feats, k, temperature=0.1, num_c
     return torch.cat(scores)
 
 
+@torch.no_grad()
+def knn_top1(train, test, ks, temperature=0.1):
+    """Weighted-kNN top-1 for every k in ``ks``: {k: top1}.  ``train`` and ``test`` are (features,
+    labels) of the memory bank and of the evaluated split (the one implementation of the kNN protocol,
+    used by ``knn_evaluation`` and by the kNN monitor of pretraining, ``knn_interval``)."""
+    (train_feats, train_labels), (test_feats, test_labels) = train, test
+    num_class = int(max(train_labels.max(), test_labels.max())) + 1
+    accuracy = {}
+    for k in ks:
+        scores = knn_predict(train_feats, train_labels, test_feats, k, temperature, num_class)
+        accuracy[k] = (scores.argmax(1) == test_labels).float().mean().item()
+    return accuracy
+
+
 class KNNEvaluation(LinearEvaluation):
     """``knn_evaluation``: no training; top-1 for every k in ``knn_k`` (default 10, 20, 40)."""
 
@@ -51,14 +65,10 @@ class KNNEvaluation(LinearEvaluation):
         pass
 
     def start(self):
-        train_feats, train_labels, _ = self.extract('train')
-        test_feats, test_labels, indices = self.extract('test')
-        num_class = int(max(train_labels.max(), test_labels.max())) + 1
-        self.knn_accuracy = {}
-        for k in self.arg.knn_k:
-            scores = knn_predict(train_feats, train_labels, test_feats, k, self.arg.knn_temperature, num_class)
-            top1 = (scores.argmax(1) == test_labels).float().mean().item()
-            self.knn_accuracy[k] = top1
+        train = self.extract('train')[:2]
+        test = self.extract('test')[:2]
+        self.knn_accuracy = knn_top1(train, test, self.arg.knn_k, self.arg.knn_temperature)
+        for k, top1 in self.knn_accuracy.items():
             self.print_log(f'\tkNN k={k} t={self.arg.knn_temperature}: top1 {100 * top1:.2f}%')
         self.log_scalars('knn', {f'top1_k{k}': v for k, v in self.knn_accuracy.items()}, 0)
         self.finish()

@@ -3,14 +3,66 @@
 Every contrastive method (SkeletonCLR, AimCLR, MsMCLR, MICA) runs through this loop; the model's
 ``forward(*views, epoch=...)`` returns a dict whose ``loss`` is optimised and whose other entries are
 logged.  MoCo models are watched for representation collapse (loss near ln(K+1), embedding std near 0).
-"""
-import math
 
+Every epoch appends one JSON line to ``work_dir/metrics.jsonl``: ``epoch`` (1-based), the epoch means of
+the model's scalars (``loss``, ``loss_info``, ``embed_std``, ...), ``loss_over_uniform`` (``loss_info``
+/ ln(K+1)) for MoCo models, ``collapse_epochs``, ``lr``, ``wall_s``, and with ``knn_interval: N`` every
+N epochs (and at the last) ``knn_top1`` (first k of ``knn_k``) and ``knn_top1_k<k>``: weighted kNN
+(``processor.knn_evaluation.knn_top1``) on the features that linear evaluation uses (query encoder in
+``eval()`` mode), the training split (with the test feeder's preprocessing) as memory bank and
+``test_feeder_args`` as test split; an ``epoch: 0`` line holds the kNN of the initial encoder.  The
+monitor leaves the training random stream alone: a run gives the same weights with and without it.  A
+resumed run drops the lines after its resume epoch and appends from there.
+"""
+import contextlib
+import json
+import math
+import os
+import random
+import time
+
+import numpy as np
 import torch
 
 from feeder.tools import to_stream
+from processor.knn_evaluation import knn_top1
+from processor.linear_evaluation import LinearEvaluation
 from processor.processor import Processor, every
 from torchlight.io import UserError, str2bool
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block without moving the Python, NumPy, torch and CUDA random streams."""
+    cuda = torch.cuda.is_available()
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+             torch.cuda.get_rng_state_all() if cuda else None)
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+        if cuda:
+            torch.cuda.set_rng_state_all(state[3])
+
+
+def read_metrics(path):
+    """The records of a ``metrics.jsonl`` (a torn last line, from a kill while writing, is skipped)."""
+    records = []
+    if not os.path.exists(path):
+        return records
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and 'epoch' in record:
+                records.append(record)
+    return records
 
 
 class PretrainProcessor(Processor):
@@ -29,8 +81,20 @@ class PretrainProcessor(Processor):
                             help='epochs in a collapsed state before the warning (and the stop)')
         parser.add_argument('--collapse_stop', type=str2bool, default=False,
                             help='stop the run (error) when collapse persists for collapse_patience epochs')
+        parser.add_argument('--knn_interval', type=int, default=0,
+                            help='epochs between kNN top-1 evaluations of the frozen query encoder (train split '
+                                 'as memory bank, test_feeder_args as test split; metrics.jsonl); 0: off')
+        parser.add_argument('--knn_k', type=int, default=[10, 20, 40], nargs='+',
+                            help='kNN monitor: numbers of neighbours (knn_top1 is the first)')
+        parser.add_argument('--knn_temperature', type=float, default=0.1, help='kNN monitor: vote temperature')
         return parser
 
+    # the kNN monitor reads the features of linear evaluation, through its code: the query encoder in
+    # eval() mode, the test feeder's preprocessing, the stream
+    encoder = LinearEvaluation.encoder
+    inputs = LinearEvaluation.inputs
+    features = LinearEvaluation.features
+    extract = LinearEvaluation.extract
 
     def load_data(self):
         super().load_data()
@@ -38,8 +102,19 @@ class PretrainProcessor(Processor):
             raise UserError('pretraining needs train_feeder_args with data_path and label_path')
         if hasattr(self.model, 'check_batch_size'):
             self.model.check_batch_size(self.arg.batch_size)
-        # pretraining learns no classifier: the test split, if configured, is not used here
-        self.data_loader.pop('test', None)
+        # pretraining learns no classifier: the test split serves only the kNN monitor
+        test = self.data_loader.pop('test', None)
+        if self.arg.knn_interval > 0 and self.arg.phase == 'train':
+            if test is None:
+                raise UserError(f'knn_interval={self.arg.knn_interval} needs test_feeder_args with data_path and '
+                                'label_path (the kNN test split)')
+            bank_args = dict(self.arg.test_feeder_args, data_path=self.arg.train_feeder_args['data_path'],
+                             label_path=self.arg.train_feeder_args['label_path'])
+            with preserved_rng():
+                bank = self.build_feeder(self.arg.test_feeder, bank_args, 'test')
+                self.data_loader['knn_train'] = self.make_loader(bank, self.arg.test_batch_size, False)
+            self.data_loader['knn_test'] = test
+        self.cache = {}
 
     def extra_state(self):
         return {'collapse_epochs': getattr(self, 'collapse_epochs', 0)}
@@ -55,7 +130,72 @@ class PretrainProcessor(Processor):
             views = [to_stream(v, self.arg.stream, parents) for v in views]
         return views
 
+    # ------------------------------------------------------------------ metrics and the kNN monitor
+    @property
+    def metrics_path(self):
+        return os.path.join(self.arg.work_dir, METRICS_FILE)
+
+    def write_metrics(self, record):
+        if self.is_main:
+            with open(self.metrics_path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+
+    def trim_metrics(self, last_epoch):
+        """Keep the metrics of epochs <= ``last_epoch`` (a resumed run repeats the later ones)."""
+        keep = [r for r in read_metrics(self.metrics_path) if r['epoch'] <= last_epoch]
+        tmp = self.metrics_path + '.tmp'
+        with open(tmp, 'w') as f:
+            f.writelines(json.dumps(r) + '\n' for r in keep)
+        os.replace(tmp, self.metrics_path)
+
+    def knn_due(self, done):
+        return (self.arg.knn_interval > 0 and self.is_main
+                and (every(done, self.arg.knn_interval) or done in (0, self.arg.num_epoch)))
+
+    def knn_monitor(self, done):
+        """{'knn_top1': .., 'knn_top1_k<k>': ..} of the frozen query encoder; the random streams, the
+        BatchNorm statistics and the train/eval mode are left as they were."""
+        was_training = self.model.training
+        with preserved_rng():
+            self.cache = {}
+            accuracy = knn_top1(self.extract('knn_train')[:2], self.extract('knn_test')[:2], self.arg.knn_k,
+                                self.arg.knn_temperature)
+            self.cache = {}
+        self.model.train(was_training)
+        self.print_log(f'\tkNN monitor, epoch {done}: ' + ' | '.join(
+            f'k={k} top1 {100 * v:.2f}%' for k, v in accuracy.items()))
+        self.log_scalars('knn', {f'top1_k{k}': v for k, v in accuracy.items()}, done)
+        return dict({'knn_top1': accuracy[self.arg.knn_k[0]]}, **{f'knn_top1_k{k}': v for k, v in accuracy.items()})
+
+    def start(self):
+        if self.arg.phase == 'train' and self.is_main:
+            if self.resumed:
+                self.trim_metrics(self.start_epoch)
+            else:
+                if os.path.exists(self.metrics_path):
+                    os.remove(self.metrics_path)
+                if self.knn_due(0):
+                    started = time.time()
+                    record = dict(epoch=0, **self.knn_monitor(0))
+                    self.write_metrics(dict(record, wall_s=time.time() - started))
+        super().start()
+
+    def epoch_metrics(self, epoch, means, started):
+        """The metrics.jsonl record of a finished epoch (runs the kNN monitor when it is due)."""
+        record = dict(epoch=epoch + 1, **means)
+        uniform = getattr(self.model, 'uniform_loss', None)
+        if uniform is not None and 'loss_info' in means:
+            record['loss_over_uniform'] = means['loss_info'] / uniform
+            record['collapse_epochs'] = getattr(self, 'collapse_epochs', 0)
+        record['lr'] = self.lr
+        if self.knn_due(epoch + 1):
+            record.update(self.knn_monitor(epoch + 1))
+        record['wall_s'] = time.time() - started
+        return record
+
+    # ------------------------------------------------------------------ loop
     def train_epoch(self, epoch):
+        started = time.time()
         self.model.train()
         loader = self.data_loader['train']
         sums, count = {}, 0
@@ -89,7 +229,11 @@ class PretrainProcessor(Processor):
         self.epoch_info = means
         self.print_log('\t' + ' | '.join(f'mean_{k}: {v:.4f}' for k, v in means.items()))
         self.log_scalars('epoch', means, epoch + 1)
-        self.watch_collapse(epoch, means, self.arg.collapse_margin, self.arg.collapse_patience)
+        try:
+            self.watch_collapse(epoch, means, self.arg.collapse_margin, self.arg.collapse_patience)
+        finally:
+            if not self.stop_requested:          # a stopped epoch is repeated on resume
+                self.write_metrics(self.epoch_metrics(epoch, means, started))
 
     def watch_collapse(self, epoch, means, margin=0.05, patience=3, std_floor=1e-4):
         """Warn when the InfoNCE loss sits within ``margin`` of ln(K+1) (uniform logits) or the

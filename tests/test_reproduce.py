@@ -1,0 +1,371 @@
+"""tools/reproduce.py (plans, skip and resume, aggregation, curves, a tiny end-to-end run of the demo
+plan) and the kNN monitor of pretraining (``knn_interval``, ``metrics.jsonl``)."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, write_config
+from processor.knn_evaluation import KNNEvaluation
+from processor.pretrain import PretrainProcessor, read_metrics
+from tools import reproduce
+from torchlight.io import UserError
+
+QUIET = ['--num_worker', '0', '--progress_bar', 'false', '--print_log', 'false']
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """One thread for these tests and their subprocesses (on a shared 2-core machine, 2 threads each
+    are several times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------
+# the kNN monitor and metrics.jsonl
+
+def pretrain(tmp_path, work_dir, epochs, *extra):
+    cfg = write_config(tmp_path)
+    test = (f"data_path={tmp_path / 'data.npy'},label_path={tmp_path / 'label.pkl'},"
+            'shear_amplitude=-1,temperal_padding_ratio=-1')
+    p = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / work_dir), '--num_epoch', str(epochs),
+                           '--test_feeder_args', test, *QUIET, *extra])
+    p.start()
+    return p
+
+
+def without_wall(records):
+    return [{k: v for k, v in r.items() if k != 'wall_s'} for r in records]
+
+
+def test_knn_monitor_leaves_the_weights_unchanged_and_writes_metrics(tmp_path):
+    plain = pretrain(tmp_path, 'plain', 3)
+    monitored = pretrain(tmp_path, 'knn', 3, '--knn_interval', '2', '--knn_k', '3', '5')
+    a = torch.load(tmp_path / 'plain' / 'epoch3_model.pt')
+    b = torch.load(tmp_path / 'knn' / 'epoch3_model.pt')
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)     # same RNG stream
+
+    records = read_metrics(monitored.metrics_path)
+    assert [r['epoch'] for r in records] == [0, 1, 2, 3]
+    assert [('knn_top1' in r) for r in records] == [True, False, True, True]    # epoch 0, every 2, the last
+    uniform = monitored.model.uniform_loss
+    for r in records[1:]:
+        assert {'loss', 'loss_info', 'embed_std', 'loss_over_uniform', 'lr', 'wall_s'} <= set(r)
+        assert r['loss_over_uniform'] == pytest.approx(r['loss_info'] / uniform)
+    for r in (records[0], records[2], records[3]):
+        assert r['knn_top1'] == r['knn_top1_k3'] and 0 <= r['knn_top1_k5'] <= 1
+    assert records[3]['loss'] == pytest.approx(monitored.epoch_info['loss'])
+    # without the monitor: the same per-epoch losses, no kNN entries, no epoch-0 line
+    assert without_wall(read_metrics(plain.metrics_path)) == [
+        {k: v for k, v in r.items() if not k.startswith('knn') and k != 'wall_s'} for r in records[1:]]
+
+    # the monitor's last kNN is knn_evaluation of the last checkpoint (same features, same protocol)
+    eval_cfg = yaml.safe_load(open(write_config(tmp_path)))
+    eval_cfg.update(train_feeder='feeder.ntu_feeder.Feeder_single', test_feeder='feeder.ntu_feeder.Feeder_single',
+                    ignore_weights=['encoder_q.fc', 'encoder_k', 'queue'])
+    eval_cfg['model_args']['pretrain'] = False
+    args = dict(eval_cfg['train_feeder_args'], shear_amplitude=-1, temperal_padding_ratio=-1)
+    eval_cfg['train_feeder_args'] = eval_cfg['test_feeder_args'] = args
+    (tmp_path / 'knn.yaml').write_text(yaml.safe_dump(eval_cfg))
+    knn = KNNEvaluation(['--config', str(tmp_path / 'knn.yaml'), '--work_dir', str(tmp_path / 'knn_eval'),
+                         '--weights', str(tmp_path / 'knn' / 'epoch3_model.pt'), '--knn_k', '3', '5', *QUIET])
+    assert knn.start() == {3: records[3]['knn_top1_k3'], 5: records[3]['knn_top1_k5']}
+
+
+def test_metrics_are_resume_safe(tmp_path):
+    full = read_metrics(pretrain(tmp_path, 'full', 3, '--knn_interval', '1').metrics_path)
+    stopped = pretrain(tmp_path, 'stopped', 2, '--knn_interval', '1')
+    with open(stopped.metrics_path, 'a') as f:        # killed after the metrics of epoch 3, before latest.pt
+        f.write(json.dumps({'epoch': 3, 'loss': 0.0}) + '\n{"epoch": 4, "lo')
+    resumed = pretrain(tmp_path, 'stopped', 3, '--knn_interval', '1', '--resume', 'true')
+    assert resumed.start_epoch == 2
+    records = read_metrics(resumed.metrics_path)
+    assert [r['epoch'] for r in records] == [0, 1, 2, 3]
+    assert without_wall(records) == without_wall(full)
+
+
+def test_knn_interval_needs_a_test_split(tmp_path):
+    with pytest.raises(UserError, match='knn_interval=1 needs test_feeder_args'):
+        PretrainProcessor(['--config', write_config(tmp_path), '--work_dir', str(tmp_path / 'run'),
+                           '--knn_interval', '1', *QUIET])
+
+
+# ------------------------------------------------------------------------------------------------
+# plans
+
+def write_plan(tmp_path, content, name='plan.yaml'):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return str(path)
+
+
+def demo_row(**changes):
+    row = {'processor': 'pretrain_skeletonclr', 'config': 'config/demo/pretrain_skeletonclr.yaml',
+           'evaluations': {'linear': 'config/demo/linear_eval_skeletonclr.yaml',
+                           'knn': {'config': 'config/demo/knn_skeletonclr.yaml', 'overrides': '--knn_k 20'}}}
+    row.update(changes)
+    return row
+
+
+def test_the_shipped_plans_parse():
+    ucla = reproduce.load_plan(os.path.join(ROOT, 'config/reproduce/ucla.yaml'))
+    assert [r['name'] for r in ucla.rows] == ['SkeletonCLR', 'AimCLR', 'MsMCLR', 'MICA']
+    assert all(r['seeds'] == [1, 2, 3] and r['epochs'] == 100 and r['knn_interval'] > 0 for r in ucla.rows)
+    assert [e['processor'] for r in ucla.rows for e in r['evaluations']] == ['linear_evaluation'] * 4
+    assert ucla.floor == {'ridge regression on raw root-centred joints': 62.6} and ucla.chance == 10.0
+    assert ucla.work_dir == os.path.join('work_dir', 'reproduce', 'ucla')
+    assert ucla.results == os.path.join('results', 'ucla')
+    demo = reproduce.load_plan(os.path.join(ROOT, 'config/reproduce/demo.yaml'))
+    assert demo.name == 'demo' and [r['name'] for r in demo.rows] == ['SkeletonCLR', 'MICA']
+
+
+def test_plan_defaults_overrides_and_commands(tmp_path):
+    path = write_plan(tmp_path, {
+        'seeds': [1, 2], 'epochs': 7, 'knn_interval': 2, 'overrides': '--num_worker 0',
+        'eval_overrides': ['--num_worker', 0], 'floor': {'raw joints': 50},
+        'rows': {'base': demo_row(), 'wide net': demo_row(seeds=[3], epochs=None, knn_interval=0,
+                                                          overrides="--model_args 'hidden_channels=32'")}})
+    plan = reproduce.load_plan(path, extra_pretrain=['--log_interval', '5'])
+    base, wide = plan.rows
+    assert plan.name == 'plan' and base['seeds'] == [1, 2] and wide['seeds'] == [3]
+    assert base['epochs'] == 7 and wide['epochs'] == 7              # None: the plan's default
+    assert wide['slug'] == 'wide_net' and wide['knn_interval'] == 0
+    assert wide['overrides'] == ['--num_worker', '0', '--model_args', 'hidden_channels=32', '--log_interval', '5']
+    linear, knn = base['evaluations']
+    assert (linear['processor'], knn['processor']) == ('linear_evaluation', 'knn_evaluation')
+    assert knn['overrides'] == ['--num_worker', '0', '--knn_k', '20']
+    (name, work_dir, argv), *evals = reproduce.stages(plan, base, 2, python='py')
+    assert work_dir == os.path.join(plan.work_dir, 'base', 'seed2', 'pretext')
+    assert argv[2:3] == ['pretrain_skeletonclr'] and argv[argv.index('--seed') + 1] == '2'
+    assert argv[argv.index('--num_epoch') + 1] == '7' and argv[argv.index('--knn_interval') + 1] == '2'
+    split = json.loads(argv[argv.index('--test_feeder_args') + 1])         # from the kNN evaluation config
+    assert split['data_path'] == 'data/synthetic/val_position.npy'
+    linear_argv = evals[0][2]
+    assert linear_argv[linear_argv.index('--weights') + 1] == os.path.join(work_dir, 'epoch7_model.pt')
+    assert reproduce.load_plan(path, epochs=3).rows[1]['epochs'] == 3
+
+
+LINEAR = 'config/demo/linear_eval_skeletonclr.yaml'
+BAD_PLANS = [
+    ({'rows': {'a': demo_row()}, 'seed': [1]}, r"unknown key 'seed' in plan .*plan.yaml; closest valid keys: seeds"),
+    ({'rows': {'a': demo_row(evaluation={})}},
+     r"unknown key 'evaluation' in plan .*: rows.a; closest valid keys: evaluations"),
+    ({'rows': {'a': demo_row(config='config/demo/nothing.yaml')}},
+     r"rows.a.config: config 'config/demo/nothing.yaml' does not exist"),
+    ({'rows': {'a': demo_row(processor='pretrain_simclr')}},
+     r"rows.a.processor: 'pretrain_simclr' is not a pretraining"),
+    ({'rows': {'a': demo_row(overrides='--seed 3')}}, r"rows.a.overrides: '--seed' is set by the tool \(seeds:\)"),
+    ({'rows': {'a': demo_row(overrides='--base_lrr 0.1')}},
+     r"'--base_lrr' is not an option of pretrain_skeletonclr; closest valid keys: base_lr"),
+    ({'rows': {'a': demo_row(evaluations={'probe': LINEAR})}}, r"rows.a.evaluations.probe: set 'processor'"),
+    ({'rows': {'a': demo_row(evaluations={'linear': {'config': LINEAR, 'epoch': 3}})}},
+     r"unknown key 'epoch' in plan .*rows.a.evaluations.linear; closest valid keys: epochs"),
+    ({'rows': {'a': demo_row(evaluations={'linear': 'config/demo/none.yaml'})}},
+     r"rows.a.evaluations.linear.config: config 'config/demo/none.yaml' does not exist"),
+    ({'rows': {'a': demo_row(evaluations={})}}, r'rows.a.evaluations: give at least one evaluation'),
+    ({'rows': {'a': demo_row(seeds='1')}}, r"rows.a.seeds: expected an integer or a list of integers, got '1'"),
+    ({'rows': {}}, r"'rows' must be a non-empty mapping"),
+    ({'rows': {'a': demo_row()}, 'floor': {'ridge': 'high'}}, r'floor must map row names to numbers'),
+]
+
+
+@pytest.mark.parametrize('content, message', BAD_PLANS)
+def test_bad_plans_are_one_line_errors_naming_file_and_key(tmp_path, content, message):
+    with pytest.raises(UserError, match=message) as info:
+        reproduce.load_plan(write_plan(tmp_path, content))
+    assert '\n' not in str(info.value)
+
+
+def test_bad_plan_on_the_command_line(tmp_path):
+    path = write_plan(tmp_path, {'rows': {'a': demo_row()}, 'epoch': 3})
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'reproduce.py'), 'run', path, '--dry-run'],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"error: unknown key 'epoch' in plan {path}; closest valid keys: epochs")
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# skip and resume (a fake runner writes what the processors would)
+
+class FakeRunner:
+    """Writes a stage's outputs; fails the stages named in ``fail``."""
+
+    def __init__(self, fail=()):
+        self.calls, self.fail = [], set(fail)
+
+    def __call__(self, argv, log_path=None):
+        work_dir = argv[argv.index('--work_dir') + 1]
+        processor = argv[2]
+        self.calls.append((os.path.basename(work_dir), argv))
+        os.makedirs(work_dir, exist_ok=True)
+        if os.path.basename(work_dir) in self.fail:
+            open(os.path.join(work_dir, 'latest.pt'), 'w').close()         # a stopped run
+            return 1
+        seed = int(argv[argv.index('--seed') + 1])
+        if processor.startswith('pretrain_'):
+            with open(os.path.join(work_dir, 'metrics.jsonl'), 'w') as f:
+                for epoch, knn in enumerate([0.2, 0.4, 0.3 + 0.1 * seed]):
+                    record = {'epoch': epoch, 'knn_top1': knn}
+                    if epoch:
+                        record.update(loss=5.0 - epoch, loss_info=5.0 - epoch, loss_over_uniform=0.9, embed_std=0.05)
+                    f.write(json.dumps(record) + '\n')
+        elif processor == 'knn_evaluation':
+            with open(os.path.join(work_dir, 'log.txt'), 'a') as f:
+                f.write('[t] \tkNN k=20 t=0.1: top1 41.25%\n[t] \tkNN k=40 t=0.1: top1 40.00%\n')
+        else:
+            with open(os.path.join(work_dir, 'log.txt'), 'a') as f:
+                for epoch, top1 in ((5, 50.0), (10, 60.0 + seed), (15, 55.0)):
+                    f.write(f'[t] Eval epoch: {epoch}\n[t] \tmean_loss: 1.0000 | top1: {top1:.2f}% | top5: 90.00%\n'
+                            f'[t] \tBest top1: {top1:.2f}% (epoch {epoch})\n')
+        return 0
+
+
+def test_finished_runs_are_skipped_and_a_stopped_one_is_resumed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_plan(tmp_path, {'name': 'p', 'seeds': [1, 2], 'epochs': 2, 'knn_interval': 1,
+                                 'rows': {'row': demo_row()}})
+    plan = reproduce.load_plan(path)
+    first = FakeRunner(fail={'linear'})
+    with pytest.raises(UserError, match=r"row seed 1: stage 'linear' failed \(exit 1\)"):
+        reproduce.run_plan(plan, runner=first)
+    assert [c[0] for c in first.calls] == ['pretext', 'linear']
+    assert not os.path.exists(reproduce.result_path(plan, plan.rows[0], 1))
+
+    second = FakeRunner()
+    done, skipped, failed = reproduce.run_plan(plan, runner=second)
+    assert done == ['row seed 1', 'row seed 2'] and not skipped and not failed
+    assert [c[0] for c in second.calls] == ['linear', 'knn', 'pretext', 'linear', 'knn']     # pretext 1 kept
+    assert all(argv[argv.index('--resume') + 1] == 'auto' for _, argv in second.calls)
+    result = json.load(open(reproduce.result_path(plan, plan.rows[0], 1)))
+    assert result['stages']['linear']['resumed'] and not result['stages']['knn']['resumed']
+    assert (result['row'], result['seed'], result['plan']) == ('row', 1, 'p')
+    assert result['best'] == {'pretrain_knn_top1': 0.4, 'pretrain_knn_epoch': 1, 'linear_top1': 0.61,
+                              'linear_epoch': 10, 'knn_top1': 0.4125, 'knn_top1_k20': 0.4125, 'knn_top1_k40': 0.4}
+    assert result['final']['linear_top1'] == 0.55 and result['final']['linear_epoch'] == 15
+    assert result['final']['pretrain_knn_drop'] == pytest.approx(0.0)
+    assert [r['epoch'] for r in result['curve']] == [0, 1, 2]
+    assert result['evaluations']['linear']['curve'] == [{'epoch': 5, 'top1': 0.5}, {'epoch': 10, 'top1': 0.61},
+                                                        {'epoch': 15, 'top1': 0.55}]
+    assert result['spec']['epochs'] == 2 and set(result) >= {'commit', 'dirty', 'wall_s', 'finished'}
+
+    third = FakeRunner()
+    assert reproduce.run_plan(plan, runner=third)[1] == ['row seed 1', 'row seed 2'] and not third.calls
+
+    capsys.readouterr()
+    reproduce.run_plan(reproduce.load_plan(path), seeds=[3], dry_run=True, runner=third)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == '# row seed 3' and len(printed) == 4 and '--seed 3' in printed[1] and not third.calls
+
+    with pytest.raises(UserError, match=r"result '.*row__seed1.json' was made with another specification"):
+        reproduce.run_plan(reproduce.load_plan(path, epochs=4), runner=third)
+
+
+def test_finetune_log_is_read_without_its_training_accuracy(tmp_path):
+    (tmp_path / 'log.txt').write_text(
+        '[t] \tmean_loss: 2.0000 | mean_train_top1: 0.9000 | lr: 0.100000\n[t] Eval epoch: 5\n'
+        '[t] \tmean_loss: 1.5000 | top1: 42.50% | top5: 80.00%\n[t] \tBest top1: 42.50% (epoch 5)\n'
+        '[t] \tmean_loss: 1.0000 | mean_train_top1: 0.9500 | lr: 0.100000\n')
+    final, best, curve = reproduce.eval_metrics(str(tmp_path), 'semi10', 'finetune_evaluation')
+    assert final == best == {'semi10_top1': 0.425, 'semi10_epoch': 5} and curve == [{'epoch': 5, 'top1': 0.425}]
+
+
+# ------------------------------------------------------------------------------------------------
+# aggregation
+
+def hand_result(row, seed, linear, knn_curve, loss_curve):
+    curve = [{'epoch': e, 'knn_top1': k, 'loss_over_uniform': l} for e, (k, l) in
+             enumerate(zip(knn_curve, loss_curve), 1)]
+    return {'plan': 'hand', 'row': row, 'seed': seed, 'wall_s': 600.0 * seed,
+            'spec': {'evaluations': {'linear': {'processor': 'linear_evaluation'}}},
+            'evaluations': {'linear': {}},
+            'final': {'linear_top1': linear - 0.01, 'pretrain_knn_top1': knn_curve[-1],
+                      'loss_over_uniform': loss_curve[-1]},
+            'best': {'linear_top1': linear}, 'curve': curve, 'commit': 'abcdef0123', 'dirty': False}
+
+
+def write_results(folder):
+    os.makedirs(folder, exist_ok=True)
+    results = [hand_result('A', 1, 0.50, [0.2, 0.4], [0.9, 0.8]), hand_result('A', 2, 0.60, [0.3, 0.5], [0.95, 0.7]),
+               hand_result('A', 3, 0.70, [0.4, 0.6], [0.85, 0.6]), hand_result('B', 1, 0.55, [0.1, 0.2], [0.99, 0.98])]
+    for r in results:
+        reproduce.write_json(r, os.path.join(folder, f"{r['row']}__seed{r['seed']}.json"))
+
+
+def test_aggregation_table_mean_std_floor_and_chance(tmp_path):
+    folder = str(tmp_path / 'results')
+    write_results(folder)
+    plan = reproduce.parse_plan({'rows': {'B': demo_row(), 'A': demo_row()}, 'floor': {'ridge on raw joints': 62.6},
+                                 'chance': 10}, 'hand.yaml')
+    text = reproduce.aggregate(plan, folder, command='python tools/reproduce.py aggregate hand.yaml')
+    lines = text.splitlines()
+    assert lines[0] == 'Generated by `python tools/reproduce.py aggregate hand.yaml`.'
+    assert lines[1] == '4 runs, seeds 1, 2, 3; mean ± sample std over seeds; commit abcdef0.'
+    assert lines[3] == ('| row | n | linear top-1 (best) | linear top-1 (last) | kNN monitor (last) | '
+                        'loss / ln(K+1) (last) | wall (min / run) |')
+    assert lines[5] == '| B | 1 | 55.0 | 54.0 | 20.0 | 0.980 | 10.0 |'              # plan order, one seed
+    assert lines[6] == '| A | 3 | 60.0 ± 10.0 | 59.0 ± 10.0 | 50.0 ± 10.0 | 0.700 ± 0.100 | 20.0 |'
+    assert lines[7] == '| ridge on raw joints (floor) | – | 62.6 |  |  |  |  |'
+    assert lines[8] == '| chance | – | 10.0 |  |  |  |  |'
+    assert open(os.path.join(folder, 'table.md')).read() == text
+    assert reproduce.largest_drop([0.3, 0.5, 0.2, 0.6, 0.55]) == pytest.approx(0.3)
+    assert reproduce.mean_std([1.0, 2.0, 4.0]) == (pytest.approx(7 / 3), pytest.approx(math.sqrt(7 / 3)))
+
+
+def test_curves_png_and_the_table_without_matplotlib(tmp_path, monkeypatch, capsys):
+    pytest.importorskip('matplotlib')
+    folder = str(tmp_path / 'results')
+    write_results(folder)
+    reproduce.aggregate(None, folder, band='std')
+    with open(os.path.join(folder, 'curves.png'), 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    os.remove(os.path.join(folder, 'curves.png'))
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)          # as if not installed
+    capsys.readouterr()
+    reproduce.aggregate(None, folder)
+    assert 'Notice: matplotlib is not installed (pip install -r requirements-analysis.txt)' in capsys.readouterr().out
+    assert os.path.exists(os.path.join(folder, 'table.md')) and not os.path.exists(os.path.join(folder, 'curves.png'))
+
+
+# ------------------------------------------------------------------------------------------------
+# end to end: the demo plan on a tiny synthetic set, through main.py subprocesses
+
+def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gen_synthetic.py'), '--out-folder',
+                    'data/synthetic', '--num-train-per-class', '16', '--num-val-per-class', '8', '--length', '24',
+                    '--num-person', '1'], check=True, capture_output=True)
+    plan_path = os.path.join(ROOT, 'config', 'reproduce', 'demo.yaml')
+    plan = reproduce.load_plan(plan_path)
+    # a stopped pretraining: the stage's own command, stopped after its first epoch
+    _, pretext, argv = reproduce.stages(plan, plan.row('SkeletonCLR'), 1)[0]
+    subprocess.run(argv + ['--num_epoch', '1'], check=True, capture_output=True)
+    reproduce.main(['run', plan_path, '--rows', 'SkeletonCLR', '--seeds', '1', '--quiet'])
+    assert 'Resumed from' in open(os.path.join(pretext, 'log.txt')).read()
+    result = json.load(open(os.path.join('results', 'demo', 'SkeletonCLR__seed1.json')))
+    assert result['stages']['pretext']['resumed'] and set(result['stages']) == {'pretext', 'linear', 'knn'}
+    assert [r['epoch'] for r in result['curve']] == [0, 1, 2]
+    assert all('knn_top1' in r for r in result['curve'])
+    assert 0 < result['best']['linear_top1'] <= 1 and 0 < result['final']['knn_top1'] <= 1
+    # the monitor's kNN at the last epoch is the kNN evaluation of the last checkpoint (first k of both: 10)
+    assert result['final']['pretrain_knn_top1'] == pytest.approx(result['final']['knn_top1'], abs=1e-4)
+    table = open(os.path.join('results', 'demo', 'table.md')).read()
+    assert '| SkeletonCLR | 1 |' in table and '| chance | – | 10.0 |' in table
+    try:
+        import matplotlib  # noqa: F401
+        assert os.path.exists(os.path.join('results', 'demo', 'curves.png'))
+    except ImportError:
+        pass
+    # a rerun skips the finished run
+    capsys.readouterr()
+    reproduce.main(['run', plan_path, '--rows', 'SkeletonCLR', '--seeds', '1'])
+    assert '0 runs done, 1 already done' in capsys.readouterr().out
