@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Entry point: ``python main.py <processor> --config <file.yaml> [--key value ...]``."""
 import argparse
+import signal
 import sys
 
 from processor import PROCESSORS
@@ -35,9 +36,15 @@ def main(argv=None):
         print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr)
         distributed.shutdown(wait=False)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C before the training loop installed its handler (set-up, data loading): nothing to save
+        print('error: interrupted (SIGINT) before training started; nothing was saved', file=sys.stderr)
+        distributed.shutdown(wait=False)
+        return 128 + signal.SIGINT
     processor.data_loader.clear()        # stop the DataLoader workers before leaving the process group
     distributed.shutdown()
-    return 0
+    # 128 + signal number after a SIGTERM / SIGINT stop (latest.pt saved), so job scripts see the stop
+    return getattr(processor, 'exit_status', 0)
 
 
 if __name__ == '__main__':

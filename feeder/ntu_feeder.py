@@ -42,9 +42,24 @@ def load_labels(label_path, num_samples=None, data_path=None):
                           '*_position.npy file; see docs/DATA.md')
     if not (isinstance(content, (tuple, list)) and len(content) == 2):
         raise UserError(f"label file '{label_path}' must hold a tuple (sample_names, labels)")
-    names, labels = list(content[0]), np.asarray(content[1])
+    try:
+        names, labels = list(content[0]), np.asarray(content[1])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"label file '{label_path}': (sample_names, labels) must be two lists ({e})") from e
+    if labels.ndim != 1:
+        raise UserError(f"label file '{label_path}': labels must be a flat list of class ids, got shape "
+                        f"{labels.shape} (e.g. {content[1][0]!r} for the first sample)")
     if len(names) != len(labels):
         raise UserError(f"label file '{label_path}' has {len(names)} names but {len(labels)} labels")
+    bad = next((n for n in names if not isinstance(n, (str, int, np.integer))), None)
+    if bad is not None:
+        raise UserError(f"label file '{label_path}': sample names must be strings, got {bad!r}")
+    seen = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise UserError(f"label file '{label_path}': sample name {name!r} appears twice (samples {seen[name]} "
+                            f"and {i}); names must be unique (test_result.pkl is keyed by them)")
+        seen[name] = i
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         raise UserError(f"label file '{label_path}': labels must be integers, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
@@ -183,13 +198,28 @@ class Feeder_triple(Feeder):
     ``aug_method``: AimCLR digits '123456' (spatial flip, rotate, Gaussian noise, Gaussian blur,
     axis mask, time flip; always applied in that order, as in the reference), or one of 'none' |
     'aimclr' (= '12345') | 'msmclr' (MsMCLR Table 6).
+    MsMCLR's random-joint noise (``aug_method: msmclr``): ``joint_noise_joints`` (5) joints,
+    uniform noise in +-``joint_noise_scale`` (0.5) x the coordinate range of the sample taken from
+    ``joint_noise_range``: 'original' (the raw sample, before any augmentation; empty person slots
+    are not noised: section 3.3's reading) or 'view' (the augmented view, every slot noised: the
+    earlier behaviour, with scale 0.1).
     """
     view_kinds = ('normal', 'normal', 'strong')
 
-    def __init__(self, *args, aug_method='12345', **kwargs):
+    def __init__(self, *args, aug_method='12345', joint_noise_joints=5, joint_noise_scale=0.5,
+                 joint_noise_range='original', **kwargs):
         super().__init__(*args, **kwargs)
         self.aug_method = str(aug_method)
         self.strong_ops = self.parse_aug_method(self.aug_method)
+        if joint_noise_range not in ('original', 'view'):
+            raise UserError(f"train_feeder_args.joint_noise_range={joint_noise_range!r}: use 'original' or 'view'")
+        if float(joint_noise_scale) < 0:
+            raise UserError(f'train_feeder_args.joint_noise_scale={joint_noise_scale} must be >= 0')
+        V = self.data.shape[3]
+        if not 0 <= int(joint_noise_joints) <= V:
+            raise UserError(f'train_feeder_args.joint_noise_joints={joint_noise_joints} must be in 0..{V}')
+        self.joint_noise_joints, self.joint_noise_scale = int(joint_noise_joints), float(joint_noise_scale)
+        self.joint_noise_range = joint_noise_range
 
     @staticmethod
     def parse_aug_method(aug_method):
@@ -206,11 +236,22 @@ class Feeder_triple(Feeder):
                             "none | aimclr | msmclr")
         return [EXTREME_AUGMENTATIONS[d] for d in sorted(set(aug_method))]
 
+    def joint_noise(self, x, raw):
+        """MsMCLR's random-joint noise on the view x, scaled by the range of the raw sample (or of x)."""
+        if self.joint_noise_range == 'view':
+            persons = torch.ones(x.size(0), x.size(4), dtype=torch.bool, device=x.device)
+            return tools.random_joint_noise(x, self.joint_noise_joints, self.joint_noise_scale, persons=persons)
+        return tools.random_joint_noise(x, self.joint_noise_joints, self.joint_noise_scale,
+                                        coord_range=tools.coordinate_range(raw), persons=tools.present_persons(raw))
+
     def strong_aug(self, x):
+        raw = x
         x = self.normal_aug(x)
         for name in self.strong_ops:
             if name == 'random_spatial_flip':
                 x = tools.random_spatial_flip(x, self.layout.flip if self.layout else None)
+            elif name == 'random_joint_noise':
+                x = self.joint_noise(x, raw)
             else:
                 x = getattr(tools, name)(x)
         return x

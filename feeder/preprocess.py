@@ -20,6 +20,27 @@ person in one frame) is *present* when any of its joints is non-zero; absent per
     extent in the x-z plane the rotation is skipped.
 
 All-zero sequences have no valid span: they raise ``ValueError`` (never NaN).
+
+``normalize_sequence_mica`` is MICA's preprocessing (section 5.2, "Dataset Preprocessing": "3D joint
+coordinates are centered at the hip joint and scaled by the average bone length ... resampled to 64
+frames using linear interpolation. Missing or noisy joints are linearly interpolated from adjacent
+frames ... samples with severely incomplete skeletons (typically more than 30% missing joints) are
+excluded ... the joint coordinates are normalized to the range of [-1, 1]"), in this order:
+
+(a) crop to the valid span, as above;
+(b) missing joints: a joint of a person-frame is missing when its three coordinates are zero; the
+    fraction of missing joints of person 0 (the main actor) over the valid span (frames where person
+    0 is absent count as all joints missing) above ``max_missing`` (0.3) excludes the sample
+    (``IncompleteSkeletonError``);
+(c) within each person's present span, a missing joint is linearly interpolated over the frames in
+    which that joint is present (held constant before its first / after its last present frame);
+(d) centre: subtract, per frame, person 0's hip (``HIP_JOINTS``: NTU / NW-UCLA joint 1, the spine base /
+    hip centre; OpenPose the mid-hip) from every present person;
+(e) scale: divide by the average bone length of person 0 (mean over the layout's bones and its present
+    frames);
+(f) resample the span to ``length`` frames (64) exactly as step (c) above;
+(g) [-1, 1]: divide by the largest absolute coordinate of the sample (after (e) this only rescales:
+    the paper gives no other constant).  No view rotation (the paper names none).
 """
 import os
 import pickle
@@ -60,6 +81,103 @@ def _shoulder_rotation(seq, present, layout):
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
+PREPROCESSINGS = ('family', 'mica')
+HIP_JOINTS = {'ntu-rgb+d': (0,), 'nw-ucla': (0,), 'openpose': (8, 11)}
+
+
+class IncompleteSkeletonError(ValueError):
+    """A sequence with more missing joints than MICA's preprocessing admits (it is excluded)."""
+
+
+def resample_frames(seq, present, length):
+    """Resize ``(3, Tv, V, M)`` to ``length`` frames by linear interpolation over the frame index; the
+    nearer person-frame where one of the two neighbours is absent (``present`` (Tv, M))."""
+    tv = seq.shape[1]
+    pos = np.linspace(0, tv - 1, length)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, tv - 1)
+    w = (pos - i0)[None, :, None, None]
+    blend = seq[:, i0] * (1 - w) + seq[:, i1] * w
+    nearest = seq[:, np.where(pos - i0 <= 0.5, i0, i1)]
+    both = (present[i0] & present[i1])[None, :, None, :]
+    return np.where(both, blend, nearest)
+
+
+def missing_joint_fraction(seq):
+    """Fraction of person 0's joints that are missing (all three coordinates zero) over the frames of
+    ``seq`` (3, T, V, M)."""
+    return float(np.mean(np.all(seq[..., 0] == 0, axis=0)))
+
+
+def interpolate_missing_joints(seq):
+    """Step (c) of MICA's preprocessing on ``(3, T, V, M)`` (a copy)."""
+    out = seq.copy()
+    frames = np.arange(seq.shape[1])
+    for m in range(seq.shape[3]):
+        span = np.flatnonzero(np.any(seq[..., m] != 0, axis=(0, 2)))
+        if span.size == 0:
+            continue
+        inside = frames[span[0]:span[-1] + 1]
+        for v in range(seq.shape[2]):
+            have = np.flatnonzero(np.any(seq[:, inside, v, m] != 0, axis=0))
+            if have.size == 0 or have.size == inside.size:
+                continue
+            for c in range(3):
+                out[c, inside, v, m] = np.interp(inside, inside[have], seq[c, inside[have], v, m])
+    return out
+
+
+def hip_joints(layout):
+    if layout.name not in HIP_JOINTS:
+        raise ValueError(f"MICA preprocessing: no hip joint known for layout '{layout.name}' "
+                         f"(known: {', '.join(HIP_JOINTS)})")
+    return list(HIP_JOINTS[layout.name])
+
+
+def normalize_sequence_mica(seq, layout, length=64, max_missing=0.3):
+    """MICA's steps (a)-(g) (module docstring) for one sample ``(3, T, V, M)``; float32
+    ``(3, length, V, M)``.  Raises ``IncompleteSkeletonError`` for an excluded sample, ValueError for an
+    all-zero one or a wrong shape."""
+    seq = np.asarray(seq, dtype=np.float64)
+    if seq.ndim != 4 or seq.shape[0] != 3 or seq.shape[2] != layout.num_node:
+        raise ValueError(f"expected a (3, T, {layout.num_node}, M) sequence for layout '{layout.name}', "
+                         f"got shape {seq.shape}")
+    if length < 1:
+        raise ValueError(f'length must be >= 1, got {length}')
+    span = valid_span(seq)
+    if span is None:
+        raise ValueError('sequence has no non-zero frame (all joints of all persons are zero)')
+    seq = seq[:, span[0]:span[1] + 1]                                          # (a)
+    missing = missing_joint_fraction(seq)                                      # (b)
+    if missing > max_missing:
+        raise IncompleteSkeletonError(f'{100 * missing:.1f}% of the joints are missing (more than '
+                                      f'{100 * max_missing:.0f}%)')
+    seq = interpolate_missing_joints(seq)                                      # (c)
+    present = person_present(seq)
+    hip = seq[:, :, hip_joints(layout), 0:1].mean(axis=2, keepdims=True)       # (d)
+    seq = (seq - hip) * present[None, :, None, :]
+    frames = present[:, 0]
+    bones = np.array(layout.edges)                                             # (e)
+    lengths = np.linalg.norm(seq[:, frames][:, :, bones[:, 0], 0] - seq[:, frames][:, :, bones[:, 1], 0], axis=0)
+    bone = float(lengths.mean()) if lengths.size else 0.0
+    if bone > 1e-8:
+        seq = seq / bone
+    out = resample_frames(seq, present, length)                                # (f)
+    peak = np.abs(out).max()                                                   # (g)
+    if peak > 0:
+        out = out / peak
+    return out.astype(np.float32)
+
+
+def preprocess_sequence(seq, layout, length, preprocess='family', max_missing=0.3):
+    """``normalize_sequence`` ('family', the 50-frame step) or ``normalize_sequence_mica`` ('mica')."""
+    if preprocess not in PREPROCESSINGS:
+        raise ValueError(f"preprocess={preprocess!r}: use one of {', '.join(PREPROCESSINGS)}")
+    if preprocess == 'mica':
+        return normalize_sequence_mica(seq, layout, length, max_missing)
+    return normalize_sequence(seq, layout, length)
+
+
 def normalize_sequence(seq, layout, length=50):
     """Steps (a)-(d) above for one sample ``(3, T, V, M)``; returns float32 ``(3, length, V, M)``.
 
@@ -80,15 +198,7 @@ def normalize_sequence(seq, layout, length=50):
     seq = seq - seq[:, :, layout.origin_joint:layout.origin_joint + 1, 0:1]
     seq = seq * present[None, :, None, :]
     # (c) resize by linear interpolation; nearest neighbour where a neighbour is absent
-    tv = seq.shape[1]
-    pos = np.linspace(0, tv - 1, length)
-    i0 = np.floor(pos).astype(int)
-    i1 = np.minimum(i0 + 1, tv - 1)
-    w = (pos - i0)[None, :, None, None]
-    blend = seq[:, i0] * (1 - w) + seq[:, i1] * w
-    nearest = seq[:, np.where(pos - i0 <= 0.5, i0, i1)]
-    both = (present[i0] & present[i1])[None, :, None, :]
-    out = np.where(both, blend, nearest)
+    out = resample_frames(seq, present, length)
     # (d) rotate about y (the rotation is taken on the crop, where frame indices are exact)
     rot = _shoulder_rotation(seq, present, layout)
     out = np.einsum('ij,jtvm->itvm', rot, out)
@@ -158,12 +268,16 @@ class SplitWriter:
     ``<part>_label.pkl``, all side by side.
 
     ``capacity`` is the most samples the split can get; the arrays are filled through memory maps
-    (``*.partial`` files) and shrunk to the samples actually added by :meth:`close`."""
+    (``*.partial`` files) and shrunk to the samples actually added by :meth:`close`.  ``preprocess``
+    'mica' uses MICA's preprocessing; the samples it excludes are listed in ``excluded``."""
 
     def __init__(self, folder, part, capacity, layout, num_person=2, max_frame=300, length=50,
-                 write_data=True):
+                 write_data=True, preprocess='family', max_missing=0.3):
+        if preprocess not in PREPROCESSINGS:
+            raise ValueError(f"preprocess={preprocess!r}: use one of {', '.join(PREPROCESSINGS)}")
         os.makedirs(folder, exist_ok=True)
         self.folder, self.part, self.layout = folder, part, layout
+        self.preprocess, self.max_missing, self.excluded = preprocess, max_missing, []
         self.length, self.max_frame, self.num_person = length, max_frame, num_person
         self.names, self.labels = [], []
         v = layout.num_node
@@ -180,17 +294,24 @@ class SplitWriter:
         return os.path.join(self.folder, f'{self.part}_{key}.npy')
 
     def add(self, name, label, seq):
-        """Add one sample ``(3, T, V, M')`` with ``M' <= num_person`` (float, any T >= 1)."""
+        """Add one sample ``(3, T, V, M')`` with ``M' <= num_person`` (float, any T >= 1); returns False
+        (and records the name in ``excluded``) when MICA's preprocessing excludes it."""
         i = len(self.names)
         capacity = self.arrays['position'][1].shape[0]
         if i >= capacity:
             raise RuntimeError(f'{self.part} split in {self.folder} is full ({capacity} samples)')
         padded = fit_frames(seq, seq.shape[1], self.num_person)
-        self.arrays['position'][1][i] = normalize_sequence(padded, self.layout, self.length)
+        try:
+            position = preprocess_sequence(padded, self.layout, self.length, self.preprocess, self.max_missing)
+        except IncompleteSkeletonError:
+            self.excluded.append(name)
+            return False
+        self.arrays['position'][1][i] = position
         if 'data' in self.arrays:
             self.arrays['data'][1][i] = fit_frames(padded, self.max_frame)
         self.names.append(name)
         self.labels.append(label)
+        return True
 
     def abort(self):
         """Remove the partial files (after an error)."""

@@ -185,16 +185,35 @@ def joint_mask(x, num_joints=5, p=0.5, mask=None, joints=None):
     return x.masked_fill(drop, 0.0)
 
 
-def random_joint_noise(x, num_joints=5, scale=0.1, joints=None):
-    """Noise on ``num_joints`` random joints (Yoon et al., used by MsMCLR's strong branch): uniform
-    noise in +-scale times the sample's coordinate range (max - min over all its coordinates)."""
+def coordinate_range(x):
+    """(N,) max - min over all coordinates of each sample of x (N, C, T, V, M)."""
+    flat = x.reshape(x.size(0), -1)
+    return flat.max(dim=1).values - flat.min(dim=1).values
+
+
+def present_persons(x):
+    """(N, M) boolean: True where a person slot of a sample holds any non-zero coordinate."""
+    return x.ne(0).any(dim=3).any(dim=2).any(dim=1)
+
+
+def random_joint_noise(x, num_joints=5, scale=0.5, joints=None, coord_range=None, persons=None):
+    """MsMCLR's random-joint noise (section 3.3, after Yoon et al.): "randomly selected joints are fixed
+    to 5 nodes. The noise is determined based on the range between the minimum and maximum values of
+    the coordinates of the original skeleton sample".  Uniform noise in +-scale * R on ``num_joints``
+    random joints (all frames, every coordinate), R = ``coord_range`` (N,) (give the original sample's,
+    ``coordinate_range(raw)``; default: the range of x); scale 0.5 makes the noise interval as wide as
+    [min, max].  Only the person slots in ``persons`` (N, M) are noised (default: the non-empty slots
+    of x), so an empty second-person slot stays zero."""
     N, C, T, V, M = x.shape
     if joints is None:
         joints = random_joint_subset(N, V, num_joints, x.device)
-    flat = x.reshape(N, -1)
-    coord_range = (flat.max(dim=1).values - flat.min(dim=1).values).view(N, 1, 1, 1, 1)
-    noise = (torch.rand_like(x) * 2 - 1) * scale * coord_range
-    return x + noise * joints.view(N, 1, 1, V, 1).to(x.dtype)
+    if coord_range is None:
+        coord_range = coordinate_range(x)
+    if persons is None:
+        persons = present_persons(x)
+    noise = (torch.rand_like(x) * 2 - 1) * scale * coord_range.to(x.dtype).view(N, 1, 1, 1, 1)
+    where = joints.view(N, 1, 1, V, 1) & persons.view(N, 1, 1, 1, M)
+    return x + noise * where.to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,15 +5,18 @@ FreST = FreS then FreT, appended after the skeleton encoder on its feature map `
 the shape.  Each block (``FrequencyBlock``; ``FreS`` filters along the joints V, ``FreT`` along the
 frames T) does:
 
-1. decoupling projection: ``nn.Linear(C, C)`` over channels (the paper's "spatial / temporal decoupling
-   module"; the paper does not specify its form, the project reads it as a channel-wise linear layer);
+1. decoupling module (the paper's "spatial / temporal decoupling module", form not given):
+   ``decoupling='linear'`` (default) ``nn.Linear(C, C)`` over channels; ``'depthwise'`` a per-channel
+   scale and bias (2C parameters, no C x C product); ``'none'`` the identity;
 2. reshape to (N*T, V, C) for FreS or (N*V, T, C) for FreT;
 3. ``F = rfft`` along V (resp. T), ``norm='ortho'`` (eq. 7, the DFT);
 4. energy ``E = |F|^2``, normalised ``E_hat = E / (median(E) + eps)``, eps = 1e-8 (eq. 8);
 5. binary mask ``M = 1[E_hat > tau]`` and ``F_mask = F * M`` (eq. 9); all ones with
    ``adaptive_mask=False``;
-6. complex filters ``W_g = W_g^r + j W_g^i``, ``W_l = W_l^r + j W_l^i`` (eq. 10), init N(0, 0.02)
-   (``torch.randn * 0.02``); ``F_G = W_g * F``, ``F_L = W_l * F_mask`` (eq. 11);
+6. complex filters ``W_g = W_g^r + j W_g^i``, ``W_l = W_l^r + j W_l^i`` (eq. 10), init
+   N(0, filter_std^2) with ``filter_std`` 0.02 (section 5.2: "normal distributions with a standard
+   deviation of 0.02"; section 4.2's "sigma^2 = 0.01" would be std 0.1: ``filter_std=0.1``);
+   ``F_G = W_g * F``, ``F_L = W_l * F_mask`` (eq. 11);
    ``F_out = F_G + F_L`` (a switched-off filter is not created and contributes nothing);
 7. domain inversion: ``y = irfft(F_out, n=length, norm='ortho')``, reshaped back to (N, C, T, V), and
    the residual ``out = x + y``.
@@ -22,43 +25,80 @@ Equation numbers: the paper's text calls the DFT "Equation (7)"; the extracted t
 ``shared/papers/mica.txt`` drops the other numbers, so (8)-(11) above are the displayed equations of
 section 4.2 counted in order after (7) (normalised energy, mask, complex filters, filter application).
 
-Median (step 4), exactly: with the default ``median_scope='sequence'`` there is one median per skeleton
-sequence (sample n), taken over all entries of E belonging to that sample, i.e. over all frequency
-components, all channels and the other axis (the T frames of the sample for FreS, its V joints for
-FreT): the paper's "threshold computed from the median spectral energy of each input sequence".
-``median_scope='row'`` takes one median per row of the reshaped batch instead (per frame of a sample for
-FreS, per joint for FreT), over its frequency components and channels.  For an even number of entries
-``torch.median`` returns the lower of the two middle values (not their mean, as numpy does).
+Median (step 4), exactly: the feature map has the persons folded into the batch (N = samples x M
+person slots, ST-GCN's layout), and a "sequence" is one person slot of one sample: with the default
+``median_scope='sequence'`` there is one median per row group of the block's input batch, i.e. per
+(sample, person), taken over all entries of E of that person's sequence: all frequency components, all
+channels and the other axis (its T frames for FreS, its V joints for FreT) -- the paper's "threshold tau
+computed from the median spectral energy of each input sequence".  Each person is its own skeleton
+sequence, so an empty second slot (zeros in the data) does not pull the median of the real person
+down.  ``median_scope='row'`` takes one median per row of the reshaped batch instead (per frame of a
+person for FreS, per joint for FreT), over its frequency components and channels.  For an even number
+of entries ``torch.median`` returns the lower of the two middle values (not their mean, as numpy does).
 
-tau (step 5) is a constructor argument (YAML ``tau_f``); the default 1.0 keeps the components whose
-energy is above the median energy of the sequence, i.e. roughly the stronger half of the spectrum.
+tau (step 5) is a constructor argument (YAML ``tau_f``).  tau = 1 keeps the components above the
+median, i.e. about half of every spectrum whatever its shape: not adaptive.  With tau > 1 the kept
+fraction follows the shape of the spectrum (the paper's mask "automatically tightens for
+noise-dominated spectra and relaxes for clean" ones): for a flat (white-noise) spectrum |F|^2 is
+exponential and the kept fraction is 2^-tau (25% at tau = 2, 6% at tau = 4), while a smooth sequence
+(energy falling with frequency, e.g. a random walk) keeps more of its components.  The default is 2
+(docs/METHODS.md).
 
 The FFTs run in float32 even under autocast (the frequency part runs with autocast disabled on
 ``x.float()``; the result is cast back to ``x.dtype``).  Any T and V work: the filters are created for
 the configured length (``num_freq = length // 2 + 1``); for another input length the complex filter is
 resampled along frequency by linear interpolation (``F.interpolate``, ``align_corners=True``).
 
-Added parameters (``count_parameters``), for C = 256, T = 16 (64-frame input / 4), V = 25:
+Added parameters (``count_parameters``) of the shipped configs (C = 256, 50-frame input -> T = 13,
+V = 25; ``python tools/complexity.py --config config/ntu60/xsub.yaml``, the ``neck`` row):
 FreS = 256*256 + 256 (projection) + 2 * 13*256*2 (W_g, W_l; 13 = 25//2 + 1 bins) = 79,104;
-FreT = 65,792 + 2 * 9*256*2 (9 = 16//2 + 1 bins) = 75,008; FreST = 154,112 = 0.154 M.
-The paper reports about 0.18 M (Table 3: 1.90 M -> 2.08 M, rounded to 0.01 M).  The difference is
-where the paper leaves details open: its decoupling module is not specified (anything with a bias, a
-norm or a second layer adds parameters) and nor is the temporal length the filters are built for.
-With filters built for T = 64 (no temporal downsampling) this implementation gives 178,688 = 0.179 M,
-and for T = 75 (300-frame input / 4) 183,808 = 0.184 M; both round to the paper's 0.18 M.
+FreT = 65,792 + 2 * 7*256*2 (7 = 13//2 + 1 bins) = 72,960; FreST = 152,064 = 0.152 M, and 0.092 GMACs
+per NTU sample (two person slots) on a 0.61 GMAC encoder, almost all in the two C x C projections.
+With ``decoupling='depthwise'``: 2 * 512 + 20,480 = 21,504 parameters and ~0.007 GMACs (the FFTs).
+The paper reports "only 0.18 M additional parameters and 1.72 G FLOPs" (Table 3: 1.70 G -> 1.72 G,
++0.02 G): its parameter figure fits the linear decoupling (64-frame input: 154,112; filters for
+T = 64: 178,688), its FLOP figure fits the depthwise one; no single reading gives both.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['FrequencyBlock', 'FreS', 'FreT', 'FreST', 'count_parameters', 'resample_filter']
+__all__ = ['FrequencyBlock', 'FreS', 'FreT', 'FreST', 'ChannelAffine', 'count_parameters', 'kept_fraction',
+           'resample_filter']
 
 EPS = 1e-8
+DECOUPLINGS = ('linear', 'depthwise', 'none')
 
 
 def count_parameters(module, trainable_only=False):
     """Number of parameters of ``module`` (all of them, or only those with ``requires_grad``)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class ChannelAffine(nn.Module):
+    """Per-channel scale and bias on the last axis (``decoupling='depthwise'``): 2C parameters."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        return x * self.weight + self.bias
+
+
+def decoupling_module(kind, channels):
+    """The decoupling module before the FFT: Linear(C, C), ChannelAffine(C) or the identity."""
+    if kind not in DECOUPLINGS:
+        raise ValueError(f"model_args.decoupling={kind!r}: use one of {', '.join(DECOUPLINGS)}")
+    if kind == 'linear':
+        return nn.Linear(channels, channels)
+    return ChannelAffine(channels) if kind == 'depthwise' else nn.Identity()
+
+
+def kept_fraction(mask, num_samples):
+    """Fraction of the spectrum components the adaptive mask keeps, per sequence: (num_samples,)."""
+    return mask.reshape(num_samples, -1).mean(dim=1)
 
 
 def resample_filter(weight, num_freq):
@@ -83,15 +123,19 @@ class FrequencyBlock(nn.Module):
         length: the configured length of the filtered axis (V for ``'joint'``, T for ``'frame'``);
             the filters have ``length // 2 + 1`` frequency bins and are resampled for other lengths.
         dim: ``'joint'`` (FFT along V, rows N*T) or ``'frame'`` (FFT along T, rows N*V).
-        tau: threshold on the median-normalised energy (eq. 9); default 1.0 = the median energy.
+        tau: threshold on the median-normalised energy (eq. 9); default 2.0 (1.0 = the median energy,
+            which keeps half of every spectrum: not adaptive).
         global_filter: use W_g on the full spectrum.
         local_filter: use W_l on the masked spectrum.
         adaptive_mask: with False the mask is all ones (F_mask = F).
-        median_scope: ``'sequence'`` (one median per sample) or ``'row'`` (one per reshaped row).
+        median_scope: ``'sequence'`` (one median per person sequence, i.e. per entry of the block's
+            (N*M) batch) or ``'row'`` (one per reshaped row).
+        decoupling: ``'linear'`` | ``'depthwise'`` | ``'none'`` (module docstring, step 1).
+        filter_std: std of the filters' Gaussian init (0.02, section 5.2).
     """
 
-    def __init__(self, channels, length, dim='joint', tau=1.0, global_filter=True, local_filter=True,
-                 adaptive_mask=True, median_scope='sequence'):
+    def __init__(self, channels, length, dim='joint', tau=2.0, global_filter=True, local_filter=True,
+                 adaptive_mask=True, median_scope='sequence', decoupling='linear', filter_std=0.02):
         super().__init__()
         if dim not in ('joint', 'frame'):
             raise ValueError(f"dim must be 'joint' or 'frame', got {dim!r}")
@@ -106,18 +150,19 @@ class FrequencyBlock(nn.Module):
         self.adaptive_mask = adaptive_mask
         self.median_scope = median_scope
         self.num_freq = length // 2 + 1
-        self.proj = nn.Linear(channels, channels)  # decoupling module
+        self.decoupling = decoupling
+        self.proj = decoupling_module(decoupling, channels)
         # complex filters stored as (num_freq, C, 2) = (real, imaginary), eq. (10)
-        self.weight_global = (nn.Parameter(torch.randn(self.num_freq, channels, 2) * 0.02)
+        self.weight_global = (nn.Parameter(torch.randn(self.num_freq, channels, 2) * filter_std)
                               if global_filter else None)
-        self.weight_local = (nn.Parameter(torch.randn(self.num_freq, channels, 2) * 0.02)
+        self.weight_local = (nn.Parameter(torch.randn(self.num_freq, channels, 2) * filter_std)
                              if local_filter else None)
 
     def extra_repr(self):
         return (f'channels={self.channels}, length={self.length}, dim={self.dim!r}, tau={self.tau}, '
                 f'global_filter={self.weight_global is not None}, '
                 f'local_filter={self.weight_local is not None}, adaptive_mask={self.adaptive_mask}, '
-                f'median_scope={self.median_scope!r}')
+                f'median_scope={self.median_scope!r}, decoupling={self.decoupling!r}')
 
     def _complex_filter(self, weight, num_freq):
         return torch.view_as_complex(resample_filter(weight.float(), num_freq).contiguous())
@@ -186,10 +231,12 @@ class FreST(nn.Module):
     """
 
     def __init__(self, channels, num_frames, num_joints, fres=True, fret=True, global_filter=True,
-                 local_filter=True, adaptive_mask=True, tau=1.0, median_scope='sequence'):
+                 local_filter=True, adaptive_mask=True, tau=2.0, median_scope='sequence', decoupling='linear',
+                 filter_std=0.02):
         super().__init__()
         common = dict(tau=tau, global_filter=global_filter, local_filter=local_filter,
-                      adaptive_mask=adaptive_mask, median_scope=median_scope)
+                      adaptive_mask=adaptive_mask, median_scope=median_scope, decoupling=decoupling,
+                      filter_std=filter_std)
         self.fres = FreS(channels, num_joints, **common) if fres else None
         self.fret = FreT(channels, num_frames, **common) if fret else None
 

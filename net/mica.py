@@ -3,15 +3,19 @@
 SkeletonCLR's MoCo core (K 32768, tau 0.2, m 0.999) with
 * FreST (``net/frest.py``) appended to the skeleton encoder (query and key) on its feature map; it
   stays part of the encoder at evaluation (``encoder_q.neck.*``);
-* Feature Modulation (section 4.1, eq. L_KL, Algorithm 1): frozen text embeddings of every class
-  description are the anchors of the skeleton-language domain; the student is the distribution over
-  the anchors of the projected query feature, the teacher that of the momentum key feature (sharper
-  temperature, detached), with Gaussian noise on the student input and the anchors in training;
-  L_KL = KL(teacher || student); ``fm_target: label`` uses the sample's smoothed one-hot class as the
-  teacher where labels exist;
+* Feature Modulation (section 4.1, eq. L_KL, Algorithm 1): frozen text embeddings of the class
+  descriptions are the anchors of the skeleton-language domain; the student is the distribution over
+  the anchors of the query embedding (``fm_embedding: query``: z_q itself, Algorithm 1's shapes, with
+  ``feature_dim`` = the text width; ``projection``: a separate Linear(hidden_dim, text width)), with
+  Gaussian noise on the student and the anchors in training; the teacher P(X) (``fm_target``):
+  ``text`` (paper mode, uses labels) softmax(anchors[y] . anchors^T / tau_t), the sample's class text
+  embedding z_t against the anchors; ``teacher`` (label-free) the momentum key embedding's distribution
+  (sharper tau_t, detached); ``label`` the smoothed one-hot class; L_KL = KL(teacher || student), one
+  term per prompt kind averaged (``fm_objective: multi_part``, section 5.2's "multi-part contrastive
+  learning objective") or one term on the averaged anchor (``averaged``);
 * the modality harmonizer (section 4.2): cross-attention with the frame-level skeleton features as
   queries and the word-level text features of the descriptions as keys/values, added back to the
-  skeleton feature before the FM projection.
+  skeleton feature on the FM path.
 L = L_info + lambda L_KL (section 4.3).  The text stack is not needed at run time: the anchors and
 token features are read from a file made by ``tools/gen_text_features.py``.
 """
@@ -25,7 +29,9 @@ from net.frest import FreST
 from net.moco import MoCo, embedding_std, info_nce_logits
 from net.text.features import PROMPT_KINDS, load_text_features
 
-FM_TARGETS = ('teacher', 'label')
+FM_TARGETS = ('text', 'teacher', 'label')
+FM_EMBEDDINGS = ('query', 'projection')
+FM_OBJECTIVES = ('multi_part', 'averaged')
 
 
 def feature_map_length(num_frames, strides=(2, 2)):
@@ -38,6 +44,33 @@ def feature_map_length(num_frames, strides=(2, 2)):
 def fm_kl_loss(student_logits, teacher_logits):
     """Algorithm 1's ``loss_kld``: KL(softmax(teacher) || softmax(student)), batch mean."""
     return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction='batchmean')
+
+
+def text_teacher_logits(anchors, label, tau_t):
+    """Paper-mode teacher (Algorithm 1's ``z_t / tau_t``, z_t the sample's class text embedding), read
+    over the anchors so that it is a distribution like the student's: anchors[y] . anchors^T / tau_t,
+    (N, num_class).  It peaks at the sample's class and spreads over semantically close classes."""
+    return anchors[label] @ anchors.T / tau_t
+
+
+def read_text(path, encoder, descriptions, prompts, num_class):
+    """Anchors from a feature file: per prompt kind (P, num_class, D) (each sentence normalised), their
+    normalised mean (num_class, D), and the word features (W, D) of the 'global' sentences."""
+    if descriptions and not os.path.isfile(descriptions):
+        raise ValueError(f"model_args.descriptions: '{descriptions}' does not exist")
+    text = load_text_features(path, encoder=encoder, descriptions=descriptions or None)
+    unknown = [p for p in prompts if p not in PROMPT_KINDS]
+    if unknown or not prompts:
+        raise ValueError(f"model_args.prompts={list(prompts)}: choose from {', '.join(PROMPT_KINDS)}")
+    pooled, tokens, mask = text['pooled'], text['tokens'], text['token_mask']
+    if num_class is not None:
+        if pooled.size(0) < num_class:
+            raise ValueError(f"text features '{path}' describe {pooled.size(0)} classes, the model has "
+                             f"num_class={num_class}: use the descriptions of this dataset")
+        pooled, tokens, mask = pooled[:num_class], tokens[:num_class], mask[:num_class]
+    parts = F.normalize(pooled[:, [PROMPT_KINDS.index(p) for p in prompts]], dim=-1).transpose(0, 1)
+    anchors = F.normalize(parts.mean(dim=0), dim=-1)
+    return {'parts': parts.contiguous(), 'anchors': anchors, 'words': tokens[mask], 'meta': text['meta']}
 
 
 class ModalityHarmonizer(nn.Module):
@@ -60,95 +93,122 @@ class MICA(MoCo):
     """``model: net.mica.MICA``: MoCo's ``model_args`` plus
 
     FreST: frest, fres, fret, global_filter, local_filter, adaptive_mask (switches), tau_f (mask
-        threshold on the median-normalised energy), num_frames (input T, sizes the temporal filter);
+        threshold on the median-normalised energy, 2.0), num_frames (input T, sizes the temporal
+        filter), decoupling ('linear' | 'depthwise' | 'none'), filter_std (0.02);
     text: text_features (file from tools/gen_text_features.py), text_encoder ('minilm' | 'clip', checked
         against the file), descriptions (the YAML the file was made from, checksum checked), prompts
-        (which description sentences form the anchors, averaged);
+        (which description sentences form the anchors);
     FM: feature_modulation (switch), lambda_kl (0.01), tau_s, tau_t (student/teacher temperatures),
-        noise_std (Algorithm 1), fm_target ('teacher' | 'label'), label_smoothing;
+        noise_std (Algorithm 1), fm_target ('text' | 'teacher' | 'label'), fm_embedding ('query' |
+        'projection'), fm_objective ('multi_part' | 'averaged'), label_smoothing;
     harmonizer (switch), harmonizer_heads.
+    ``feature_dim`` defaults to the text width with ``fm_embedding: query`` (384 MiniLM, 512 CLIP), else 128.
     """
 
     def __init__(self, *args, frest=True, fres=True, fret=True, global_filter=True, local_filter=True,
-                 adaptive_mask=True, tau_f=1.0, num_frames=50,
+                 adaptive_mask=True, tau_f=2.0, num_frames=50, decoupling='linear', filter_std=0.02,
                  text_features=None, text_encoder='minilm', descriptions=None, prompts=PROMPT_KINDS,
                  feature_modulation=True, lambda_kl=0.01, tau_s=0.1, tau_t=0.04, noise_std=0.01,
-                 fm_target='teacher', label_smoothing=0.1, harmonizer=True, harmonizer_heads=4, **kwargs):
-        super().__init__(*args, **kwargs)
+                 fm_target='text', fm_embedding='query', fm_objective='multi_part', label_smoothing=0.1,
+                 harmonizer=True, harmonizer_heads=4, feature_dim=None, **kwargs):
+        fm = feature_modulation and kwargs.get('pretrain', True)
+        text = None
+        if fm:
+            for key, value, allowed in (('fm_target', fm_target, FM_TARGETS),
+                                        ('fm_embedding', fm_embedding, FM_EMBEDDINGS),
+                                        ('fm_objective', fm_objective, FM_OBJECTIVES)):
+                if value not in allowed:
+                    raise ValueError(f"model_args.{key}={value!r}: use one of {', '.join(allowed)}")
+            if not text_features:
+                raise ValueError('model_args.text_features is required for feature modulation, e.g. '
+                                 "config/text/features/ntu120.minilm.npz (or set feature_modulation: False)")
+            text = read_text(text_features, text_encoder, descriptions, prompts, kwargs.get('num_class'))
+            text_dim = text['anchors'].size(1)
+            if fm_embedding == 'query':
+                if feature_dim is None:
+                    feature_dim = text_dim
+                elif feature_dim != text_dim:
+                    raise ValueError(f"model_args.feature_dim={feature_dim}: fm_embedding 'query' runs FM on the "
+                                     f"MoCo embedding, which needs the text width {text_dim} ({text_encoder}): "
+                                     f"set feature_dim: {text_dim} or fm_embedding: projection")
+        super().__init__(*args, feature_dim=128 if feature_dim is None else feature_dim, **kwargs)
         encoders = [self.encoder_q] + ([self.encoder_k] if self.pretrain else [])
         if frest:
             for encoder in encoders:
                 encoder.neck = FreST(encoder.feature_dim, feature_map_length(num_frames), encoder.num_node,
                                      fres=fres, fret=fret, global_filter=global_filter, local_filter=local_filter,
-                                     adaptive_mask=adaptive_mask, tau=tau_f)
+                                     adaptive_mask=adaptive_mask, tau=tau_f, decoupling=decoupling,
+                                     filter_std=filter_std)
             if self.pretrain:
                 for param_q, param_k in zip(self.encoder_q.neck.parameters(), self.encoder_k.neck.parameters()):
                     param_k.data.copy_(param_q.data)
                     param_k.requires_grad = False
-        self.feature_modulation = feature_modulation and self.pretrain
+        self.feature_modulation = fm
         if not self.feature_modulation:
             if self.pretrain and harmonizer:
-                raise ValueError('model_args.harmonizer needs feature_modulation: True (it feeds the FM projection)')
+                raise ValueError('model_args.harmonizer needs feature_modulation: True (it feeds the FM embedding)')
             return
-        if fm_target not in FM_TARGETS:
-            raise ValueError(f"model_args.fm_target={fm_target!r}: use one of {', '.join(FM_TARGETS)}")
-        if not text_features:
-            raise ValueError('model_args.text_features is required for feature modulation, e.g. '
-                             "config/text/features/ntu120.minilm.npz (or set feature_modulation: False)")
-        self.load_text(text_features, text_encoder, descriptions, prompts, kwargs.get('num_class'))
+        self.register_buffer('anchors', text['anchors'], persistent=False)          # (num_class, D)
+        self.register_buffer('part_anchors', text['parts'], persistent=False)       # (P, num_class, D)
+        self.register_buffer('words', text['words'], persistent=False)              # (W, D) real tokens only
+        self.text_meta = text['meta']
         channels, text_dim = self.encoder_q.feature_dim, self.anchors.size(1)
-        self.fm_proj = nn.Linear(channels, text_dim)
+        self.fm_proj = nn.Linear(channels, text_dim) if fm_embedding == 'projection' else None
         self.harmonizer = ModalityHarmonizer(channels, text_dim, harmonizer_heads) if harmonizer else None
         self.lambda_kl, self.tau_s, self.tau_t = lambda_kl, tau_s, tau_t
         self.noise_std, self.fm_target, self.label_smoothing = noise_std, fm_target, label_smoothing
+        self.fm_embedding, self.fm_objective = fm_embedding, fm_objective
 
-    def load_text(self, path, encoder, descriptions, prompts, num_class):
-        """Anchors (num_class, D): the mean of the chosen prompts' normalised sentence embeddings;
-        word features (W, D) of the 'global' descriptions, with their padding mask (not saved)."""
-        if descriptions and not os.path.isfile(descriptions):
-            raise ValueError(f"model_args.descriptions: '{descriptions}' does not exist")
-        text = load_text_features(path, encoder=encoder, descriptions=descriptions or None)
-        unknown = [p for p in prompts if p not in PROMPT_KINDS]
-        if unknown or not prompts:
-            raise ValueError(f"model_args.prompts={list(prompts)}: choose from {', '.join(PROMPT_KINDS)}")
-        pooled, tokens, mask = text['pooled'], text['tokens'], text['token_mask']
-        if num_class is not None:
-            if pooled.size(0) < num_class:
-                raise ValueError(f"text features '{path}' describe {pooled.size(0)} classes, the model has "
-                                 f"num_class={num_class}: use the descriptions of this dataset")
-            pooled, tokens, mask = pooled[:num_class], tokens[:num_class], mask[:num_class]
-        chosen = pooled[:, [PROMPT_KINDS.index(p) for p in prompts]]
-        anchors = F.normalize(F.normalize(chosen, dim=-1).mean(dim=1), dim=-1)
-        self.register_buffer('anchors', anchors, persistent=False)
-        self.register_buffer('words', tokens[mask], persistent=False)            # (W, D) real tokens only
-        self.text_meta = text['meta']
+    @property
+    def fm_anchors(self):
+        """(P, num_class, D): one anchor set per prompt kind (multi_part) or the averaged one (P = 1)."""
+        return self.part_anchors if self.fm_objective == 'multi_part' else self.anchors.unsqueeze(0)
 
-    def fm_feature(self, feature_map, num_person):
-        """Pooled skeleton feature (+ harmonizer) projected into the text space, L2-normalised."""
+    def fm_feature(self, feature_map, num_person, q=None):
+        """The FM embedding of a query feature map, L2-normalised: the MoCo head's output z_q
+        (``fm_embedding: query``; ``q`` is returned as is when there is no harmonizer) or the separate
+        projection, of the pooled feature plus the harmonizer's output."""
+        if self.fm_embedding == 'query' and self.harmonizer is None and q is not None:
+            return q
         h = self.encoder_q.pool(feature_map, num_person)
         if self.harmonizer is not None:
             frames = feature_map.mean(dim=3)                                         # (N*M, C, T')
             frames = frames.view(-1, num_person, *frames.shape[1:]).mean(dim=1).transpose(1, 2)
             h = h + self.harmonizer(frames, self.words)
-        return F.normalize(self.fm_proj(h), dim=1)
+        head = self.encoder_q.fc if self.fm_embedding == 'query' else self.fm_proj
+        return F.normalize(head(h), dim=1)
 
-    def fm_loss(self, fmap_q, fmap_k, num_person, label=None):
-        """L_KL of Algorithm 1 (project reading: docs/METHODS.md)."""
-        anchors = self.anchors
-        z_s = self.fm_feature(fmap_q, num_person)
+    @torch.no_grad()
+    def fm_targets(self, anchors, z_t=None, label=None):
+        """Teacher distributions P(X), (P, N, num_class), detached (clean anchors, tau_t)."""
+        if self.fm_target == 'teacher':
+            return torch.softmax(torch.einsum('nd,pkd->pnk', z_t, anchors) / self.tau_t, dim=-1)
+        if label is None:
+            raise ValueError(f"model_args.fm_target={self.fm_target!r} needs labels from the feeder "
+                             "(fm_target: teacher is the label-free mode)")
+        label = label.long()
+        n = anchors.size(1)
+        if self.fm_target == 'label':
+            target = F.one_hot(label, n).float() * (1 - self.label_smoothing) + self.label_smoothing / n
+            return target.unsqueeze(0).expand(anchors.size(0), -1, -1)
+        return torch.stack([torch.softmax(text_teacher_logits(a, label, self.tau_t), dim=-1) for a in anchors])
+
+    def fm_logits(self, z_s, z_t=None, label=None):
+        """Student logits (P, N, num_class) of Algorithm 1 (noise on z_q and on the anchors in training,
+        ``l_b / tau_s``) and the teacher distributions (``fm_targets``)."""
+        anchors = self.fm_anchors
+        noisy = anchors
         if self.training and self.noise_std > 0:
             z_s = z_s + torch.randn_like(z_s) * self.noise_std
-            anchors = anchors + torch.randn_like(anchors) * self.noise_std
-        student = z_s @ anchors.T / self.tau_s
-        with torch.no_grad():
-            if self.fm_target == 'label':
-                if label is None:
-                    raise ValueError("model_args.fm_target='label' needs labels from the feeder")
-                n = anchors.size(0)
-                target = F.one_hot(label.long(), n).float() * (1 - self.label_smoothing) + self.label_smoothing / n
-                return F.kl_div(F.log_softmax(student, dim=1), target, reduction='batchmean')
-            teacher = self.fm_feature(fmap_k, num_person) @ self.anchors.T / self.tau_t
-        return fm_kl_loss(student, teacher)
+            noisy = anchors + torch.randn_like(anchors) * self.noise_std
+        student = torch.einsum('nd,pkd->pnk', z_s, noisy) / self.tau_s
+        return student, self.fm_targets(anchors, z_t, label)
+
+    def fm_loss(self, z_s, z_t=None, label=None):
+        """L_KL = mean over prompt kinds of KL(P || Q) (project reading: docs/METHODS.md)."""
+        student, target = self.fm_logits(z_s, z_t, label)
+        losses = [F.kl_div(F.log_softmax(s, dim=1), t, reduction='batchmean') for s, t in zip(student, target)]
+        return sum(losses) / len(losses)
 
     def forward(self, im_q, im_k=None, label=None, **unused):
         if not self.pretrain:
@@ -165,7 +225,11 @@ class MICA(MoCo):
         out = {'loss_info': loss_info.detach()}
         loss = loss_info
         if self.feature_modulation:
-            loss_kl = self.fm_loss(fmap_q, fmap_k, M, label)
+            z_t = None
+            if self.fm_target == 'teacher':
+                with torch.no_grad():
+                    z_t = k if self.fm_embedding == 'query' else self.fm_feature(fmap_k, M)
+            loss_kl = self.fm_loss(self.fm_feature(fmap_q, M, q), z_t, label)
             loss = loss + self.lambda_kl * loss_kl
             out['loss_kl'] = loss_kl.detach()
         self.enqueue(k)

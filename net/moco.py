@@ -79,6 +79,14 @@ class MoCo(nn.Module):
         super().__init__()
         if base_encoder is None:
             raise ValueError("model_args.base_encoder is required, e.g. 'net.st_gcn.Model'")
+        if pretrain:
+            for key, value in (('queue_size', queue_size), ('feature_dim', feature_dim)):
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ValueError(f'model_args.{key} must be a positive integer, got {value!r}')
+            if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+                raise ValueError(f'model_args.momentum (key encoder EMA) must be in [0, 1), got {momentum!r}')
+            if isinstance(Temperature, bool) or not isinstance(Temperature, (int, float)) or not Temperature > 0:
+                raise ValueError(f'model_args.Temperature must be a number > 0, got {Temperature!r}')
         self.pretrain = pretrain
         if not pretrain:
             self.encoder_q = build_encoder(base_encoder, num_class=num_class, **encoder_args)

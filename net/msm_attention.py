@@ -73,7 +73,7 @@ class MsMAttention(nn.Module):
             groups; multi_scale: False keeps only the joint scale (Table 4 'w/o Ms');
         reduction: channel reduction of the 1x1 conv; diff_mode: all | frame | node (Table 5)."""
 
-    def __init__(self, channels, layout='ntu-rgb+d', multi_scale=True, reduction=4, diff_mode='all'):
+    def __init__(self, channels, layout='ntu-rgb+d', multi_scale=True, reduction=2, diff_mode='all'):
         super().__init__()
         layout = get_layout(layout)
         scales = {'joint': [(v,) for v in range(layout.num_node)]}

@@ -25,7 +25,7 @@ class MsMCLR(MoCo):
     ms_loss: 'd3m' (eqs. 6-9) or 'infonce' (every strong embedding trained by eq. 3 alone; Table 7).
     The strong augmentation set is the feeder's ``aug_method`` (none | aimclr | msmclr; Table 6)."""
 
-    def __init__(self, *args, msm_attention=True, multi_scale=True, diff_mode='all', reduction=4,
+    def __init__(self, *args, msm_attention=True, multi_scale=True, diff_mode='all', reduction=2,
                  ms_loss='d3m', **kwargs):
         super().__init__(*args, **kwargs)
         if ms_loss not in MS_LOSSES:

@@ -115,6 +115,13 @@ class Model(nn.Module):
     def __init__(self, in_channels=3, hidden_channels=16, hidden_dim=256, num_class=60,
                  graph_args=None, edge_importance_weighting=True, implementation='auto', **kwargs):
         super().__init__()
+        for key, value in (('in_channels', in_channels), ('hidden_channels', hidden_channels),
+                           ('hidden_dim', hidden_dim), ('num_class', num_class)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f'model_args.{key} must be a positive integer, got {value!r}')
+        if graph_args is not None and not isinstance(graph_args, dict):
+            raise ValueError(f"model_args.graph_args must be a mapping such as {{layout: 'ntu-rgb+d', strategy: "
+                             f"'spatial'}}, got {graph_args!r}")
         if implementation not in self.IMPLEMENTATIONS:
             raise ValueError(f"model_args.implementation must be one of {self.IMPLEMENTATIONS}, "
                              f"got {implementation!r}")

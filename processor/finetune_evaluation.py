@@ -38,5 +38,11 @@ class FinetuneEvaluation(Recognition):
             counts = {int(c): int((feeder.label[feeder.index] == c).sum()) for c in sorted(set(feeder.label.tolist()))}
             self.print_log(f'Semi-supervised: {len(names)} labelled samples ({100 * feeder.label_percent:g}% per class, '
                            f'semi_seed {feeder.semi_seed}); per class {counts}; list in semi_subset.txt')
+            self.semi_subset = names          # written to semi_subset.txt once the run starts
+
+    def claim_work_dir(self):
+        super().claim_work_dir()
+        names = getattr(self, 'semi_subset', None)
+        if names is not None and self.is_main:
             with open(os.path.join(self.arg.work_dir, 'semi_subset.txt'), 'w') as f:
                 f.write('\n'.join(names) + '\n')

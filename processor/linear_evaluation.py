@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from feeder.tools import to_stream
-from processor.processor import Processor
+from processor.processor import Processor, seed_worker
 from torchlight.io import UserError, str2bool
 
 
@@ -83,8 +83,13 @@ class LinearEvaluation(Processor):
         """Features, labels and sample indices of a whole split, in dataset order."""
         if split not in self.cache:
             feeder = self.data_loader[split].dataset
+            # own generator: the workers' seed is not drawn from the global RNG (resume and num_worker
+            # leave the augmentation RNG untouched)
+            generator = torch.Generator()
+            generator.manual_seed(self.arg.seed)
             loader = torch.utils.data.DataLoader(feeder, batch_size=self.arg.test_batch_size, shuffle=False,
-                                                 num_workers=self.arg.num_worker)
+                                                 num_workers=self.arg.num_worker, generator=generator,
+                                                 worker_init_fn=seed_worker)
             feats, labels, indices = [], [], []
             for raw, label, index in self.iterate(loader, f'features {split}'):
                 feats.append(self.features(raw, feeder))
@@ -94,9 +99,10 @@ class LinearEvaluation(Processor):
         return self.cache[split]
 
     # ---------------------------------------------------------------- train / test
-    def train_step(self, feats, label):
+    def train_step(self, feats, label, epoch=0, iteration=0):
         output = self.encoder.fc(feats)
         loss = F.cross_entropy(output, label)
+        self.check_finite(loss, epoch, iteration)          # stops before the step; latest.pt is kept
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -119,7 +125,7 @@ class LinearEvaluation(Processor):
     def train_epoch(self, epoch):
         self.encoder.eval()          # frozen BatchNorm statistics (reference protocol)
         lr = self.adjust_lr(epoch)
-        losses = [self.train_step(f, l) for f, l in self.train_batches()]
+        losses = [self.train_step(f, l, epoch, it) for it, (f, l) in enumerate(self.train_batches())]
         mean_loss = float(np.mean(losses)) if losses else float('nan')
         self.print_log(f'\tmean_loss: {mean_loss:.4f} | lr: {lr:.6f}')
         self.log_scalars('train', {'loss': mean_loss, 'lr': lr}, epoch + 1)
@@ -135,6 +141,12 @@ class LinearEvaluation(Processor):
     def test_epoch(self, epoch, save_result=False):
         self.encoder.eval()
         scores, labels, indices = self.test_scores()
+        if not torch.isfinite(scores).all():
+            # non-finite weights (a NaN checkpoint, an exploding lr): nothing is saved from them
+            message = (f'the test scores hold NaN/Inf at epoch {epoch + 1}: the weights are not finite '
+                       f'(check --weights and base_lr); no best_model.pt or test_result.pkl written from them')
+            self.print_log(f'ERROR: {message}')
+            raise UserError(message)
         loss = F.cross_entropy(scores, labels).item()
         accs = {f'top{k}': topk_accuracy(scores, labels, k) for k in self.arg.show_topk}
         self.print_log(f'\tmean_loss: {loss:.4f} | ' + ' | '.join(f'{k}: {100 * v:.2f}%' for k, v in accs.items()))

@@ -7,9 +7,11 @@ Subclasses implement ``train_epoch`` and ``test_epoch`` only.
 """
 import argparse
 import contextlib
+import fcntl
 import os
 import random
 import signal
+import sys
 
 import numpy as np
 import torch
@@ -19,7 +21,8 @@ from feeder.tools import STREAMS
 from net.utils.init import family_weights_init
 from torchlight import distributed
 from torchlight.io import (IO, DictAction, UserError, atomic_torch_save, closest_keys, import_class,
-                           str2bool, to_cpu_state_dict)
+                           load_resume_file, load_yaml_file, remove_stale_temporaries, str2bool,
+                           to_cpu_state_dict)
 
 # Keys of the reference code bases that this project accepts and ignores.
 LEGACY_KEYS = {
@@ -86,11 +89,15 @@ class DeviceLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        torch.empty((), dtype=torch.int64).random_()     # the draw a DataLoader makes for its workers' seed
         order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long, device=self.data.device)
         for b in range(len(self)):
             pos = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.data[pos], self.label[pos], self.ids[pos]
+
+
+def _as_tuple(value):
+    """Lists back to tuples, recursively (random.setstate needs tuples)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def bool_or_auto(value):
@@ -106,10 +113,80 @@ def every(count, interval):
 
 
 def seed_worker(worker_id):
-    """Per-worker seeds derived from the loader's per-epoch base seed (differ by worker and epoch)."""
+    """Per-worker seeds derived from the loader's per-epoch base seed (differ by worker and epoch).
+    A worker leaves Ctrl-C to the main process (which stops cleanly) and drops the inherited work_dir
+    lock, so that a killed run's orphaned workers never block its resume."""
     worker_seed = torch.initial_seed() % 2 ** 32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        pass
+    for fd in list(_WORK_DIR_LOCKS.values()):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def worker_base_seed(seed, epoch):
+    """The base seed of the DataLoader workers of ``epoch`` (a function of the run's seed and epoch only)."""
+    return (seed * 1000003 + epoch * 7919 + 12345) % 2 ** 63
+
+
+class SeededDataLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose workers are seeded per epoch from the run's own generator (reseeded from
+    ``seed`` and the sampler's epoch before every pass) instead of the global torch RNG: the global RNG,
+    which drives the batched augmentations in the main process, sees no draw from the loader, so the
+    results depend neither on ``num_worker`` nor on where a run was resumed (``DeviceLoader`` draws
+    nothing either). Workers are started per epoch (not persistent) so that their seeds are those of
+    the epoch in a resumed process as in an uninterrupted one."""
+
+    def __init__(self, *args, seed=0, **kwargs):
+        super().__init__(*args, generator=torch.Generator(), **kwargs)
+        self.run_seed = seed
+
+    def __iter__(self):
+        self.generator.manual_seed(worker_base_seed(self.run_seed, getattr(self.sampler, 'epoch', 0)))
+        return super().__iter__()
+
+
+# work_dir -> file descriptor of its exclusive lock (flock on the folder, held for the process's life)
+_WORK_DIR_LOCKS = {}
+
+
+def lock_work_dir(work_dir):
+    """Take an exclusive, non-blocking lock on ``work_dir`` (released when the process ends, a kill
+    included); a second process in the same work_dir gets a one-line error."""
+    key = os.path.realpath(work_dir)
+    if key in _WORK_DIR_LOCKS:              # this process holds it already (in-process reruns, tests)
+        return
+    try:
+        fd = os.open(key, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0))
+    except OSError as e:
+        raise UserError(f"cannot open work_dir '{work_dir}' to lock it ({e.strerror})") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise UserError(f"work_dir '{work_dir}' is in use by another running process (it holds the work_dir "
+                        "lock): wait for it to finish or choose another --work_dir") from e
+    _WORK_DIR_LOCKS[key] = fd
+
+
+# files whose presence means that a work_dir holds (part of) a run: a new run there would overwrite them
+RUN_FILE_PATTERNS = ('log.txt', 'latest*', '*.pt', '*.pth', 'test_result.pkl')
+
+
+def run_files(work_dir):
+    import fnmatch
+    try:
+        names = sorted(os.listdir(work_dir))
+    except OSError:
+        return []
+    return [n for n in names if any(fnmatch.fnmatch(n, p) for p in RUN_FILE_PATTERNS)
+            and os.path.isfile(os.path.join(work_dir, n))]
 
 
 COMPILE_MODES = ['none', 'default', 'reduce-overhead', 'max-autotune']
@@ -127,6 +204,7 @@ class Processor:
         self.load_data()
         self.load_optimizer()
         self.maybe_resume()
+        self.claim_work_dir()
 
     # ------------------------------------------------------------------ configuration
     def load_arg(self, argv=None):
@@ -150,11 +228,7 @@ class Processor:
         if p.config is not None:
             if not os.path.isfile(p.config):
                 raise UserError(f"config file '{p.config}' does not exist")
-            with open(p.config, 'r') as f:
-                try:
-                    default_arg = yaml.safe_load(f) or {}
-                except yaml.YAMLError as e:
-                    raise UserError(f"config file '{p.config}' is not valid YAML: {str(e).splitlines()[0]}")
+            default_arg = load_yaml_file(p.config) or {}
             if not isinstance(default_arg, dict):
                 raise UserError(f"config file '{p.config}' must be a mapping of keys to values")
             valid = vars(p).keys()
@@ -175,6 +249,37 @@ class Processor:
             self.arg.stream = self.arg.view
         if self.arg.stream not in STREAMS:
             raise UserError(f"stream/view '{self.arg.stream}' is unknown; use one of {', '.join(STREAMS)}")
+        self.check_values(parser, p.config)
+
+    def trains(self):
+        """Whether this run trains (phase train with an optimizer; kNN evaluation has none)."""
+        return self.arg.phase == 'train' and getattr(self, 'optimizer', None) is not None
+
+    def check_values(self, parser, source):
+        """The final values (defaults < YAML < command line) against their choices and ranges."""
+        where = f' (from {source} or the command line)' if source else ''
+        for action in parser._actions:
+            if action.choices is None or not hasattr(self.arg, action.dest):
+                continue
+            value = getattr(self.arg, action.dest)
+            values = value if isinstance(value, list) else [value]
+            for v in values:
+                if v not in action.choices:
+                    raise UserError(f"key '{action.dest}'{where} must be one of "
+                                    f"{', '.join(map(str, action.choices))} (case as written), got {v!r}")
+        arg = self.arg
+
+        def need(ok, key, rule):
+            if not ok:
+                raise UserError(f"key '{key}'{where} must be {rule}, got {getattr(arg, key)!r}")
+        need(arg.base_lr >= 0 and np.isfinite(arg.base_lr), 'base_lr', 'a finite learning rate >= 0')
+        need(0 <= arg.momentum < 1, 'momentum', 'in [0, 1) (SGD momentum)')
+        need(arg.weight_decay >= 0, 'weight_decay', '>= 0')
+        need(arg.lr_decay_rate > 0, 'lr_decay_rate', '> 0')
+        need(arg.batch_size > 0, 'batch_size', 'a positive integer')
+        need(arg.test_batch_size > 0, 'test_batch_size', 'a positive integer')
+        need(arg.num_worker >= 0, 'num_worker', 'an integer >= 0')
+        need(arg.warm_up_epoch >= 0, 'warm_up_epoch', 'an integer >= 0')
 
     @staticmethod
     def check_types(values, parser, source):
@@ -189,6 +294,11 @@ class Processor:
                 if not isinstance(v, dict):
                     raise UserError(f"key '{k}' in {source} must be a mapping, got {v!r}")
                 continue
+            if action.choices is not None:
+                for item in (v if isinstance(v, list) else [v]):
+                    if item not in action.choices:
+                        raise UserError(f"key '{k}' in {source} must be one of "
+                                        f"{', '.join(map(str, action.choices))} (case as written), got {item!r}")
             if action.type not in (int, float, str2bool, bool_or_auto):
                 continue
             is_list = action.nargs in ('+', '*')
@@ -284,9 +394,10 @@ class Processor:
         self.is_main = self.rank == 0
         if self.is_main:
             self.check_work_dir()
-        self.io = IO(arg.work_dir, save_log=arg.save_log and self.is_main, print_log=arg.print_log and self.is_main)
-        if self.is_main:
-            self.io.save_arg(arg)
+        # nothing is written to work_dir until the run is known to start (claim_work_dir): the log
+        # lines of the set-up are held back until then
+        self.io = IO(arg.work_dir, save_log=arg.save_log and self.is_main, print_log=arg.print_log and self.is_main,
+                     defer=True)
         if self.world > 1:
             self.io.print_log(f'Distributed: {self.world} processes; batch_size {arg.batch_size} is the global batch.')
         for k in self.ignored_keys:
@@ -301,11 +412,7 @@ class Processor:
         self.stop_requested = False
 
     def check_work_dir(self):
-        """Never overwrite a previous run silently: a work_dir with a latest.pt needs --resume."""
-        latest = os.path.join(self.arg.work_dir, 'latest.pt')
-        if self.arg.phase == 'train' and self.arg.resume is False and os.path.exists(latest):
-            raise UserError(f"work_dir '{self.arg.work_dir}' already holds a run ({latest}); pass "
-                            "--resume true (or auto) to continue it or choose another --work_dir")
+        """work_dir must be a writable folder (whether it may be used is decided in ``claim_work_dir``)."""
         try:
             os.makedirs(self.arg.work_dir, exist_ok=True)
             probe = os.path.join(self.arg.work_dir, f'.write_test{os.getpid()}')
@@ -313,6 +420,31 @@ class Processor:
             os.remove(probe)
         except OSError as e:
             raise UserError(f"work_dir '{self.arg.work_dir}' is not writable ({e.strerror})") from e
+
+    def claim_work_dir(self):
+        """The run is known to start: lock work_dir, refuse to overwrite an earlier run, remove the
+        temporaries of interrupted writes, then write config.yaml and the held-back log lines."""
+        if self.trains() and self.arg.num_epoch <= 0:
+            raise UserError(f"key 'num_epoch' must be a positive number of epochs, got {self.arg.num_epoch!r}")
+        if not self.is_main:
+            self.io.open_log()
+            return
+        work_dir = self.arg.work_dir
+        lock_work_dir(work_dir)
+        if self.trains() and not self.resumed:
+            found = run_files(work_dir)
+            if found:
+                listed = ', '.join(found[:4]) + (', ...' if len(found) > 4 else '')
+                if self.arg.resume == 'auto':
+                    raise UserError(f"work_dir '{work_dir}' already holds a run ({listed}) but no latest.pt or "
+                                    "latest.prev.pt to resume it from: it is not overwritten; choose another --work_dir")
+                raise UserError(f"work_dir '{work_dir}' already holds a run ({listed}); pass --resume true (or "
+                                "auto) to continue it or choose another --work_dir")
+        removed = remove_stale_temporaries(work_dir)
+        self.io.open_log()                   # a log.txt that cannot be written stops the run here
+        self.io.save_arg(self.arg)
+        if removed:
+            self.print_log(f'Removed {len(removed)} temporary file(s) of an interrupted write: {", ".join(removed)}')
 
     def print_log(self, text):
         self.io.print_log(text)
@@ -400,6 +532,7 @@ class Processor:
             feeder = feeder_class(**args)
         except TypeError as e:
             raise UserError(f'{split}_feeder_args do not fit {name}: {e}') from e
+        self.check_magnitude(feeder)
         empty = getattr(feeder, 'empty_samples', None)
         if empty is not None and len(empty):
             self.print_log(f"Notice: {len(empty)} of {len(feeder.data)} samples in '{feeder.data_path}' are all "
@@ -418,6 +551,26 @@ class Processor:
                                 f"{self.arg.model}: {e}") from e
         return feeder
 
+    MAX_COORDINATE = 1e6
+
+    @classmethod
+    def check_magnitude(cls, feeder):
+        """Finite but huge values (|x| > 1e6: no skeleton is measured in such units) overflow float32 to
+        Inf in the network; say so at load instead of a 'loss is nan' later."""
+        data = getattr(feeder, 'data', None)
+        if not isinstance(data, np.ndarray) or data.ndim < 2 or not len(data) \
+                or not np.issubdtype(data.dtype, np.floating):
+            return
+        chunk = max(1, (64 << 20) // max(1, data[0].nbytes))
+        for start in range(0, len(data), chunk):
+            block = np.abs(np.asarray(data[start:start + chunk]))
+            peaks = block.reshape(len(block), -1).max(1)
+            if np.nanmax(peaks) > cls.MAX_COORDINATE:
+                bad = start + int(np.argmax(peaks > cls.MAX_COORDINATE))
+                raise UserError(f"data file '{feeder.data_path}' holds values up to {float(np.nanmax(peaks)):.3g} "
+                                f"(first in sample {bad}): skeleton coordinates are metres or pixels; values beyond "
+                                f"{cls.MAX_COORDINATE:g} overflow float32 to Inf in the network. Rescale the data")
+
     def make_loader(self, feeder, batch_size, train):
         feeder.batch_augment = True
         world = self.world if train else 1
@@ -431,10 +584,9 @@ class Processor:
                             f"of '{feeder.data_path}' (the last incomplete batch is dropped)")
         if self.data_on_device(feeder):
             return DeviceLoader(feeder, sampler, batch_size, drop_last=train, device=self.dev)
-        return torch.utils.data.DataLoader(
+        return SeededDataLoader(
             feeder, batch_size=batch_size, sampler=sampler, num_workers=self.arg.num_worker,
-            drop_last=train, pin_memory=self.dev.type == 'cuda', worker_init_fn=seed_worker,
-            persistent_workers=self.arg.num_worker > 0)
+            drop_last=train, pin_memory=self.dev.type == 'cuda', worker_init_fn=seed_worker, seed=self.arg.seed)
 
     def data_on_device(self, feeder):
         """``data_on_device``: true/false, or auto: a GPU split that fits in a third of the free memory."""
@@ -478,6 +630,9 @@ class Processor:
 
     # ------------------------------------------------------------------ checkpoints and resume
     def state(self, next_epoch):
+        """The resume state: tensors and plain Python data only (it is read back with
+        ``torch.load(weights_only=True)``), the NumPy RNG state as a tensor."""
+        name, keys, pos, has_gauss, cached = np.random.get_state()
         return {
             'model': to_cpu_state_dict(self.model.state_dict()),
             'optimizer': self.optimizer.state_dict(),
@@ -486,11 +641,14 @@ class Processor:
             'best': dict(self.best),
             'rng': {
                 'python': random.getstate(),
-                'numpy': np.random.get_state(),
+                'numpy': {'name': str(name), 'keys': torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                          'pos': int(pos), 'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
                 'torch': torch.get_rng_state(),
                 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
             'extra': self.extra_state(),
+            'run': {'model': self.arg.model, 'optimizer': type(self.optimizer).__name__,
+                    'train_head': getattr(self.arg, 'train_head', None)},
         }
 
     def extra_state(self):
@@ -500,36 +658,64 @@ class Processor:
         pass
 
     def save_latest(self, next_epoch):
-        """Write latest.pt atomically, keeping the previous one as latest.prev.pt (used if the newer
-        file turns out unreadable)."""
+        """Write the new latest.pt completely (temporary file, fsync) and only then rotate: the old one
+        becomes latest.prev.pt (used if the newer file turns out unreadable) and the new one is renamed
+        over latest.pt. At no moment is there no complete latest.pt."""
         if not self.is_main:
             return
         path = os.path.join(self.arg.work_dir, 'latest.pt')
-        if os.path.exists(path):
-            os.replace(path, os.path.join(self.arg.work_dir, 'latest.prev.pt'))
-        atomic_torch_save(self.state(next_epoch), path)
+        atomic_torch_save(self.state(next_epoch), path, keep_previous=os.path.join(self.arg.work_dir, 'latest.prev.pt'))
 
     def read_resume_state(self):
-        """latest.pt, or latest.prev.pt with a warning when latest.pt is truncated or unreadable."""
+        """latest.pt, or latest.prev.pt with a warning saying whether latest.pt is missing or unreadable.
+        Both are read with ``weights_only=True``: a crafted file cannot run code."""
         path = os.path.join(self.arg.work_dir, 'latest.pt')
         previous = os.path.join(self.arg.work_dir, 'latest.prev.pt')
-        errors = []
+        errors, problem = [], {}
         for candidate in (path, previous):
             if not os.path.exists(candidate):
+                problem[candidate] = 'missing'
                 continue
             try:
-                state = torch.load(candidate, map_location='cpu', weights_only=False)
+                state = load_resume_file(candidate)
                 if not isinstance(state, dict) or 'model' not in state or 'epoch' not in state:
                     raise ValueError('not a resume checkpoint')
             except Exception as e:
-                errors.append(f"'{candidate}' ({type(e).__name__})")
+                detail = ' '.join(str(e).split())[:160]
+                errors.append(f"'{candidate}' ({type(e).__name__}: {detail})")
+                problem[candidate] = 'unreadable (truncated?)'
                 continue
             if candidate == previous:
-                self.print_log(f"WARNING: '{path}' is unreadable (truncated?): resuming from '{previous}'.")
+                self.print_log(f"WARNING: '{path}' is {problem[path]}: resuming from '{previous}' "
+                               f"(epoch {state['epoch']}).")
             return candidate, state
         if errors:
-            raise UserError(f"cannot read the resume files {', '.join(errors)}; they may be truncated")
+            raise UserError(f"cannot read the resume files {', '.join(errors)}; they may be truncated or not "
+                            "written by this code")
         return None, None
+
+    def check_resume_fits(self, path, state):
+        """The resume file must come from a run of the same method, optimizer and shapes."""
+        run = state.get('run', {})
+        mine = {'model': self.arg.model, 'optimizer': type(self.optimizer).__name__,
+                'train_head': getattr(self.arg, 'train_head', None)}
+        for key, value in mine.items():
+            if key in run and run[key] != value:
+                raise UserError(f"cannot resume from '{path}': it was written with {key} {run[key]!r}, this config "
+                                f"has {value!r}; resume with the run's config ({os.path.join(self.arg.work_dir, 'config.yaml')}) "
+                                "or choose another --work_dir")
+        own = self.model.state_dict()
+        saved = state['model']
+        missing = [k for k in own if k not in saved]
+        unexpected = [k for k in saved if k not in own]
+        shapes = [f'{k}: file {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or shapes:
+            detail = '; '.join(shapes[:2]) if shapes else (f'missing keys {missing[:3]}' if missing else
+                                                           f'unexpected keys {unexpected[:3]}')
+            raise UserError(f"cannot resume from '{path}': it does not fit the model of this config ({detail}); "
+                            f"resume with the run's config ({os.path.join(self.arg.work_dir, 'config.yaml')}) "
+                            "or choose another --work_dir")
 
     def maybe_resume(self):
         self.start_epoch = 0
@@ -541,29 +727,52 @@ class Processor:
             if self.arg.resume == 'auto':
                 return
             raise UserError(f"--resume given but '{os.path.join(self.arg.work_dir, 'latest.pt')}' does not exist")
-        self.model.load_state_dict(state['model'])
-        self.optimizer.load_state_dict(state['optimizer'])
+        self.check_resume_fits(path, state)
+        try:
+            self.model.load_state_dict(state['model'])
+            self.optimizer.load_state_dict(state['optimizer'])
+            self.load_extra_state(state.get('extra', {}))
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"cannot resume from '{path}': its optimizer or method state does not fit this config "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); resume with the run's config "
+                            f"({os.path.join(self.arg.work_dir, 'config.yaml')})") from e
         self.start_epoch = state['epoch']
         self.meta_info.update(state['meta_info'])
         self.best.update(state['best'])
         rng = state['rng']
-        random.setstate(rng['python'])
-        np.random.set_state(rng['numpy'])
+        random.setstate(_as_tuple(rng['python']))
+        numpy_state = rng['numpy']
+        if isinstance(numpy_state, dict):
+            numpy_state = (numpy_state['name'], numpy_state['keys'].numpy().astype(np.uint32), numpy_state['pos'],
+                           numpy_state['has_gauss'], numpy_state['cached_gaussian'])
+        np.random.set_state(numpy_state)
         torch.set_rng_state(rng['torch'])
         if rng['cuda'] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng['cuda'])
-        self.load_extra_state(state.get('extra', {}))
         self.resumed = True
         self.print_log(f'Resumed from {path} at epoch {self.start_epoch}.')
 
     def install_signal_handler(self):
+        """SIGTERM (pre-emption) and SIGINT (Ctrl-C): stop after the current iteration, keep latest.pt of
+        the epoch boundary and exit with 128 + the signal number; a second signal exits at once (the
+        checkpoints on disk are always complete)."""
         def handler(signum, frame):
-            self.print_log(f'Received signal {signum}: stopping after this iteration.')
+            if self.stop_requested:
+                print(f'error: signal {signum} again: exiting now; resume with --resume true', file=sys.stderr,
+                      flush=True)
+                os._exit(128 + signum)
+            self.stop_signal = signum
             self.stop_requested = True
-        try:
-            signal.signal(signal.SIGTERM, handler)
-        except ValueError:  # not in the main thread
-            pass
+            try:
+                self.print_log(f'Received signal {signum} ({signal.Signals(signum).name}): stopping after this '
+                               'iteration.')
+            except UserError:
+                pass
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(signum, handler)
+            except ValueError:  # not in the main thread
+                pass
 
     # ------------------------------------------------------------------ loop
     def start(self):
@@ -573,6 +782,9 @@ class Processor:
             if not self.resumed:
                 self.save_latest(0)          # a run killed in its first epoch can be resumed too
             for epoch in range(self.start_epoch, self.arg.num_epoch):
+                if self.stop_requested:          # a signal during the evaluation or the save of the last epoch
+                    self.stopped(epoch)
+                    return
                 self.meta_info['epoch'] = epoch
                 sampler = self.data_loader['train'].sampler if 'train' in self.data_loader else None
                 if sampler is not None:
@@ -582,8 +794,7 @@ class Processor:
                 if self.stop_requested:
                     # latest.pt keeps the state at the start of this epoch (weights, queue, optimizer,
                     # RNG), so a resumed run repeats this epoch exactly as an uninterrupted run would
-                    self.print_log(f'Stopped by signal during epoch {epoch + 1}; `--resume true` restarts '
-                                   f'that epoch from {os.path.join(self.arg.work_dir, "latest.pt")}.')
+                    self.stopped(epoch)
                     return
                 done = epoch + 1
                 last = done == self.arg.num_epoch
@@ -601,6 +812,17 @@ class Processor:
             if 'test' not in self.data_loader:
                 raise UserError('phase test needs test_feeder_args with data_path and label_path')
             self.test_epoch(0, save_result=True)
+
+    def stopped(self, epoch):
+        """After a stop signal: say where the run stands; ``exit_status`` is 128 + the signal number."""
+        signum = getattr(self, 'stop_signal', None) or signal.SIGTERM
+        self.exit_status = 128 + int(signum)
+        message = (f'Stopped by signal {int(signum)} during epoch {epoch + 1}; `--resume true` restarts that epoch '
+                   f'from {os.path.join(self.arg.work_dir, "latest.pt")}.')
+        self.print_log(message)
+        if self.is_main:
+            print(f'error: {message}', file=sys.stderr, flush=True)
+        self.finish()
 
     def finish(self):
         if self.writer is not None:

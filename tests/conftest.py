@@ -47,6 +47,7 @@ def write_config(tmp_path, **overrides):
                        'edge_importance_weighting': True},
         'base_lr': 0.1, 'step': [250], 'batch_size': 8, 'num_epoch': 1, 'num_worker': 0,
         'device': [0], 'progress_bar': False,
+        'weights_init': False,      # a small-data recipe, as config/demo (the family's init collapses it)
     }
     cfg.update(overrides)
     path = tmp_path / 'config.yaml'

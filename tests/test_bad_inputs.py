@@ -573,3 +573,111 @@ def test_text_features_made_by_another_encoder(tmp_path, capsys):
 
 def test_user_error_is_a_value_error():
     assert issubclass(UserError, ValueError)
+
+
+# ---------------------------------------------------------------- issue 14: values, enums, messages
+
+def pretrain_error(capsys, tmp_path, *argv, **overrides):
+    """A SkeletonCLR pretraining error on the tiny set, with the work dir's earlier files intact."""
+    cfg = write_config(tmp_path, **overrides)
+    snapshot = seed_work_dir(str(tmp_path / 'run'))
+    err = run_main(capsys, 'pretrain_skeletonclr', '--config', cfg, *argv)
+    assert_preserved(str(tmp_path / 'run'), snapshot, strict=True)
+    return err, cfg
+
+
+def model_args(tmp_path, **changes):
+    return dict(yaml.safe_load(open(write_config(tmp_path)))['model_args'], **changes)
+
+
+@pytest.mark.parametrize('key, value, choices', [('optimizer', 'sgd', 'SGD, Adam, AdamW'),
+                                                 ('amp', 'BF16', 'none, bf16, fp16'),
+                                                 ('phase', 'Train', 'train, test'),
+                                                 ('compile', 'defualt', 'default, reduce-overhead')])
+def test_enum_values_from_yaml_are_checked_against_their_choices(tmp_path, capsys, key, value, choices):
+    err, cfg = pretrain_error(capsys, tmp_path, **{key: value})
+    one_line(err, f"'{key}'", cfg, repr(value), choices)
+
+
+def test_enum_values_from_the_command_line_are_checked(tmp_path, capsys):
+    err, _ = pretrain_error(capsys, tmp_path, '--optimizer', 'sgd')
+    one_line(err, '--optimizer', "'sgd'", 'SGD')
+
+
+@pytest.mark.parametrize('changes, needles', [
+    (dict(queue_size=0), ['model_args.queue_size', 'positive integer', '0']),
+    (dict(hidden_channels=0), ['model_args.hidden_channels', 'positive integer', '0']),
+    (dict(hidden_channels='16'), ['model_args.hidden_channels', "'16'"]),
+    (dict(momentum=1.5), ['model_args.momentum', '[0, 1)', '1.5']),
+    (dict(graph_args=['nw-ucla']), ['model_args.graph_args', 'mapping', "['nw-ucla']"]),
+    (dict(graph_args={'layout': {'num_node': '3', 'edges': [[0, 1]], 'center': 0}}), ['num_node', "'3'", 'integer']),
+    (dict(graph_args={'layout': {'num_node': 3, 'edges': [[0, 1, 2]], 'center': 0}}), ['edge', 'pair', '[0, 1, 2]']),
+    (dict(graph_args={'layout': {'num_node': 3, 'edges': [[0, 1.5]], 'center': 0}}), ['edges', '1.5', 'integer']),
+])
+def test_model_arguments_are_checked_with_one_line(tmp_path, capsys, changes, needles):
+    err, _ = pretrain_error(capsys, tmp_path, model_args=model_args(tmp_path, **changes))
+    one_line(err, *needles)
+
+
+@pytest.mark.parametrize('key, value, needles', [
+    ('base_lr', -0.1, ["'base_lr'", '-0.1', '>= 0']),
+    ('num_epoch', 0, ["'num_epoch'", 'positive', '0']),
+    ('num_epoch', -3, ["'num_epoch'", '-3']),
+    ('momentum', 1.5, ["'momentum'", '[0, 1)', '1.5']),
+])
+def test_out_of_range_values_name_the_key(tmp_path, capsys, key, value, needles):
+    err, _ = pretrain_error(capsys, tmp_path, **{key: value})
+    one_line(err, *needles)
+
+
+@pytest.mark.parametrize('text, needles', [
+    ('hidden_channels', ['--model_args', "'hidden_channels'", 'key=value']),
+    ('graph_args.layout=[nw', ['--model_args', "'graph_args.layout'", "'[nw'"]),
+])
+def test_malformed_model_args_on_the_command_line(tmp_path, capsys, text, needles):
+    err, _ = pretrain_error(capsys, tmp_path, '--model_args', text)
+    one_line(err, *needles)
+
+
+def test_yaml_with_a_tab_names_line_and_column(tmp_path):
+    path = tmp_path / 'tab.yaml'
+    path.write_text('model: net.st_gcn.Model\nmodel_args:\n\thidden_channels: 4\n')
+    one_line(run_cli('recognition', '--config', str(path)), str(path), 'line 3, column 1', 'tab')
+
+
+def test_duplicate_yaml_keys_name_the_key_and_both_lines(tmp_path, capsys):
+    path = tmp_path / 'dup.yaml'
+    path.write_text('model: net.st_gcn.Model\nbatch_size: 8\nnum_epoch: 2\nbatch_size: 16\n')
+    one_line(run_main(capsys, 'recognition', '--config', str(path)), str(path), "duplicate key 'batch_size'",
+             'line 2', 'line 4')
+
+
+def test_nested_duplicate_yaml_keys_are_an_error(tmp_path, capsys):
+    path = tmp_path / 'dup.yaml'
+    path.write_text('model: net.st_gcn.Model\nmodel_args:\n  hidden_channels: 4\n  hidden_channels: 8\n')
+    one_line(run_main(capsys, 'recognition', '--config', str(path)), "duplicate key 'hidden_channels'",
+             'line 3', 'line 4')
+
+
+def test_labels_given_as_lists(tmp_path, capsys):
+    err, _, l = recognition_error(capsys, tmp_path, good_data(), labels=[[i % 4] for i in range(16)])
+    one_line(err, l, 'flat list of class ids', '(16, 1)')
+
+
+def test_duplicate_sample_names(tmp_path, capsys):
+    names = [f's{i % 8}' for i in range(16)]
+    err, _, l = recognition_error(capsys, tmp_path, good_data(), names=names)
+    one_line(err, l, "sample name 's0' appears twice", 'samples 0 and 8')
+
+
+def test_data_that_overflows_float32_is_named_at_load(tmp_path, capsys):
+    err, d, _ = recognition_error(capsys, tmp_path, good_data() * np.float32(1e30))
+    one_line(err, d, 'overflow', 'Inf', 'Rescale')
+
+
+def test_truncated_text_feature_file(tmp_path, capsys):
+    raw = open(UCLA_FEATURES, 'rb').read()
+    cut = tmp_path / 'cut.npz'
+    cut.write_bytes(raw[:len(raw) // 2])
+    err = run_main(capsys, 'pretrain_mica', '--config', mica_config(tmp_path, text_features=str(cut)))
+    one_line(err, str(cut), 'cannot read text feature file', 'gen_text_features.py')

@@ -119,7 +119,8 @@ def ntu_shaped(root, split, n, seed):
     rng = np.random.RandomState(seed)
     np.save(os.path.join(root, f'{split}_position.npy'), rng.randn(n, 3, 50, 25, 2).astype(np.float32) * 0.3)
     with open(os.path.join(root, f'{split}_label.pkl'), 'wb') as f:
-        pickle.dump(([f'S001C001P001R001A{i % 60 + 1:03d}' for i in range(n)], [i % 60 for i in range(n)]), f)
+        pickle.dump(([f'S001C001P001R{i // 60 + 1:03d}A{i % 60 + 1:03d}' for i in range(n)],   # unique names
+                     [i % 60 for i in range(n)]), f)
 
 
 def test_reference_yamls_run_unchanged(tmp_path, capsys):

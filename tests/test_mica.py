@@ -17,7 +17,7 @@ from net.text.features import PROMPT_KINDS, load_text_features
 UCLA_TEXT = os.path.join(ROOT, 'config/text/features/ucla.minilm.npz')
 UCLA_DESC = os.path.join(ROOT, 'config/text/descriptions/ucla.yaml')
 ARGS = dict(base_encoder='net.st_gcn.Model', in_channels=3, hidden_channels=8, hidden_dim=32, num_class=10,
-            feature_dim=16, queue_size=16, dropout=0.0, graph_args={'layout': 'nw-ucla', 'strategy': 'spatial'},
+            queue_size=16, dropout=0.0, graph_args={'layout': 'nw-ucla', 'strategy': 'spatial'},
             num_frames=20, text_features=UCLA_TEXT, descriptions=UCLA_DESC)
 
 
@@ -51,27 +51,34 @@ def test_fm_kl_is_zero_when_teacher_and_student_agree():
     assert fm_kl_loss(logits, logits * 2).item() == pytest.approx((p * (p.log() - q)).sum(1).mean().item(), rel=1e-5)
 
 
-def test_fm_loss_in_the_model_vanishes_for_identical_student_and_teacher():
-    """Same weights (query = key encoder), same view, tau_s = tau_t, no noise: KL = 0; different views: > 0."""
+@pytest.mark.parametrize('embedding', ['query', 'projection'])
+def test_fm_loss_in_the_model_vanishes_for_identical_student_and_teacher(embedding):
+    """Label-free mode: same weights (query = key encoder), same view, tau_s = tau_t, no noise: KL = 0;
+    different views: > 0."""
     torch.manual_seed(0)
-    model = MICA(**dict(ARGS, tau_s=0.1, tau_t=0.1, noise_std=0.0, harmonizer=False))
+    model = MICA(**dict(ARGS, tau_s=0.1, tau_t=0.1, noise_std=0.0, harmonizer=False, fm_target='teacher',
+                        fm_embedding=embedding, feature_dim=None if embedding == 'query' else 16))
     x = torch.randn(4, 3, 20, 20, 1)
     assert model(x, x.clone())['loss_kl'].item() == pytest.approx(0.0, abs=1e-5)
     assert model(x, x.flip(2))['loss_kl'].item() > 1e-4
 
 
-def test_fm_label_mode_targets_the_smoothed_class():
+@pytest.mark.parametrize('objective', ['multi_part', 'averaged'])
+def test_fm_label_mode_targets_the_smoothed_class(objective):
     torch.manual_seed(0)
-    model = MICA(**dict(ARGS, fm_target='label', noise_std=0.0, harmonizer=False, label_smoothing=0.1))
+    model = MICA(**dict(ARGS, fm_target='label', noise_std=0.0, harmonizer=False, label_smoothing=0.1,
+                        fm_objective=objective))
     x = torch.randn(4, 3, 20, 20, 1)
     label = torch.tensor([0, 3, 3, 9])
     fmap = model.query_feature_map(x)
-    student = model.fm_feature(fmap, 1) @ model.anchors.T / model.tau_s
+    z = model.fm_feature(fmap, 1)
+    anchors = model.part_anchors if objective == 'multi_part' else model.anchors[None]
     target = F.one_hot(label, 10).float() * 0.9 + 0.01
-    expected = (target * (target.log() - F.log_softmax(student, 1))).sum(1).mean()
-    assert model.fm_loss(fmap, None, 1, label).item() == pytest.approx(expected.item(), rel=1e-5)
+    expected = np.mean([(target * (target.log() - F.log_softmax(z @ a.T / model.tau_s, 1))).sum(1).mean().item()
+                        for a in anchors])
+    assert model.fm_loss(z, None, label).item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match='labels'):
-        model.fm_loss(fmap, None, 1, None)
+        model.fm_loss(z, None, None)
 
 
 def test_harmonizer_feeds_the_fm_feature():
@@ -91,6 +98,11 @@ def test_anchors_come_from_the_chosen_prompts():
     text = load_text_features(UCLA_TEXT)
     model = MICA(**dict(ARGS, prompts=['global']))
     assert torch.allclose(model.anchors, F.normalize(text['pooled'][:, PROMPT_KINDS.index('global')], dim=-1), atol=1e-6)
+    model = MICA(**dict(ARGS, prompts=['global', 'feet']))
+    parts = [F.normalize(text['pooled'][:, PROMPT_KINDS.index(k)], dim=-1) for k in ('global', 'feet')]
+    assert model.part_anchors.shape == (2, 10, parts[0].shape[1])
+    assert all(torch.allclose(model.part_anchors[i], parts[i], atol=1e-6) for i in range(2))
+    assert torch.allclose(model.anchors, F.normalize(parts[0] + parts[1], dim=-1), atol=1e-6)
     assert model.words.shape == (int(text['token_mask'].sum()), text['pooled'].shape[-1])
     with pytest.raises(ValueError, match='prompts'):
         MICA(**dict(ARGS, prompts=['torso']))
@@ -118,7 +130,7 @@ def test_loss_decreases():
     for _ in range(20):
         with torch.no_grad():
             model.queue.copy_(model.embed_key(y).T)
-        out = model(x + 0.3 * torch.randn_like(x), x + 0.3 * torch.randn_like(x))
+        out = model(x + 0.3 * torch.randn_like(x), x + 0.3 * torch.randn_like(x), label=torch.arange(8) % 10)
         opt.zero_grad()
         out['loss'].backward()
         opt.step()
@@ -126,7 +138,7 @@ def test_loss_decreases():
     assert sum(losses[-3:]) < 0.85 * sum(losses[:3]), losses
 
 
-MICA_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'config', '**', 'pretrain_mica.yaml'), recursive=True))
+MICA_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'config', '**', 'pretrain_mica*.yaml'), recursive=True))
 
 
 @pytest.mark.parametrize('path', MICA_CONFIGS)

@@ -22,7 +22,7 @@ def config(tmp_path, epochs=5):
         'model_args': {'base_encoder': 'net.st_gcn.Model', 'feature_dim': 16, 'queue_size': 32, 'momentum': 0.99,
                        'Temperature': 0.2, 'in_channels': 3, 'hidden_channels': 8, 'hidden_dim': 16, 'num_class': 4,
                        'dropout': 0.5, 'shuffle_bn_groups': 2, 'graph_args': {'layout': 'nw-ucla'}},
-        'base_lr': 0.05, 'batch_size': 8, 'num_epoch': epochs, 'num_worker': 0, 'save_interval': epochs,
+        'base_lr': 0.05, 'batch_size': 8, 'num_epoch': epochs, 'save_interval': epochs,
         'progress_bar': False, 'log_interval': 1, 'seed': 7,
     }
     path = tmp_path / 'config.yaml'
@@ -119,6 +119,6 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_logs_the_iteration(tm
     proc.model.forward = poisoned
     with pytest.raises(UserError, match='epoch 2 iteration 2'):
         proc.start()
-    state = torch.load(tmp_path / 'w' / 'latest.pt', weights_only=False)
+    state = torch.load(tmp_path / 'w' / 'latest.pt', weights_only=True)
     assert state['epoch'] == 1 and all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())
     assert 'ERROR: loss is nan at epoch 2 iteration 2' in open(tmp_path / 'w' / 'log.txt').read()

@@ -52,8 +52,7 @@ def build(processor, tmp_path, name, **overrides):
 
 
 def test_pretraining_applies_it_and_can_switch_it_off(tmp_path):
-    p = build(PretrainProcessor, tmp_path, 'on')
-    assert p.arg.weights_init is True
+    p = build(PretrainProcessor, tmp_path, 'on', weights_init=True)
     q, k = p.model.encoder_q, p.model.encoder_k
     assert not torch.equal(q.fc[0].weight, k.fc[0].weight)
     assert q.fc[0].bias.abs().max() == 0 and k.fc[2].bias.abs().max() == 0
@@ -74,14 +73,14 @@ def test_linear_evaluation_initialises_then_loads_the_encoder(tmp_path):
     pre = build(PretrainProcessor, tmp_path, 'pre', weights_init=False)
     weights = str(tmp_path / 'pre.pt')
     torch.save(pre.model.state_dict(), weights)
-    lin = build(LinearEvaluation, tmp_path, 'linear', **linear_overrides(tmp_path, weights))
+    lin = build(LinearEvaluation, tmp_path, 'linear', weights_init=True, **linear_overrides(tmp_path, weights))
     encoder = lin.model.encoder_q
     # the encoder holds the loaded weights, untouched by the initialisation that came first
     assert torch.equal(encoder.data_bn.weight, pre.model.encoder_q.data_bn.weight)
     assert torch.equal(encoder.st_gcn_networks[0].gcn.conv.weight, pre.model.encoder_q.st_gcn_networks[0].gcn.conv.weight)
     # fc (not in the checkpoint) has the family's initialisation
     assert encoder.fc.bias.abs().max() == 0 and encoder.fc.weight.std().item() < 0.03
-    fin = build(FinetuneEvaluation, tmp_path, 'finetune', **linear_overrides(tmp_path, weights))
+    fin = build(FinetuneEvaluation, tmp_path, 'finetune', weights_init=True, **linear_overrides(tmp_path, weights))
     assert fin.arg.weights_init is True and fin.model.encoder_q.fc.bias.abs().max() == 0
 
 

@@ -4,9 +4,12 @@ For every benchmark (ntu60: xsub, xview; ntu120: xsub, xset) it writes, into one
 ``<out>/<ntu60|ntu120>/<benchmark>/``: ``{train,val}_data.npy`` float32 (N, 3, 300, 25, 2),
 ``{train,val}_label.pkl`` = pickled ``(sample_names, labels)`` (labels = action id - 1) and the
 50-frame ``{train,val}_position.npy`` float32 (N, 3, 50, 25, 2). Each file is read once, whatever
-the number of benchmarks. See docs/DATA.md.
+the number of benchmarks. See docs/DATA.md.  ``--preprocess mica`` writes MICA's 64-frame positions
+instead (``feeder.preprocess.normalize_sequence_mica``; samples with > 30% missing joints excluded),
+e.g. into ``--out-folder data/mica64`` for the ``pretrain_mica64.yaml`` configs.
 
     python tools/ntu_gendata.py --data-path /path/to/nturgb+d_skeletons --dataset both
+    python tools/ntu_gendata.py --data-path /path/to/nturgb+d_skeletons --preprocess mica --out-folder data/mica64
 """
 import argparse
 import glob
@@ -21,7 +24,8 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from feeder.ntu_feeder import load_labels  # noqa: E402
-from feeder.preprocess import SplitWriter, has_skeleton, normalize_dataset, select_bodies  # noqa: E402
+from feeder.preprocess import (PREPROCESSINGS, SplitWriter, has_skeleton, normalize_dataset,  # noqa: E402
+                               select_bodies)
 from net.utils.layouts import get_layout  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
@@ -165,7 +169,7 @@ def plan_targets(datasets, benchmarks):
 
 
 def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None, ignored=(), length=50,
-            num_workers=1, progress=True):
+            num_workers=1, progress=True, preprocess='family', max_missing=0.3):
     """Convert the ``.skeleton`` files in ``data_path``; returns ``{(dataset, benchmark, part): N}``."""
     files = sorted(glob.glob(os.path.join(data_path, '*.skeleton')))
     if not files:
@@ -192,7 +196,8 @@ def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None
         for part in ('train', 'val'):
             capacity = sum((d, b, part) in job[3] for job in jobs)
             writers[(d, b, part)] = SplitWriter(os.path.join(out_folder, d, b), part, capacity, layout,
-                                                MAX_BODY_TRUE, MAX_FRAME, length)
+                                                MAX_BODY_TRUE, MAX_FRAME, length, preprocess=preprocess,
+                                                max_missing=max_missing)
     paths = [job[0] for job in jobs]
     if num_workers > 1:
         import multiprocessing
@@ -217,6 +222,10 @@ def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None
     finally:
         if pool is not None:
             pool.terminate()
+    for (d, b, part), writer in writers.items():
+        if writer.excluded:
+            print(f'{os.path.join(out_folder, d, b)}: {part}: {len(writer.excluded)} samples excluded '
+                  f'(more than {100 * max_missing:.0f}% missing joints)')
     return {key: writer.close() for key, writer in writers.items()}
 
 
@@ -253,15 +262,25 @@ def main(argv=None):
     parser.add_argument('--ignored-sample-path', nargs='*', default=None,
                         help='missing-skeleton list(s) to skip (default: the NTU-60 and NTU-120 lists in '
                              '../shared/realdata/ntu_metadata when present; give no path to skip none)')
-    parser.add_argument('--length', type=int, default=50, help='frames of *_position.npy (default: 50)')
+    parser.add_argument('--length', type=int, default=None,
+                        help='frames of *_position.npy (default: 50, with --preprocess mica 64)')
+    parser.add_argument('--preprocess', choices=PREPROCESSINGS, default='family',
+                        help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing")
+    parser.add_argument('--max-missing', type=float, default=0.3,
+                        help='--preprocess mica: exclude samples with more missing joints than this fraction')
     parser.add_argument('--num-workers', type=int, default=1, help='parallel file readers (default: 1)')
     parser.add_argument('--positions-only', action='store_true',
                         help='only recompute *_position.npy from existing *_data.npy in --out-folder')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
+    if args.length is None:
+        args.length = 64 if args.preprocess == 'mica' else 50
 
     datasets = ('ntu60', 'ntu120') if args.dataset == 'both' else (args.dataset,)
     if args.positions_only:
+        if args.preprocess != 'family':
+            raise SystemExit('error: --positions-only keeps the existing labels, so it cannot exclude samples: '
+                             'run the full conversion for --preprocess mica')
         positions_only(args.out_folder, datasets, args.benchmark, args.length, not args.no_progress)
         return
     if args.ignored_sample_path is None:
@@ -275,7 +294,7 @@ def main(argv=None):
             if not os.path.exists(p):
                 raise SystemExit(f"error: --ignored-sample-path '{p}' does not exist")
     counts = gendata(args.data_path, args.out_folder, datasets, args.benchmark, read_ignored(ignored_paths),
-                     args.length, args.num_workers, not args.no_progress)
+                     args.length, args.num_workers, not args.no_progress, args.preprocess, args.max_missing)
     for (d, b, part), n in counts.items():
         print(f'{os.path.join(args.out_folder, d, b)}: {part} {n} samples')
 

@@ -4,6 +4,7 @@ Every labelled action instance of a video becomes one sample named ``<video>_<in
 in the label file). Output, in ``<out>/pkummd/part1`` (or ``part2``): ``{train,val}_data.npy`` float32
 (N, 3, 300, 25, 2), ``{train,val}_label.pkl`` = pickled ``(sample_names, labels)`` (labels 0-based)
 and the 50-frame ``{train,val}_position.npy`` float32 (N, 3, 50, 25, 2). See docs/DATA.md.
+``--preprocess mica`` writes MICA's 64-frame positions instead (``feeder.preprocess.normalize_sequence_mica``).
 
     python tools/pku_gendata.py --part 1 --skeleton-path PKU_Skeleton_Renew \\
         --label-path Train_Label_PKU_final --split-file cross-subject.txt
@@ -18,7 +19,7 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from feeder.preprocess import SplitWriter, has_skeleton, select_bodies  # noqa: E402
+from feeder.preprocess import PREPROCESSINGS, SplitWriter, has_skeleton, select_bodies  # noqa: E402
 from net.utils.layouts import get_layout  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
@@ -113,7 +114,7 @@ def segment(seq, start, end):
 
 
 def gendata(skeleton_path, label_path, split_file, out_folder, part=1, length=50, skip_missing=False,
-            progress=True):
+            progress=True, preprocess='family', max_missing=0.3):
     """Convert one PKU-MMD part; returns ``{'train': N, 'val': N}``."""
     num_class = NUM_CLASS[part]
     train, val = read_pku_split(split_file)
@@ -132,7 +133,8 @@ def gendata(skeleton_path, label_path, split_file, out_folder, part=1, length=50
     layout = get_layout('ntu-rgb+d')
     folder = os.path.join(out_folder, 'pkummd', f'part{part}')
     writers = {p: SplitWriter(folder, p, sum(len(labels[v]) for v, q in videos if q == p), layout,
-                              NUM_PERSON, MAX_FRAME, length) for p in ('train', 'val')}
+                              NUM_PERSON, MAX_FRAME, length, preprocess=preprocess, max_missing=max_missing)
+               for p in ('train', 'val')}
     try:
         for video, p in Progress(videos, desc=f'pku part{part}', enabled=progress):
             seq = read_pku_skeleton(os.path.join(skeleton_path, video + '.txt'))
@@ -149,6 +151,10 @@ def gendata(skeleton_path, label_path, split_file, out_folder, part=1, length=50
         for writer in writers.values():
             writer.abort()
         raise
+    for p, w in writers.items():
+        if w.excluded:
+            print(f'{folder}: {p}: {len(w.excluded)} samples excluded '
+                  f'(more than {100 * max_missing:.0f}% missing joints)')
     return {p: w.close() for p, w in writers.items()}
 
 
@@ -160,13 +166,20 @@ def main(argv=None):
     parser.add_argument('--label-path', required=True, help='folder of <video>.txt label files')
     parser.add_argument('--split-file', required=True, help='cross-subject split file (Training/Validation lists)')
     parser.add_argument('--out-folder', default='data', help='output root (default: data)')
-    parser.add_argument('--length', type=int, default=50, help='frames of *_position.npy (default: 50)')
+    parser.add_argument('--length', type=int, default=None,
+                        help='frames of *_position.npy (default: 50, with --preprocess mica 64)')
+    parser.add_argument('--preprocess', choices=PREPROCESSINGS, default='family',
+                        help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing")
+    parser.add_argument('--max-missing', type=float, default=0.3,
+                        help='--preprocess mica: exclude samples with more missing joints than this fraction')
     parser.add_argument('--skip-missing', action='store_true',
                         help='skip split videos without skeleton/label file instead of failing')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
+    if args.length is None:
+        args.length = 64 if args.preprocess == 'mica' else 50
     counts = gendata(args.skeleton_path, args.label_path, args.split_file, args.out_folder, args.part,
-                     args.length, args.skip_missing, not args.no_progress)
+                     args.length, args.skip_missing, not args.no_progress, args.preprocess, args.max_missing)
     for p, n in counts.items():
         print(f"{os.path.join(args.out_folder, 'pkummd', f'part{args.part}')}: {p} {n} samples")
 

@@ -2,9 +2,12 @@
 
 Writes ``<out>/ucla/{train,val}_position.npy`` float32 (N, 3, length, 20, M) and
 ``<out>/ucla/{train,val}_label.pkl`` = pickled ``(sample_names, labels)`` (labels 0..9). Cross-view
-protocol: views 1 and 2 train, view 3 val. See docs/DATA.md.
+protocol: views 1 and 2 train, view 3 val. See docs/DATA.md.  ``--preprocess mica`` writes MICA's
+64-frame positions (``feeder.preprocess.normalize_sequence_mica``), e.g. into ``--out-folder data/mica64``
+for ``config/ucla/pretrain_mica64.yaml``.
 
     python tools/ucla_gendata.py --data-path ../shared/realdata/nw_ucla/all_sqe
+    python tools/ucla_gendata.py --preprocess mica --out-folder data/mica64
 """
 import argparse
 import glob
@@ -18,7 +21,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from feeder.preprocess import normalize_sequence, save_labels  # noqa: E402
+from feeder.preprocess import (PREPROCESSINGS, IncompleteSkeletonError, preprocess_sequence,  # noqa: E402
+                               save_labels)
 from net.utils.layouts import get_layout  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
@@ -48,8 +52,9 @@ def read_ucla_json(path, num_joint=20):
     return name, label - 1, int(match.group(1)), skel.transpose(2, 0, 1)[..., None]
 
 
-def gendata(data_path, out_folder, length=50, num_person=1, progress=True):
-    """Convert all ``*.json`` in ``data_path``; returns ``{'train': N, 'val': N}``."""
+def gendata(data_path, out_folder, length=50, num_person=1, progress=True, preprocess='family', max_missing=0.3):
+    """Convert all ``*.json`` in ``data_path``; returns ``{'train': N, 'val': N}`` (and prints how many
+    samples MICA's preprocessing excluded)."""
     files = sorted(glob.glob(os.path.join(data_path, '*.json')))
     if not files:
         raise SystemExit(f"error: no .json files in '{data_path}' (set --data-path)")
@@ -57,6 +62,7 @@ def gendata(data_path, out_folder, length=50, num_person=1, progress=True):
         raise SystemExit(f'error: --num-person must be >= 1, got {num_person}')
     layout = get_layout('nw-ucla')
     parts = {'train': ([], [], []), 'val': ([], [], [])}   # names, labels, positions
+    excluded = []
     for path in Progress(files, desc='nw-ucla', enabled=progress):
         name, label, view, seq = read_ucla_json(path, layout.num_node)
         if view in TRAIN_VIEWS:
@@ -67,13 +73,18 @@ def gendata(data_path, out_folder, length=50, num_person=1, progress=True):
             raise ValueError(f'{path}: view {view} is neither a training {TRAIN_VIEWS} nor a validation '
                              f'{VAL_VIEWS} view')
         try:
-            pos = normalize_sequence(seq, layout, length)
+            pos = preprocess_sequence(seq, layout, length, preprocess, max_missing)
+        except IncompleteSkeletonError:
+            excluded.append(name)
+            continue
         except ValueError as e:
             raise ValueError(f'{path}: {e}') from None
         out = np.zeros((3, length, layout.num_node, num_person), dtype=np.float32)
         out[..., :1] = pos
         for lst, item in zip(parts[part], (name, label, out)):
             lst.append(item)
+    if excluded:
+        print(f'nw-ucla: {len(excluded)} samples excluded (more than {100 * max_missing:.0f}% missing joints)')
     folder = os.path.join(out_folder, 'ucla')
     os.makedirs(folder, exist_ok=True)
     counts = {}
@@ -91,12 +102,20 @@ def main(argv=None):
     parser.add_argument('--data-path', default=DEFAULT_DATA_PATH,
                         help='folder of all_sqe *.json (default: ../shared/realdata/nw_ucla/all_sqe)')
     parser.add_argument('--out-folder', default='data', help='output root (default: data)')
-    parser.add_argument('--length', type=int, default=50, help='frames per sample (default: 50)')
+    parser.add_argument('--length', type=int, default=None,
+                        help='frames per sample (default: 50, with --preprocess mica 64)')
+    parser.add_argument('--preprocess', choices=PREPROCESSINGS, default='family',
+                        help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing")
+    parser.add_argument('--max-missing', type=float, default=0.3,
+                        help='--preprocess mica: exclude samples with more missing joints than this fraction')
     parser.add_argument('--num-person', type=int, default=1,
                         help='M of the output; persons beyond the first are zero (default: 1)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    counts = gendata(args.data_path, args.out_folder, args.length, args.num_person, not args.no_progress)
+    if args.length is None:
+        args.length = 64 if args.preprocess == 'mica' else 50
+    counts = gendata(args.data_path, args.out_folder, args.length, args.num_person, not args.no_progress,
+                     args.preprocess, args.max_missing)
     for part, n in counts.items():
         print(f"{os.path.join(args.out_folder, 'ucla')}: {part} {n} samples")
 

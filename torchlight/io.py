@@ -2,9 +2,12 @@
 helpers and weight loading/saving."""
 import argparse
 import difflib
+import errno
 import importlib
 import os
 import pickle
+import re
+import shutil
 import sys
 import time
 from collections import OrderedDict
@@ -57,7 +60,11 @@ def parse_dict_string(text):
     A full YAML/Python-style mapping ('{a: 1}' or "dict(a=1)") is accepted too."""
     text = text.strip()
     if text.startswith('{'):
-        value = yaml.safe_load(text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise argparse.ArgumentTypeError(f"cannot parse {text!r} as a mapping: "
+                                             f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
         if not isinstance(value, dict):
             raise argparse.ArgumentTypeError(f'expected a mapping, got {text!r}')
         return value
@@ -68,13 +75,23 @@ def parse_dict_string(text):
         if not item.strip():
             continue
         if '=' not in item:
-            raise argparse.ArgumentTypeError(f"expected key=value in {item!r}")
+            raise argparse.ArgumentTypeError(f"expected key=value, got {item.strip()!r} (e.g. hidden_channels=32)")
         key, _, raw = item.partition('=')
-        value = yaml.safe_load(raw) if raw.strip() else None
+        key = key.strip()
+        if not key or any(not part for part in key.split('.')):
+            raise argparse.ArgumentTypeError(f"expected key=value with a key name, got {item.strip()!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise argparse.ArgumentTypeError(f"cannot parse the value of '{key}' ({raw.strip()!r}): "
+                                             f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
         target = result
-        parts = key.strip().split('.')
-        for part in parts[:-1]:
+        parts = key.split('.')
+        for i, part in enumerate(parts[:-1]):
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise argparse.ArgumentTypeError(f"'{'.'.join(parts[:i + 1])}' is given both a value and "
+                                                 f"sub-keys in {text!r}")
         target[parts[-1]] = value
     return result
 
@@ -113,9 +130,55 @@ class DictAction(argparse.Action):
     """``--model_args "hidden_channels=32,graph_args.layout=nw-ucla"`` merges into the dict from YAML."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        update = parse_dict_string(values)
+        try:
+            update = parse_dict_string(values)
+        except argparse.ArgumentTypeError as e:          # argparse turns this into parser.error: one line
+            raise argparse.ArgumentError(self, f'{e}') from None
         current = getattr(namespace, self.dest) or {}
         setattr(namespace, self.dest, deep_update(current, update))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            try:
+                key = self.construct_object(key_node, deep=True)
+                hash(key)
+            except Exception:
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first on line {seen[key] + 1}, again on line "
+                                f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_error_message(e):
+    """'line L, column C: problem' of a YAMLError (the first line of str(e) loses the position)."""
+    mark = getattr(e, 'problem_mark', None) or getattr(e, 'context_mark', None)
+    problem = getattr(e, 'problem', None) or str(e).splitlines()[0]
+    context = getattr(e, 'context', None)
+    where = f'line {mark.line + 1}, column {mark.column + 1}: ' if mark is not None else ''
+    text = f'{where}{problem}' + (f' ({context})' if context and context not in problem else '')
+    if "'\\t'" in problem:
+        text += ' (YAML does not allow tabs for indentation: use spaces)'
+    return ' '.join(text.split())
+
+
+def load_yaml_file(path, what='config file'):
+    """Parse a YAML file (duplicate keys are an error) or raise a one-line UserError naming the file,
+    line and column."""
+    try:
+        with open(path, 'r') as f:
+            return yaml.load(f, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} '{path}' is not valid YAML: {yaml_error_message(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {what} '{path}': {getattr(e, 'strerror', None) or e}") from None
 
 
 def closest_keys(key, valid, n=3):
@@ -123,25 +186,137 @@ def closest_keys(key, valid, n=3):
     return ', '.join(matches) if matches else 'none'
 
 
+# What a label / result pickle may hold: tuples, lists, dicts, str, int, float and numpy arrays and
+# scalars (the globals numpy's pickles name). Anything else (a class, a function such as os.system)
+# is refused before it is looked up, so a crafted file cannot run code.
+SAFE_PICKLE_GLOBALS = {
+    ('numpy', 'ndarray'), ('numpy', 'dtype'),
+    ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+    ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+    ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),
+    ('_codecs', 'encode'),                                  # bytes in protocol-2 pickles (numpy scalars)
+    ('collections', 'OrderedDict'),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only ``SAFE_PICKLE_GLOBALS`` (plus numpy's dtype classes)."""
+
+    def find_class(self, module, name):
+        if (module, name) in SAFE_PICKLE_GLOBALS or (module == 'numpy.dtypes' and name.endswith('DType')):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load '{module}.{name}' (only tuples, lists, dicts, str, "
+                                     "numbers and numpy arrays are allowed)")
+
+
+def safe_pickle_load(f):
+    """``pickle.load`` restricted to plain data (``RestrictedUnpickler``)."""
+    return RestrictedUnpickler(f).load()
+
+
 def read_pickle(path, what, made_by):
-    """Unpickle ``path`` (a ``what`` file that ``made_by`` writes) or raise a one-line UserError."""
+    """Unpickle ``path`` (a ``what`` file that ``made_by`` writes) with the restricted unpickler (plain
+    data only: a crafted pickle cannot run code), or raise a one-line UserError."""
     if not os.path.isfile(path):
         raise UserError(f"{what} file '{path}' does not exist ({made_by})")
     try:
         with open(path, 'rb') as f:
-            return pickle.load(f)
+            return safe_pickle_load(f)
     except Exception as e:
-        raise UserError(f"cannot unpickle {what} file '{path}': {type(e).__name__}: {e}") from e
+        raise UserError(f"cannot unpickle {what} file '{path}': {type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:300]}") from e
 
 
-def atomic_torch_save(obj, path):
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+# temporaries of this code's writes (atomic_torch_save, save_pkl, save_arg): <file>.tmp<pid>
+TMP_PATTERN = re.compile(r'^(latest(\.prev)?\.pt|.+_model\.pt|test_result\.pkl|config\.yaml)\.tmp\d*$')
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder or '.', os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_error(path, e, kept=None):
+    """The one-line UserError for a failed write of ``path`` (disk full, permissions, ...)."""
+    reason = e.strerror or str(e) if isinstance(e, OSError) else f'{type(e).__name__}: {e}'
+    hint = ' (disk full: free space and resume with --resume true)' if getattr(e, 'errno', None) in (
+        errno.ENOSPC, errno.EDQUOT) else ''
+    keep = f"; the last good file '{kept}' is kept" if kept and os.path.exists(kept) else ''
+    return UserError(f"cannot write '{path}': {reason}{hint}{keep}")
+
+
+def atomic_torch_save(obj, path, keep_previous=None):
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``: ``path`` is at
+    every moment either the old or the new complete file. With ``keep_previous``, the old ``path`` is
+    first linked (or copied) to that name, after the new file is complete. A failed write (disk full)
+    removes its temporary files, leaves ``path`` as it was and raises a one-line UserError."""
     tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    prev_tmp = f'{keep_previous}.tmp{os.getpid()}' if keep_previous else None
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and os.path.exists(path):
+            _remove_quietly(prev_tmp)
+            try:
+                os.link(path, prev_tmp)                # no copy: the old file keeps its blocks
+            except OSError:
+                shutil.copyfile(path, prev_tmp)        # file systems without hard links
+            os.replace(prev_tmp, keep_previous)
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path))
+    except (OSError, RuntimeError) as e:               # torch.save reports a full disk as RuntimeError
+        _remove_quietly(tmp)
+        if prev_tmp:
+            _remove_quietly(prev_tmp)
+        raise write_error(path, e, kept=path) from e
+
+
+def remove_stale_temporaries(folder):
+    """Delete the ``*.tmp<pid>`` files of writes that a kill interrupted (the caller holds the lock)."""
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        full = os.path.join(folder, name)
+        if TMP_PATTERN.match(name) and os.path.isfile(full):
+            _remove_quietly(full)
+            removed.append(name)
+    return removed
+
+
+def _numpy_reconstruct_globals():
+    """The numpy globals of a pickled ndarray (RNG states in resume files of earlier versions)."""
+    import numpy as np
+    names = []
+    for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        try:
+            names.append(getattr(importlib.import_module(module), '_reconstruct'))
+        except (ImportError, AttributeError):
+            pass
+    dtypes = [type(np.dtype(t)) for t in ('uint32', 'int64', 'float64')]
+    return names + [np.ndarray, np.dtype] + dtypes
+
+
+def load_resume_file(path):
+    """Read a ``latest.pt`` with ``torch.load(weights_only=True)``: tensors and plain Python data only
+    (plus the numpy array globals of older resume files), so a crafted file cannot run code."""
+    with torch.serialization.safe_globals(_numpy_reconstruct_globals()):
+        return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def to_cpu_state_dict(state_dict):
@@ -170,34 +345,66 @@ def load_state_dict_file(path):
 class IO:
     """Timestamped logging to stdout and ``work_dir/log.txt``, config dumps, pickles, weights."""
 
-    def __init__(self, work_dir, save_log=True, print_log=True):
+    def __init__(self, work_dir, save_log=True, print_log=True, defer=False):
         self.work_dir = work_dir
         self.save_log = save_log
         self.print_to_screen = print_log
+        self.pending = [] if defer else None     # lines held back until ``open_log`` (nothing on disk yet)
         os.makedirs(work_dir, exist_ok=True)
+
+    @property
+    def log_path(self):
+        return os.path.join(self.work_dir, 'log.txt')
+
+    def _append(self, lines):
+        try:
+            with open(self.log_path, 'a') as f:
+                for line in lines:
+                    print(line, file=f)
+        except OSError as e:
+            raise UserError(f"cannot write the log file '{self.log_path}': {e.strerror or e}") from e
+
+    def open_log(self):
+        """Write the held-back lines to log.txt; from now on every line goes there at once."""
+        pending, self.pending = self.pending, None
+        if self.save_log:
+            self._append(pending or [])
 
     def print_log(self, text, print_time=True):
         if print_time:
             text = time.strftime('[%m.%d.%y|%X] ', time.localtime()) + text
         if self.print_to_screen:
             print(text, flush=True)
-        if self.save_log:
-            with open(os.path.join(self.work_dir, 'log.txt'), 'a') as f:
-                print(text, file=f)
+        if self.pending is not None:
+            self.pending.append(text)
+        elif self.save_log:
+            self._append([text])
 
     def save_arg(self, arg, filename='config.yaml'):
         arg_dict = vars(arg) if not isinstance(arg, dict) else arg
         path = os.path.join(self.work_dir, filename)
-        with open(path, 'w') as f:
-            f.write(f"# command line: {' '.join(sys.argv)}\n\n")
-            yaml.safe_dump(_plain(arg_dict), f, default_flow_style=False, sort_keys=False)
+        tmp = f'{path}.tmp{os.getpid()}'
+        try:
+            with open(tmp, 'w') as f:
+                f.write(f"# command line: {' '.join(sys.argv)}\n\n")
+                yaml.safe_dump(_plain(arg_dict), f, default_flow_style=False, sort_keys=False)
+            os.replace(tmp, path)
+        except OSError as e:
+            _remove_quietly(tmp)
+            raise write_error(path, e, kept=path) from e
 
     def save_pkl(self, result, filename):
         path = os.path.join(self.work_dir, filename)
-        tmp = path + '.tmp'
-        with open(tmp, 'wb') as f:
-            pickle.dump(result, f)
-        os.replace(tmp, path)
+        tmp = f'{path}.tmp{os.getpid()}'
+        try:
+            with open(tmp, 'wb') as f:
+                pickle.dump(result, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            _remove_quietly(tmp)
+            raise write_error(path, e, kept=path) from e
 
     def save_model(self, model, name):
         atomic_torch_save(to_cpu_state_dict(model.state_dict()), os.path.join(self.work_dir, name))

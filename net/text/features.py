@@ -133,10 +133,16 @@ def load_text_features(path, encoder=None, descriptions=None):
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in ('pooled', 'tokens', 'token_scale', 'token_mask', 'meta')}
-    except (KeyError, OSError, ValueError) as e:
+    except Exception as e:          # truncated (BadZipFile, EOFError), missing arrays, not an .npz
         raise ValueError(f"cannot read text feature file '{path}' ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())})") from None
-    meta = json.loads(str(arrays['meta']))
+                         f"{' '.join(str(e).split())}); regenerate it with python tools/gen_text_features.py") from None
+    try:
+        meta = json.loads(str(arrays['meta']))
+        if not isinstance(meta, dict):
+            raise ValueError('meta is not a JSON object')
+    except ValueError as e:
+        raise ValueError(f"text feature file '{path}' has an unreadable meta entry ({e}); regenerate it with "
+                         "python tools/gen_text_features.py") from None
     hint_encoder = encoder or meta.get('encoder', 'minilm')
     hint_desc = descriptions or os.path.join('config', 'text', 'descriptions',
                                              meta.get('descriptions', '<set>.yaml'))

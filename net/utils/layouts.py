@@ -9,6 +9,7 @@ Adding a dataset means adding an entry to ``LAYOUTS`` (or passing the same field
 ``graph_args: {layout: {name: ..., num_node: ..., edges: ..., center: ...}}``); no code path changes.
 All indices are 0-based.
 """
+import numbers
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -144,12 +145,37 @@ def get_layout(spec) -> Layout:
         missing = [k for k in ('num_node', 'edges', 'center') if k not in fields]
         if missing:
             raise ValueError(f"custom layout '{fields['name']}' lacks the key(s) {', '.join(missing)}")
+        name = fields['name']
+
+        def index(value, what):
+            """A joint index: an integer (a float with a fraction or a string is an error, not truncated)."""
+            if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or
+                                               (isinstance(value, float) and value.is_integer())):
+                raise ValueError(f"custom layout '{name}': {what} must be an integer, got {value!r}")
+            return int(value)
+        fields['num_node'] = index(fields['num_node'], 'num_node')
+        if fields['num_node'] <= 0:
+            raise ValueError(f"custom layout '{name}': num_node must be positive, got {fields['num_node']}")
+        fields['center'] = index(fields['center'], 'center')
+        if fields.get('origin') is not None:
+            fields['origin'] = index(fields['origin'], 'origin')
         for key in ('edges', 'parts', 'bodies'):
             if key in fields:
-                fields[key] = tuple(tuple(int(j) for j in g) for g in fields[key])
+                groups = fields[key]
+                if not isinstance(groups, (list, tuple)) or not all(isinstance(g, (list, tuple)) for g in groups):
+                    raise ValueError(f"custom layout '{name}': {key} must be a list of lists of joint indices, "
+                                     f"got {groups!r}")
+                if key == 'edges':
+                    bad = next((g for g in groups if len(g) != 2), None)
+                    if bad is not None:
+                        raise ValueError(f"custom layout '{name}': every edge must be a pair [i, j], got {list(bad)!r}")
+                fields[key] = tuple(tuple(index(j, f'{key} entry') for j in g) for g in groups)
         for key in ('flip', 'shoulders'):
             if fields.get(key) is not None:
-                fields[key] = tuple(int(j) for j in fields[key])
+                if not isinstance(fields[key], (list, tuple)):
+                    raise ValueError(f"custom layout '{name}': {key} must be a list of joint indices, got "
+                                     f"{fields[key]!r}")
+                fields[key] = tuple(index(j, f'{key} entry') for j in fields[key])
         known = set(Layout.__dataclass_fields__)
         unknown = sorted(set(fields) - known)
         if unknown:
