@@ -134,10 +134,9 @@ def hip_joints(layout):
     return list(HIP_JOINTS[layout.name])
 
 
-def normalize_sequence_mica(seq, layout, length=64, max_missing=0.3):
-    """MICA's steps (a)-(g) (module docstring) for one sample ``(3, T, V, M)``; float32
-    ``(3, length, V, M)``.  Raises ``IncompleteSkeletonError`` for an excluded sample, ValueError for an
-    all-zero one or a wrong shape."""
+def cropped_to_valid_span(seq, layout, length):
+    """Step (a) of both preprocessings, with their input checks: ``seq`` (3, T, V, M) as float64,
+    cropped to its valid span.  ValueError for a wrong shape, ``length`` < 1 or an all-zero sequence."""
     seq = np.asarray(seq, dtype=np.float64)
     if seq.ndim != 4 or seq.shape[0] != 3 or seq.shape[2] != layout.num_node:
         raise ValueError(f"expected a (3, T, {layout.num_node}, M) sequence for layout '{layout.name}', "
@@ -147,7 +146,31 @@ def normalize_sequence_mica(seq, layout, length=64, max_missing=0.3):
     span = valid_span(seq)
     if span is None:
         raise ValueError('sequence has no non-zero frame (all joints of all persons are zero)')
-    seq = seq[:, span[0]:span[1] + 1]                                          # (a)
+    return seq[:, span[0]:span[1] + 1]
+
+
+def add_preprocess_arguments(parser):
+    """``--length``, ``--preprocess`` and ``--max-missing`` of the data tools (tools/*_gendata.py)."""
+    parser.add_argument('--length', type=int, default=None,
+                        help='frames of *_position.npy (default: 50, with --preprocess mica 64)')
+    parser.add_argument('--preprocess', choices=PREPROCESSINGS, default='family',
+                        help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing")
+    parser.add_argument('--max-missing', type=float, default=0.3,
+                        help='--preprocess mica: exclude samples with more missing joints than this fraction')
+
+
+def resolve_length(args):
+    """The default ``--length`` of the chosen preprocessing: 50 (family) or 64 (MICA, section 5.2)."""
+    if args.length is None:
+        args.length = 64 if args.preprocess == 'mica' else 50
+    return args
+
+
+def normalize_sequence_mica(seq, layout, length=64, max_missing=0.3):
+    """MICA's steps (a)-(g) (module docstring) for one sample ``(3, T, V, M)``; float32
+    ``(3, length, V, M)``.  Raises ``IncompleteSkeletonError`` for an excluded sample, ValueError for an
+    all-zero one or a wrong shape."""
+    seq = cropped_to_valid_span(seq, layout, length)                           # (a)
     missing = missing_joint_fraction(seq)                                      # (b)
     if missing > max_missing:
         raise IncompleteSkeletonError(f'{100 * missing:.1f}% of the joints are missing (more than '
@@ -182,17 +205,8 @@ def normalize_sequence(seq, layout, length=50):
     """Steps (a)-(d) above for one sample ``(3, T, V, M)``; returns float32 ``(3, length, V, M)``.
 
     Raises ValueError when the sequence has no non-zero frame or its shape does not match the layout."""
-    seq = np.asarray(seq, dtype=np.float64)
-    if seq.ndim != 4 or seq.shape[0] != 3 or seq.shape[2] != layout.num_node:
-        raise ValueError(f"expected a (3, T, {layout.num_node}, M) sequence for layout '{layout.name}', "
-                         f"got shape {seq.shape}")
-    if length < 1:
-        raise ValueError(f'length must be >= 1, got {length}')
-    span = valid_span(seq)
-    if span is None:
-        raise ValueError('sequence has no non-zero frame (all joints of all persons are zero)')
     # (a) crop
-    seq = seq[:, span[0]:span[1] + 1]
+    seq = cropped_to_valid_span(seq, layout, length)
     present = person_present(seq)                                   # (Tv, M), before centring
     # (b) centre on person 0's origin joint, keep absent person-frames at zero
     seq = seq - seq[:, :, layout.origin_joint:layout.origin_joint + 1, 0:1]

@@ -22,6 +22,15 @@ def require_realdata(*parts):
     return path
 
 
+def one_line(text, *needles):
+    """``text`` is exactly one non-empty line holding every needle; returns that line."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f'expected one line, got:\n{text}'
+    for needle in needles:
+        assert str(needle) in lines[0], f'{needle!r} not in {lines[0]!r}'
+    return lines[0]
+
+
 def tiny_dataset(folder, n=16, V=20, T=12, num_class=4, seed=0):
     rng = np.random.RandomState(seed)
     data = rng.randn(n, 3, T, V, 1).astype(np.float32)

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 import main as main_module
-from conftest import ROOT, tiny_dataset, write_config
+from conftest import ROOT, one_line, tiny_dataset, write_config
 from tools import ntu_gendata
 from torchlight.io import UserError, run_tool
 
@@ -26,13 +26,6 @@ UCLA_FEATURES = os.path.join(ROOT, 'config', 'text', 'features', 'ucla.minilm.np
 
 # ---------------------------------------------------------------- helpers
 
-def one_line(text, *needles):
-    """``text`` is exactly one non-empty line holding every needle; returns that line."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, f'expected one line, got:\n{text}'
-    for needle in needles:
-        assert str(needle) in lines[0], f'{needle!r} not in {lines[0]!r}'
-    return lines[0]
 
 
 def run_main(capsys, *argv):

@@ -19,18 +19,12 @@ import yaml
 
 import main as main_module
 import torchlight.io
-from conftest import ROOT, tiny_dataset, write_config
+from conftest import ROOT, one_line, tiny_dataset, write_config
 from torchlight.io import UserError, read_pickle
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
 
 
-def one_line(text, *needles):
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, f'expected one line, got:\n{text}'
-    for needle in needles:
-        assert str(needle) in lines[0], f'{needle!r} not in {lines[0]!r}'
-    return lines[0]
 
 
 def run_main(capsys, *argv, status=2):

@@ -24,8 +24,8 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from feeder.ntu_feeder import load_labels  # noqa: E402
-from feeder.preprocess import (PREPROCESSINGS, SplitWriter, has_skeleton, normalize_dataset,  # noqa: E402
-                               select_bodies)
+from feeder.preprocess import (SplitWriter, add_preprocess_arguments, has_skeleton, normalize_dataset,  # noqa: E402
+                               resolve_length, select_bodies)
 from net.utils.layouts import get_layout  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
@@ -262,19 +262,13 @@ def main(argv=None):
     parser.add_argument('--ignored-sample-path', nargs='*', default=None,
                         help='missing-skeleton list(s) to skip (default: the NTU-60 and NTU-120 lists in '
                              '../shared/realdata/ntu_metadata when present; give no path to skip none)')
-    parser.add_argument('--length', type=int, default=None,
-                        help='frames of *_position.npy (default: 50, with --preprocess mica 64)')
-    parser.add_argument('--preprocess', choices=PREPROCESSINGS, default='family',
-                        help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing")
-    parser.add_argument('--max-missing', type=float, default=0.3,
-                        help='--preprocess mica: exclude samples with more missing joints than this fraction')
+    add_preprocess_arguments(parser)
     parser.add_argument('--num-workers', type=int, default=1, help='parallel file readers (default: 1)')
     parser.add_argument('--positions-only', action='store_true',
                         help='only recompute *_position.npy from existing *_data.npy in --out-folder')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    if args.length is None:
-        args.length = 64 if args.preprocess == 'mica' else 50
+    resolve_length(args)
 
     datasets = ('ntu60', 'ntu120') if args.dataset == 'both' else (args.dataset,)
     if args.positions_only:

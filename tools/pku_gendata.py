@@ -19,7 +19,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from feeder.preprocess import PREPROCESSINGS, SplitWriter, has_skeleton, select_bodies  # noqa: E402
+from feeder.preprocess import (SplitWriter, add_preprocess_arguments, has_skeleton, resolve_length,  # noqa: E402
+                               select_bodies)
 from net.utils.layouts import get_layout  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
@@ -166,18 +167,12 @@ def main(argv=None):
     parser.add_argument('--label-path', required=True, help='folder of <video>.txt label files')
     parser.add_argument('--split-file', required=True, help='cross-subject split file (Training/Validation lists)')
     parser.add_argument('--out-folder', default='data', help='output root (default: data)')
-    parser.add_argument('--length', type=int, default=None,
-                        help='frames of *_position.npy (default: 50, with --preprocess mica 64)')
-    parser.add_argument('--preprocess', choices=PREPROCESSINGS, default='family',
-                        help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing")
-    parser.add_argument('--max-missing', type=float, default=0.3,
-                        help='--preprocess mica: exclude samples with more missing joints than this fraction')
+    add_preprocess_arguments(parser)
     parser.add_argument('--skip-missing', action='store_true',
                         help='skip split videos without skeleton/label file instead of failing')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    if args.length is None:
-        args.length = 64 if args.preprocess == 'mica' else 50
+    resolve_length(args)
     counts = gendata(args.skeleton_path, args.label_path, args.split_file, args.out_folder, args.part,
                      args.length, args.skip_missing, not args.no_progress, args.preprocess, args.max_missing)
     for p, n in counts.items():

@@ -21,8 +21,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from feeder.preprocess import (PREPROCESSINGS, IncompleteSkeletonError, preprocess_sequence,  # noqa: E402
-                               save_labels)
+from feeder.preprocess import (IncompleteSkeletonError, add_preprocess_arguments, preprocess_sequence,  # noqa: E402
+                               resolve_length, save_labels)
 from net.utils.layouts import get_layout  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
@@ -102,18 +102,12 @@ def main(argv=None):
     parser.add_argument('--data-path', default=DEFAULT_DATA_PATH,
                         help='folder of all_sqe *.json (default: ../shared/realdata/nw_ucla/all_sqe)')
     parser.add_argument('--out-folder', default='data', help='output root (default: data)')
-    parser.add_argument('--length', type=int, default=None,
-                        help='frames per sample (default: 50, with --preprocess mica 64)')
-    parser.add_argument('--preprocess', choices=PREPROCESSINGS, default='family',
-                        help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing")
-    parser.add_argument('--max-missing', type=float, default=0.3,
-                        help='--preprocess mica: exclude samples with more missing joints than this fraction')
+    add_preprocess_arguments(parser)
     parser.add_argument('--num-person', type=int, default=1,
                         help='M of the output; persons beyond the first are zero (default: 1)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    if args.length is None:
-        args.length = 64 if args.preprocess == 'mica' else 50
+    resolve_length(args)
     counts = gendata(args.data_path, args.out_folder, args.length, args.num_person, not args.no_progress,
                      args.preprocess, args.max_missing)
     for part, n in counts.items():
