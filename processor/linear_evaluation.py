@@ -4,6 +4,8 @@ With ``cache_features: true`` (default) the encoder runs once over each split an
 trains on the cached features; batches, order, optimiser and schedule are those of the reference
 protocol (``cache_features: false`` re-runs the frozen encoder every epoch, as the reference does).
 """
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,10 @@ class LinearEvaluation(Processor):
         parser.description = 'Linear evaluation of a pretrained encoder'
         parser.add_argument('--cache_features', type=str2bool, default=True,
                             help='extract frozen features once (false: re-run the encoder every epoch)')
+        parser.add_argument('--feature_norm', default='none', choices=['none', 'standardize'],
+                            help='none: the family protocol (fc on the raw pooled features); standardize: '
+                                 'fc on features standardised with the training split\'s mean and std '
+                                 '(a non-affine BatchNorm with frozen statistics), folded into fc when saved')
         parser.set_defaults(base_lr=3.0, weight_decay=0.0, num_epoch=100, step=[80], eval_interval=1,
                             train_feeder='feeder.ntu_feeder.Feeder_single', save_interval=1000)
         return parser
@@ -65,6 +71,7 @@ class LinearEvaluation(Processor):
             self.print_log('Notice: the training feeder augments its data, so features are not cached.')
             self.use_cache = False
         self.cache = {}
+        self.feature_shift = self.feature_scale = None
 
     # ---------------------------------------------------------------- features
     def inputs(self, raw, feeder):
@@ -98,9 +105,39 @@ class LinearEvaluation(Processor):
             self.cache[split] = (torch.cat(feats), torch.cat(labels).to(self.dev), torch.cat(indices))
         return self.cache[split]
 
+    def normalized(self, feats):
+        """``feature_norm: standardize``: (f - mean) / std with the training split's statistics (the
+        un-augmented frozen features), else ``feats`` unchanged.  ``--phase test`` loads a saved model,
+        whose ``fc`` is already folded (``folded_fc``), so it always takes raw features."""
+        if self.arg.feature_norm == 'none' or self.arg.phase != 'train':
+            return feats
+        if self.feature_shift is None:
+            train = self.extract('train')[0].float()
+            self.feature_shift = train.mean(dim=0)
+            self.feature_scale = train.std(dim=0).clamp_min(1e-6)
+        return (feats - self.feature_shift) / self.feature_scale
+
+    @contextlib.contextmanager
+    def folded_fc(self):
+        """With ``feature_norm: standardize``, ``fc`` holds W / std and b - W mean / std inside the block,
+        so a saved model classifies raw features exactly as the standardised path does."""
+        if self.arg.feature_norm == 'none' or self.arg.phase != 'train':
+            yield
+            return
+        fc = self.encoder.fc
+        weight, bias = fc.weight.data.clone(), fc.bias.data.clone()
+        with torch.no_grad():
+            fc.weight.div_(self.feature_scale)
+            fc.bias.sub_(fc.weight @ self.feature_shift)
+        try:
+            yield
+        finally:
+            fc.weight.data.copy_(weight)
+            fc.bias.data.copy_(bias)
+
     # ---------------------------------------------------------------- train / test
     def train_step(self, feats, label, epoch=0, iteration=0):
-        output = self.encoder.fc(feats)
+        output = self.encoder.fc(self.normalized(feats))
         loss = F.cross_entropy(output, label)
         self.check_finite(loss, epoch, iteration)          # stops before the step; latest.pt is kept
         self.optimizer.zero_grad(set_to_none=True)
@@ -135,7 +172,7 @@ class LinearEvaluation(Processor):
         feats, labels, indices = self.extract('test')
         if not self.use_cache:
             del self.cache['test']          # the reference protocol runs the encoder at every test
-        return self.encoder.fc(feats), labels, indices
+        return self.encoder.fc(self.normalized(feats)), labels, indices
 
     @torch.no_grad()
     def test_epoch(self, epoch, save_result=False):
@@ -155,7 +192,8 @@ class LinearEvaluation(Processor):
         improved = top1 > self.best['top1'] or self.best['epoch'] < 0
         if self.arg.phase == 'train' and improved:
             self.best.update(top1=top1, epoch=epoch + 1)
-            self.io.save_model(self.model, 'best_model.pt')
+            with self.folded_fc():
+                self.io.save_model(self.model, 'best_model.pt')
         if (save_result or improved) and self.arg.save_result:
             feeder = self.data_loader['test'].dataset
             names = [feeder.sample_name[i] for i in indices.tolist()]

@@ -4,7 +4,7 @@ from conftest import tiny_dataset
 from processor.linear_evaluation import LinearEvaluation, topk_accuracy
 
 
-def run(tmp_path, name, cache):
+def run(tmp_path, name, cache, *extra):
     data, label = tiny_dataset(str(tmp_path), n=24, num_class=4)
     feeder = f'data_path={data},label_path={label},shear_amplitude=-1,temperal_padding_ratio=-1'
     p = LinearEvaluation(['--work_dir', str(tmp_path / name), '--model', 'net.skeletonclr.SkeletonCLR',
@@ -13,7 +13,7 @@ def run(tmp_path, name, cache):
                           'graph_args={layout: nw-ucla, strategy: spatial},edge_importance_weighting=true',
                           '--train_feeder_args', feeder, '--test_feeder_args', feeder, '--batch_size', '8',
                           '--test_batch_size', '8', '--num_epoch', '4', '--step', '2', '--num_worker', '0',
-                          '--progress_bar', 'false', '--cache_features', str(cache).lower()])
+                          '--progress_bar', 'false', '--cache_features', str(cache).lower(), *extra])
     p.start()
     return p
 
@@ -42,3 +42,22 @@ def test_topk_accuracy():
     labels = torch.tensor([1, 2, 0])
     assert abs(topk_accuracy(scores, labels, 1) - 1 / 3) < 1e-6
     assert abs(topk_accuracy(scores, labels, 2) - 2 / 3) < 1e-6
+
+
+def test_standardized_features_fold_into_the_saved_fc(tmp_path):
+    """``feature_norm: standardize`` trains fc on (f - mean) / std of the training features; the saved
+    best_model.pt classifies raw features exactly as the standardised path did (fc folded), and the
+    default protocol is untouched."""
+    p = run(tmp_path, 'standardized', True, '--feature_norm', 'standardize')
+    feats, labels, _ = p.extract('test')
+    train = p.extract('train')[0]
+    torch.testing.assert_close(p.normalized(train).mean(0), torch.zeros(train.shape[1]), atol=1e-4, rtol=0)
+    expected = p.encoder.fc(p.normalized(feats))
+    assert not torch.allclose(expected, p.encoder.fc(feats))       # the normalisation does something
+    saved = torch.load(tmp_path / 'standardized' / 'best_model.pt', weights_only=True)
+    best_weights = {k[len('encoder_q.fc.'):]: v for k, v in saved.items() if '.fc.' in k or k.startswith('fc.')}
+    assert set(best_weights) == {'weight', 'bias'}
+    with p.folded_fc():
+        folded = p.encoder.fc(feats)
+    torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(p.encoder.fc(p.normalized(feats)), expected)   # restored after saving
