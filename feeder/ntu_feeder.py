@@ -34,6 +34,29 @@ EXTREME_AUGMENTATIONS = {
 # MsMCLR strong set (besides shear + crop), in order; 'aimclr' uses the AimCLR digits above.
 MSMCLR_STRONG = ('random_rotate', 'gaus_noise', 'gaus_filter', 'joint_mask', 'channel_mask',
                  'random_joint_noise')
+# ``aug_method`` as a list of names: applied in this order, which keeps both AimCLR's and MsMCLR's
+STRONG_ORDER = ('random_spatial_flip', 'random_rotate', 'gaus_noise', 'gaus_filter', 'axis_mask', 'joint_mask',
+                'channel_mask', 'random_joint_noise', 'random_time_flip')
+# extra augmentations of the normal views (``normal_extra_aug``, after crop and shear)
+NORMAL_EXTRA = ('joint_jitter', 'random_rotate')
+
+
+def resolve_layout(feeder_layout, model_layout, split='train'):
+    """The one layout of a feeder and its model: the feeder's own (``<split>_feeder_args.layout``) if
+    given, else the model's (``model_args.graph_args.layout``); both given and different skeletons is an
+    error naming both.  Either may be a name, a layout file path, a dict or a Layout; None: unknown."""
+    if feeder_layout is None:
+        return model_layout
+    feeder_layout = get_layout(feeder_layout)
+    if model_layout is not None:
+        model_layout = get_layout(model_layout)
+        differ = feeder_layout.differences(model_layout)
+        if differ:
+            raise UserError(f"{split}_feeder_args.layout is {feeder_layout.describe()} but the model's "
+                            f"model_args.graph_args.layout is {model_layout.describe()}; they differ in "
+                            f"{', '.join(differ)}: feeder and model must use one layout; drop the feeder's "
+                            "layout (it takes the model's) or make them the same")
+    return feeder_layout
 
 
 def load_labels(label_path, num_samples=None, data_path=None):
@@ -117,15 +140,29 @@ class Feeder(torch.utils.data.Dataset):
         layout: skeleton layout name (default: from the number of joints) for the spatial flip.
         num_class: if given, labels >= num_class are an error.
         check_finite: scan the data for NaN/Inf once at load.
+        normal_extra_aug: augmentations added to every normal view after crop and shear, in this order:
+            ``joint_jitter`` (N(0, ``jitter_std``^2) on every coordinate) and ``random_rotate`` (AimCLR's
+            rotation); MICA section 5.2's "temporal cropping, joint jittering, and random rotation".
+            Default none (the family's shear + crop).
     """
     view_kinds = ('normal',)
 
     def __init__(self, data_path, label_path, shear_amplitude=0.5, temperal_padding_ratio=6,
-                 mmap=True, layout=None, num_class=None, check_finite=True, debug=False, **unused):
+                 mmap=True, layout=None, num_class=None, check_finite=True, debug=False,
+                 normal_extra_aug=(), jitter_std=0.01, **unused):
         self.data_path = data_path
         self.label_path = label_path
         self.shear_amplitude = shear_amplitude
         self.temperal_padding_ratio = temperal_padding_ratio
+        extra = [normal_extra_aug] if isinstance(normal_extra_aug, str) else list(normal_extra_aug or ())
+        unknown = [n for n in extra if n not in NORMAL_EXTRA]
+        if unknown:
+            raise UserError(f"train_feeder_args.normal_extra_aug: unknown augmentation(s) {unknown}; use "
+                            f"{' and/or '.join(NORMAL_EXTRA)}")
+        if not float(jitter_std) >= 0:
+            raise UserError(f'train_feeder_args.jitter_std={jitter_std!r} must be a number >= 0')
+        self.normal_extra_aug = [n for n in NORMAL_EXTRA if n in extra]
+        self.jitter_std = float(jitter_std)
         stats = {}
         self.data = load_data(data_path, mmap=mmap, check_finite=check_finite, stats=stats)
         self.empty_samples = stats.get('empty', [])        # all-zero samples (reported, kept)
@@ -139,7 +176,8 @@ class Feeder(torch.utils.data.Dataset):
         self.layout = get_layout(layout) if layout is not None else None
         if self.layout is not None and self.layout.num_node != V:
             raise UserError(f"data file '{data_path}' has V={V} joints but layout '{self.layout.name}' "
-                            f"has {self.layout.num_node}")
+                            f"has V={self.layout.num_node}: feeder and model use one layout "
+                            "(train_feeder_args.layout, else model_args.graph_args.layout); set it to the data's")
         self.index = np.arange(len(self.label))
         self.batch_augment = False
         if debug:
@@ -170,6 +208,8 @@ class Feeder(torch.utils.data.Dataset):
             x = tools.temperal_crop(x, self.temperal_padding_ratio)
         if self.shear_amplitude > 0:
             x = tools.shear(x, self.shear_amplitude)
+        for name in self.normal_extra_aug:
+            x = tools.gaus_noise(x, std=self.jitter_std, p=1.0) if name == 'joint_jitter' else tools.random_rotate(x)
         return x
 
     def strong_aug(self, x):
@@ -209,7 +249,7 @@ class Feeder_triple(Feeder):
     def __init__(self, *args, aug_method='12345', joint_noise_joints=5, joint_noise_scale=0.5,
                  joint_noise_range='original', **kwargs):
         super().__init__(*args, **kwargs)
-        self.aug_method = str(aug_method)
+        self.aug_method = aug_method if isinstance(aug_method, (list, tuple)) else str(aug_method)
         self.strong_ops = self.parse_aug_method(self.aug_method)
         if joint_noise_range not in ('original', 'view'):
             raise UserError(f"train_feeder_args.joint_noise_range={joint_noise_range!r}: use 'original' or 'view'")
@@ -223,6 +263,15 @@ class Feeder_triple(Feeder):
 
     @staticmethod
     def parse_aug_method(aug_method):
+        """The strong view's operations: AimCLR digits, 'none' | 'aimclr' | 'msmclr', or a list of names
+        (``STRONG_ORDER``: e.g. ``[random_spatial_flip, random_rotate, gaus_noise, gaus_filter, axis_mask]``
+        is AimCLR's '12345')."""
+        if isinstance(aug_method, (list, tuple)):
+            unknown = [n for n in aug_method if n not in STRONG_ORDER]
+            if unknown:
+                raise UserError(f"train_feeder_args.aug_method: unknown augmentation(s) {unknown}; names are "
+                                f"{', '.join(STRONG_ORDER)}")
+            return [n for n in STRONG_ORDER if n in aug_method]
         if aug_method == 'none':
             return []
         if aug_method == 'aimclr':             # MsMCLR Table 6: AimCLR's own set (its configs' '12345')
@@ -262,25 +311,102 @@ class Feeder_supervised(Feeder):
     ``window_size`` (valid-frame crop resized to this many frames; <= 0: keep the data as is),
     ``p_interval`` (crop ratio range in training, e.g. [0.5, 1]; one value = centred crop, e.g. [0.95]
     for testing), ``random_rot`` (rotation by U(-rot_theta, rot_theta) about each axis).
-    Shear and crop of the contrastive recipes are off by default."""
+    Shear and crop of the contrastive recipes are off by default.
+
+    ``sampling``: 'crop_resize' (default: the valid-frame crop resized to ``window_size``, CTR-GCN's NTU
+    feeder) or 'ucla' (CTR-GCN's NW-UCLA feeder, ``ucla_sample``: centre, random view and scale in
+    training, min-max to [-1, 1], ``window_size`` frames drawn at random (training, ``ucla_train``) or
+    evenly spaced; needs native-length data, ``tools/ucla_gendata.py --preprocess ctrgcn``).
+    ``repeat``: each sample appears this many times per epoch (CTR-GCN's NW-UCLA ``repeat: 5``)."""
     view_kinds = ('normal',)
+    SAMPLINGS = ('crop_resize', 'ucla')
 
     def __init__(self, *args, window_size=64, p_interval=(0.5, 1.0), random_rot=False, rot_theta=0.3,
-                 shear_amplitude=-1, temperal_padding_ratio=-1, **kwargs):
+                 shear_amplitude=-1, temperal_padding_ratio=-1, sampling='crop_resize', ucla_train=True,
+                 random_view=True, repeat=1, **kwargs):
         super().__init__(*args, shear_amplitude=shear_amplitude, temperal_padding_ratio=temperal_padding_ratio,
                          **kwargs)
         p_interval = [float(p) for p in (p_interval if isinstance(p_interval, (list, tuple)) else [p_interval])]
         if not 1 <= len(p_interval) <= 2 or not all(0 < p <= 1 for p in p_interval):
             raise UserError(f'feeder_args.p_interval={p_interval}: give one or two ratios in (0, 1]')
+        if sampling not in self.SAMPLINGS:
+            raise UserError(f"feeder_args.sampling={sampling!r}: use one of {', '.join(self.SAMPLINGS)}")
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise UserError(f'feeder_args.repeat={repeat!r}: must be an integer >= 1')
+        if sampling == 'ucla' and int(window_size) < 1:
+            raise UserError(f"feeder_args.window_size={window_size!r}: sampling 'ucla' needs a window >= 1")
         self.window_size, self.p_interval = int(window_size), p_interval
         self.random_rot, self.rot_theta = bool(random_rot), float(rot_theta)
+        self.sampling, self.ucla_train, self.random_view = sampling, bool(ucla_train), bool(random_view)
+        self.repeat = repeat
+        self.index = np.tile(self.index, repeat)
 
     def normal_aug(self, x):
-        if self.window_size > 0:
+        if self.sampling == 'ucla':
+            x = ucla_sample(x, self.window_size, train=self.ucla_train, random_view=self.random_view)
+        elif self.window_size > 0:
             x = tools.valid_crop_resize(x, self.p_interval, self.window_size, min_length=min(64, self.window_size))
         if self.random_rot:
             x = tools.random_rot(x, self.rot_theta)
         return super().normal_aug(x)
+
+
+def ucla_view_matrix(angle_x, angle_y, scale):
+    """(N, 3, 3) maps of CTR-GCN's NW-UCLA ``rand_view_transform`` (angles in degrees): the row vector of
+    every joint times Ry(angle_y) Rx(angle_x) S(scale), given in ``tools.apply_channel_matrix``'s form."""
+    ax, ay = torch.deg2rad(angle_x), torch.deg2rad(angle_y)
+    one, zero = torch.ones_like(ax), torch.zeros_like(ax)
+    rx = torch.stack([one, zero, zero, zero, ax.cos(), ax.sin(), zero, -ax.sin(), ax.cos()], 1).view(-1, 3, 3)
+    ry = torch.stack([ay.cos(), zero, -ay.sin(), zero, one, zero, ay.sin(), zero, ay.cos()], 1).view(-1, 3, 3)
+    row_map = ry @ rx * scale.view(-1, 1, 1)
+    return row_map.transpose(1, 2)
+
+
+def ucla_frame_indices(lengths, window, train=True):
+    """(N, window) frame indices of CTR-GCN's NW-UCLA feeder for clips of ``lengths`` frames.
+
+    Training: ``window`` draws without replacement from 100 copies of each frame index, sorted (the
+    reference's ``random.sample(list(range(L)) * 100, window)``); testing: ``linspace(0, L - 1, window)``
+    rounded down."""
+    lengths = lengths.long().clamp_min(1)
+    if not train:
+        steps = torch.linspace(0, 1, window, device=lengths.device, dtype=torch.float64)
+        return (steps.view(1, -1) * (lengths.view(-1, 1) - 1)).floor().long()
+    copies = 100
+    pool = copies * int(lengths.max())
+    score = torch.rand(lengths.numel(), pool, device=lengths.device)
+    item = torch.arange(pool, device=lengths.device).view(1, -1)
+    score = score.masked_fill(item >= copies * lengths.view(-1, 1), float('inf'))
+    picked = score.topk(window, dim=1, largest=False).indices
+    return (picked % lengths.view(-1, 1)).sort(dim=1).values
+
+
+def ucla_sample(x, window=52, train=True, random_view=True, angles=None, scales=None, frames=None):
+    """CTR-GCN's NW-UCLA sampling (``feeders/feeder_ucla.py``) of a batch of zero-padded native-length clips
+    (N, C, T, V, M): subtract joint 2 (0-based 1) of the first frame, in training (``random_view``) rotate
+    by integer angles U{-60..60} degrees about x and y and scale by U(0.5, 1.5), min-max each coordinate
+    over the clip to [-1, 1], then take ``window`` frames (``ucla_frame_indices``).  ``angles`` (N, 2)
+    degrees, ``scales`` (N,) and ``frames`` (N, window) fix the random draws."""
+    N, C, T, V, M = x.shape
+    present = (x != 0).flatten(3).any(dim=1).any(dim=2)                          # (N, T)
+    ramp = torch.arange(1, T + 1, device=x.device)
+    lengths = (present * ramp).amax(dim=1).clamp_min(1)                           # last non-empty frame + 1
+    inside = (ramp.view(1, -1) <= lengths.view(-1, 1)).view(N, 1, T, 1, 1)
+    x = (x - x[:, :, :1, 1:2, :1]) * inside
+    if train and (random_view or angles is not None or scales is not None):
+        if angles is None:
+            angles = torch.randint(-60, 61, (N, 2), device=x.device).to(x.dtype)
+        if scales is None:
+            scales = torch.rand(N, device=x.device, dtype=x.dtype) + 0.5
+        x = tools.apply_channel_matrix(x, ucla_view_matrix(angles[:, 0].to(x), angles[:, 1].to(x), scales.to(x)))
+    big = torch.finfo(x.dtype).max
+    low = torch.where(inside, x, x.new_tensor(big)).amin(dim=(2, 3, 4), keepdim=True)
+    high = torch.where(inside, x, x.new_tensor(-big)).amax(dim=(2, 3, 4), keepdim=True)
+    x = (x - low) / (high - low).clamp_min(1e-12) * 2 - 1
+    if frames is None:
+        frames = ucla_frame_indices(lengths, window, train)
+    index = frames.to(x.device).view(N, 1, window, 1, 1).expand(N, C, window, V, M)
+    return torch.gather(x, 2, index)
 
 
 class Feeder_semi(Feeder_single):

@@ -41,6 +41,23 @@ excluded ... the joint coordinates are normalized to the range of [-1, 1]"), in 
 (f) resample the span to ``length`` frames (64) exactly as step (c) above;
 (g) [-1, 1]: divide by the largest absolute coordinate of the sample (after (e) this only rescales:
     the paper gives no other constant).  No view rotation (the paper names none).
+
+``translate_sequence_ctrgcn`` is CTR-GCN's NTU preprocessing (``data/ntu/seq_transformation.py``:
+``seq_translation`` then ``align_frames``), used by the supervised recognition configs:
+
+(a) crop to the valid span, as above;
+(b) one origin per sequence: joint 2 (0-based 1; NTU spine mid, NW-UCLA spine) of person 0 in its first
+    present frame is subtracted from every present person-frame; absent person-frames stay zero (the
+    reference re-zeroes them).  No per-frame centring, so global motion (jumping, sitting down,
+    falling) stays in the data; no rotation, no resize;
+(c) zero padding at the end to ``length`` frames (NTU: 300, the longest clip; NW-UCLA: the longest clip
+    of the set, ``tools/ucla_gendata.py --preprocess ctrgcn``).  The feeder's crop (``valid_crop_resize``:
+    a 50-100% crop of at least 64 frames, resized to 64) or CTR-GCN's NW-UCLA sampling then works on the
+    native frames.
+
+CTR-GCN's denoising of the raw NTU bodies (``get_raw_denoised_data.py``: noisy-body filters by length,
+spread and motion) is not reproduced; the two bodies are chosen by the family's energy rule
+(``select_bodies``).
 """
 import os
 import pickle
@@ -81,7 +98,8 @@ def _shoulder_rotation(seq, present, layout):
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-PREPROCESSINGS = ('family', 'mica')
+PREPROCESSINGS = ('family', 'mica', 'ctrgcn')
+CTRGCN_ORIGIN_JOINT = 1          # joint 2 (1-based) of the reference, in both of its NTU and NW-UCLA pipelines
 HIP_JOINTS = {'ntu-rgb+d': (0,), 'nw-ucla': (0,), 'openpose': (8, 11)}
 
 
@@ -152,18 +170,39 @@ def cropped_to_valid_span(seq, layout, length):
 def add_preprocess_arguments(parser):
     """``--length``, ``--preprocess`` and ``--max-missing`` of the data tools (tools/*_gendata.py)."""
     parser.add_argument('--length', type=int, default=None,
-                        help='frames of *_position.npy (default: 50, with --preprocess mica 64)')
+                        help='frames of *_position.npy (default: 50, with --preprocess mica 64, with --preprocess '
+                             'ctrgcn the zero-padded native length: NTU 300, NW-UCLA the longest clip)')
     parser.add_argument('--preprocess', choices=PREPROCESSINGS, default='family',
-                        help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing")
+                        help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing; "
+                             "ctrgcn: CTR-GCN's (one origin per sequence, native frames zero-padded) for the "
+                             "recognition configs")
     parser.add_argument('--max-missing', type=float, default=0.3,
                         help='--preprocess mica: exclude samples with more missing joints than this fraction')
 
 
-def resolve_length(args):
-    """The default ``--length`` of the chosen preprocessing: 50 (family) or 64 (MICA, section 5.2)."""
+def resolve_length(args, native=None):
+    """The default ``--length`` of the chosen preprocessing: 50 (family), 64 (MICA, section 5.2) or, for
+    'ctrgcn', ``native`` (the length the tool pads its native frames to; a tool without one needs
+    ``--length``)."""
     if args.length is None:
-        args.length = 64 if args.preprocess == 'mica' else 50
+        if args.preprocess == 'ctrgcn' and native is None:
+            raise SystemExit('error: --preprocess ctrgcn needs --length (the frames to zero-pad to) with this tool')
+        args.length = {'mica': 64, 'ctrgcn': native}.get(args.preprocess, 50)
     return args
+
+
+def translate_sequence_ctrgcn(seq, layout, length=None):
+    """CTR-GCN's steps (a)-(c) (module docstring) for one sample ``(3, T, V, M)``; float32
+    ``(3, length, V, M)`` (``length`` None: the valid span's own length; a longer span is cut at
+    ``length``, as ``align_frames`` with NTU's 300).  ValueError for an all-zero sequence or a wrong shape."""
+    seq = cropped_to_valid_span(seq, layout, length or 1)                       # (a)
+    present = person_present(seq)
+    if layout.num_node <= CTRGCN_ORIGIN_JOINT:
+        raise ValueError(f"CTR-GCN preprocessing: layout '{layout.name}' has no joint {CTRGCN_ORIGIN_JOINT + 1}")
+    first = int(np.flatnonzero(present[:, 0])[0]) if present[:, 0].any() else 0
+    origin = seq[:, first, CTRGCN_ORIGIN_JOINT, 0]                             # (b)
+    seq = (seq - origin[:, None, None, None]) * present[None, :, None, :]
+    return fit_frames(seq, seq.shape[1] if length is None else length)          # (c)
 
 
 def normalize_sequence_mica(seq, layout, length=64, max_missing=0.3):
@@ -193,11 +232,14 @@ def normalize_sequence_mica(seq, layout, length=64, max_missing=0.3):
 
 
 def preprocess_sequence(seq, layout, length, preprocess='family', max_missing=0.3):
-    """``normalize_sequence`` ('family', the 50-frame step) or ``normalize_sequence_mica`` ('mica')."""
+    """``normalize_sequence`` ('family', the 50-frame step), ``normalize_sequence_mica`` ('mica') or
+    ``translate_sequence_ctrgcn`` ('ctrgcn')."""
     if preprocess not in PREPROCESSINGS:
         raise ValueError(f"preprocess={preprocess!r}: use one of {', '.join(PREPROCESSINGS)}")
     if preprocess == 'mica':
         return normalize_sequence_mica(seq, layout, length, max_missing)
+    if preprocess == 'ctrgcn':
+        return translate_sequence_ctrgcn(seq, layout, length)
     return normalize_sequence(seq, layout, length)
 
 

@@ -70,6 +70,18 @@ def temperal_crop(x, temperal_padding_ratio=6, start=None):
     return temporal_window(padded, start, T)
 
 
+# What an augmentation needs from the skeleton layout (``net/utils/layouts.py``): checked before training
+# (``missing_layout_fields``) so that a missing field is a one-line error at start, not a traceback later.
+LAYOUT_NEEDS = {'random_spatial_flip': ('flip',)}
+
+
+def missing_layout_fields(ops, layout):
+    """``[(op, field), ...]`` for the augmentations in ``ops`` whose layout field is absent (None layout:
+    every needed field is absent)."""
+    return [(op, key) for op in ops for key in LAYOUT_NEEDS.get(op, ())
+            if layout is None or getattr(layout, key, None) is None]
+
+
 def random_spatial_flip(x, flip_index, p=0.5, mask=None):
     """Swap left and right joints (AimCLR) with probability p per sample; ``flip_index`` is the
     layout's mirror permutation."""
@@ -278,14 +290,21 @@ def to_motion(x):
     return motion
 
 
-STREAMS = ('joint', 'bone', 'motion')
+STREAMS = ('joint', 'bone', 'motion', 'bone_motion')
+PARENT_STREAMS = ('bone', 'bone_motion')          # the streams that need the layout's parents
 
 
 def to_stream(x, stream, parents=None):
+    """The ``stream`` of a joint batch; 'bone_motion' is the motion of the bone stream (CTR-GCN's
+    ``bone: True, vel: True``, the fourth stream of the 4-stream ensembles)."""
+    if stream in PARENT_STREAMS and parents is None:
+        raise ValueError(f"stream '{stream}' needs the skeleton layout's parents (train_feeder_args.layout)")
     if stream == 'joint':
         return x
     if stream == 'bone':
         return to_bone(x, parents)
     if stream == 'motion':
         return to_motion(x)
+    if stream == 'bone_motion':
+        return to_motion(to_bone(x, parents))
     raise ValueError(f"unknown stream '{stream}'; use one of {', '.join(STREAMS)}")

@@ -4,9 +4,10 @@ Action Recognition", CVPR 2019), after lshi's ``model/agcn.py``.
 Module and parameter names follow the reference (``data_bn``, ``l1``..``l10`` with ``gcn1``/``tcn1``/
 ``residual``, ``PA``, ``conv_a``/``conv_b``/``conv_d``, ``down``, ``fc``), so a reference checkpoint
 loads with ``strict=True`` (its fixed adjacency ``A`` is a non-persistent buffer here, as it is a plain
-tensor there).  The only numerical difference is the fixed adjacency: it is the 3-subset 'spatial'
-partition of our ``net.utils.graph.Graph`` (ST-GCN normalisation) instead of lshi's
-identity / normalised-inward / normalised-outward matrices.
+tensor there).  The fixed adjacency is the reference's: ``graph_args.strategy`` defaults to ``'agcn'``
+(``net.utils.graph.agcn_adjacency``: identity, normalised inward, normalised outward, as lshi's
+``graph/tools.py:get_spatial_graph``); ``strategy: 'spatial'`` gives ST-GCN's partition instead (the
+earlier behaviour of this project).
 
 Interface as ``net.st_gcn.Model``: ``encode`` -> (N*M, C', T', V), ``pool``, ``forward_features``,
 ``forward`` = ``fc(drop_out(forward_features(x)))``, ``feature_dim``, ``num_node``, ``neck``.
@@ -18,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init, unit_tcn
+from net.utils.graph import with_default_strategy
 
 
 def conv_branch_init(conv, branches):
@@ -112,7 +114,8 @@ class Model(TenUnitGCN):
     Args:
         in_channels: C of the input (3 for joint or bone stream).
         num_class: size of ``fc``.
-        graph_args: ``Graph`` arguments (layout, strategy); the strategy must give 3 subsets ('spatial').
+        graph_args: ``Graph`` arguments (layout, strategy); the strategy must give 3 subsets: 'agcn' (the
+            reference graph, default) or 'spatial' (ST-GCN's partition).
         num_person: M; ``data_bn`` normalises M*V*C channels as the reference, so M is fixed at build time.
         base_channel: c, the widths of the 10 blocks are c,c,c,c,2c(s2),2c,2c,4c(s2),4c,4c (reference 64).
         drop_out: dropout on the pooled features before ``fc`` (0 = none, the reference has none).
@@ -121,4 +124,5 @@ class Model(TenUnitGCN):
     display_name = '2s-AGCN'
 
     def __init__(self, in_channels=3, num_class=60, graph_args=None, num_person=2, base_channel=64, drop_out=0):
-        super().__init__(TCN_GCN_unit, in_channels, num_class, graph_args, num_person, base_channel, drop_out)
+        super().__init__(TCN_GCN_unit, in_channels, num_class, with_default_strategy(graph_args, 'agcn'),
+                         num_person, base_channel, drop_out)

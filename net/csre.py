@@ -21,34 +21,50 @@ Reading choices (the extracted paper text lost the symbols of eqs. 1-10, so some
   ``num_frames`` (= T' of the feature map, e.g. 16 for ST-GCN on 64 frames) is given at construction; a
   map with a different T' is adaptively average-pooled to ``num_frames`` (so variable-length input
   works).  ``feature_map_shape(encoder, ...)`` runs a dummy forward to find T' and C.
-* Anchors are the current batch's embeddings (with gradient); bank entries are detached (eq. 6).  The
-  loss is computed against the bank *before* this step's write, and an anchor's own (stale) bank entry is
-  excluded from its candidates, so positives are always other training samples.
+* Anchors are the current batch's embeddings (with gradient); bank entries are detached (eq. 6).
+  ``bank_update='before'`` (default, the authors' ``model/loss.py:ContrastLoss``): the batch is written
+  first and the anchors are contrasted with the bank that holds it, the anchor's own fresh entry
+  included among its positive candidates.  ``'after'`` (the earlier reading): contrast with the bank
+  before this step's write, the anchor's own (stale) entry excluded.
 * Multi-positive InfoNCE (eqs. 8-9) in the form of SkeletonGCL / cross-image pixel contrast, which the
-  paper follows for sampling ([33]): for anchor a, positive set P, negative set N,
-  ``L(a) = -1/|P| * sum_{p in P} log( e^{s(a,p)/tau} / (e^{s(a,p)/tau} + sum_{n in N} e^{s(a,n)/tau}) )``
-  with s the cosine similarity (eq. 7).  Averaged over anchors that have >= 1 positive and >= 1 negative.
-* ``loss = loss_weight * (L_s + L_t [+ L_g])`` (eq. 10); the processor adds it to L_CE.
+  paper follows for sampling ([33]): for anchor a, positive p and a negative group N,
+  ``l(a, p, N) = -log( e^{s(a,p)/tau} / (e^{s(a,p)/tau} + sum_{n in N} e^{s(a,n)/tau}) )`` with s the
+  cosine similarity (eq. 7).  ``negative_softmax='separate'`` (default, the authors): each drawn kind of
+  negatives is its own group (R+H: one softmax of the positive against the hard negatives and one against
+  the random negatives, which are drawn from all negatives and may repeat a hard one); ``'joint'`` (the
+  earlier reading): one group, the hard negatives plus random ones drawn from the rest.  ``L(a)`` is the
+  mean of l over the anchor's positives and groups; the branch loss the mean over anchors (the authors'
+  cross-entropy over all rows: the same when every anchor has its full sample).
+* ``min_candidates='full'`` (default, the authors): an anchor with fewer than ``num_positives`` positive
+  or fewer negative candidates than the largest negative count is skipped (on a small set the banks can
+  stay below 128/512 per anchor and the head then adds nothing); ``'any'``: use what there is.
+* ``loss = loss_weight * mean(L_s, L_t [, L_g])`` with ``branch_reduction='mean'`` (default: the authors'
+  ``(L_s + L_t) / 2``), or ``loss_weight * (L_s + L_t [+ L_g])`` with ``'sum'`` (eq. 10 as printed, the
+  earlier default); the processor adds it to L_CE.
 
 Defaults and their source:
 
 * ``embed_dim=256``                    Sec. 4.2 ("dimensions of the attentive features ... is 256").
 * ``num_positives=128, num_hard_negatives=512, num_random_negatives=512``   Sec. 4.2.
 * ``positive_sampling='H', negative_sampling='R+H'``   Sec. 3.3.3 and Table 6 (best row, 85.6%).
-* ``temperature=0.8``                  Sec. 4.2 searches {0.5, 0.8, 1.0}; the chosen value is not printed,
-  0.8 is the middle of the grid (and the DESIGN default).  Per-branch values can be given as a tuple.
-* ``loss_weight=1.0``                  eq. 10 as read in DESIGN.md sec. 6 (L_CE + L_s + L_t, no weight).
-* ``reduction=4``                      Eq. 4's channel-reduction rate r; its value is not in the extracted
-  text, 4 is our choice (the SE-style default).
+* ``temperature=0.8``                  Sec. 4.2 searches {0.5, 0.8, 1.0}; 0.8 is the default of the
+  authors' ``main.py --temperature``.  Per-branch values can be given as a tuple.
+* ``loss_weight=1.0, branch_reduction='mean'``   the authors' ``(L_s + L_t) / 2`` added to L_CE.
+* ``reduction=8``                      Eq. 4's channel-reduction rate r: the authors' ``STD_unit``
+  (``rel_reduction=8``).
+* Initialisation of the projections: kaiming normal (fan out), zero bias, as ``STD_unit``.
 * ``bank_capacity=None``               Sec. 3.3.1: banks the size of the dataset; Sec. 4.5 "Training
   Consumption" suggests a MoCo-style queue for large sets -> ``bank_capacity=K`` gives a FIFO queue.
 * ``spatial=True, temporal=True, global_contrast=False``   Table 5 (CSRE = SC + TC; adding GC drops
   85.6 -> 85.5).
+* ``bank_copies=1``                    the processor passes the training feeder's ``repeat``: the authors'
+  banks have one row per repeated copy of a sample (their NW-UCLA bank: 5 x 1,020 rows).
 
 Counts when a strategy is 'R+H' for positives: ``num_positives`` is split half hard / half random
-(the paper gives one count for positives).  For negatives the paper's two counts are used directly:
-'H' -> ``num_hard_negatives``, 'R' -> ``num_random_negatives``, 'R+H' -> both (random drawn from the
-candidates not already picked as hard).  Fewer candidates than asked -> use what there is (validity mask).
+(the paper gives one count for positives; the authors' code has hard positives only).  For negatives the
+paper's two counts are used directly: 'H' -> ``num_hard_negatives``, 'R' -> ``num_random_negatives``,
+'R+H' -> both.  With ``min_candidates='any'`` fewer candidates than asked -> use what there is (validity
+mask).
 """
 
 import torch
@@ -57,6 +73,8 @@ import torch.nn.functional as F
 
 STRATEGIES = ('R', 'H', 'R+H')
 BRANCHES = ('s', 't', 'g')
+CHOICES = {'negative_softmax': ('separate', 'joint'), 'min_candidates': ('full', 'any'),
+           'bank_update': ('before', 'after'), 'branch_reduction': ('mean', 'sum')}
 
 
 def feature_map_shape(encoder, in_channels, num_frame, num_node, num_person=1):
@@ -101,26 +119,49 @@ class CSRE(nn.Module):
         reduction: channel-reduction rate r of eq. 4.
         bank_capacity: None -> index-addressed banks of ``num_samples`` rows (eq. 6); an int -> FIFO queue of
             that many rows (Sec. 4.5, MoCo-style).
+        bank_copies: rows per sample in index-addressed banks (the processor gives the feeder's
+            ``repeat``): the c-th write of sample i goes to row i + c mod copies x num_samples, as the
+            authors' banks have one row per repeated copy (NW-UCLA ``repeat: 5``: 5 x 1,020 rows).
         num_positives, num_hard_negatives, num_random_negatives: sampling counts (Sec. 4.2: 128/512/512).
         positive_sampling, negative_sampling: 'R', 'H' or 'R+H' (Table 6).
         temperature: tau of eqs. 8-9; a float, or a tuple (tau_s, tau_t[, tau_g]).
-        loss_weight: lambda multiplying the summed contrastive losses (eq. 10).
+        loss_weight: lambda multiplying the branch losses' mean (or sum) (eq. 10).
+        branch_reduction: 'mean' (the authors' (L_s + L_t) / 2) or 'sum' (eq. 10 as printed).
+        negative_softmax: 'separate' (one softmax per negative kind, the authors) or 'joint' (one
+            softmax over hard + disjoint random negatives).
+        min_candidates: 'full' (skip anchors without the full sample, the authors) or 'any'.
+        bank_update: 'before' (write the batch, then contrast, own entry included: the authors) or
+            'after' (contrast with the earlier bank, own entry excluded).
         spatial, temporal, global_contrast: branch switches (Table 5: SC, TC, GC).
         num_frames: T' of the feature map (required when ``temporal``); other T' are pooled to it.
         persistent_banks: whether the banks appear in ``state_dict()`` (for resumable checkpoints).
     """
 
-    def __init__(self, channels, num_node, num_samples=None, num_class=None, embed_dim=256, reduction=4,
+    def __init__(self, channels, num_node, num_samples=None, num_class=None, embed_dim=256, reduction=8,
                  bank_capacity=None, num_positives=128, num_hard_negatives=512, num_random_negatives=512,
                  positive_sampling='H', negative_sampling='R+H', temperature=0.8, loss_weight=1.0,
                  spatial=True, temporal=True, global_contrast=False, num_frames=None,
-                 persistent_banks=True):
+                 persistent_banks=True, branch_reduction='mean', negative_softmax='separate',
+                 min_candidates='full', bank_update='before', bank_copies=1):
         super().__init__()
         if not (spatial or temporal or global_contrast):
             raise ValueError('CSRE needs at least one of spatial / temporal / global_contrast')
-        if positive_sampling not in STRATEGIES or negative_sampling not in STRATEGIES:
-            raise ValueError(f'sampling strategies must be one of {STRATEGIES}, got '
-                             f'{positive_sampling!r} / {negative_sampling!r}')
+        for key, value in (('positive_sampling', positive_sampling), ('negative_sampling', negative_sampling)):
+            if value not in STRATEGIES:
+                raise ValueError(f"train_head_args.{key}={value!r}: use one of {', '.join(STRATEGIES)}")
+        for key, value in (('branch_reduction', branch_reduction), ('negative_softmax', negative_softmax),
+                           ('min_candidates', min_candidates), ('bank_update', bank_update)):
+            if value not in CHOICES[key]:
+                raise ValueError(f"train_head_args.{key}={value!r}: use one of {', '.join(CHOICES[key])}")
+        for key, value in (('reduction', reduction), ('embed_dim', embed_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'train_head_args.{key}={value!r}: must be a positive integer')
+        for key, value in (('num_positives', num_positives), ('num_hard_negatives', num_hard_negatives),
+                           ('num_random_negatives', num_random_negatives)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f'train_head_args.{key}={value!r}: must be an integer >= 0')
+        self.branch_reduction, self.negative_softmax = branch_reduction, negative_softmax
+        self.min_candidates, self.bank_update = min_candidates, bank_update
         if temporal and not num_frames:
             raise ValueError('the temporal branch needs num_frames (T\' of the feature map); '
                              'see net.csre.feature_map_shape')
@@ -132,7 +173,11 @@ class CSRE(nn.Module):
         self.num_class = num_class
         self.embed_dim = embed_dim
         self.fifo = bank_capacity is not None
-        self.bank_size = int(bank_capacity) if self.fifo else int(num_samples)
+        if isinstance(bank_copies, bool) or not isinstance(bank_copies, int) or bank_copies < 1:
+            raise ValueError(f'train_head_args.bank_copies={bank_copies!r}: must be an integer >= 1')
+        self.num_samples = None if self.fifo else int(num_samples)
+        self.bank_copies = 1 if self.fifo else bank_copies
+        self.bank_size = int(bank_capacity) if self.fifo else self.num_samples * self.bank_copies
         self.num_positives = num_positives
         self.num_hard_negatives = num_hard_negatives
         self.num_random_negatives = num_random_negatives
@@ -144,6 +189,8 @@ class CSRE(nn.Module):
         else:
             temps = [temperature] * 3
         self.temperature = dict(zip(BRANCHES, (float(t) for t in temps)))
+        if not all(t > 0 for t in self.temperature.values()):
+            raise ValueError(f'train_head_args.temperature={temperature!r}: must be > 0')
         self.branches = [b for b, on in zip(BRANCHES, (spatial, temporal, global_contrast)) if on]
 
         reduced = max(1, channels // reduction)
@@ -156,6 +203,10 @@ class CSRE(nn.Module):
             self.proj_t = nn.Linear(reduced * num_frames, embed_dim)
         if global_contrast:
             self.proj_g = nn.Linear(channels, embed_dim)
+        for b in self.branches:                      # STD_unit's initialisation of the projections
+            proj = getattr(self, f'proj_{b}')
+            nn.init.kaiming_normal_(proj.weight, mode='fan_out')
+            nn.init.zeros_(proj.bias)
 
         # Memory banks (eq. 6): features, labels (-1 = empty) and the sample index stored in each row.
         for b in self.branches:
@@ -165,6 +216,9 @@ class CSRE(nn.Module):
         self.register_buffer('bank_index', torch.full((self.bank_size,), -1, dtype=torch.long),
                              persistent=persistent_banks)
         self.register_buffer('bank_ptr', torch.zeros((), dtype=torch.long), persistent=persistent_banks)
+        if self.bank_copies > 1:     # how often each sample was written: its next copy row
+            self.register_buffer('bank_writes', torch.zeros(self.num_samples, dtype=torch.long),
+                                 persistent=persistent_banks)
 
     # ------------------------------------------------------------------ STFD (eqs. 4-5)
     def decompose(self, feature_map, num_person):
@@ -206,6 +260,9 @@ class CSRE(nn.Module):
         else:
             keep = slice(0, label.numel())
             rows = index
+            if self.bank_copies > 1:      # copy c of sample i lives in row i + c * num_samples
+                rows = index + self.num_samples * (self.bank_writes[index] % self.bank_copies)
+                self.bank_writes[index] += 1
         for b, f in features.items():
             getattr(self, f'bank_{b}')[rows] = f.detach()[keep].to(getattr(self, f'bank_{b}').dtype)
         self.bank_label[rows] = label[keep]
@@ -216,37 +273,54 @@ class CSRE(nn.Module):
         return int((self.bank_label >= 0).sum())
 
     # ------------------------------------------------------------------ sampling (Sec. 3.3.3, Table 6)
-    def _draw(self, sim, cand, strategy, n_hard, n_random):
-        """Pick bank rows among ``cand`` (B, K): hard = highest ``sim``, random = random scores + topk."""
+    def _draw(self, sim, cand, strategy, n_hard, n_random, disjoint=True):
+        """Pick bank rows among ``cand`` (B, K): hard = highest ``sim``, random = random scores + topk.
+
+        Returns (idx, valid, sizes): the picks of each kind side by side and the column count of each kind
+        (hard first).  ``disjoint``: random picks avoid the hard ones (else they are drawn from all of
+        ``cand``, as the authors' ``random.sample`` over every negative)."""
         idx, valid = [], []
         if 'H' in strategy:
             i, v = _masked_topk(sim, cand, n_hard)
             idx.append(i)
             valid.append(v)
-            # do not draw a hard pick again at random (scatter_add: invalid slots may repeat a valid index)
-            taken = torch.zeros(cand.shape, dtype=torch.int32, device=cand.device).scatter_add_(1, i, v.int())
-            cand = cand & (taken == 0)
+            if disjoint:
+                # scatter_add: invalid slots may repeat a valid index
+                taken = torch.zeros(cand.shape, dtype=torch.int32, device=cand.device).scatter_add_(1, i, v.int())
+                cand = cand & (taken == 0)
         if 'R' in strategy:
             i, v = _masked_topk(torch.rand_like(sim), cand, n_random)
             idx.append(i)
             valid.append(v)
-        return torch.cat(idx, dim=1), torch.cat(valid, dim=1)
+        return torch.cat(idx, dim=1), torch.cat(valid, dim=1), [t.size(1) for t in idx]
+
+    def negatives_needed(self):
+        """The negative candidates an anchor needs under ``min_candidates='full'``: the largest count drawn
+        (hard and random negatives come from the same candidates; the authors' ``negative_num``)."""
+        counts = [self.num_hard_negatives] * ('H' in self.negative_sampling) + \
+            [self.num_random_negatives] * ('R' in self.negative_sampling)
+        return max(counts)
 
     @torch.no_grad()
-    def sample(self, anchor, label, index, bank):
+    def sample(self, anchor, label, index, bank, return_groups=False):
         """Sample positives / negatives for each anchor from ``bank`` (rows of the shared label bank).
 
         Args:
             anchor: (B, D) normalised anchor embeddings; label, index: (B,) labels and sample indices.
             bank: (K, D) normalised bank embeddings.
+            return_groups: also return the column count of each negative group (one per softmax).
         Returns:
-            pos_idx (B, P), pos_valid (B, P), neg_idx (B, Q), neg_valid (B, Q): bank row indices and
-            masks; invalid slots (too few candidates) carry arbitrary indices and must be ignored.
+            pos_idx (B, P), pos_valid (B, P), neg_idx (B, Q), neg_valid (B, Q) [, group sizes]: bank row
+            indices and masks; invalid slots (too few candidates) carry arbitrary indices and must be
+            ignored.  With ``min_candidates='full'`` every slot of an anchor without its full sample is
+            invalid.
         """
         label = label.to(self.bank_label.device).long()
         index = index.to(self.bank_label.device).long()
         sim = anchor.detach().to(bank.dtype) @ bank.t()                       # cosine, eq. 7
-        filled = (self.bank_label >= 0) & (self.bank_index.unsqueeze(0) != index.unsqueeze(1))
+        filled = (self.bank_label >= 0).unsqueeze(0).expand(label.numel(), -1)
+        if self.bank_update == 'after':                                       # own stale entry excluded
+            filled = filled & (self.bank_index.unsqueeze(0) != index.unsqueeze(1))
         same = self.bank_label.unsqueeze(0) == label.unsqueeze(1)
         pos_cand, neg_cand = filled & same, filled & ~same
         P = self.num_positives
@@ -255,18 +329,40 @@ class CSRE(nn.Module):
         else:
             p_hard = p_rand = P
         # hardest positives = lowest similarity -> top-k of -sim
-        pos_idx, pos_valid = self._draw(-sim, pos_cand, self.positive_sampling, p_hard, p_rand)
-        neg_idx, neg_valid = self._draw(sim, neg_cand, self.negative_sampling,
-                                        self.num_hard_negatives, self.num_random_negatives)
+        pos_idx, pos_valid, _ = self._draw(-sim, pos_cand, self.positive_sampling, p_hard, p_rand)
+        neg_idx, neg_valid, sizes = self._draw(sim, neg_cand, self.negative_sampling, self.num_hard_negatives,
+                                               self.num_random_negatives,
+                                               disjoint=self.negative_softmax == 'joint')
+        if self.min_candidates == 'full':
+            full = (pos_cand.sum(1) >= P) & (neg_cand.sum(1) >= self.negatives_needed())
+            pos_valid = pos_valid & full.unsqueeze(1)
+            neg_valid = neg_valid & full.unsqueeze(1)
+        if self.negative_softmax == 'joint':
+            sizes = [neg_idx.size(1)]
+        if return_groups:
+            return pos_idx, pos_valid, neg_idx, neg_valid, sizes
         return pos_idx, pos_valid, neg_idx, neg_valid
 
     # ------------------------------------------------------------------ loss (eqs. 7-9)
+    @staticmethod
+    def _per_positive_loss(pos, pos_valid, neg, neg_valid):
+        """-log(e^p / (e^p + sum_n e^n)) per (anchor, positive) for one negative group; (B, P) and the
+        (B,) mask of anchors that have a negative in the group."""
+        has_neg = neg_valid.any(dim=1)
+        # rows with no valid negative are filled with zeros (never used) to keep logsumexp's gradient finite
+        neg = torch.where(neg_valid, neg, neg.new_tensor(float('-inf')))
+        neg = torch.where(has_neg.unsqueeze(1), neg, torch.zeros_like(neg))
+        neg_lse = torch.logsumexp(neg, dim=1, keepdim=True) if neg.size(1) else \
+            neg.new_full((neg.size(0), 1), float('-inf'))
+        per_pos = torch.logaddexp(pos, neg_lse) - pos
+        return torch.where(pos_valid, per_pos, torch.zeros_like(per_pos)), has_neg
+
     def contrast(self, anchor, label, index, branch):
         """Multi-positive InfoNCE of ``anchor`` against the ``branch`` bank; returns (loss, num_anchors)."""
         bank = getattr(self, f'bank_{branch}')
-        pos_idx, pos_valid, neg_idx, neg_valid = self.sample(anchor, label, index, bank)
-        # Gather the sampled (detached) bank rows: a copy, so the in-place bank write at the end of forward
-        # does not invalidate the saved tensors of this graph.  Gradient flows through the anchor only.
+        pos_idx, pos_valid, neg_idx, neg_valid, sizes = self.sample(anchor, label, index, bank, return_groups=True)
+        # Gather the sampled (detached) bank rows: a copy, so a later in-place bank write does not
+        # invalidate the saved tensors of this graph.  Gradient flows through the anchor only.
         # The loss is computed in float32 even under autocast (temperature-scaled logsumexp).
         tau = self.temperature[branch]
         with torch.autocast(device_type=anchor.device.type, enabled=False):
@@ -274,46 +370,49 @@ class CSRE(nn.Module):
             bank = bank.detach().float()
             pos = torch.bmm(bank[pos_idx], a).squeeze(2) / tau    # (B, P)
             neg = torch.bmm(bank[neg_idx], a).squeeze(2) / tau    # (B, Q)
-        has_pos, has_neg = pos_valid.any(dim=1), neg_valid.any(dim=1)
-        ok = has_pos & has_neg
-        # rows with no valid negative are filled with zeros (never used) to keep logsumexp's gradient finite
-        neg = torch.where(neg_valid, neg, neg.new_tensor(float('-inf')))
-        neg = torch.where(has_neg.unsqueeze(1), neg, torch.zeros_like(neg))
-        neg_lse = torch.logsumexp(neg, dim=1, keepdim=True) if neg.size(1) else \
-            neg.new_full((neg.size(0), 1), float('-inf'))
         pos = torch.where(pos_valid, pos, torch.zeros_like(pos))
-        per_pos = torch.logaddexp(pos, neg_lse) - pos                         # -log(e^p / (e^p + sum e^n))
-        per_pos = torch.where(pos_valid, per_pos, torch.zeros_like(per_pos))
-        per_anchor = per_pos.sum(dim=1) / pos_valid.sum(dim=1).clamp(min=1)
+        total = torch.zeros_like(pos[:, 0])
+        terms = torch.zeros_like(total)
+        for n, v in zip(neg.split(sizes, dim=1), neg_valid.split(sizes, dim=1)):
+            per_pos, has_neg = self._per_positive_loss(pos, pos_valid, n, v)
+            total = total + torch.where(has_neg, per_pos.sum(dim=1), torch.zeros_like(total))
+            terms = terms + has_neg.to(total.dtype) * pos_valid.sum(dim=1)
+        ok = pos_valid.any(dim=1) & (terms > 0)
         n = int(ok.sum())
         if n == 0:
             return anchor.sum() * 0.0, 0
-        return per_anchor[ok].mean(), n
+        return (total[ok] / terms[ok]).mean(), n
 
     def forward(self, feature_map, num_person, label, index, update=None):
-        """Contrastive losses for one training step, then the bank write of this batch.
+        """Contrastive losses for one training step and the bank write of this batch (before the losses
+        with ``bank_update='before'``, after them with ``'after'``).
 
         Args:
             feature_map: (N*M, C, T', V) encoder output before pooling.
             num_person: M.  label, index: (N,) class labels and training-set sample indices.
             update: write the banks (default: ``self.training``).
         Returns:
-            {'loss': lambda * sum of the enabled branch losses (eq. 10), 'loss_s' / 'loss_t' / 'loss_g' for
-             the enabled branches, 'num_anchors': anchors that had both positives and negatives (min over
+            {'loss': lambda * mean (or sum) of the enabled branch losses (eq. 10), 'loss_s' / 'loss_t' /
+             'loss_g' for the enabled branches, 'num_anchors': anchors that had their sample (min over
              branches), 'bank_filled': filled bank rows}.
         """
         if self.num_class is not None and label.numel() and int(label.max()) >= self.num_class:
             raise ValueError(f'label {int(label.max())} out of range for num_class={self.num_class}')
         feats = self.decompose(feature_map, num_person)
+        write = self.training if update is None else update
+        if write and self.bank_update == 'before':
+            self.update_banks(feats, label, index)
         out, total, counts = {}, 0.0, []
         for b in self.branches:
             loss_b, n = self.contrast(feats[b], label, index, b)
             out[f'loss_{b}'] = loss_b
             total = total + loss_b
             counts.append(n)
+        if self.branch_reduction == 'mean':
+            total = total / len(self.branches)
         out['loss'] = self.loss_weight * total
         out['num_anchors'] = min(counts)
-        if self.training if update is None else update:
+        if write and self.bank_update == 'after':
             self.update_banks(feats, label, index)
         out['bank_filled'] = self.num_filled
         return out

@@ -4,9 +4,10 @@ Action Recognition", ICCV 2021), after Uason-Chen's ``model/ctrgcn.py``.
 Module and parameter names follow the reference (``data_bn``, ``l1``..``l10`` with ``gcn1.convs.k.conv1..4``,
 ``gcn1.PA``, ``gcn1.alpha``, ``tcn1.branches``, ``fc``) so a reference checkpoint loads with
 ``strict=True``; the weight initialisation is the reference's (kaiming fan_out convs, BN 1/0, the gcn
-output BN 1e-6, ``fc`` normal std sqrt(2/num_class)).  The adjacency (initial PA) is the 3-subset
-'spatial' partition of our ``net.utils.graph.Graph`` instead of the reference's identity / inward /
-outward matrices.
+output BN 1e-6, ``fc`` normal std sqrt(2/num_class)).  The adjacency (initial PA) is the reference's:
+``graph_args.strategy`` defaults to ``'agcn'`` (``net.utils.graph.agcn_adjacency``: identity, normalised
+inward, normalised outward, the reference's ``graph/tools.py:get_spatial_graph``); ``strategy:
+'spatial'`` gives ST-GCN's partition instead (the earlier behaviour of this project).
 
 Interface as ``net.st_gcn.Model``: ``encode`` -> (N*M, C', T', V), ``pool``, ``forward_features``,
 ``forward`` = ``fc(drop_out(forward_features(x)))``, ``feature_dim``, ``num_node``, ``neck``.
@@ -17,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init, unit_tcn
+from net.utils.graph import with_default_strategy
 
 
 def weights_init(m):
@@ -196,7 +198,8 @@ class Model(TenUnitGCN):
     Args:
         in_channels: C of the input (3 for joint/bone/motion streams).
         num_class: size of ``fc``.
-        graph_args: ``Graph`` arguments (layout, strategy; the reference uses 3 subsets = 'spatial').
+        graph_args: ``Graph`` arguments (layout, strategy): 'agcn' (the reference graph, default) or
+            'spatial' (ST-GCN's 3-subset partition).
         num_person: M; ``data_bn`` normalises M*V*C channels as the reference, so M is fixed at build time.
         drop_out: dropout on the pooled features before ``fc`` (reference option, default 0).
         adaptive: learnable PA (True, reference default) or the fixed A.
@@ -208,6 +211,7 @@ class Model(TenUnitGCN):
 
     def __init__(self, in_channels=3, num_class=60, graph_args=None, num_person=2, drop_out=0, adaptive=True,
                  base_channel=64):
-        super().__init__(TCN_GCN_unit, in_channels, num_class, graph_args, num_person, base_channel, drop_out,
+        super().__init__(TCN_GCN_unit, in_channels, num_class, with_default_strategy(graph_args, 'agcn'),
+                         num_person, base_channel, drop_out,
                          adaptive=adaptive)
         self.num_point = self.num_node

@@ -27,8 +27,14 @@ and the MoCo wrappers (``fc(pool(encode(x)))``) work unchanged.  ``feature_dim``
 of the ``encode`` map (as for every encoder); ``pool_dim`` (= fc_hidden) is the width of the pooled
 features.  ``pool`` is a method, not a staticmethod, because it uses the head weights.
 
-Defaults follow the paper (conv2 32 channels, fc7 256); HCN-pytorch uses conv2_channel = window_size
-and fc_hidden = 512 (``Model(conv2_channel=64, fc_hidden=512)``).
+**Where CSRE attaches.**  A train-time head (``net.csre.CSRE``) takes ``encode``'s map, i.e. the output
+of conv2 / conv2m: the last map with a joint axis (after the transpose the joints are channels).
+
+Defaults follow the release (HCN-pytorch ``model/HCN.py``): conv2 has ``window_size`` channels
+(``conv2_channel=None``) and fc7 512 units, i.e. 2.65 M parameters at ``window_size`` 64, out_channel 64
+and 60 classes (its ``NTU-RGB-D-CS/HCN02`` experiment; its README's "64 frames / 512" row).  The paper's
+32 frames (HCN01: ``window_size=32``) give 1.06 M; ``conv2_channel=32, fc_hidden=256`` are the earlier
+defaults of this project.
 """
 import torch
 import torch.nn as nn
@@ -56,13 +62,14 @@ class Model(nn.Module):
         out_channel: the reference width (64): conv1 = out_channel, conv3 = out_channel/2,
             conv4 = out_channel, conv5 = 2*out_channel, conv6 = 4*out_channel.
         window_size: frames the network runs on (64); must be >= 16.
-        conv2_channel: channels of conv2 = width of the transposed map (32 in the paper); must be >= 16.
-        fc_hidden: width of fc7 (256 in the paper).
+        conv2_channel: channels of conv2 = width of the transposed map; None (default) = ``window_size``,
+            as the release; must be >= 16.
+        fc_hidden: width of fc7 (512, the release's ``256*2``).
         drop_out: dropout probability of the Dropout2d/Dropout layers (0.5 in the reference).
     """
 
     def __init__(self, in_channels=3, num_class=60, graph_args=None, num_person=2, out_channel=64,
-                 window_size=64, conv2_channel=32, fc_hidden=256, drop_out=0.5):
+                 window_size=64, conv2_channel=None, fc_hidden=512, drop_out=0.5):
         super().__init__()
         graph_args = dict(graph_args or {'layout': 'ntu-rgb+d', 'strategy': 'spatial'})
         self.graph = Graph(**graph_args)
@@ -70,6 +77,7 @@ class Model(nn.Module):
         self.num_node = V = self.graph.num_node
         self.num_person = num_person
         self.window_size = window_size
+        conv2_channel = window_size if conv2_channel is None else conv2_channel
         self.conv2_channel = conv2_channel
         if window_size < 16 or conv2_channel < 16:
             raise ValueError(f'HCN needs window_size >= 16 and conv2_channel >= 16 (four 2x2 max-pools), '

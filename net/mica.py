@@ -1,4 +1,6 @@
-"""MICA (Modeling Internal and Contextual Attention; ``../shared/papers/mica.txt``).
+"""MICA (Modeling Internal and Contextual Attention): W. Xin, Y. Teng, J. Zhang, Y. Liu, R. Liu, Y. Hu,
+Q. Miao, "Modeling the Internal and Contextual Attention for Self-Supervised Skeleton-Based Action
+Recognition", Sensors 25(21), 6532, 2025, doi:10.3390/s25216532.
 
 SkeletonCLR's MoCo core (K 32768, tau 0.2, m 0.999) with
 * FreST (``net/frest.py``) appended to the skeleton encoder (query and key) on its feature map; it

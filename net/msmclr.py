@@ -1,4 +1,6 @@
-"""MsMCLR (multi-scale motion contrastive learning; ``../shared/papers/msmclr.md``).
+"""MsMCLR: Y. Wu, Z. Xu, M. Yuan, T. Tang, R. Meng, Z. Wang, "Multi-scale Motion Contrastive Learning for
+Self-supervised Skeleton-based Action Recognition", Multimedia Systems (Springer), 2024,
+doi:10.1007/s00530-024-01463-0.
 
 Two query branches share the query encoder (Fig. 3): the normal view gives z^ (InfoNCE, eq. 3); the
 strongly augmented view's feature map x~ goes through the MsM attention (``net/msm_attention.py``)

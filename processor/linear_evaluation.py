@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from feeder.tools import to_stream
+from processor.build import batch_features, extract_features, inference_encoder, stream_views
 from processor.processor import Processor, seed_worker
 from torchlight.io import UserError, str2bool
 
@@ -42,7 +42,7 @@ class LinearEvaluation(Processor):
     # ---------------------------------------------------------------- model
     @property
     def encoder(self):
-        return self.model.encoder_q if hasattr(self.model, 'encoder_q') else self.model
+        return inference_encoder(self.model)
 
     def load_model(self):
         if self.arg.model_args.get('pretrain', False):
@@ -75,15 +75,11 @@ class LinearEvaluation(Processor):
 
     # ---------------------------------------------------------------- features
     def inputs(self, raw, feeder):
-        x = feeder.views(raw.to(self.dev, non_blocking=True))[0]
-        if self.arg.stream != 'joint':
-            x = to_stream(x, self.arg.stream, feeder.parents if self.arg.stream == 'bone' else None)
-        return x
+        return stream_views(feeder, raw.to(self.dev, non_blocking=True))[0]
 
     @torch.no_grad()
     def features(self, raw, feeder):
-        self.encoder.eval()
-        return self.encoder.forward_features(self.inputs(raw, feeder))
+        return batch_features(self.model, feeder, raw, self.dev)
 
     @torch.no_grad()
     def extract(self, split):
@@ -97,12 +93,8 @@ class LinearEvaluation(Processor):
             loader = torch.utils.data.DataLoader(feeder, batch_size=self.arg.test_batch_size, shuffle=False,
                                                  num_workers=self.arg.num_worker, generator=generator,
                                                  worker_init_fn=seed_worker)
-            feats, labels, indices = [], [], []
-            for raw, label, index in self.iterate(loader, f'features {split}'):
-                feats.append(self.features(raw, feeder))
-                labels.append(label)
-                indices.append(index)
-            self.cache[split] = (torch.cat(feats), torch.cat(labels).to(self.dev), torch.cat(indices))
+            self.cache[split] = extract_features(self.model, loader, self.dev,
+                                                 iterate=lambda batches: self.iterate(batches, f'features {split}'))
         return self.cache[split]
 
     def normalized(self, feats):

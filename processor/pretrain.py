@@ -24,7 +24,10 @@ import time
 import numpy as np
 import torch
 
-from feeder.tools import to_stream
+from feeder.tools import missing_layout_fields
+from net.text.features import check_text_dataset, feature_class_names, read_dataset_info
+from net.utils.layouts import flip_problem
+from processor.build import stream_views
 from processor.knn_evaluation import knn_top1
 from processor.linear_evaluation import LinearEvaluation
 from processor.processor import Processor, every
@@ -87,6 +90,12 @@ class PretrainProcessor(Processor):
         parser.add_argument('--knn_k', type=int, default=[10, 20, 40], nargs='+',
                             help='kNN monitor: numbers of neighbours (knn_top1 is the first)')
         parser.add_argument('--knn_temperature', type=float, default=0.1, help='kNN monitor: vote temperature')
+        parser.add_argument('--dataset', default=None,
+                            help="this run's dataset name, checked against MICA's text feature file (default: "
+                                 'dataset.yaml next to the training label file, when there is one)')
+        parser.add_argument('--text_class_subset', type=str2bool, default=False,
+                            help='MICA: allow a text feature file with more classes than num_class (its first '
+                                 'num_class classes are used); false: that is an error')
         return parser
 
     # the kNN monitor reads the features of linear evaluation, through its code: the query encoder in
@@ -102,6 +111,9 @@ class PretrainProcessor(Processor):
             raise UserError('pretraining needs train_feeder_args with data_path and label_path')
         if hasattr(self.model, 'check_batch_size'):
             self.model.check_batch_size(self.arg.batch_size)
+        self.preflight_layout()
+        self.check_text_features()
+        self.small_data_notice()
         # pretraining learns no classifier: the test split serves only the kNN monitor
         test = self.data_loader.pop('test', None)
         if self.arg.knn_interval > 0 and self.arg.phase == 'train':
@@ -116,6 +128,84 @@ class PretrainProcessor(Processor):
             self.data_loader['knn_test'] = test
         self.cache = {}
 
+    # ------------------------------------------------------------------ start-up checks and notices
+    def preflight_layout(self):
+        """Every configured augmentation must find what it needs in the layout (AimCLR/MsMCLR spatial
+        flip: ``flip``): a one-line error before training instead of a traceback in the first epoch."""
+        feeder = self.train_feeder
+        missing = missing_layout_fields(getattr(feeder, 'strong_ops', ()), feeder.layout)
+        if not missing:
+            return
+        op, key = missing[0]
+        layout = feeder.layout
+        aug = str(getattr(feeder, 'aug_method', ''))
+        drop = ({'random_spatial_flip': "aug_method '2345' (the AimCLR set without 1, the flip)"
+                 if aug in ('12345', 'aimclr') else f"aug_method without the digit 1 (e.g. "
+                 f"'{''.join(d for d in aug if d != '1') or 'none'}')"}.get(op, 'the augmentation'))
+        state = (f"layout '{layout.name}': {flip_problem(layout)}" if layout is not None
+                 else 'no layout is known for the data')
+        raise UserError(f"train_feeder_args.aug_method={aug!r} includes {op}, which needs the layout's `{key}` "
+                        f"(left/right mirror permutation), but {state}: add `{key}` (or joint_names with left/right "
+                        f"in them) to the layout, or drop the augmentation: {drop}")
+
+    def check_text_features(self):
+        """MICA's text feature file must describe this run's dataset (net/text/features.py)."""
+        meta = getattr(self.model, 'text_meta', None)
+        if meta is None:
+            return
+        args = self.arg.model_args
+        info = read_dataset_info(self.arg.train_feeder_args['label_path'])
+        dataset, where = self.arg.dataset, ' (key dataset)'
+        if not dataset and info.get('dataset'):
+            dataset, where = info['dataset'], f" ({info['path']})"
+        labels = np.asarray(self.train_feeder.label)
+        try:
+            check_text_dataset(meta, args.get('text_features'), anchors=int(self.model.anchors.size(0)),
+                               label_classes=int(labels.max()) + 1 if labels.size else None, dataset=dataset,
+                               class_names=info.get('classes'),
+                               file_class_names=feature_class_names(meta, args.get('descriptions')),
+                               allow_subset=self.arg.text_class_subset, where=where)
+        except ValueError as e:
+            raise UserError(str(e)) from e
+
+    # the small-data recipe of config/ucla/ (NW-UCLA, 1,020 training clips), as (key, value, why)
+    SMALL_DATA = 3000
+    SMALL_DATA_RECIPE = (
+        ('weights_init', False, "PyTorch's initialisation: the family's collapses small sets"),
+        ('model_args.momentum', 0.99, 'a faster key encoder'),
+        ('model_args.shuffle_bn_groups', 4, 'shuffle-BN on one device: without it the methods collapse'),
+        ('model_args.queue_size', 512, "a queue below the epoch's sample count (NW-UCLA: half an epoch), not "
+                                       'many epochs of stale keys; a multiple of batch_size'),
+    )
+
+    def small_data_notice(self):
+        """On a small training set, say what the small-data recipe (config/ucla/) changes and why."""
+        n = len(self.train_feeder)
+        if n >= self.SMALL_DATA or not hasattr(self.model, 'queue'):
+            return
+        changes = []
+        for key, value, why in self.SMALL_DATA_RECIPE:
+            if key.startswith('model_args.'):
+                name = key.split('.', 1)[1]
+                mine = self.arg.model_args.get(name, getattr(self.model, {'queue_size': 'K', 'momentum': 'm'}
+                                                             .get(name, name), None))
+            else:
+                mine = getattr(self.arg, key)
+            if mine != value:
+                changes.append(f'{key}: {value} ({why}; this run: {mine})')
+        steps = n // self.arg.batch_size
+        batch = ''
+        if steps < 10:
+            smaller = max(16, 2 ** int(np.log2(max(1, n // 10))))
+            plural = 's' if steps != 1 else ''
+            batch = (f' With batch_size {self.arg.batch_size} an epoch is only {steps} iteration{plural}: a smaller '
+                     f'batch (e.g. {smaller}, with queue_size a multiple of it) gives more updates per epoch.')
+        head = f'Notice: small training set ({n} clips, under {self.SMALL_DATA}): '
+        recipe = ('this run already uses the small-data recipe of config/ucla/.' if not changes else
+                  'the small-data recipe of config/ucla/ (NW-UCLA, 1,020 clips) sets ' + '; '.join(changes) + '.')
+        self.print_log(head + recipe + batch + ' See docs/METHODS.md, "Collapse on small data", and docs/DATA.md, '
+                       '"Your own dataset".')
+
     def extra_state(self):
         return {'collapse_epochs': getattr(self, 'collapse_epochs', 0)}
 
@@ -123,12 +213,7 @@ class PretrainProcessor(Processor):
         self.collapse_epochs = extra.get('collapse_epochs', 0)
 
     def make_views(self, raw):
-        raw = raw.to(self.dev, non_blocking=True)
-        views = self.train_feeder.views(raw)
-        if self.arg.stream != 'joint':
-            parents = self.train_feeder.parents if self.arg.stream == 'bone' else None
-            views = [to_stream(v, self.arg.stream, parents) for v in views]
-        return views
+        return stream_views(self.train_feeder, raw.to(self.dev, non_blocking=True))     # in the run's stream
 
     # ------------------------------------------------------------------ metrics and the kNN monitor
     @property

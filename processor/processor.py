@@ -8,6 +8,7 @@ Subclasses implement ``train_epoch`` and ``test_epoch`` only.
 import argparse
 import contextlib
 import fcntl
+import math
 import os
 import random
 import signal
@@ -19,9 +20,10 @@ import yaml
 
 from feeder.tools import STREAMS
 from net.utils.init import family_weights_init
+from processor.build import build_feeder, build_model, inference_encoder, load_config, model_layout
 from torchlight import distributed
-from torchlight.io import (IO, DictAction, UserError, atomic_torch_save, closest_keys, import_class,
-                           load_resume_file, load_yaml_file, remove_stale_temporaries, str2bool,
+from torchlight.io import (IO, DictAction, UserError, atomic_torch_save, closest_keys, load_resume_file,
+                           remove_stale_temporaries, str2bool,
                            to_cpu_state_dict)
 
 # Keys of the reference code bases that this project accepts and ignores.
@@ -226,11 +228,7 @@ class Processor:
             return args
         p = parse(argv)
         if p.config is not None:
-            if not os.path.isfile(p.config):
-                raise UserError(f"config file '{p.config}' does not exist")
-            default_arg = load_yaml_file(p.config) or {}
-            if not isinstance(default_arg, dict):
-                raise UserError(f"config file '{p.config}' must be a mapping of keys to values")
+            default_arg = load_config(p.config)          # its base: files merged under it
             valid = vars(p).keys()
             self.ignored_keys = []
             for k in list(default_arg):
@@ -377,6 +375,10 @@ class Processor:
         parser.add_argument('--base_lr', type=float, default=0.01, help='initial learning rate')
         parser.add_argument('--step', type=int, default=[], nargs='+', help='epochs where lr is multiplied by lr_decay_rate')
         parser.add_argument('--lr_decay_rate', type=float, default=0.1, help='lr factor at each step')
+        parser.add_argument('--lr_schedule', default='step', choices=['step', 'cosine', 'exponential'],
+                            help='step: x lr_decay_rate at each epoch in step (the reference); cosine: '
+                                 'half-cosine from base_lr to 0 over the epochs after the warm-up; '
+                                 'exponential: x lr_decay_rate every epoch (HCN; step is not used)')
         parser.add_argument('--warm_up_epoch', type=int, default=0, help='epochs of linear lr warm-up')
         parser.add_argument('--optimizer', default='SGD', choices=['SGD', 'Adam', 'AdamW'], help='optimiser')
         parser.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
@@ -482,13 +484,7 @@ class Processor:
 
     # ------------------------------------------------------------------ model and data
     def load_model(self):
-        if self.arg.model is None:
-            raise UserError('no model given: set `model:` in the config (e.g. net.skeletonclr.SkeletonCLR)')
-        model_class = import_class(self.arg.model)
-        try:
-            self.model = model_class(**self.arg.model_args)
-        except TypeError as e:
-            raise UserError(f'model_args do not fit {self.arg.model}: {e}') from e
+        self.model = build_model(vars(self.arg))
         if self.arg.weights_init:
             # the reference order: after the constructor (MoCo's copy of encoder_q into encoder_k), so
             # the key encoder is drawn afresh; before any --weights are loaded
@@ -505,33 +501,23 @@ class Processor:
 
     def load_weights(self):
         if self.arg.weights:
+            graphs = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k.split('.')[-1] == 'A'}
             self.io.load_weights(self.model, self.arg.weights, self.arg.ignore_weights)
+            own = self.model.state_dict()
+            changed = [k for k, v in graphs.items() if not torch.equal(own[k].cpu(), v.cpu())]
+            if changed:
+                layout = self.model_layout()
+                self.print_log(f"Notice: the graph buffer '{changed[0]}' of '{self.arg.weights}' differs from the "
+                               f"graph of this config's layout{f' {layout.name!r}' if layout else ''} "
+                               "(model_args.graph_args): the checkpoint's adjacency replaces it; the weights were "
+                               'trained with another layout or strategy (use the layout of the pretraining run)')
 
     def build_feeder(self, name, args, split):
-        feeder_class = import_class(name)
-        args = dict(args)
-        num_class = self.arg.model_args.get('num_class')
-        if self.uses_labels and num_class is not None:
-            args.setdefault('num_class', num_class)        # labels >= num_class are an error
-        if self.arg.debug:
-            args['debug'] = True
-        if 'data_path' not in args or 'label_path' not in args:
-            raise UserError(f'{split}_feeder_args needs data_path and label_path')
-        import inspect
-        known = set()
-        for klass in getattr(feeder_class, '__mro__', [feeder_class]):
-            init = klass.__dict__.get('__init__')
-            if init is not None:
-                known.update(n for n, q in inspect.signature(init).parameters.items()
-                             if q.kind not in (q.VAR_KEYWORD, q.VAR_POSITIONAL) and n != 'self')
-        unknown = [k for k in args if known and k not in known]
-        if unknown:
-            raise UserError(f"unknown key '{unknown[0]}' in {split}_feeder_args of {name}; closest valid keys: "
-                            f"{closest_keys(unknown[0], known)}")
-        try:
-            feeder = feeder_class(**args)
-        except TypeError as e:
-            raise UserError(f'{split}_feeder_args do not fit {name}: {e}') from e
+        """The feeder ``name`` with ``args`` in this run's stream (``processor.build.build_feeder``), checked
+        against the model's input."""
+        cfg = dict(vars(self.arg), **{f'{split}_feeder': name, f'{split}_feeder_args': args})
+        feeder = build_feeder(cfg, split, stream=self.arg.stream, layout=self.model_layout(),
+                              uses_labels=self.uses_labels)
         self.check_magnitude(feeder)
         empty = getattr(feeder, 'empty_samples', None)
         if empty is not None and len(empty):
@@ -539,9 +525,7 @@ class Processor:
                            f"zero (no skeleton), e.g. sample {int(empty[0])} "
                            f"'{feeder.sample_name[int(empty[0])]}'; they are kept")
         # the data must fit the model's input (C, V, and M where the model fixes it) before any training
-        model = getattr(self, 'model', None)
-        encoder = getattr(model, 'encoder_q', model)
-        check = getattr(encoder, 'check_input', None)
+        check = getattr(inference_encoder(getattr(self, 'model', None)), 'check_input', None)
         shape = getattr(getattr(feeder, 'data', None), 'shape', None)
         if check is not None and shape is not None and len(shape) == 5:
             try:
@@ -550,6 +534,10 @@ class Processor:
                 raise UserError(f"data file '{feeder.data_path}' ({split}, shape {tuple(shape)}) does not fit "
                                 f"{self.arg.model}: {e}") from e
         return feeder
+
+    def model_layout(self):
+        """The skeleton layout of the model's graph (``model_args.graph_args.layout``), or None."""
+        return model_layout(getattr(self, 'model', None))
 
     MAX_COORDINATE = 1e6
 
@@ -582,6 +570,11 @@ class Processor:
         if train and batch_size > len(feeder):
             raise UserError(f'batch_size={batch_size} is larger than the {len(feeder)} training samples '
                             f"of '{feeder.data_path}' (the last incomplete batch is dropped)")
+        if train:
+            steps, dropped = divmod(len(feeder), batch_size * world)
+            self.print_log(f'Training data: {len(feeder)} samples, batch_size {batch_size * world}: {steps} '
+                           f"iteration{'s' if steps != 1 else ''} per epoch, {dropped} samples dropped per epoch "
+                           '(drop_last: the last incomplete batch; other samples each epoch, the order is reshuffled)')
         if self.data_on_device(feeder):
             return DeviceLoader(feeder, sampler, batch_size, drop_last=train, device=self.dev)
         return SeededDataLoader(
@@ -601,6 +594,8 @@ class Processor:
         self.data_loader = {}
         if self.arg.phase == 'train' and self.arg.train_feeder_args:
             self.train_feeder = self.build_feeder(self.arg.train_feeder, self.arg.train_feeder_args, 'train')
+            if getattr(self.train_feeder, 'layout', None) is not None:
+                self.print_log(f'Skeleton: {self.train_feeder.layout.describe()}, for feeder and model')
             self.data_loader['train'] = self.make_loader(self.train_feeder, self.arg.batch_size, True)
         if self.arg.test_feeder_args:
             self.test_feeder = self.build_feeder(self.arg.test_feeder, self.arg.test_feeder_args, 'test')
@@ -617,9 +612,18 @@ class Processor:
             self.optimizer = torch.optim.AdamW(params, lr=self.arg.base_lr, weight_decay=self.arg.weight_decay)
 
     def learning_rate(self, epoch, fraction=0.0):
-        """Step schedule (x lr_decay_rate at each epoch in ``step``) after an optional linear warm-up."""
+        """Step schedule (x lr_decay_rate at each epoch in ``step``) after an optional linear warm-up;
+        ``lr_schedule: cosine``: base_lr * (1 + cos(pi * p)) / 2, p the fraction of the post-warm-up
+        epochs done (SGDR without restarts, Loshchilov & Hutter, ICLR 2017), per iteration;
+        ``exponential``: base_lr * lr_decay_rate ** epoch (HCN's release)."""
         if self.arg.warm_up_epoch > 0 and epoch < self.arg.warm_up_epoch:
             return self.arg.base_lr * (epoch + fraction + 1e-8) / self.arg.warm_up_epoch
+        if self.arg.lr_schedule == 'cosine':
+            span = max(1, self.arg.num_epoch - self.arg.warm_up_epoch)
+            done = min(1.0, (epoch + fraction - self.arg.warm_up_epoch) / span)
+            return self.arg.base_lr * 0.5 * (1.0 + math.cos(math.pi * done))
+        if self.arg.lr_schedule == 'exponential':
+            return self.arg.base_lr * self.arg.lr_decay_rate ** epoch
         return self.arg.base_lr * self.arg.lr_decay_rate ** int(np.sum(epoch >= np.array(self.arg.step)))
 
     def adjust_lr(self, epoch, fraction=0.0):
@@ -853,7 +857,7 @@ class Processor:
     # ------------------------------------------------------------------ helpers for subclasses
     def iterate(self, loader, desc):
         from torchlight.progress import Progress
-        return Progress(loader, desc=desc, enabled=self.arg.progress_bar)
+        return Progress(loader, desc=desc, enabled=self.arg.progress_bar and self.is_main)   # rank 0 only
 
     def log_scalars(self, prefix, values, step):
         if not self.is_main:

@@ -3,16 +3,26 @@ train-time head (``train_head: net.csre.CSRE``) that is absent from every saved 
 
 Defaults are the CTR-GCN family recipe: SGD with Nesterov, lr 0.1, weight decay 4e-4, 65 epochs with
 5 warm-up epochs, x0.1 at 35 and 55, batch 64, ``feeder.ntu_feeder.Feeder_supervised`` (valid-frame
-crop resized to 64 frames).  The encoder checkpoints (``epoch{N}_model.pt``, ``best_model.pt``) hold the
-encoder alone, so they evaluate with or without the head's code; ``latest.pt`` also keeps the head
-(memory banks included) so a run resumes exactly.
+crop resized to 64 frames).  The warm-up ramps per epoch as CTR-GCN's ``adjust_learning_rate``: epoch e
+(0-based) < ``warm_up_epoch`` runs at ``base_lr * (e + 1) / warm_up_epoch`` (``warm_up: iteration``:
+the earlier per-iteration ramp from 0).  ``lr_schedule: exponential`` is HCN's release schedule,
+``base_lr * lr_decay_rate ** epoch`` (ExponentialLR stepped once per epoch); ``clip_grad_norm`` clips the
+gradient norm (HCN-pytorch: ``clip * batch_size`` = 0.5 x 64).  The encoder checkpoints
+(``epoch{N}_model.pt``, ``best_model.pt``) hold the encoder alone, so they evaluate with or without the
+head's code; ``latest.pt`` also keeps the head (memory banks included) so a run resumes exactly.
+
+The loss of a step is ``L_CE + head['loss']`` (the head applies its own weight: CSRE's
+``loss_weight * (L_s + L_t) / 2``).  Streams: joint, bone, motion and bone_motion (motion of the bone
+stream), computed on the batch after the feeder's sampling.
 """
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from processor.build import stream_views
 from processor.linear_evaluation import LinearEvaluation, topk_accuracy
 from processor.processor import Processor, every
+from torchlight import distributed
 from torchlight.io import DictAction, UserError, import_class
 
 
@@ -36,12 +46,49 @@ class Recognition(LinearEvaluation):
         parser.add_argument('--train_head', default=None,
                             help='train-time head built next to the encoder, e.g. net.csre.CSRE (not saved in models)')
         parser.add_argument('--train_head_args', action=DictAction, default=dict(), help='arguments of the train head')
+        parser.add_argument('--warm_up', default='epoch', choices=['epoch', 'iteration'],
+                            help="epoch: lr (e + 1) / warm_up_epoch x base_lr per epoch (CTR-GCN); iteration: "
+                                 "linear per-iteration ramp from 0")
+        parser.add_argument('--clip_grad_norm', type=float, default=0.0,
+                            help='clip the total gradient norm to this value (0: no clipping; HCN: 32)')
         parser.set_defaults(base_lr=0.1, weight_decay=4e-4, num_epoch=65, warm_up_epoch=5, step=[35, 55],
                             batch_size=64, test_batch_size=64, nesterov=True, eval_interval=1, save_interval=-1,
                             cache_features=False, train_feeder='feeder.ntu_feeder.Feeder_supervised',
                             test_feeder='feeder.ntu_feeder.Feeder_supervised',
                             weights_init=False)     # the CTR-GCN family initialises its own modules
         return parser
+
+    def check_values(self, parser, source):
+        super().check_values(parser, source)
+        where = f' (from {source} or the command line)' if source else ''
+        if not (self.arg.clip_grad_norm >= 0 and np.isfinite(self.arg.clip_grad_norm)):
+            raise UserError(f"key 'clip_grad_norm'{where} must be a finite number >= 0 (0: off), got "
+                            f"{self.arg.clip_grad_norm!r}")
+
+    def learning_rate(self, epoch, fraction=0.0):
+        """Warm-up (per epoch as CTR-GCN, or per iteration), then the base schedule (``lr_schedule``)."""
+        warm = self.arg.warm_up_epoch
+        if warm > 0 and epoch < warm:
+            ramp = epoch + 1 if self.arg.warm_up == 'epoch' else epoch + fraction + 1e-8
+            return self.arg.base_lr * ramp / warm
+        return super().learning_rate(epoch, fraction)
+
+    def backward_step(self, loss):
+        if self.arg.clip_grad_norm <= 0:
+            return super().backward_step(loss)
+        if not hasattr(self, 'scaler'):
+            self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.arg.amp == 'fp16')
+        params = [p for group in self.optimizer.param_groups for p in group['params']]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        distributed.average_gradients(params)
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(params, self.arg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def inputs(self, raw, feeder):
+        return stream_views(feeder, raw.to(self.dev, non_blocking=True))[0]
 
     @property
     def encoder(self):
@@ -69,6 +116,8 @@ class Recognition(LinearEvaluation):
         C, T, V = feature_map_shape(self.model, sample.size(1), sample.size(2), sample.size(3), sample.size(4))
         args = dict(self.arg.train_head_args)
         args.setdefault('num_samples', len(feeder.data))
+        if args.get('bank_capacity') is None:
+            args.setdefault('bank_copies', getattr(feeder, 'repeat', 1))   # one bank row per repeated copy
         args.setdefault('num_class', self.arg.model_args.get('num_class'))
         args.setdefault('num_frames', T)
         try:

@@ -184,9 +184,8 @@ def test_eval_model_has_only_the_encoder():
 @pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(ROOT, 'config', '**', 'pretrain_*clr*.yaml'), recursive=True)))
 def test_every_pretrain_config_builds_its_model(path):
     """Every shipped pretraining YAML parses and builds its model with the right feeder/method pair."""
-    import yaml
-    from torchlight.io import import_class
-    cfg = yaml.safe_load(open(path))
+    from torchlight.io import import_class, load_config_file
+    cfg = load_config_file(path)
     args = dict(cfg['model_args'], queue_size=cfg['batch_size'] * 2)
     model = import_class(cfg['model'])(**args)
     if 'aimclr' in path or 'msmclr' in path:
@@ -197,4 +196,4 @@ def test_every_pretrain_config_builds_its_model(path):
     assert cfg['stream'] == (stream if stream in ('bone', 'motion') else 'joint')
     twin = path.replace('pretrain_', 'linear_eval_')
     assert os.path.exists(twin), twin
-    assert yaml.safe_load(open(twin))['model'] == cfg['model']
+    assert load_config_file(twin)['model'] == cfg['model']

@@ -47,7 +47,8 @@ def run_tool(script, *args):
 def test_default_weights():
     assert ensemble.default_weights(3) == [0.6, 0.6, 0.4]
     assert ensemble.default_weights(2) == [1.0, 1.0]
-    assert ensemble.default_weights(4) == [1.0] * 4
+    assert ensemble.default_weights(4) == [0.6, 0.6, 0.4, 0.4]      # CTR-GCN's 4-stream preset
+    assert ensemble.default_weights(5) == [1.0] * 5
 
 
 def test_fuse_raw_weighted_sum_exact_values():

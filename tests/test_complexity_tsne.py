@@ -126,13 +126,28 @@ def test_complexity_cli_ntu60_xsub(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------
 # t-SNE
 
-def test_fallback_tsne_separates_two_clusters():
+def test_tsne_separates_two_clusters():
+    pytest.importorskip('sklearn')
     rng = np.random.RandomState(0)
     x = np.concatenate([rng.randn(40, 10), rng.randn(40, 10) + 8.0])
     labels = np.repeat([0, 1], 40)
-    emb = tsne.exact_tsne(x, perplexity=10, n_iter=400, seed=0)
+    emb = tsne.run_tsne(x, perplexity=10, seed=0, n_iter=400)
     assert emb.shape == (80, 2) and np.isfinite(emb).all()
     assert tsne.knn_purity(emb, labels, k=5) > 0.9
+
+
+def test_tsne_without_scikit_learn_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name.startswith('sklearn'):
+            raise ImportError('No module named sklearn')
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, '__import__', no_sklearn)
+    with pytest.raises(ValueError, match=r'needs scikit-learn: pip install -r requirements-analysis.txt') as e:
+        tsne.main(['--config', _tiny_setup(tmp_path), '--out', str(tmp_path / 'x.png')])
+    assert '\n' not in str(e.value)
 
 
 def _tiny_setup(tmp_path, stream='joint'):
@@ -162,9 +177,10 @@ def _tiny_setup(tmp_path, stream='joint'):
 
 @pytest.mark.parametrize('stream', ['joint', 'bone'])
 def test_tsne_tool_writes_npz(tmp_path, stream):
+    pytest.importorskip('sklearn')                  # the analysis extra
     config = _tiny_setup(tmp_path, stream)
     out = tmp_path / 'fig' / 'tsne.png'
-    res = tsne.main(['--config', config, '--backend', 'numpy', '--iters', '300', '--out', str(out),
+    res = tsne.main(['--config', config, '--iters', '300', '--out', str(out),
                      '--class-names', os.path.join(ROOT, 'config', 'text', 'descriptions', 'ucla.yaml')])
     d = np.load(tmp_path / 'fig' / 'tsne.npz')
     assert d['embedding'].shape == (16, 2) and np.isfinite(d['embedding']).all()
@@ -172,7 +188,7 @@ def test_tsne_tool_writes_npz(tmp_path, stream):
     assert d['features'].shape == (16, 8)
     np.testing.assert_allclose(np.linalg.norm(d['features'], axis=1), 1.0, rtol=1e-5)
     assert d['class_names'][0] == 'pick up with one hand'
-    assert res['backend'] == 'numpy'
+    assert res['backend'] == 'sklearn'
     if importlib.util.find_spec('matplotlib') is not None:
         assert out.is_file()
     else:
@@ -180,9 +196,10 @@ def test_tsne_tool_writes_npz(tmp_path, stream):
 
 
 def test_tsne_tool_class_selection_and_csv_without_matplotlib(tmp_path, monkeypatch):
+    pytest.importorskip('sklearn')                  # the analysis extra
     config = _tiny_setup(tmp_path)
     monkeypatch.setattr(tsne, 'plot_embedding', lambda *a, **k: False)     # as if matplotlib were absent
-    res = tsne.main(['--config', config, '--backend', 'numpy', '--iters', '250', '--classes', '1', '3',
+    res = tsne.main(['--config', config, '--iters', '250', '--classes', '1', '3',
                      '--out', str(tmp_path / 'sel.png')])
     assert sorted(set(res['labels'].tolist())) == [1, 3] and len(res['labels']) == 8
     rows = (tmp_path / 'sel.csv').read_text().splitlines()
@@ -193,6 +210,7 @@ def test_tsne_tool_class_selection_and_csv_without_matplotlib(tmp_path, monkeypa
 
 
 def test_tsne_tool_writes_png(tmp_path):
+    pytest.importorskip('sklearn')                  # the analysis extra
     pytest.importorskip('matplotlib')
     config = _tiny_setup(tmp_path)
     out = tmp_path / 'tsne.png'

@@ -18,9 +18,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+# The earlier readings (one softmax, own entry excluded, no minimum sample, summed branches), kept as
+# options; the authors' defaults are tested in tests/test_supervised_fidelity.py.
+EARLIER = dict(negative_softmax='joint', bank_update='after', min_candidates='any', branch_reduction='sum')
+
+
 def make_head(**kw):
     args = dict(channels=8, num_node=25, num_samples=20, embed_dim=16, reduction=2, num_frames=4,
-                num_positives=4, num_hard_negatives=6, num_random_negatives=6)
+                num_positives=4, num_hard_negatives=6, num_random_negatives=6, **EARLIER)
     args.update(kw)
     return CSRE(**args)
 
@@ -267,7 +272,7 @@ def test_with_st_gcn_encoder(layout, V, M):
     C, Tp, Vp = feature_map_shape(enc, 3, 16, V, M)
     assert (C, Tp, Vp) == (8, 4, V)
     head = CSRE(C, V, num_samples=10, num_class=3, embed_dim=16, num_frames=Tp, num_positives=4,
-                num_hard_negatives=4, num_random_negatives=4, global_contrast=True)
+                num_hard_negatives=4, num_random_negatives=4, global_contrast=True, **EARLIER)
     x = torch.randn(4, 3, 16, V, M)
     lab = torch.tensor([0, 1, 2, 0])
     enc.train()

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from conftest import ROOT
 from net.frest import count_parameters
 from net.mica import MICA, feature_map_length, fm_kl_loss
 from net.st_gcn import Model
 from net.text.features import PROMPT_KINDS, load_text_features
+from torchlight.io import load_config_file
 
 UCLA_TEXT = os.path.join(ROOT, 'config/text/features/ucla.minilm.npz')
 UCLA_DESC = os.path.join(ROOT, 'config/text/descriptions/ucla.yaml')
@@ -144,10 +144,10 @@ MICA_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'config', '**', 'pretrain_mic
 @pytest.mark.parametrize('path', MICA_CONFIGS)
 def test_every_mica_config_builds_with_its_text_and_its_linear_twin_loads_the_encoder(path):
     os.chdir(ROOT)
-    cfg = yaml.safe_load(open(path))
+    cfg = load_config_file(path)
     model = MICA(**dict(cfg['model_args'], queue_size=cfg['batch_size']))
     assert model.anchors.shape[0] == cfg['model_args']['num_class']
-    twin = yaml.safe_load(open(path.replace('pretrain_mica', 'linear_eval_mica')))
+    twin = load_config_file(path.replace('pretrain_mica', 'linear_eval_mica'))
     evaluation = MICA(**twin['model_args'])
     state = {k: v for k, v in model.state_dict().items()
              if not any(k.startswith(p) for p in twin['ignore_weights'])}
@@ -157,14 +157,14 @@ def test_every_mica_config_builds_with_its_text_and_its_linear_twin_loads_the_en
 
 
 def test_the_users_command_file_is_the_ntu60_xsub_mica_config():
-    short = yaml.safe_load(open(os.path.join(ROOT, 'config/ntu60/xsub.yaml')))
-    assert short == yaml.safe_load(open(os.path.join(ROOT, 'config/ntu60/xsub/pretrain_mica.yaml')))
+    short = load_config_file(os.path.join(ROOT, 'config/ntu60/xsub.yaml'))
+    assert short == load_config_file(os.path.join(ROOT, 'config/ntu60/xsub/pretrain_mica.yaml'))
     assert short['model'] == 'net.mica.MICA' and short['model_args']['queue_size'] == 32768
     assert short['model_args']['Temperature'] == 0.2 and short['model_args']['momentum'] == 0.999
     assert short['model_args']['lambda_kl'] == 0.01
     for split in ('ntu60/xview', 'ntu120/xsub', 'ntu120/xset', 'pkummd/part1', 'pkummd/part2'):
-        assert yaml.safe_load(open(os.path.join(ROOT, f'config/{split}.yaml'))) == \
-            yaml.safe_load(open(os.path.join(ROOT, f'config/{split}/pretrain_mica.yaml')))
+        assert load_config_file(os.path.join(ROOT, f'config/{split}.yaml')) == \
+            load_config_file(os.path.join(ROOT, f'config/{split}/pretrain_mica.yaml'))
 
 
 def test_shipped_minilm_features_reproduce(tmp_path):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from conftest import ROOT
 from feeder import tools
@@ -20,6 +19,7 @@ from net.mica import MICA, ModalityHarmonizer, feature_map_length, text_teacher_
 from net.msm_attention import MotionAttention
 from net.msmclr import MsMCLR
 from net.utils.layouts import get_layout
+from torchlight.io import load_config_file
 
 UCLA_TEXT = os.path.join(ROOT, 'config/text/features/ucla.minilm.npz')
 UCLA_DESC = os.path.join(ROOT, 'config/text/descriptions/ucla.yaml')
@@ -37,8 +37,7 @@ def views(n=4, t=20, v=20, k=3):
 
 
 def load(path):
-    with open(os.path.join(ROOT, path)) as f:
-        return yaml.safe_load(f)
+    return load_config_file(os.path.join(ROOT, path))      # base: files merged
 
 
 # ------------------------------------------------------------------------------------------ MsMCLR
@@ -294,6 +293,8 @@ def test_adaptive_mask_kept_fraction_varies_across_sequences():
     assert 0.2 < kept[0] < 0.3                                      # white noise: about 2^-2
     assert kept[1] > kept[0] + 0.03
     for path in glob.glob(os.path.join(ROOT, 'config', '**', '*mica*.yaml'), recursive=True):
+        if os.sep + 'reproduce' + os.sep in path:          # plans, not run configs
+            continue
         assert load(path)['model_args']['tau_f'] == 2.0, path
 
 
@@ -379,3 +380,38 @@ def test_mica_preprocessing_by_hand():
     seq[0, :, 7:, 0] += 1.0
     with pytest.raises(IncompleteSkeletonError, match='35.0%'):
         normalize_sequence_mica(seq, layout)
+
+
+def test_mica_normal_view_jitter_and_rotation_option(tmp_path):
+    """Section 5.2's "joint jittering, and random rotation": ``normal_extra_aug`` adds them to every
+    normal view after crop and shear (the family's views by default); an unknown name is one line."""
+    from conftest import tiny_dataset as make
+    from feeder.ntu_feeder import Feeder_dual
+    from torchlight.io import UserError
+    data, label = make(str(tmp_path), n=4, T=12, num_class=2)
+    x = torch.from_numpy(np.load(data)).float()
+    plain = Feeder_dual(data, label, shear_amplitude=-1, temperal_padding_ratio=-1)
+    assert plain.normal_extra_aug == [] and torch.equal(plain.normal_aug(x), x)
+    jitter = Feeder_dual(data, label, shear_amplitude=-1, temperal_padding_ratio=-1,
+                         normal_extra_aug=['joint_jitter'], jitter_std=0.05)
+    delta = jitter.normal_aug(x) - x
+    assert 0.04 < float(delta.std()) < 0.06
+    both = Feeder_dual(data, label, shear_amplitude=-1, temperal_padding_ratio=-1,
+                       normal_extra_aug=['random_rotate', 'joint_jitter'], jitter_std=0.0)
+    assert both.normal_extra_aug == ['joint_jitter', 'random_rotate']            # fixed order
+    rotated = both.normal_aug(x)
+    assert not torch.allclose(rotated, x)
+    torch.testing.assert_close(rotated.norm(dim=1), x.norm(dim=1), rtol=1e-4, atol=1e-4)   # a rotation
+    with pytest.raises(UserError, match='normal_extra_aug'):
+        Feeder_dual(data, label, normal_extra_aug=['flip'])
+
+
+def test_named_augmentation_lists_equal_the_digit_codes():
+    names = ['random_spatial_flip', 'random_rotate', 'gaus_noise', 'gaus_filter', 'axis_mask']
+    assert Feeder_triple.parse_aug_method(names) == Feeder_triple.parse_aug_method('12345')
+    assert Feeder_triple.parse_aug_method(list(reversed(names))) == Feeder_triple.parse_aug_method('54321')
+    msm = ['random_rotate', 'gaus_noise', 'gaus_filter', 'joint_mask', 'channel_mask', 'random_joint_noise']
+    assert Feeder_triple.parse_aug_method(msm) == Feeder_triple.parse_aug_method('msmclr')
+    from torchlight.io import UserError
+    with pytest.raises(UserError, match='unknown augmentation'):
+        Feeder_triple.parse_aug_method(['random_spatial_flip', 'mixup'])

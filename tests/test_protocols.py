@@ -5,13 +5,12 @@ import os
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from conftest import ROOT, tiny_dataset
 from processor.finetune_evaluation import FinetuneEvaluation
 from processor.knn_evaluation import KNNEvaluation, knn_predict
 from processor.linear_evaluation import LinearEvaluation
-from torchlight.io import import_class
+from torchlight.io import import_class, load_config_file
 
 MODEL_ARGS = 'base_encoder=net.st_gcn.Model,pretrain=False,in_channels=3,hidden_channels=4,hidden_dim=8,' \
              'num_class=3,graph_args.layout=nw-ucla'
@@ -97,9 +96,9 @@ PROTOCOL_CONFIGS = sorted(p for kind in ('finetune', 'semi10', 'semi1', 'knn')
 def test_every_protocol_config_loads_its_pretraining_checkpoint(path):
     """The protocol's model is built and accepts the encoder weights of its method's pretraining model."""
     os.chdir(ROOT)
-    cfg = yaml.safe_load(open(path))
+    cfg = load_config_file(path)
     method = os.path.basename(path).split('_', 1)[1]
-    pre = yaml.safe_load(open(os.path.join(os.path.dirname(path), f'pretrain_{method}')))
+    pre = load_config_file(os.path.join(os.path.dirname(path), f'pretrain_{method}'))
     pre_args = dict(pre['model_args'], queue_size=pre['batch_size'])
     state = import_class(pre['model'])(**pre_args).state_dict()
     model = import_class(cfg['model'])(**cfg['model_args'])
@@ -109,3 +108,19 @@ def test_every_protocol_config_loads_its_pretraining_checkpoint(path):
     if 'semi' in path:
         assert cfg['train_feeder'].endswith('Feeder_semi')
         assert cfg['train_feeder_args']['label_percent'] == (0.1 if 'semi10' in path else 0.01)
+
+
+def test_cosine_schedule_after_warm_up(tmp_path):
+    """``lr_schedule: cosine``: the warm-up ramp, then base_lr (1 + cos(pi p)) / 2 down to 0 at the end;
+    the default stays the reference's step schedule."""
+    args = protocol_args(tmp_path) + ['--base_lr', '0.1', '--num_epoch', '12', '--warm_up_epoch', '2']
+    lr = LinearEvaluation(args + ['--lr_schedule', 'cosine']).learning_rate      # the base Processor's
+    assert lr(1, 0.5) == pytest.approx(0.1 * 1.5 / 2)
+    assert lr(2, 0.0) == pytest.approx(0.1)
+    assert lr(7, 0.0) == pytest.approx(0.05)                      # half-way through the 10 cosine epochs
+    assert lr(11, 1.0) == pytest.approx(0.0, abs=1e-12)
+    values = [lr(e, f) for e in range(2, 12) for f in (0.0, 0.5)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    os.makedirs(tmp_path / 'step')
+    step = LinearEvaluation(protocol_args(tmp_path / 'step') + ['--base_lr', '0.1', '--step', '5']).learning_rate
+    assert step(4) == pytest.approx(0.1) and step(5) == pytest.approx(0.01)

@@ -111,7 +111,9 @@ def test_every_recognition_config_builds(path):
     W = cfg['train_feeder_args']['window_size']
     assert model(torch.randn(1, 3, W, V, M)).shape == (1, args['num_class'])
     assert ('csre' in os.path.basename(path)) == (cfg.get('train_head') == 'net.csre.CSRE')
-    assert cfg['stream'] == ('bone' if path.endswith('_bone.yaml') else 'joint')
+    stream = os.path.basename(path)[:-len('.yaml')]
+    expected = next((s for s in ('bone_motion', 'motion', 'bone') if stream.endswith('_' + s)), 'joint')
+    assert cfg['stream'] == expected
     if cfg.get('train_head'):
         C, T, V_ = feature_map_shape(model, 3, W, V, M)
         CSRE(C, V_, num_samples=10, num_class=args['num_class'], num_frames=T, **cfg['train_head_args'])

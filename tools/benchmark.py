@@ -5,12 +5,15 @@
         [--implementation auto|fast|reference] [--mode auto|pretrain|supervised|linear|inference] \
         [--data synthetic|config] [--profile 15] [--json out.json]
 
-For every config it builds the config's model and training feeder exactly as the processors do, puts
-the data on the device (``--data synthetic``: an NTU-shaped set N x 3 x T x V x M generated here, with
-the layout's V; ``config``: the config's own ``data_path``), and times ``--iters`` steps after
-``--warmup``: batch gather + augmentation on the device (the feeder's ``views``), forward, backward and
-optimiser step (``pretrain`` / ``supervised``), the linear-evaluation step on a frozen encoder
-(``linear``) or a no-grad forward (``inference``).  It prints and optionally writes JSON with samples
+For every config it builds the processor that ``main.py`` runs for the step (``pretrain``:
+``PretrainProcessor``, ``supervised``: ``Recognition``, ``linear`` / ``inference``: ``LinearEvaluation``)
+from the config (``processor.build.load_config``, with the benchmark's batch, AMP, compile and ST-GCN
+implementation over it), with the data on the device (``data_on_device``; ``--data synthetic``: an
+NTU-shaped set N x 3 x T x V x M generated here, with the layout's V; ``config``: the config's own
+``data_path``), and times ``--iters`` steps after ``--warmup`` of the processor's own ``train_epoch``:
+batch gather + augmentation (the feeder's ``views``), forward, loss, backward and optimiser step exactly
+as a run does them (the linear-evaluation step: frozen encoder forward + fc); ``inference`` times no-grad
+forward passes of the processor's model.  It prints and optionally writes JSON with samples
 per second, seconds per iteration (median, min, max), peak memory (CUDA: max allocated; CPU: peak RSS
 of the process), the fraction of the step spent on data (gather + augmentation), and the settings
 (batch, AMP, compile, ST-GCN implementation, device name, torch version, threads).  ``--profile K``
@@ -18,7 +21,6 @@ adds one ``torch.profiler`` pass over a few steps and prints the K operators/ker
 self time (CUDA time on a GPU).  Speed is measured here, never asserted in tests.
 """
 import argparse
-import contextlib
 import json
 import os
 import pickle
@@ -30,16 +32,21 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from feeder.tools import to_stream  # noqa: E402
 from net.utils.layouts import get_layout  # noqa: E402
-from torchlight.io import UserError, import_class, run_tool  # noqa: E402
+from processor.build import load_config  # noqa: E402
+from torchlight.io import UserError, run_tool  # noqa: E402
 
 MODES = ('auto', 'pretrain', 'supervised', 'linear', 'inference')
+
+
+PROCESSOR_OF_MODE = {'pretrain': 'processor.pretrain.PretrainProcessor',
+                     'supervised': 'processor.recognition.Recognition',
+                     'linear': 'processor.linear_evaluation.LinearEvaluation',
+                     'inference': 'processor.linear_evaluation.LinearEvaluation'}
 
 
 def detect_mode(cfg):
@@ -74,126 +81,154 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def build(cfg, mode, batch_size, device, implementation=None):
-    args = dict(cfg.get('model_args', {}))
-    if implementation:                     # the ST-GCN implementation (net.st_gcn.Model's switch)
-        args['implementation'] = implementation
+class TimedLoader:
+    """The processor's own training loader cut to ``steps`` batches (drawn again from the start when it
+    runs out) and timed: ``step_times`` (from one batch to the next, i.e. the whole training step) and
+    ``data_times`` (drawing the batch plus the feeder's augmentation, ``feeder.views``, of that step)."""
+
+    def __init__(self, loader, steps, device):
+        self.loader, self.steps, self.device = loader, steps, device
+        self.dataset, self.sampler = loader.dataset, getattr(loader, 'sampler', None)
+        self.marks, self.data_times = [], []
+        feeder_views = self.dataset.views
+
+        def timed_views(batch):
+            sync(device)
+            started = time.perf_counter()
+            out = feeder_views(batch)
+            sync(device)
+            if self.data_times:
+                self.data_times[-1] += time.perf_counter() - started
+            return out
+        self.dataset.views = timed_views
+
+    def __len__(self):
+        return self.steps
+
+    def __iter__(self):
+        self.marks, self.data_times = [], []
+        batches = iter(self.loader)
+        for _ in range(self.steps):
+            sync(self.device)
+            started = time.perf_counter()
+            self.marks.append(started)
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = iter(self.loader)
+                batch = next(batches)
+            sync(self.device)
+            self.data_times.append(time.perf_counter() - started)
+            yield batch
+        sync(self.device)
+        self.marks.append(time.perf_counter())
+
+    @property
+    def step_times(self):
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
+def build_processor(config, cfg, mode, args, device, folder):
+    """The processor of ``mode`` on the config, as ``main.py`` builds it, with the benchmark's batch, data
+    (device-resident), AMP, compile and ST-GCN implementation; nothing is logged or kept."""
+    from torchlight.io import import_class
+    batch = args.batch_size or int(cfg.get('batch_size', 128))
+    model_args = {}
+    if args.implementation:                # the ST-GCN implementation (net.st_gcn.Model's switch)
+        model_args['implementation'] = args.implementation
     if mode == 'pretrain':
-        queue = int(args.get('queue_size', 32768))
-        args['queue_size'] = max(batch_size, queue // batch_size * batch_size)
-    elif mode in ('linear', 'inference') and 'pretrain' in args:
-        args['pretrain'] = False
+        queue = int(cfg.get('model_args', {}).get('queue_size', 32768))
+        model_args['queue_size'] = max(batch, queue // batch * batch)
+    elif mode in ('linear', 'inference') and 'pretrain' in cfg.get('model_args', {}):
+        model_args['pretrain'] = False
+    data = {'mmap': False}
+    if args.data == 'synthetic':
+        layout = get_layout(cfg.get('model_args', {}).get('graph_args', {}).get('layout', 'ntu-rgb+d'))
+        persons = args.persons if args.persons else int(cfg.get('model_args', {}).get('num_person', 2))
+        data['data_path'], data['label_path'] = synthetic_files(
+            folder, max(args.num_samples, batch), args.frames, layout.num_node, persons,
+            int(cfg.get('model_args', {}).get('num_class', 60)))
+    overrides = {
+        'work_dir': os.path.join(folder, 'work_dir'), 'phase': 'train', 'resume': False, 'weights': None,
+        'num_epoch': 1, 'batch_size': batch, 'test_batch_size': batch, 'model_args': model_args,
+        'train_feeder_args': data, 'data_on_device': True, 'num_worker': 0, 'amp': args.amp,
+        'compile': args.compile, 'print_log': False, 'save_log': False, 'progress_bar': False,
+        'eval_interval': -1, 'save_interval': -1, 'knn_interval': 0, 'cache_features': False,
+        'device': [device.index or 0],
+    }
+    if mode in ('linear', 'inference'):         # linear evaluation needs a test split: the same data
+        overrides['test_feeder_args'] = dict(data)
+    processor_class = import_class(PROCESSOR_OF_MODE[mode])
+    valid = vars(processor_class.get_parser().parse_args([]))
+    merged = load_config(config, {k: v for k, v in overrides.items() if k in valid})
+    path = os.path.join(folder, 'config.yaml')
+    with open(path, 'w') as f:
+        yaml.safe_dump(merged, f)
+    return processor_class(['--config', path])
+
+
+def timed_steps(proc, mode, steps, device):
+    """Run ``steps`` training steps of the processor's own ``train_epoch`` (``inference``: no-grad
+    forward passes of its model) over a ``TimedLoader``; returns the loader with its timings."""
+    loader = TimedLoader(proc.data_loader['train'], steps, device)
+    if mode == 'inference':
+        proc.model.eval()
+        with torch.no_grad(), proc.autocast():
+            for raw, _, _ in loader:
+                proc.model(proc.inputs(raw, loader.dataset))
+        return loader
+    saved = proc.data_loader['train']
+    proc.data_loader['train'] = loader
     try:
-        model = import_class(cfg['model'])(**args)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"model_args do not fit {cfg['model']}: {e}") from e
-    return model.to(device)
+        proc.train_epoch(0)
+    finally:
+        proc.data_loader['train'] = saved
+    return loader
 
 
 def benchmark(config, args, device):
-    with open(config) as f:
-        cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict) or 'model' not in cfg:
+    cfg = load_config(config)
+    if 'model' not in cfg:
         raise UserError(f"config '{config}' has no `model:` key")
     encoder_name = cfg.get('model_args', {}).get('base_encoder') or cfg['model']
     if args.implementation and 'net.st_gcn' not in encoder_name:
         raise UserError(f"--implementation applies to net.st_gcn.Model; {config} uses {encoder_name}")
     mode = detect_mode(cfg) if args.mode == 'auto' else args.mode
-    batch = args.batch_size or int(cfg.get('batch_size', 128))
-    feeder_args = dict(cfg.get('train_feeder_args', {}))
-    layout = get_layout(cfg.get('model_args', {}).get('graph_args', {}).get('layout', 'ntu-rgb+d'))
-    num_class = int(cfg.get('model_args', {}).get('num_class', 60))
     with tempfile.TemporaryDirectory() as tmp:
-        if args.data == 'synthetic':
-            persons = args.persons if args.persons else int(cfg.get('model_args', {}).get('num_person', 2))
-            data_path, label_path = synthetic_files(tmp, max(args.num_samples, batch), args.frames,
-                                                    layout.num_node, persons, num_class)
-            feeder_args.update(data_path=data_path, label_path=label_path)
-        feeder_args['mmap'] = False
-        feeder_name = cfg.get('train_feeder', 'feeder.ntu_feeder.Feeder_single')
-        feeder = import_class(feeder_name)(**feeder_args)
-    model = build(cfg, mode, batch, device, args.implementation)
-    stream = cfg.get('stream', 'joint')
-    data = torch.from_numpy(np.asarray(feeder.data, dtype=np.float32)).to(device)     # device-resident
-    labels = torch.as_tensor(feeder.label, device=device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if mode == 'linear':
-        encoder = model.encoder_q if hasattr(model, 'encoder_q') else model
-        for name, p in encoder.named_parameters():
-            p.requires_grad = name.startswith('fc.')
-        params = [p for p in encoder.fc.parameters()]
-    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9) if mode != 'inference' else None
-    if args.compile != 'none':
-        model.compile(mode=args.compile)           # in place, as the processors' `compile` key does
-    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
-
-    def autocast():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-    def step(generator):
-        t0 = time.perf_counter()
-        idx = torch.randint(0, data.size(0), (batch,), device=device, generator=generator)
-        views = feeder.views(data[idx])
-        if stream != 'joint':
-            views = [to_stream(v, stream, layout.parents if stream == 'bone' else None) for v in views]
-        label = labels[idx]
-        sync(device)
-        t1 = time.perf_counter()
-        if mode == 'inference':
-            model.eval()
-            with torch.no_grad(), autocast():
-                model(views[0])
-        else:
-            model.train()
-            with autocast():
-                if mode == 'pretrain':
-                    loss = model(*views, label=label)['loss']
-                elif mode == 'linear':
-                    encoder.eval()
-                    with torch.no_grad():
-                        feats = encoder.forward_features(views[0])
-                    loss = F.cross_entropy(encoder.fc(feats.float()), label)
-                else:
-                    loss = F.cross_entropy(model(views[0]).float(), label)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        sync(device)
-        return t1 - t0, time.perf_counter() - t0
-
-    generator = torch.Generator(device=device).manual_seed(0)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(args.warmup):
-        step(generator)
-    timings = [step(generator) for _ in range(args.iters)]
-    data_time = sum(t[0] for t in timings)
-    totals = [t[1] for t in timings]
+        proc = build_processor(config, cfg, mode, args, device, tmp)
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            loader = timed_steps(proc, mode, args.warmup + args.iters, device)
+            top_ops = None
+            if args.profile:
+                top_ops = profile(lambda: timed_steps(proc, mode, 3, device), device, args.profile)
+        finally:
+            proc.finish()
+    totals = loader.step_times[args.warmup:]
+    data_time = sum(loader.data_times[args.warmup:])
     median = statistics.median(totals)
-    top_ops = profile(step, generator, device, args.profile) if args.profile else None
+    batch = proc.arg.batch_size
     return {
         'config': config, 'model': cfg['model'], 'mode': mode, 'batch_size': batch,
         'samples_per_second': batch / median, 'seconds_per_iteration': {'median': median, 'min': min(totals), 'max': max(totals)},
-        'peak_memory_gib': peak_memory(device), 'data_fraction': data_time / sum(totals),
+        'peak_memory_gib': peak_memory(device), 'data_fraction': min(1.0, data_time / sum(totals)),
         'amp': args.amp, 'compile': args.compile, 'implementation': args.implementation or 'config',
         'data': args.data, 'data_placement': 'device-resident', 'top_ops': top_ops,
-        'shape': list(data.shape[1:]), 'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
+        'processor': PROCESSOR_OF_MODE[mode],
+        'shape': list(loader.dataset.data.shape[1:]),
+        'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
         'threads': torch.get_num_threads(), 'torch': torch.__version__,
     }
 
 
-def profile(step, generator, device, top, steps=3):
-    """One torch.profiler pass over ``steps`` steps: the ``top`` operators by self time (CUDA kernels'
-    time on a GPU, CPU time otherwise), as a list of {name, calls, self_ms, percent}."""
+def profile(run, device, top, steps=3):
+    """One torch.profiler pass over ``run()`` (``steps`` steps): the ``top`` operators by self time (CUDA
+    kernels' time on a GPU, CPU time otherwise), as a list of {name, calls, self_ms, percent}."""
     from torch.profiler import ProfilerActivity
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
     with torch.profiler.profile(activities=activities) as prof:
-        for _ in range(steps):
-            step(generator)
+        run()
     attr = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
     events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
     total = sum(getattr(e, attr) for e in events) or 1.0
@@ -231,10 +266,11 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if (device.type == 'cuda') != torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: the processors run on CUDA exactly when a GPU is visible "
+                        "(hide the GPUs with CUDA_VISIBLE_DEVICES= for a CPU measurement)")
     results = []
     for config in args.config:
-        if not os.path.isfile(config):
-            raise UserError(f"config file '{config}' does not exist")
         r = benchmark(config, args, device)
         results.append(r)
         s = r['seconds_per_iteration']

@@ -3,7 +3,8 @@ difficulty levels.
 
 Reads a ``test_result.pkl`` (pickled ``{sample_name: scores (num_class,)}``, as written by the
 evaluation processors or by ``tools/ensemble.py --out``) and the split's ``*_label.pkl``; the result
-must hold exactly the label file's samples. Writes into ``--out-folder`` (default ``report``):
+must hold exactly the label file's samples. Writes into ``--out-folder`` (default ``report/`` next to the
+result file, i.e. in the run's work_dir):
 
 * ``report.txt``: top-1/top-5, per-class count/correct/accuracy, the difficulty levels, the most
   frequent confusions (also printed);
@@ -35,6 +36,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from tools.ensemble import load_streams, topk  # noqa: E402
+from net.text.features import read_dataset_info  # noqa: E402
 from torchlight.io import UserError, run_tool  # noqa: E402
 
 EASY_ABOVE = 0.9    # easy: accuracy > 90%
@@ -92,7 +94,7 @@ def load_class_names(path, num_class=None):
                             "(the config/text/descriptions format)")
         names = []
         for i, entry in enumerate(classes):
-            label = entry.get('label') if isinstance(entry, dict) else None
+            label = entry.get('label') if isinstance(entry, dict) else entry   # dataset.yaml: plain names
             if not isinstance(label, str) or not label.strip():
                 raise UserError(f"class-names YAML '{path}': classes[{i}] has no non-empty 'label'")
             names.append(label.strip())
@@ -235,8 +237,15 @@ def main(argv=None):
     parser.add_argument('--result', required=True, help='test_result.pkl (or a tools/ensemble.py --out file)')
     parser.add_argument('--class-names', default=None,
                         help='description YAML (classes[i].label) or a text file with one name per line')
-    parser.add_argument('--out-folder', default='report', help='output folder (default: report)')
+    parser.add_argument('--out-folder', default=None,
+                        help="output folder (default: report/ next to --result, i.e. in the run's work_dir)")
     args = parser.parse_args(argv)
+    if args.out_folder is None:
+        args.out_folder = os.path.join(os.path.dirname(os.path.abspath(args.result)), 'report')
+    if args.class_names is None:            # a converted dataset (tools/convert_skeletons.py) names its classes
+        info = read_dataset_info(args.label)
+        if info.get('classes'):
+            args.class_names = info['path']
 
     _, labels, (scores,) = load_streams(args.label, [args.result])
     num_class = scores.shape[1]

@@ -42,11 +42,11 @@ import os
 import sys
 
 import torch
-import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from torchlight.io import DictAction, UserError, deep_update, import_class, run_tool  # noqa: E402
+from processor.build import build_model, inference_encoder, load_config  # noqa: E402
+from torchlight.io import DictAction, UserError, deep_update, run_tool  # noqa: E402
 
 DEFAULT_FRAMES = 50
 DEFAULT_PERSONS = 2
@@ -60,41 +60,12 @@ CONVENTION = ('FLOPs per sample of one eval-mode forward pass (all persons of th
 # ------------------------------------------------------------------------------------------------
 # config -> inference encoder
 
-def load_config(path):
-    if not os.path.isfile(path):
-        raise UserError(f"config file '{path}' does not exist")
-    with open(path) as f:
-        try:
-            cfg = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"config file '{path}' must be a mapping of keys to values")
-    if not cfg.get('model'):
-        raise UserError(f"config file '{path}' has no `model:` key")
-    return cfg
-
-
-def is_contrastive(model_class):
-    from net.moco import MoCo
-    return isinstance(model_class, type) and issubclass(model_class, MoCo)
-
-
-def build_inference_model(cfg, model_args_override=None):
-    """(model, encoder): the config's model built for inference (contrastive wrappers with
-    ``pretrain: False``) and its inference encoder (``model.encoder_q`` or the model itself)."""
-    model_class = import_class(cfg['model'])
-    args = dict(cfg.get('model_args') or {})
-    if model_args_override:
-        args = deep_update(args, model_args_override)
-    if is_contrastive(model_class):
-        args['pretrain'] = False
-    try:
-        model = model_class(**args)
-    except TypeError as e:
-        raise UserError(f"model_args do not fit {cfg['model']}: {e}") from e
-    encoder = model.encoder_q if hasattr(model, 'encoder_q') else model
-    return model.eval(), encoder.eval()
+def build_inference_model(cfg):
+    """(model, encoder): the config's model built for inference (``processor.build.build_model`` with
+    ``for_inference``: contrastive wrappers with ``pretrain: False``) and its inference encoder
+    (``model.encoder_q`` or the model itself), both in eval mode."""
+    model = build_model(cfg, for_inference=True)
+    return model.eval(), inference_encoder(model).eval()
 
 
 def graph_layout(model_args, encoder=None):

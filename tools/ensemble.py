@@ -8,7 +8,10 @@ Fusion is a weighted sum of the scores, ``fused = sum_i w_i * scores_i``. By def
 used **raw** (the logits as saved, no normalisation), as the reference AimCLR/CrosSCLR ensemble
 scripts do; ``--softmax`` applies a softmax over the classes to each stream first. Default weights:
 ``0.6 0.6 0.4`` for three streams (joint, bone, motion: the family convention, in the order the
-files are given), ``1.0`` for every stream otherwise; ``--weights`` must give one weight per file.
+files are given), ``0.6 0.6 0.4 0.4`` for four (joint, bone, joint motion, bone motion: CTR-GCN's
+``ensemble.py`` 4-stream ``alpha``, the 4S of the CSRE tables), ``1.0`` for every stream otherwise
+(2S = joint + bone with equal weights, as CTR-GCN's default ``--alpha 1``); ``--weights`` must give one
+weight per file.
 
 Every result file must hold exactly the label file's sample names and all of them the same number
 of classes. Prints per-stream and fused top-1/top-5; ``--out`` writes the fused scores in the same
@@ -18,6 +21,8 @@ of classes. Prints per-stream and fused top-1/top-5; ``--out`` writes the fused 
     python tools/ensemble.py --label data/ntu60/xsub/val_label.pkl \\
         --results work/joint/test_result.pkl work/bone/test_result.pkl work/motion/test_result.pkl \\
         [--weights 0.6 0.6 0.4] [--softmax] [--out fused.pkl]
+    python tools/ensemble.py --label data/ctrgcn/ucla/val_label.pkl --results joint/test_result.pkl \
+        bone/test_result.pkl motion/test_result.pkl bone_motion/test_result.pkl      # 4S: 0.6 0.6 0.4 0.4
 """
 import argparse
 import os
@@ -32,12 +37,15 @@ import numpy as np  # noqa: E402
 from feeder.ntu_feeder import load_labels  # noqa: E402
 from torchlight.io import UserError, read_pickle, run_tool  # noqa: E402
 
-THREE_STREAM_WEIGHTS = (0.6, 0.6, 0.4)   # joint, bone, motion
+THREE_STREAM_WEIGHTS = (0.6, 0.6, 0.4)        # joint, bone, motion
+FOUR_STREAM_WEIGHTS = (0.6, 0.6, 0.4, 0.4)    # joint, bone, joint motion, bone motion (CTR-GCN)
+PRESETS = {3: THREE_STREAM_WEIGHTS, 4: FOUR_STREAM_WEIGHTS}
 
 
 def default_weights(num_streams):
-    """``[0.6, 0.6, 0.4]`` for 3 streams (joint, bone, motion), ``[1.0] * n`` otherwise."""
-    return list(THREE_STREAM_WEIGHTS) if num_streams == 3 else [1.0] * num_streams
+    """``[0.6, 0.6, 0.4]`` for 3 streams (joint, bone, motion), ``[0.6, 0.6, 0.4, 0.4]`` for 4 (joint,
+    bone, joint motion, bone motion), ``[1.0] * n`` otherwise."""
+    return list(PRESETS.get(num_streams, [1.0] * num_streams))
 
 
 def _few(items, n=5):
@@ -163,7 +171,8 @@ def main(argv=None):
     parser.add_argument('--label', required=True, help="the split's *_label.pkl")
     parser.add_argument('--results', nargs='+', required=True, help='test_result.pkl of each stream')
     parser.add_argument('--weights', nargs='+', type=float, default=None,
-                        help='one weight per result file (default: 0.6 0.6 0.4 for 3 streams, else 1.0 each)')
+                        help='one weight per result file (default: 0.6 0.6 0.4 for 3 streams, 0.6 0.6 0.4 0.4 '
+                             'for 4 (joint, bone, joint motion, bone motion), else 1.0 each)')
     parser.add_argument('--softmax', action='store_true',
                         help='softmax each stream over the classes before weighting (default: raw scores)')
     parser.add_argument('--out', default=None, help='write the fused {sample_name: scores} pkl here')

@@ -16,7 +16,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from net.text.features import ENCODERS, load_descriptions, load_text_encoder, make_text_features  # noqa: E402
+from net.text.features import (ENCODERS, check_description_rules, load_descriptions, load_text_encoder,  # noqa: E402
+                               make_text_features)
 from torchlight.io import run_tool  # noqa: E402
 
 DEFAULT_DESCRIPTIONS = os.path.join('config', 'text', 'descriptions')
@@ -37,12 +38,21 @@ def main(argv=None):
                         help=f'description YAML files (default: all of {DEFAULT_DESCRIPTIONS}/*.yaml)')
     parser.add_argument('--out-folder', default=DEFAULT_OUT, help=f'output folder (default: {DEFAULT_OUT})')
     parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
+    parser.add_argument('--strict', action='store_true',
+                        help='a description that breaks the writing rules (8-30 words per sentence, no digit, no '
+                             'repeated label or global sentence) is an error, not a notice')
     args = parser.parse_args(argv)
     paths = args.descriptions or sorted(glob.glob(os.path.join(DEFAULT_DESCRIPTIONS, '*.yaml')))
     if not paths:
         raise ValueError(f'no description files given and none found in {DEFAULT_DESCRIPTIONS}/*.yaml')
-    for path in paths:  # validate all before the (slow) model load
-        load_descriptions(path)
+    for path in paths:  # validate all (format, then the writing rules) before the (slow) model load
+        descriptions = load_descriptions(path)
+        try:
+            check_description_rules(descriptions, path)
+        except ValueError as e:
+            if args.strict:
+                raise
+            print(f'notice: {e} (the rules of config/text/descriptions/README.md; --strict makes this an error)')
     encoder = load_text_encoder(args.encoder, args.weights, args.device, args.activation)
     for path in paths:
         name = os.path.splitext(os.path.basename(path))[0]

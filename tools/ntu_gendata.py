@@ -6,10 +6,14 @@ For every benchmark (ntu60: xsub, xview; ntu120: xsub, xset) it writes, into one
 50-frame ``{train,val}_position.npy`` float32 (N, 3, 50, 25, 2). Each file is read once, whatever
 the number of benchmarks. See docs/DATA.md.  ``--preprocess mica`` writes MICA's 64-frame positions
 instead (``feeder.preprocess.normalize_sequence_mica``; samples with > 30% missing joints excluded),
-e.g. into ``--out-folder data/mica64`` for the ``pretrain_mica64.yaml`` configs.
+e.g. into ``--out-folder data/mica64`` for the ``pretrain_mica64.yaml`` configs.  ``--preprocess ctrgcn``
+writes CTR-GCN's positions for the supervised ``recognition_*.yaml`` configs: one origin per sequence
+(joint 2 of the first frame), native frames zero-padded to 300 (``feeder.preprocess.translate_sequence_ctrgcn``),
+into ``--out-folder data/ctrgcn``.
 
     python tools/ntu_gendata.py --data-path /path/to/nturgb+d_skeletons --dataset both
     python tools/ntu_gendata.py --data-path /path/to/nturgb+d_skeletons --preprocess mica --out-folder data/mica64
+    python tools/ntu_gendata.py --data-path /path/to/nturgb+d_skeletons --preprocess ctrgcn --out-folder data/ctrgcn
 """
 import argparse
 import glob
@@ -268,13 +272,13 @@ def main(argv=None):
                         help='only recompute *_position.npy from existing *_data.npy in --out-folder')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    resolve_length(args)
+    resolve_length(args, native=MAX_FRAME)
 
     datasets = ('ntu60', 'ntu120') if args.dataset == 'both' else (args.dataset,)
     if args.positions_only:
         if args.preprocess != 'family':
-            raise SystemExit('error: --positions-only keeps the existing labels, so it cannot exclude samples: '
-                             'run the full conversion for --preprocess mica')
+            raise SystemExit(f'error: --positions-only recomputes the family 50-frame step only: run the full '
+                             f'conversion for --preprocess {args.preprocess}')
         positions_only(args.out_folder, datasets, args.benchmark, args.length, not args.no_progress)
         return
     if args.ignored_sample_path is None:

@@ -95,7 +95,7 @@ import yaml  # noqa: E402
 
 from processor import PROCESSORS  # noqa: E402
 from processor.pretrain import METRICS_FILE, read_metrics  # noqa: E402
-from torchlight.io import UserError, closest_keys, import_class, run_tool  # noqa: E402
+from torchlight.io import UserError, closest_keys, import_class, load_config_file, run_tool  # noqa: E402
 
 PLAN_KEYS = ('name', 'description', 'seeds', 'epochs', 'knn_interval', 'overrides', 'eval_overrides',
              'work_dir', 'results', 'floor', 'chance', 'rows')
@@ -223,7 +223,7 @@ def check_epochs(value, where, minimum=1):
 
 def config_value(config, key, processor):
     """``key`` of a config file, else the processor's default."""
-    content = read_yaml_mapping(config, 'config')
+    content = load_config_file(config)
     if key in content:
         return content[key]
     return import_class(PROCESSORS[processor]).get_parser().get_default(key)
@@ -344,11 +344,11 @@ def specification(row):
 
 def knn_test_split(row):
     """``--test_feeder(_args)`` for the kNN monitor when the pretraining config has no test split."""
-    if not row['knn_interval'] or read_yaml_mapping(row['config_path'], 'config').get('test_feeder_args'):
+    if not row['knn_interval'] or load_config_file(row['config_path']).get('test_feeder_args'):
         return []
     ordered = sorted(row['evaluations'], key=lambda e: e['processor'] != 'knn_evaluation')
     for evaluation in ordered:
-        content = read_yaml_mapping(evaluation['config_path'], 'config')
+        content = load_config_file(evaluation['config_path'])
         if content.get('test_feeder_args'):
             args = ['--test_feeder_args', json.dumps(content['test_feeder_args'])]
             if content.get('test_feeder'):

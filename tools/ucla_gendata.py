@@ -4,10 +4,14 @@ Writes ``<out>/ucla/{train,val}_position.npy`` float32 (N, 3, length, 20, M) and
 ``<out>/ucla/{train,val}_label.pkl`` = pickled ``(sample_names, labels)`` (labels 0..9). Cross-view
 protocol: views 1 and 2 train, view 3 val. See docs/DATA.md.  ``--preprocess mica`` writes MICA's
 64-frame positions (``feeder.preprocess.normalize_sequence_mica``), e.g. into ``--out-folder data/mica64``
-for ``config/ucla/pretrain_mica64.yaml``.
+for ``config/ucla/pretrain_mica64.yaml``.  ``--preprocess ctrgcn`` keeps the native frames (translated by
+joint 2 of the first frame, ``feeder.preprocess.translate_sequence_ctrgcn``) zero-padded to the longest clip
+(or ``--length``), for the ``recognition_*.yaml`` configs and their CTR-GCN NW-UCLA sampling
+(``feeder.ntu_feeder.ucla_sample``): ``--out-folder data/ctrgcn``.
 
     python tools/ucla_gendata.py --data-path ../shared/realdata/nw_ucla/all_sqe
     python tools/ucla_gendata.py --preprocess mica --out-folder data/mica64
+    python tools/ucla_gendata.py --preprocess ctrgcn --out-folder data/ctrgcn
 """
 import argparse
 import glob
@@ -54,7 +58,7 @@ def read_ucla_json(path, num_joint=20):
 
 def gendata(data_path, out_folder, length=50, num_person=1, progress=True, preprocess='family', max_missing=0.3):
     """Convert all ``*.json`` in ``data_path``; returns ``{'train': N, 'val': N}`` (and prints how many
-    samples MICA's preprocessing excluded)."""
+    samples MICA's preprocessing excluded).  ``length`` None (only with 'ctrgcn'): pad to the longest clip."""
     files = sorted(glob.glob(os.path.join(data_path, '*.json')))
     if not files:
         raise SystemExit(f"error: no .json files in '{data_path}' (set --data-path)")
@@ -73,24 +77,25 @@ def gendata(data_path, out_folder, length=50, num_person=1, progress=True, prepr
             raise ValueError(f'{path}: view {view} is neither a training {TRAIN_VIEWS} nor a validation '
                              f'{VAL_VIEWS} view')
         try:
-            pos = preprocess_sequence(seq, layout, length, preprocess, max_missing)
+            pos = preprocess_sequence(seq, layout, length, preprocess, max_missing)   # (3, T', V, 1)
         except IncompleteSkeletonError:
             excluded.append(name)
             continue
         except ValueError as e:
             raise ValueError(f'{path}: {e}') from None
-        out = np.zeros((3, length, layout.num_node, num_person), dtype=np.float32)
-        out[..., :1] = pos
-        for lst, item in zip(parts[part], (name, label, out)):
+        for lst, item in zip(parts[part], (name, label, pos)):
             lst.append(item)
     if excluded:
         print(f'nw-ucla: {len(excluded)} samples excluded (more than {100 * max_missing:.0f}% missing joints)')
+    if length is None:
+        length = max(p.shape[1] for names, labels, positions in parts.values() for p in positions)
     folder = os.path.join(out_folder, 'ucla')
     os.makedirs(folder, exist_ok=True)
     counts = {}
     for part, (names, labels, positions) in parts.items():
-        arr = (np.stack(positions) if positions
-               else np.zeros((0, 3, length, layout.num_node, num_person), dtype=np.float32))
+        arr = np.zeros((len(positions), 3, length, layout.num_node, num_person), dtype=np.float32)
+        for i, pos in enumerate(positions):
+            arr[i, :, :pos.shape[1], :, :1] = pos
         np.save(os.path.join(folder, f'{part}_position.npy'), arr)
         save_labels(os.path.join(folder, f'{part}_label.pkl'), names, labels)
         counts[part] = len(names)
@@ -107,7 +112,8 @@ def main(argv=None):
                         help='M of the output; persons beyond the first are zero (default: 1)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    resolve_length(args)
+    if not (args.preprocess == 'ctrgcn' and args.length is None):     # ctrgcn: native lengths by default
+        resolve_length(args)
     counts = gendata(args.data_path, args.out_folder, args.length, args.num_person, not args.no_progress,
                      args.preprocess, args.max_missing)
     for part, n in counts.items():

@@ -181,6 +181,39 @@ def load_yaml_file(path, what='config file'):
         raise UserError(f"cannot read {what} '{path}': {getattr(e, 'strerror', None) or e}") from None
 
 
+def load_config_file(path, what='config file', _chain=()):
+    """A config YAML with its ``base:`` files merged under it: ``base`` is a path or a list of paths,
+    relative to the file; the bases are merged in order (later ones win), each composed the same way,
+    then the file's own keys over them (``deep_update``: mappings merge, everything else replaces).
+    A file without ``base`` is read as it is (the reference family's flat YAMLs). A missing base or a
+    cycle is a one-line UserError naming the file."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} '{path}' does not exist")
+    real = os.path.realpath(path)
+    if real in _chain:
+        cycle = ' -> '.join(list(_chain[_chain.index(real):]) + [real])
+        raise UserError(f"config file '{path}' includes itself through its base keys ({cycle})")
+    cfg = load_yaml_file(path, what)
+    if cfg is None:
+        cfg = {}
+    if not isinstance(cfg, dict):
+        raise UserError(f"{what} '{path}' must be a mapping of keys to values")
+    bases = cfg.pop('base', None)
+    if bases is None:
+        return cfg
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise UserError(f"key 'base' in {path} must be a path or a list of paths (relative to the file), "
+                        f"got {bases!r}")
+    merged = {}
+    for base in bases:
+        base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+        if not os.path.isfile(base_path):
+            raise UserError(f"base '{base}' of config file '{path}' does not exist ({base_path})")
+        merged = deep_update(merged, load_config_file(base_path, 'base config file', _chain + (real,)))
+    return deep_update(merged, cfg)
+
+
 def closest_keys(key, valid, n=3):
     matches = difflib.get_close_matches(key, list(valid), n=n, cutoff=0.5)
     return ', '.join(matches) if matches else 'none'

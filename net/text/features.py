@@ -19,7 +19,14 @@ A feature file (``config/text/features/<set>.<encoder>.npz``, no pickle):
   the longest over the classes (zeros beyond ``token_mask``)
 - ``token_mask`` bool (num_class, L)
 - ``meta``    JSON string: encoder, model_id, weights_sha256, activation, descriptions (file name),
-  descriptions_sha256, dataset, prompt_kinds, dim, num_class, tool_version
+  descriptions_sha256, dataset, class_names (the ``label`` of each class; files made before it lack
+  it), prompt_kinds, dim, num_class, tool_version
+
+A run checks its feature file against its data (``check_text_dataset``): the file's ``dataset`` against
+the run's (``dataset:`` in the config, else ``dataset.yaml`` next to the training label file, written by
+``tools/convert_skeletons.py``), its class names against the data's, its class count against the
+model's ``num_class`` and the labels (a file with more classes than the model is an error unless
+``text_class_subset: true``, or the classes used are a dataset of ``KNOWN_SUBSETS``: NTU-60 in NTU-120's).
 """
 import hashlib
 import json
@@ -70,11 +77,108 @@ def load_descriptions(path):
     return {**data, 'dataset': dataset}
 
 
+SENTENCE_WORDS = (8, 30)
+
+
+def check_description_rules(descriptions, path):
+    """The writing rules of config/text/descriptions/README.md for every sentence (all kinds but
+    ``label``): a sentence (capital first letter, final full stop) of 8-30 words with no digit (no class
+    index), and no ``label`` or ``global`` sentence twice.  ValueError naming the class and kind."""
+    import re
+    low, high = SENTENCE_WORDS
+    for index, entry in enumerate(descriptions['classes']):
+        for kind in PROMPT_KINDS[1:]:
+            text = entry[kind].strip()
+            where = f"descriptions file '{path}': class {index} ({entry['label']!r}) '{kind}'"
+            words = len(text.split())
+            if not low <= words <= high:
+                raise ValueError(f'{where} has {words} words; write {low} to {high} words')
+            if not (text[0].isupper() and text.endswith('.')):
+                raise ValueError(f'{where} must be one sentence: a capital first letter and a final full stop')
+            if re.search(r'\d', text):
+                raise ValueError(f'{where} contains a digit; describe the motion, not the class number')
+    for kind in ('label', 'global'):
+        values = [entry[kind].strip() for entry in descriptions['classes']]
+        twice = next((v for v in values if values.count(v) > 1), None)
+        if twice is not None:
+            raise ValueError(f"descriptions file '{path}': {kind} {twice!r} appears twice")
+
+
+DATASET_INFO = 'dataset.yaml'
+
+
+def read_dataset_info(label_path):
+    """``{'dataset': str, 'classes': [names], ...}`` from ``dataset.yaml`` next to a label file (written by
+    ``tools/convert_skeletons.py``), or {} when there is none."""
+    path = os.path.join(os.path.dirname(os.path.abspath(label_path)), DATASET_INFO)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            info = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"dataset file '{path}' cannot be read as YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"dataset file '{path}' must hold a mapping (dataset, classes)")
+    return dict(info, path=path)
+
+
+def feature_class_names(meta, descriptions=None):
+    """The class names of a feature file: its meta's ``class_names``, else the labels of the
+    descriptions it was made from (``descriptions``: that YAML, checksum-checked by the loader), else None."""
+    if meta.get('class_names'):
+        return list(meta['class_names'])
+    if descriptions and os.path.isfile(descriptions):
+        return class_labels(load_descriptions(descriptions))
+    return None
+
+
+# Feature files whose first classes are another dataset's, in that dataset's label order: (file dataset,
+# classes used) -> that dataset. The NTU-120 descriptions start with NTU-60's 60 classes (A001-A060).
+KNOWN_SUBSETS = {('ntu120', 60): 'ntu60'}
+
+
+def check_text_dataset(meta, path, anchors=None, label_classes=None, dataset=None, class_names=None,
+                       file_class_names=None, allow_subset=False, where=''):
+    """The feature file ``path`` (its ``meta``) must describe the run's dataset: ValueError when the
+    file's dataset differs from ``dataset`` (the run's name), a class name differs from ``class_names``
+    (the data's, in label order), the model uses fewer classes (``anchors``) than the file has without
+    ``allow_subset``, or the labels (``label_classes`` = max label + 1) go beyond the anchors.  ``where``
+    says where the run's dataset name and class names come from."""
+    file_classes = int(meta.get('num_class', 0))
+    about = (f"text feature file '{path}' (dataset {meta.get('dataset')!r}, {file_classes} classes, from "
+             f"{meta.get('descriptions')!r})")
+    fix = ("write this dataset's class descriptions and embed them with tools/gen_text_features.py, then set "
+           "model_args.text_features and model_args.descriptions to them (docs/DATA.md, 'Your own dataset')")
+    subset = KNOWN_SUBSETS.get((meta.get('dataset'), anchors)) if anchors is not None and anchors < file_classes \
+        else None
+    if dataset and meta.get('dataset') and str(dataset) not in (str(meta['dataset']), subset):
+        raise ValueError(f"{about} was made for another dataset than this run's {dataset!r}{where}: {fix}")
+    if anchors is not None and file_classes > anchors and not allow_subset and subset is None:
+        raise ValueError(f"{about} has more classes than the model's num_class={anchors}: MICA would silently "
+                         f"use the descriptions of its first {anchors} classes; {fix}, or set "
+                         "text_class_subset: true if those classes are this dataset's")
+    used = anchors if anchors is not None else file_classes
+    if label_classes is not None and label_classes > used:
+        raise ValueError(f"{about}: the training labels go up to {label_classes - 1} but only {used} classes "
+                         f"are described: {fix}")
+    if class_names and file_class_names:
+        for i, (mine, theirs) in enumerate(zip(class_names, file_class_names[:used])):
+            if str(mine).strip().lower() != str(theirs).strip().lower():
+                raise ValueError(f"{about} describes class {i} as {theirs!r} but this run's data{where} calls it "
+                                 f"{mine!r}: {fix}")
+
+
 def descriptions_checksum(path):
     """sha256 of the parsed YAML (``json.dumps(parsed, sort_keys=True)``): formatting, comments and
     key order do not change it."""
     data = _read_yaml(path)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode('utf-8')).hexdigest()
+
+
+def class_labels(descriptions):
+    """The class names (``label`` entries) of a parsed description set, in label order."""
+    return [entry['label'].strip() for entry in descriptions['classes']]
 
 
 def class_prompts(descriptions):
@@ -189,5 +293,6 @@ def make_text_features(encoder, descriptions_path, out_path):
             'weights_sha256': encoder.weights_sha256, 'activation': encoder.activation,
             'descriptions': os.path.basename(descriptions_path),
             'descriptions_sha256': descriptions_checksum(descriptions_path),
-            'dataset': descriptions['dataset']}
+            'dataset': descriptions['dataset'],
+            'class_names': class_labels(descriptions)}
     return save_text_features(out_path, pooled, tokens, mask, meta)

@@ -1,7 +1,12 @@
-"""The ST-GCN skeleton graph (Yan et al., AAAI 2018), built from a layout in ``layouts.py``.
+"""The skeleton graphs of the encoders, built from a layout in ``layouts.py``.
 
 ``Graph(layout, strategy, max_hop, dilation).A`` is the (K, V, V) stack of normalised adjacency
-subsets used by the graph convolution; the numbers equal those of the reference ST-GCN code.
+subsets used by the graph convolution.  Strategies ``uniform`` / ``distance`` / ``spatial`` are ST-GCN's
+partitions (Yan et al., AAAI 2018; the numbers equal those of the reference ST-GCN code).  Strategy
+``agcn`` is the graph of 2s-AGCN and CTR-GCN (their ``graph/tools.py:get_spatial_graph``, there called
+'spatial'): three subsets, the identity, the inward adjacency (each joint -> its parent towards the
+layout's centre) and the outward adjacency (parent -> child), each column-normalised on its own, so the
+diagonal is 1 and no self link enters the directed subsets.
 """
 import numpy as np
 
@@ -31,13 +36,41 @@ def normalize_digraph(A):
     return A @ Dn
 
 
+def directed_edges(layout):
+    """``(inward, outward)`` 0-based links of a layout: inward = (joint, parent) for every joint but the
+    centre of the layout's tree (``Layout.parents``), outward = the reversed pairs.  For ``ntu-rgb+d`` and
+    ``nw-ucla`` these are the reference graphs' ``inward`` / ``outward`` lists as sets."""
+    inward = [(v, p) for v, p in enumerate(layout.parents) if v != p]
+    return inward, [(p, v) for v, p in inward]
+
+
+def link_matrix(links, num_node):
+    """(V, V) 0/1 matrix with entry [j, i] = 1 for every link (i, j) (the reference's ``edge2mat``)."""
+    A = np.zeros((num_node, num_node))
+    for i, j in links:
+        A[j, i] = 1
+    return A
+
+
+def agcn_adjacency(layout):
+    """(3, V, V): I, column-normalised inward, column-normalised outward (2s-AGCN / CTR-GCN)."""
+    inward, outward = directed_edges(layout)
+    V = layout.num_node
+    return np.stack((np.eye(V), normalize_digraph(link_matrix(inward, V)),
+                     normalize_digraph(link_matrix(outward, V))))
+
+
+STRATEGIES = ('uniform', 'distance', 'spatial', 'agcn')
+
+
 class Graph:
-    """Adjacency subsets for the ``uniform``, ``distance`` and ``spatial`` partition strategies.
+    """Adjacency subsets for the ``uniform``, ``distance`` and ``spatial`` partition strategies of ST-GCN
+    and the ``agcn`` graph of 2s-AGCN / CTR-GCN (module docstring).
 
     Args:
         layout: a layout name ('ntu-rgb+d', 'nw-ucla', 'openpose'), or a dict describing a custom
             layout (see ``net/utils/layouts.py``).
-        strategy: 'uniform' | 'distance' | 'spatial'.
+        strategy: 'uniform' | 'distance' | 'spatial' | 'agcn'.
         max_hop: neighbourhood radius; dilation: hop step.
     """
 
@@ -56,6 +89,8 @@ class Graph:
         return str(self.A)
 
     def get_adjacency(self, strategy):
+        if strategy == 'agcn':
+            return agcn_adjacency(self.layout)
         valid_hop = range(0, self.max_hop + 1, self.dilation)
         adjacency = np.zeros((self.num_node, self.num_node))
         for hop in valid_hop:
@@ -85,4 +120,12 @@ class Graph:
                     A.append(a_root + a_close)
                     A.append(a_further)
             return np.stack(A)
-        raise ValueError(f"unknown graph strategy '{strategy}'; use uniform, distance or spatial")
+        raise ValueError(f"graph_args.strategy={strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
+
+
+def with_default_strategy(graph_args, strategy):
+    """``graph_args`` (None or a dict) completed with the NTU layout and ``strategy`` where not given."""
+    args = dict(graph_args or {})
+    args.setdefault('layout', 'ntu-rgb+d')
+    args.setdefault('strategy', strategy)
+    return args

@@ -1,0 +1,116 @@
+"""Composed configs (``base:``): the rebuilt NTU-60/120 and PKU-MMD trees give exactly the settings of the
+flat files they replaced (``tests/fixtures/merged_configs.json``, written from the flat tree before it was
+composed), every leaf builds, and a run's config.yaml is the merged result."""
+import json
+import os
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, tiny_dataset, write_config
+from processor.build import build_model, check_feeder_args, feeder_spec, load_config
+from torchlight.io import UserError, load_config_file
+
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'fixtures'))
+from make_merged_configs import merged_configs, run_configs  # noqa: E402
+
+FIXTURE = json.load(open(os.path.join(ROOT, 'tests', 'fixtures', 'merged_configs.json')))
+# recognition_*.yaml stay flat files (not composed here) and are changed elsewhere: their own tests cover them
+COMPOSED = sorted(p for p in FIXTURE if not os.path.basename(p).startswith('recognition_'))
+
+
+def test_no_run_config_was_lost_or_added():
+    assert [p for p in run_configs() if p in COMPOSED] == COMPOSED
+    assert sorted(p for p in run_configs() if not os.path.basename(p).startswith('recognition_')) == COMPOSED
+
+
+def test_every_composed_leaf_merges_to_the_settings_of_its_flat_file():
+    merged = merged_configs()
+    differ = [p for p in COMPOSED if merged[p] != FIXTURE[p]]
+    assert not differ, differ[:5]
+    assert all('base' in yaml.safe_load(open(os.path.join(ROOT, p))) for p in COMPOSED)   # really composed
+
+
+def test_the_alias_files_are_their_benchmarks_mica_pretraining():
+    for alias in ('ntu60/xsub', 'ntu60/xview', 'ntu120/xsub', 'ntu120/xset', 'pkummd/part1', 'pkummd/part2'):
+        assert load_config(os.path.join(ROOT, f'config/{alias}.yaml')) == \
+            load_config(os.path.join(ROOT, f'config/{alias}/pretrain_mica.yaml'))
+
+
+@pytest.mark.parametrize('path', COMPOSED)
+def test_every_leaf_builds(path):
+    """The model constructs (a small queue: the recipe's 32768 adds nothing to check) and the feeder
+    arguments fit their feeder class; the data part is skipped where the data are absent."""
+    os.chdir(ROOT)
+    cfg = load_config(path)
+    if (cfg.get('model_args') or {}).get('pretrain'):
+        cfg['model_args']['queue_size'] = cfg['batch_size']
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    for split in ('train', 'test'):
+        if cfg.get(f'{split}_feeder_args'):
+            name, args = feeder_spec(cfg, split)
+            check_feeder_args(name, args, split)
+            if os.path.isfile(args['data_path']):
+                from processor.build import build_feeder
+                build_feeder(cfg, split)
+
+
+def test_base_list_order_and_deep_merge(tmp_path):
+    (tmp_path / 'a.yaml').write_text('model_args: {x: 1, y: 1, graph_args: {layout: ntu-rgb+d}}\nbase_lr: 0.1\n')
+    (tmp_path / 'b.yaml').write_text('base: a.yaml\nmodel_args: {y: 2}\nstep: [10]\n')
+    sub = tmp_path / 'sub'
+    sub.mkdir()
+    (sub / 'leaf.yaml').write_text('base: [../b.yaml]\nmodel_args: {graph_args: {strategy: uniform}}\nstep: [5]\n')
+    assert load_config_file(str(sub / 'leaf.yaml')) == {
+        'model_args': {'x': 1, 'y': 2, 'graph_args': {'layout': 'ntu-rgb+d', 'strategy': 'uniform'}},
+        'base_lr': 0.1, 'step': [5]}
+    assert load_config(str(sub / 'leaf.yaml'), {'model_args': {'x': 3}})['model_args']['x'] == 3
+
+
+def test_missing_base_and_cycle_are_one_line_errors_naming_the_file(tmp_path):
+    leaf = tmp_path / 'leaf.yaml'
+    leaf.write_text('base: nope.yaml\nbase_lr: 0.1\n')
+    with pytest.raises(UserError, match=r"base 'nope.yaml' of config file '.*leaf.yaml' does not exist") as e:
+        load_config_file(str(leaf))
+    assert '\n' not in str(e.value)
+    (tmp_path / 'a.yaml').write_text('base: b.yaml\n')
+    (tmp_path / 'b.yaml').write_text('base: [a.yaml]\n')
+    with pytest.raises(UserError, match=r"'.*a.yaml' includes itself through its base keys") as e:
+        load_config_file(str(tmp_path / 'a.yaml'))
+    assert '\n' not in str(e.value)
+    leaf.write_text('base: {a: 1}\n')
+    with pytest.raises(UserError, match="key 'base' in .*leaf.yaml must be a path or a list"):
+        load_config_file(str(leaf))
+
+
+def test_a_processor_runs_a_composed_leaf_and_dumps_the_merged_config(tmp_path):
+    """``python main.py <processor> -c <leaf>`` reads the bases; config.yaml in work_dir is the merged
+    result (no base key); a flat file of the reference format still loads as it is."""
+    from processor.pretrain import PretrainProcessor
+    flat = write_config(tmp_path, batch_size=8)
+    cfg = yaml.safe_load(open(flat))
+    base = dict(cfg)
+    base.pop('work_dir', None)
+    base['base_lr'] = 0.5
+    (tmp_path / 'recipe.yaml').write_text(yaml.safe_dump(base))
+    leaf = tmp_path / 'leaf.yaml'
+    leaf.write_text(yaml.safe_dump({'base': 'recipe.yaml', 'work_dir': str(tmp_path / 'composed'),
+                                    'model_args': {'hidden_channels': 6}}))
+    p = PretrainProcessor(['--config', str(leaf)])
+    assert p.arg.base_lr == 0.5 and p.arg.model_args['hidden_channels'] == 6
+    assert p.arg.model_args['feature_dim'] == cfg['model_args']['feature_dim']        # merged, not replaced
+    dumped = yaml.safe_load(open(tmp_path / 'composed' / 'config.yaml'))
+    assert 'base' not in dumped and dumped['base_lr'] == 0.5 and dumped['model_args']['hidden_channels'] == 6
+    assert dumped['train_feeder_args'] == cfg['train_feeder_args']
+    assert PretrainProcessor(['--config', flat, '--work_dir', str(tmp_path / 'flat')]).arg.batch_size == 8
+
+
+def test_a_bad_base_stops_the_processor_in_one_line(tmp_path):
+    from processor.pretrain import PretrainProcessor
+    tiny_dataset(tmp_path)
+    leaf = tmp_path / 'leaf.yaml'
+    leaf.write_text('base: ../missing/recipe.yaml\n')
+    with pytest.raises(UserError, match='missing/recipe.yaml'):
+        PretrainProcessor(['--config', str(leaf)])

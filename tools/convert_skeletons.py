@@ -1,0 +1,502 @@
+"""Your own skeleton dataset -> the family's ``{train,val}_position.npy`` + ``{train,val}_label.pkl``.
+
+    python tools/convert_skeletons.py --make-example data/own_example/raw     # a generated try-out input
+    python tools/convert_skeletons.py --clips my_clips/ --labels labels.csv --layout my_layout.yaml \
+        --out data/mydata --dataset mydata [--split-column split | --val-values 3 --split-by view |
+        --val-fraction 0.2] [--classes classes.txt] [--length 50] [--no-rotate] [--num-person M]
+
+Input (docs/DATA.md, "Your own dataset"):
+
+- ``--clips``: a folder with one file per clip, named ``<name>.npy``, ``<name>.csv`` or ``<name>.txt``.
+  ``.npy``: float ``(T, V, C)`` or ``(M, T, V, C)``.  ``.csv`` / ``.txt``: one frame per row, ``V*C`` numbers
+  (or ``M*V*C``: person 0's joints first), separated by commas and/or white space; ``#`` comments and a
+  non-numeric header row are skipped.  C = 3 (x, y, z; y up) or 2 (z = 0).  ``NaN`` (or an empty CSV
+  cell) marks a missing joint.
+- ``--labels``: a CSV ``name,label[,subject,view,split]`` with a header row naming the columns (``name``
+  and ``label`` are required, other columns are free).  ``label``: a class name or an integer id.
+- ``--layout``: the layout file (``V`` joints; docs/DATA.md, "Layout files").
+
+Per clip: NaN joints become missing; missing joints (NaN or all-zero xyz) inside a person's present span
+are bridged by linear interpolation over the frames where the joint is present; a clip with more than
+``--max-missing`` (0.3) of person 0's joint-frames missing is dropped; then the 50-frame step
+(``feeder/preprocess.py``: crop, centre on the layout's origin joint, resample to ``--length`` frames by
+interpolation over the valid frames, rotate the shoulder line to +x unless ``--no-rotate``).
+
+Classes: with ``--classes`` (a text file, one name per line, line i = class id i, or a class-description
+YAML for MICA, whose ``label`` entries give the names in order) labels may be those names or 0-based ids;
+without it, class names are sorted alphabetically, integer ids are sorted and numbered 0..C-1.
+
+Split: ``--split-column`` (default ``split`` when the CSV has it; values train / val / test (= val)), or
+``--split-by <column> --val-values v1 v2`` (those values go to val, e.g. a view or subjects), or
+``--val-fraction f`` (a seeded, class-stratified random fraction).
+
+Output in ``--out``: ``{train,val}_position.npy`` float32 (N, 3, length, V, M), ``{train,val}_label.pkl``,
+``dataset.yaml`` (dataset name, classes, layout, counts: MICA's text features are checked against it) and
+``report.txt`` (the report printed at the end: counts per class and split, frames, missing joints, and a
+ridge-regression floor on the converted joints, the accuracy a linear model reaches without learning
+features).
+"""
+import argparse
+import csv
+import dataclasses
+import os
+import sys
+from collections import Counter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from feeder.preprocess import (add_preprocess_arguments, interpolate_missing_joints,  # noqa: E402
+                               missing_joint_fraction, preprocess_sequence, resolve_length, save_labels,
+                               valid_span)
+from net.text.features import DATASET_INFO, class_labels, load_descriptions  # noqa: E402
+from net.utils.layouts import get_layout  # noqa: E402
+from torchlight.io import run_tool  # noqa: E402
+from torchlight.progress import Progress  # noqa: E402
+
+CLIP_EXTENSIONS = ('.npy', '.csv', '.txt')
+SPLITS = {'train': 'train', 'val': 'val', 'test': 'val', 'validation': 'val'}
+
+
+def read_clip(path, num_joint):
+    """One clip file -> float64 ``(3, T, V, M)`` with NaN where a joint is missing."""
+    if path.endswith('.npy'):
+        try:
+            arr = np.load(path, allow_pickle=False).astype(np.float64)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: cannot read as .npy ({e})") from None
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[2] != num_joint or arr.shape[3] not in (2, 3):
+            raise ValueError(f'{path}: expected (T, {num_joint}, C) or (M, T, {num_joint}, C) with C = 2 or 3, '
+                             f'got shape {arr.shape}')
+    else:
+        rows = []
+        with open(path, encoding='utf-8') as f:
+            for line_no, line in enumerate(f, 1):
+                line = line.split('#', 1)[0].strip()
+                if not line:
+                    continue
+                values = [c.strip() for c in line.split(',')] if ',' in line else line.split()
+                try:
+                    rows.append([float(v) if v != '' else np.nan for v in values])
+                except ValueError:
+                    if not rows:                   # a header row
+                        continue
+                    raise ValueError(f'{path}, line {line_no}: non-numeric value in {line[:60]!r}') from None
+        if not rows:
+            raise ValueError(f'{path}: no frames')
+        width = len(rows[0])
+        bad = next((i for i, r in enumerate(rows) if len(r) != width), None)
+        if bad is not None:
+            raise ValueError(f'{path}: frame {bad + 1} has {len(rows[bad])} values, the first frame {width}')
+        channels = next((c for c in (3, 2) if width % (num_joint * c) == 0), None)
+        if channels is None:
+            raise ValueError(f'{path}: {width} values per frame is not a multiple of V*3 or V*2 (V={num_joint})')
+        persons = width // (num_joint * channels)
+        arr = np.asarray(rows).reshape(len(rows), persons, num_joint, channels).transpose(1, 0, 2, 3)
+    if arr.shape[3] == 2:
+        arr = np.concatenate([arr, np.zeros(arr.shape[:3] + (1,))], axis=3)
+    return arr.transpose(3, 1, 2, 0)          # (M, T, V, C) -> (C, T, V, M)
+
+
+def read_labels(path):
+    """The label CSV -> list of dict rows (keys: the header's column names, lower case)."""
+    try:
+        with open(path, newline='', encoding='utf-8') as f:
+            rows = [r for r in csv.reader(f) if r and not r[0].lstrip().startswith('#')]
+    except OSError as e:
+        raise ValueError(f"label CSV '{path}': {e.strerror}") from None
+    if not rows:
+        raise ValueError(f"label CSV '{path}' is empty")
+    header = [h.strip().lower() for h in rows[0]]
+    for need in ('name', 'label'):
+        if need not in header:
+            raise ValueError(f"label CSV '{path}': the header row must name the columns, with 'name' and 'label' "
+                             f"(got {rows[0]})")
+    out = []
+    for line_no, row in enumerate(rows[1:], 2):
+        if len(row) != len(header):
+            raise ValueError(f"label CSV '{path}', line {line_no}: {len(row)} columns, the header has {len(header)}")
+        out.append({k: v.strip() for k, v in zip(header, row)})
+    if not out:
+        raise ValueError(f"label CSV '{path}' has no clips")
+    names = [r['name'] for r in out]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise ValueError(f"label CSV '{path}': clip {twice!r} appears twice")
+    return out
+
+
+def class_ids(labels, classes=None):
+    """Labels (names or integer strings) -> (0-based ids, class names or None)."""
+    if classes is not None:
+        index = {c: i for i, c in enumerate(classes)}
+        ids = []
+        for label in labels:
+            if label in index:
+                ids.append(index[label])
+            elif label.lstrip('-').isdigit() and 0 <= int(label) < len(classes):
+                ids.append(int(label))
+            else:
+                raise ValueError(f'label {label!r} is neither a name of --classes nor an id 0..{len(classes) - 1}')
+        return ids, list(classes)
+    if all(label.lstrip('-').isdigit() for label in labels):
+        order = sorted({int(label) for label in labels})
+        return [order.index(int(label)) for label in labels], None
+    order = sorted(set(labels))
+    return [order.index(label) for label in labels], order
+
+
+def assign_splits(rows, ids, args):
+    """'train' / 'val' for every row, by a split column, a column rule or a stratified fraction."""
+    column = args.split_column or ('split' if 'split' in rows[0] and not args.split_by and args.val_fraction is None
+                                   else None)
+    if column:
+        if column not in rows[0]:
+            raise ValueError(f"--split-column {column!r} is not a column of the label CSV ({', '.join(rows[0])})")
+        bad = next((r for r in rows if r[column].lower() not in SPLITS), None)
+        if bad is not None:
+            raise ValueError(f"clip {bad['name']!r}: split {bad[column]!r} is not one of {', '.join(SPLITS)}")
+        return [SPLITS[r[column].lower()] for r in rows]
+    if args.split_by:
+        if args.split_by not in rows[0]:
+            raise ValueError(f"--split-by {args.split_by!r} is not a column of the label CSV ({', '.join(rows[0])})")
+        if not args.val_values:
+            raise ValueError('--split-by needs --val-values (the column values that go to val)')
+        val = set(args.val_values)
+        return ['val' if r[args.split_by] in val else 'train' for r in rows]
+    if args.val_fraction is not None:
+        if not 0 < args.val_fraction < 1:
+            raise ValueError(f'--val-fraction must be in (0, 1), got {args.val_fraction}')
+        rng = np.random.RandomState(args.seed)
+        split = ['train'] * len(rows)
+        for c in sorted(set(ids)):
+            members = [i for i, k in enumerate(ids) if k == c]
+            for i in rng.permutation(members)[:int(round(args.val_fraction * len(members)))]:
+                split[i] = 'val'
+        return split
+    raise ValueError("no split given: add a 'split' column to the label CSV, or give --split-by COLUMN "
+                     '--val-values V ..., or --val-fraction F')
+
+
+def bridge_missing(seq):
+    """NaN -> missing; missing joints inside each person's span interpolated -> (seq, missing fraction of
+    person 0 before bridging, joint-frames bridged, (V,) joint-frames bridged per joint)."""
+    seq = np.where(np.isnan(seq).any(axis=0, keepdims=True), 0.0, seq)
+    span = valid_span(seq)
+    if span is None:
+        return seq, 1.0, 0, np.zeros(seq.shape[2], dtype=int)
+    crop = seq[:, span[0]:span[1] + 1]
+    missing = missing_joint_fraction(crop)
+    bridged = interpolate_missing_joints(crop)
+    per_joint = (np.all(crop == 0, axis=0) & ~np.all(bridged == 0, axis=0)).sum(axis=(0, 2))
+    seq = seq.copy()
+    seq[:, span[0]:span[1] + 1] = bridged
+    return seq, missing, int(per_joint.sum()), per_joint
+
+
+RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+
+
+def _ridge_fit(x, y, alphas):
+    """Kernel-form ridge solutions ``x.T @ (x x^T + alpha I)^-1 y`` for every alpha (one eigendecomposition)."""
+    s, u = np.linalg.eigh(x @ x.T)
+    uy = u.T @ y
+    return [x.T @ (u @ (uy / (s + alpha)[:, None])) for alpha in alphas]
+
+
+def ridge_floor(train_x, train_y, val_x, val_y, alphas=RIDGE_ALPHAS, folds=3, seed=0):
+    """(val top-1 %, alpha) of a one-vs-all ridge regression on the flattened joints (standardised), alpha
+    chosen by ``folds``-fold cross-validation on the training split; None without both splits."""
+    if not len(val_x) or len(train_x) < folds:
+        return None
+    xt, xv = train_x.reshape(len(train_x), -1).astype(np.float64), val_x.reshape(len(val_x), -1).astype(np.float64)
+    mean, std = xt.mean(0), xt.std(0) + 1e-6
+    xt, xv = (xt - mean) / std, (xv - mean) / std
+    classes = int(max(train_y.max(), val_y.max())) + 1
+    target = np.eye(classes)[train_y] - 1.0 / classes
+    fold = np.random.RandomState(seed).permutation(len(xt)) % folds
+    hits = np.zeros(len(alphas))
+    for k in range(folds):
+        fit, held = fold != k, fold == k
+        for i, w in enumerate(_ridge_fit(xt[fit], target[fit], alphas)):
+            hits[i] += np.sum((xt[held] @ w).argmax(1) == train_y[held])
+    best = int(np.argmax(hits))
+    w = _ridge_fit(xt, target, [alphas[best]])[0]
+    return 100.0 * float(np.mean((xv @ w).argmax(1) == val_y)), alphas[best]
+
+
+def convert(args):
+    layout = get_layout(args.layout)
+    step_layout = dataclasses.replace(layout, shoulders=None) if args.no_rotate else layout
+    if not args.no_rotate and layout.shoulders is None:
+        print(f"notice: layout '{layout.name}' has no shoulders (and no joint names to derive them): the "
+              'rotation step is skipped')
+    rows = read_labels(args.labels)
+    classes = None
+    if args.classes and args.classes.lower().endswith(('.yaml', '.yml')):      # MICA's class descriptions
+        classes = class_labels(load_descriptions(args.classes))
+    elif args.classes:
+        with open(args.classes, encoding='utf-8') as f:
+            classes = [line.strip() for line in f if line.strip()]
+    try:
+        ids, class_names = class_ids([r['label'] for r in rows], classes)
+    except ValueError as e:
+        raise ValueError(f"label CSV '{args.labels}': {e}") from None
+    splits = assign_splits(rows, ids, args)
+    if not os.path.isdir(args.clips):
+        raise ValueError(f"--clips '{args.clips}' is not a folder")
+    files = {}
+    for entry in sorted(os.listdir(args.clips)):
+        stem, ext = os.path.splitext(entry)
+        if ext.lower() in CLIP_EXTENSIONS:
+            files.setdefault(stem, os.path.join(args.clips, entry))
+    absent = [r['name'] for r in rows if r['name'] not in files]
+    if absent:
+        raise ValueError(f"clip {absent[0]!r} of '{args.labels}' has no file {absent[0]}.npy/.csv/.txt in "
+                         f"'{args.clips}' ({len(absent)} missing)")
+    clips, frames, report = [], [], Counter()
+    joint_bridged = np.zeros(layout.num_node, dtype=int)
+    for row, label, split in Progress(list(zip(rows, ids, splits)), desc='convert', enabled=not args.no_progress):
+        path = files[row['name']]
+        seq = read_clip(path, layout.num_node)
+        frames.append(seq.shape[1])
+        report['nan joint-frames'] += int(np.isnan(seq).any(axis=0).sum())
+        seq, missing, bridged, per_joint = bridge_missing(seq)
+        report['joint-frames bridged'] += bridged
+        joint_bridged += per_joint
+        if missing > args.max_missing:
+            report['clips dropped (missing joints)'] += 1
+            print(f"{row['name']}: dropped, {100 * missing:.0f}% of person 0's joint-frames are missing "
+                  f"(--max-missing {args.max_missing})")
+            continue
+        clips.append((row['name'], label, split, seq))
+    if not clips:
+        raise ValueError('no clip left to write')
+    num_person = args.num_person or max(seq.shape[3] for *_, seq in clips)
+    os.makedirs(args.out, exist_ok=True)
+    out = {}
+    for part in ('train', 'val'):
+        chosen = [c for c in clips if c[2] == part]
+        arr = np.zeros((len(chosen), 3, args.length, layout.num_node, num_person), dtype=np.float32)
+        for i, (name, _, _, seq) in enumerate(chosen):
+            if seq.shape[3] > num_person:
+                seq = seq[..., :num_person]
+            try:
+                arr[i, ..., :seq.shape[3]] = preprocess_sequence(seq, step_layout, args.length, args.preprocess,
+                                                                 args.max_missing)
+            except ValueError as e:
+                raise ValueError(f"{files[name]}: {e}") from None
+        labels = np.array([c[1] for c in chosen], dtype=np.int64)
+        np.save(os.path.join(args.out, f'{part}_position.npy'), arr)
+        save_labels(os.path.join(args.out, f'{part}_label.pkl'), [c[0] for c in chosen], labels)
+        out[part] = (arr, labels)
+    num_class = len(class_names) if class_names else int(max(ids)) + 1
+    info = {'dataset': args.dataset or os.path.basename(os.path.normpath(args.out)), 'num_class': num_class,
+            'classes': class_names, 'layout': args.layout if isinstance(args.layout, str) else layout.name,
+            'num_joint': layout.num_node, 'num_person': num_person, 'length': args.length,
+            'train': len(out['train'][1]), 'val': len(out['val'][1]),
+            'rotated': not args.no_rotate and layout.shoulders is not None}
+    with open(os.path.join(args.out, DATASET_INFO), 'w', encoding='utf-8') as f:
+        yaml.safe_dump(info, f, sort_keys=False)
+    lines = [f"{args.out}: dataset {info['dataset']!r}, {num_class} classes, layout {layout.name!r} "
+             f"({layout.num_node} joints), {num_person} person(s), {args.length} frames"]
+    names = class_names or [str(c) for c in range(num_class)]
+    lines.append('class | train | val')
+    for c in range(num_class):
+        lines.append(f"{names[c]} | {int((out['train'][1] == c).sum())} | {int((out['val'][1] == c).sum())}")
+    lines.append(f"total | {len(out['train'][1])} | {len(out['val'][1])}")
+    lines.append(f'frames per clip: min {min(frames)}, median {int(np.median(frames))}, max {max(frames)}')
+    lines.append(f"missing joints: {report['nan joint-frames']} NaN joint-frames, {report['joint-frames bridged']} "
+                 f"joint-frames bridged, {report['clips dropped (missing joints)']} clips dropped")
+    if joint_bridged.any():
+        worst = [j for j in np.argsort(-joint_bridged, kind='stable')[:3] if joint_bridged[j]]
+        lines.append('most bridged: ' + ', '.join(f'{layout.joint(j)} {joint_bridged[j]}' for j in worst))
+    floor = ridge_floor(*out['train'], *out['val'])
+    if floor is not None:
+        chance = 100.0 * max(Counter(out['val'][1].tolist()).values()) / len(out['val'][1])
+        lines.append(f'ridge regression on the converted joints (floor): val top-1 {floor[0]:.1f}% (alpha '
+                     f'{floor[1]:g} by 3-fold cross-validation on train; majority class {chance:.1f}%, 1/C '
+                     f'{100.0 / num_class:.1f}%): a learned encoder should beat this')
+    text = '\n'.join(lines)
+    with open(os.path.join(args.out, 'report.txt'), 'w', encoding='utf-8') as f:
+        f.write(text + '\n')
+    print(text)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# --make-example: a small generated dataset in the input format above (the worked example of docs/DATA.md)
+
+EXAMPLE_JOINTS = ('pelvis', 'spine', 'neck', 'head', 'l_shoulder', 'r_shoulder', 'l_elbow', 'r_elbow', 'l_wrist',
+                  'r_wrist', 'l_hand', 'r_hand', 'l_hip', 'r_hip', 'l_knee', 'r_knee', 'l_ankle', 'r_ankle',
+                  'l_foot', 'r_foot')
+EXAMPLE_EDGES = (('pelvis', 'spine'), ('spine', 'neck'), ('neck', 'head'), ('pelvis', 'r_hip'), ('r_hip', 'r_knee'),
+                 ('r_knee', 'r_ankle'), ('r_ankle', 'r_foot'), ('pelvis', 'l_hip'), ('l_hip', 'l_knee'),
+                 ('l_knee', 'l_ankle'), ('l_ankle', 'l_foot'), ('neck', 'r_shoulder'), ('r_shoulder', 'r_elbow'),
+                 ('r_elbow', 'r_wrist'), ('r_wrist', 'r_hand'), ('neck', 'l_shoulder'), ('l_shoulder', 'l_elbow'),
+                 ('l_elbow', 'l_wrist'), ('l_wrist', 'l_hand'))
+# rest pose in metres (x to the person's left, y up, z forward)
+EXAMPLE_POSE = {'pelvis': (0, 1.0, 0), 'spine': (0, 1.25, 0), 'neck': (0, 1.5, 0), 'head': (0, 1.7, 0),
+                'r_hip': (-0.1, 0.95, 0), 'r_knee': (-0.1, 0.52, 0), 'r_ankle': (-0.1, 0.1, 0),
+                'r_foot': (-0.1, 0.03, 0.12), 'l_hip': (0.1, 0.95, 0), 'l_knee': (0.1, 0.52, 0),
+                'l_ankle': (0.1, 0.1, 0), 'l_foot': (0.1, 0.03, 0.12), 'r_shoulder': (-0.2, 1.45, 0),
+                'r_elbow': (-0.25, 1.18, 0), 'r_wrist': (-0.27, 0.93, 0), 'r_hand': (-0.28, 0.85, 0),
+                'l_shoulder': (0.2, 1.45, 0), 'l_elbow': (0.25, 1.18, 0), 'l_wrist': (0.27, 0.93, 0),
+                'l_hand': (0.28, 0.85, 0)}
+EXAMPLE_DATASET = 'own_example'       # the descriptions' dataset: give the converter the same --dataset
+EXAMPLE_CLASSES = ('wave right hand', 'wave left hand', 'squat down', 'kick forward')
+EXAMPLE_DESCRIPTIONS = {
+    'wave right hand': ('A person raises the right hand above the shoulder and waves it from side to side.',
+                        'The head stays upright and faces forward while the hand waves.',
+                        'The right arm lifts and the right hand swings left and right while the left arm hangs.',
+                        'The hips and legs stay still and straight during the whole wave.',
+                        'The feet stay planted on the floor while the person waves.'),
+    'wave left hand': ('A person raises the left hand above the shoulder and waves it from side to side.',
+                       'The head stays upright and faces forward while the hand waves.',
+                       'The left arm lifts and the left hand swings left and right while the right arm hangs.',
+                       'The hips and legs stay still and straight during the whole wave.',
+                       'The feet stay planted on the floor while the person waves.'),
+    'squat down': ('A person bends both knees to lower the body into a squat and stands up again.',
+                   'The head moves down and up with the trunk as the body lowers and rises.',
+                   'The arms move forward a little to keep balance while the body goes down.',
+                   'The hips drop toward the floor and the knees bend deeply before both legs straighten.',
+                   'Both feet stay flat on the floor while the knees bend and extend.'),
+    'kick forward': ('A person swings the right leg forward in a kick and puts the foot back down.',
+                     'The head stays level and looks forward while the leg kicks.',
+                     'The arms hang by the sides and swing slightly to balance the kick.',
+                     'The right hip flexes and the right knee straightens as the leg swings forward.',
+                     'The right foot leaves the floor and moves forward while the left foot stays planted.'),
+}
+
+
+def example_clip(rng, label):
+    """One generated clip (T, 20, 3) of class ``label`` (EXAMPLE_CLASSES), metres, random yaw and size."""
+    T = int(rng.randint(30, 71))
+    idx = {n: i for i, n in enumerate(EXAMPLE_JOINTS)}
+    rest = np.array([EXAMPLE_POSE[n] for n in EXAMPLE_JOINTS], dtype=np.float64) * rng.uniform(0.85, 1.15)
+    phase = np.linspace(0, 1, T) ** rng.uniform(0.6, 1.6)           # uneven speed
+    amp = rng.uniform(0.5, 1.5)
+    clip = np.repeat(rest[None], T, axis=0)
+    for name in ('l_wrist', 'l_hand', 'r_wrist', 'r_hand'):         # fidgeting hands in every class
+        clip[:, idx[name]] += 0.08 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * phase[:, None] + rng.uniform(0, 6, 3))
+    if label in (0, 1):                                   # wave: arm up, hand oscillates sideways
+        side = 'r' if label == 0 else 'l'
+        sign = -1.0 if side == 'r' else 1.0
+        lift = np.clip(phase * 4, 0, 1) * np.clip((1 - phase) * 4, 0, 1)
+        swing = 0.15 * amp * np.sin(2 * np.pi * rng.uniform(2, 4) * phase) * lift
+        for name, height in (('elbow', 0.35), ('wrist', 0.75), ('hand', 0.9)):
+            j = idx[f'{side}_{name}']
+            clip[:, j, 1] += height * lift * amp
+            clip[:, j, 0] += sign * 0.1 * lift + swing * (height / 0.9)
+    elif label == 2:                                      # squat: everything above the knees goes down
+        depth = 0.35 * amp * np.sin(np.pi * phase) ** 2
+        for name in EXAMPLE_JOINTS:
+            if not name.endswith(('ankle', 'foot')):
+                scale = 0.5 if name.endswith('knee') else 1.0
+                clip[:, idx[name], 1] -= depth * scale
+            if name.endswith('knee'):
+                clip[:, idx[name], 2] += 0.6 * depth
+            if name.endswith(('wrist', 'hand')):
+                clip[:, idx[name], 2] += 0.8 * depth
+    else:                                                 # kick: right leg swings forward
+        kick = np.sin(np.pi * np.clip((phase - 0.2) / 0.6, 0, 1)) * amp
+        for name, reach in (('knee', 0.25), ('ankle', 0.55), ('foot', 0.65)):
+            j = idx[f'r_{name}']
+            clip[:, j, 2] += reach * kick
+            clip[:, j, 1] += 0.5 * reach * kick
+    yaw = rng.uniform(-0.6, 0.6)
+    c, s = np.cos(yaw), np.sin(yaw)
+    clip = clip @ np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]]).T
+    clip[..., [0, 2]] += rng.uniform(-1, 1, 2)
+    clip += rng.normal(0, 0.02, clip.shape)
+    return clip
+
+
+def make_example(folder, per_class=(40, 10), seed=0):
+    """Write ``folder/{clips/, labels.csv, layout.yaml, descriptions.yaml}``: a generated 20-joint dataset
+    (joint order ``EXAMPLE_JOINTS``, not NW-UCLA's), clips as .npy and .csv, a few NaN joints."""
+    rng = np.random.RandomState(seed)
+    clips = os.path.join(folder, 'clips')
+    os.makedirs(clips, exist_ok=True)
+    rows = []
+    for split, count in zip(('train', 'val'), per_class):
+        for label, name in enumerate(EXAMPLE_CLASSES):
+            for k in range(count):
+                clip_name = f'{split}_{label}_{k:03d}'
+                clip = example_clip(rng, label)
+                if rng.rand() < 0.2:                      # a tracking drop-out: NaN joints for a few frames
+                    t = rng.randint(1, len(clip) - 4)
+                    clip[t:t + 3, rng.randint(0, 20)] = np.nan
+                if k % 2:
+                    np.savetxt(os.path.join(clips, f'{clip_name}.csv'), clip.reshape(len(clip), -1),
+                               delimiter=',', fmt='%.5f')
+                else:
+                    np.save(os.path.join(clips, f'{clip_name}.npy'), clip.astype(np.float32))
+                rows.append((clip_name, name, f's{k % 5 + 1}', split))
+    with open(os.path.join(folder, 'labels.csv'), 'w', newline='', encoding='utf-8') as f:
+        writer = csv.writer(f)
+        writer.writerow(['name', 'label', 'subject', 'split'])
+        writer.writerows(rows)
+    layout = {'name': 'example20', 'joint_names': list(EXAMPLE_JOINTS), 'edges': [list(e) for e in EXAMPLE_EDGES],
+              'center': 'spine', 'origin': 'neck',
+              'parts': [['pelvis', 'spine'], ['neck', 'head'], ['r_hip', 'r_knee'], ['r_ankle', 'r_foot'],
+                        ['l_hip', 'l_knee'], ['l_ankle', 'l_foot'], ['r_shoulder', 'r_elbow'],
+                        ['r_wrist', 'r_hand'], ['l_shoulder', 'l_elbow'], ['l_wrist', 'l_hand']],
+              'part_names': ['torso', 'head', 'right thigh', 'right foot', 'left thigh', 'left foot',
+                             'right upper arm', 'right hand', 'left upper arm', 'left hand'],
+              'bodies': [['pelvis', 'spine', 'neck', 'head'], ['r_hip', 'r_knee', 'r_ankle', 'r_foot'],
+                         ['l_hip', 'l_knee', 'l_ankle', 'l_foot'], ['r_shoulder', 'r_elbow', 'r_wrist', 'r_hand'],
+                         ['l_shoulder', 'l_elbow', 'l_wrist', 'l_hand']],
+              'body_names': ['trunk', 'right leg', 'left leg', 'right arm', 'left arm']}
+    with open(os.path.join(folder, 'layout.yaml'), 'w', encoding='utf-8') as f:
+        f.write('# layout of the generated example (docs/DATA.md, "Layout files"); flip and shoulders are '
+                'derived from the joint names\n')
+        yaml.safe_dump(layout, f, sort_keys=False, default_flow_style=None)
+    descriptions = {'dataset': EXAMPLE_DATASET, 'classes': [
+        dict(zip(('label', 'global', 'head', 'hands', 'hips', 'feet'), (name,) + EXAMPLE_DESCRIPTIONS[name]))
+        for name in EXAMPLE_CLASSES]}
+    with open(os.path.join(folder, 'descriptions.yaml'), 'w', encoding='utf-8') as f:
+        yaml.safe_dump(descriptions, f, sort_keys=False, width=200)
+    print(f'{folder}: {len(rows)} clips, labels.csv, layout.yaml, descriptions.yaml')
+    return folder
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--make-example', metavar='FOLDER', default=None,
+                        help='write a small generated input (clips/, labels.csv, layout.yaml, descriptions.yaml) '
+                             'into FOLDER and stop (the worked example of docs/DATA.md)')
+    parser.add_argument('--clips', help='folder of per-clip .npy / .csv / .txt files')
+    parser.add_argument('--labels', help='label CSV: name,label[,subject,view,split] with a header')
+    parser.add_argument('--layout', help='layout file (.yaml) or layout name')
+    parser.add_argument('--out', help='output folder (e.g. data/mydata)')
+    parser.add_argument('--dataset', default=None, help='dataset name (default: the name of --out)')
+    parser.add_argument('--classes', default=None,
+                        help="class names, one per line (line i = class id i), or MICA's descriptions .yaml "
+                             '(its labels, in order)')
+    parser.add_argument('--split-column', default=None, help="column with train/val/test (default: 'split')")
+    parser.add_argument('--split-by', default=None, help='column whose --val-values go to val (e.g. view)')
+    parser.add_argument('--val-values', nargs='+', default=None, help='values of --split-by that go to val')
+    parser.add_argument('--val-fraction', type=float, default=None, help='class-stratified random val fraction')
+    parser.add_argument('--seed', type=int, default=0, help='seed of --val-fraction (default 0)')
+    parser.add_argument('--num-person', type=int, default=None, help='M of the output (default: the most found)')
+    parser.add_argument('--no-rotate', action='store_true', help='skip the shoulder-line rotation')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_preprocess_arguments(parser)
+    args = resolve_length(parser.parse_args(argv))
+    if args.make_example:
+        make_example(args.make_example)
+        return
+    missing = [f'--{k}' for k in ('clips', 'labels', 'layout', 'out') if not getattr(args, k)]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    convert(args)
+
+
+if __name__ == '__main__':
+    run_tool(main)
