@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init, unit_tcn
+from net.utils.gcn_family import TenUnitGCN, bn_init, conv_init, residual_branch, unit_tcn
 from net.utils.graph import with_default_strategy
 
 
@@ -96,12 +96,7 @@ class TCN_GCN_unit(nn.Module):
         self.gcn1 = unit_gcn(in_channels, out_channels, A)
         self.tcn1 = unit_tcn(out_channels, out_channels, stride=stride)
         self.relu = nn.ReLU()
-        if not residual:
-            self.residual = Zero()
-        elif in_channels == out_channels and stride == 1:
-            self.residual = nn.Identity()
-        else:
-            self.residual = unit_tcn(in_channels, out_channels, kernel_size=1, stride=stride)
+        self.residual = residual_branch(residual, in_channels, out_channels, stride)
 
     def forward(self, x):
         x = self.tcn1(self.gcn1(x)) + self.residual(x)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init, unit_tcn
+from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init, residual_branch
 from net.utils.graph import with_default_strategy
 
 
@@ -181,12 +181,7 @@ class TCN_GCN_unit(nn.Module):
         self.tcn1 = MultiScale_TemporalConv(out_channels, out_channels, kernel_size=kernel_size, stride=stride,
                                             dilations=dilations, residual=False)
         self.relu = nn.ReLU(inplace=True)
-        if not residual:
-            self.residual = Zero()
-        elif in_channels == out_channels and stride == 1:
-            self.residual = nn.Identity()
-        else:
-            self.residual = unit_tcn(in_channels, out_channels, kernel_size=1, stride=stride)
+        self.residual = residual_branch(residual, in_channels, out_channels, stride)
 
     def forward(self, x):
         return self.relu(self.tcn1(self.gcn1(x)) + self.residual(x))

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from net.ctrgcn import MultiScale_TemporalConv
-from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, unit_tcn
+from net.utils.gcn_family import TenUnitGCN, bn_init, residual_branch
 from net.utils.graph import Graph, get_hop_distance
 
 
@@ -90,12 +90,7 @@ class SpatialTemporalUnit(nn.Module):
         self.tcn1 = MultiScale_TemporalConv(out_channels, out_channels, kernel_size=kernel_size, stride=stride,
                                             dilations=list(dilations), residual=False)
         self.relu = nn.ReLU(inplace=True)
-        if not residual:
-            self.residual = Zero()
-        elif in_channels == out_channels and stride == 1:
-            self.residual = nn.Identity()
-        else:
-            self.residual = unit_tcn(in_channels, out_channels, kernel_size=1, stride=stride)
+        self.residual = residual_branch(residual, in_channels, out_channels, stride)
 
     def forward(self, x):
         return self.relu(self.tcn1(getattr(self, self.spatial_name)(x)) + self.residual(x))

@@ -138,10 +138,16 @@ class PretrainProcessor(Processor):
             return
         op, key = missing[0]
         layout = feeder.layout
-        aug = str(getattr(feeder, 'aug_method', ''))
-        drop = ({'random_spatial_flip': "aug_method '2345' (the AimCLR set without 1, the flip)"
-                 if aug in ('12345', 'aimclr') else f"aug_method without the digit 1 (e.g. "
-                 f"'{''.join(d for d in aug if d != '1') or 'none'}')"}.get(op, 'the augmentation'))
+        aug = getattr(feeder, 'aug_method', '')
+        if isinstance(aug, (list, tuple)):
+            rest = [name for name in aug if name != op]
+            drop = f"aug_method without {op} ([{', '.join(rest)}])"
+            aug = f"[{', '.join(aug)}]"
+        else:
+            aug = str(aug)
+            drop = ({'random_spatial_flip': "aug_method '2345' (the AimCLR set without 1, the flip)"
+                     if aug in ('12345', 'aimclr') else f"aug_method without the digit 1 (e.g. "
+                     f"'{''.join(d for d in aug if d != '1') or 'none'}')"}.get(op, 'the augmentation'))
         state = (f"layout '{layout.name}': {flip_problem(layout)}" if layout is not None
                  else 'no layout is known for the data')
         raise UserError(f"train_feeder_args.aug_method={aug!r} includes {op}, which needs the layout's `{key}` "
@@ -199,7 +205,9 @@ class PretrainProcessor(Processor):
             smaller = max(16, 2 ** int(np.log2(max(1, n // 10))))
             plural = 's' if steps != 1 else ''
             batch = (f' With batch_size {self.arg.batch_size} an epoch is only {steps} iteration{plural}: a smaller '
-                     f'batch (e.g. {smaller}, with queue_size a multiple of it) gives more updates per epoch.')
+                     f'batch (e.g. {smaller}, with queue_size a multiple of it) gives more updates per epoch, but keep '
+                     f'each shuffle-BN sub-batch (batch_size / shuffle_bn_groups) at 32 or more: 8 per sub-batch '
+                     f'collapsed NW-UCLA.')
         head = f'Notice: small training set ({n} clips, under {self.SMALL_DATA}): '
         recipe = ('this run already uses the small-data recipe of config/ucla/.' if not changes else
                   'the small-data recipe of config/ucla/ (NW-UCLA, 1,020 clips) sets ' + '; '.join(changes) + '.')

@@ -314,8 +314,9 @@ def test_missing_flip_is_a_one_line_preflight_error(converted, in_scratch):
                        f'data_path={in_scratch}/data/own_example/train_position.npy,'
                        f'label_path={in_scratch}/data/own_example/train_label.pkl',
                        '--model_args', f'graph_args.layout={in_scratch}/noflip.yaml')
-    one_line(proc_err, "aug_method='12345'", 'random_spatial_flip', "layout's `flip`", "layout 'noflip'",
-             'no joint name has a side', 'add `flip`', "aug_method '2345'")
+    one_line(proc_err, "aug_method='[random_spatial_flip, random_rotate", "layout's `flip`", "layout 'noflip'",
+             'no joint name has a side', 'add `flip`',
+             'aug_method without random_spatial_flip ([random_rotate, gaus_noise, gaus_filter, axis_mask])')
     assert not (in_scratch / 'w_noflip' / 'latest.pt').exists()
 
 

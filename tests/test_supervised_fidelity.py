@@ -498,7 +498,7 @@ def test_ensemble_four_stream_preset():
     (['--train_feeder_args', 'sampling=random'], ['sampling', 'random']),
     (['--train_feeder_args', 'repeat=0'], ['repeat', '0']),
     (['--warm_up', 'step'], ['warm_up', 'step']),
-    (['--lr_schedule', 'cosine'], ['lr_schedule', 'cosine']),
+    (['--lr_schedule', 'linear'], ['lr_schedule', 'linear']),
     (['--clip_grad_norm', '-1'], ['clip_grad_norm', '-1']),
 ])
 def test_bad_values_are_one_line_errors(tmp_path, extra, needles):

@@ -43,6 +43,16 @@ class unit_tcn(nn.Module):
         return self.bn(self.conv(x))
 
 
+def residual_branch(residual, in_channels, out_channels, stride):
+    """The residual of a TCN-GCN unit in the 2s-AGCN / CTR-GCN family: none (``Zero``), the identity when
+    the shape is kept, else a strided 1x1 ``unit_tcn``."""
+    if not residual:
+        return Zero()
+    if in_channels == out_channels and stride == 1:
+        return nn.Identity()
+    return unit_tcn(in_channels, out_channels, kernel_size=1, stride=stride)
+
+
 class TenUnitGCN(nn.Module):
     """The backbone of the 2s-AGCN / CTR-GCN family built from ``unit(in, out, A, stride=, residual=,
     **unit_kwargs)``; subclasses give ``unit`` and ``display_name``.  Parameter names follow the
