@@ -153,5 +153,9 @@ class Model(nn.Module):
     def forward_features(self, x):
         return self.pool(self.encode(x), x.size(4))
 
+    def head(self, pooled):
+        """fc7 features -> logits (dropout, then ``fc``): the one place features become logits."""
+        return self.fc(self.drop_out(pooled))
+
     def forward(self, x):
-        return self.fc(self.drop_out(self.forward_features(x)))
+        return self.head(self.forward_features(x))

@@ -201,5 +201,9 @@ class Model(nn.Module):
         """(N, C, T, V, M) -> pooled features (N, hidden_dim), the input of ``fc``."""
         return self.pool(self.encode(x), x.size(4))
 
+    def head(self, pooled):
+        """Pooled features (N, hidden_dim) -> logits: the one place features become logits."""
+        return self.fc(pooled)
+
     def forward(self, x):
-        return self.fc(self.forward_features(x))
+        return self.head(self.forward_features(x))

@@ -27,11 +27,9 @@ from torchlight.io import DictAction, UserError, import_class
 
 
 def logits_from_feature_map(encoder, feature_map, num_person):
-    """The encoder's logits from its own feature map (``forward(x) == this(encode(x))``)."""
-    head = getattr(encoder, 'logits_from_map', None)
-    if head is not None:
-        return head(feature_map, num_person)
-    return encoder.fc(encoder.pool(feature_map, num_person))
+    """The encoder's logits from its own feature map: ``head(pool(.))``, so ``forward(x) ==
+    this(encode(x))`` in training mode too (the encoder's dropout before ``fc`` included)."""
+    return encoder.head(encoder.pool(feature_map, num_person))
 
 
 class Recognition(LinearEvaluation):

@@ -38,7 +38,7 @@ def first_layer_weights(name, model):
 
 
 def head(model, fmap, M):
-    return model.fc(model.pool(fmap, M))
+    return model.head(model.pool(fmap, M))
 
 
 @pytest.mark.parametrize('name', ['agcn', 'ctrgcn', 'hcn'])
@@ -157,3 +157,23 @@ def test_full_width_parameter_counts():
     assert counts['2s-AGCN'] == 3_469_510
     assert counts['CTR-GCN'] == 1_446_672
     assert sum(p.numel() for p in ctrgcn.Model(num_class=120).parameters()) == 1_462_092
+
+
+@pytest.mark.parametrize('name', ['agcn', 'ctrgcn', 'hcn'])
+def test_train_head_path_keeps_the_encoders_dropout(name):
+    """With a train head (CSRE) the recognition step builds the logits from the feature map
+    (``processor.recognition.logits_from_feature_map``): in training mode, with dropout on, that equals
+    ``forward(x)`` under the same random draws (it used to skip the dropout before ``fc``)."""
+    from processor.recognition import logits_from_feature_map
+    extra = {'drop_out': 0.5}
+    model = build(name, 'nw-ucla', 1, **extra).train()
+    x = torch.randn(N, 3, T, 20, 1)
+    torch.manual_seed(3)
+    direct = model(x)
+    torch.manual_seed(3)
+    via_map = logits_from_feature_map(model, model.encode(x), 1)
+    torch.testing.assert_close(via_map, direct)
+    if isinstance(model.drop_out, nn.Dropout):              # 2s-AGCN, CTR-GCN (HCN's sits inside fc7)
+        torch.manual_seed(3)
+        without_dropout = model.fc(model.pool(model.encode(x), 1))
+        assert not torch.allclose(without_dropout, direct)  # the dropout matters, so the test can fail
