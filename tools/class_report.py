@@ -242,7 +242,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.out_folder is None:
         args.out_folder = os.path.join(os.path.dirname(os.path.abspath(args.result)), 'report')
-    if args.class_names is None:            # a converted dataset (tools/convert_skeletons.py) names its classes
+    if args.class_names is None:            # a converted dataset (tools/custom_gendata.py) names its classes
         info = read_dataset_info(args.label)
         if info.get('classes'):
             args.class_names = info['path']

@@ -24,7 +24,7 @@ A feature file (``config/text/features/<set>.<encoder>.npz``, no pickle):
 
 A run checks its feature file against its data (``check_text_dataset``): the file's ``dataset`` against
 the run's (``dataset:`` in the config, else ``dataset.yaml`` next to the training label file, written by
-``tools/convert_skeletons.py``), its class names against the data's, its class count against the
+``tools/custom_gendata.py``), its class names against the data's, its class count against the
 model's ``num_class`` and the labels (a file with more classes than the model is an error unless
 ``text_class_subset: true``, or the classes used are a dataset of ``KNOWN_SUBSETS``: NTU-60 in NTU-120's).
 """
@@ -109,7 +109,7 @@ DATASET_INFO = 'dataset.yaml'
 
 def read_dataset_info(label_path):
     """``{'dataset': str, 'classes': [names], ...}`` from ``dataset.yaml`` next to a label file (written by
-    ``tools/convert_skeletons.py``), or {} when there is none."""
+    ``tools/custom_gendata.py``), or {} when there is none."""
     path = os.path.join(os.path.dirname(os.path.abspath(label_path)), DATASET_INFO)
     if not os.path.isfile(path):
         return {}

@@ -1,7 +1,7 @@
 """Your own skeleton dataset -> the family's ``{train,val}_position.npy`` + ``{train,val}_label.pkl``.
 
-    python tools/convert_skeletons.py --make-example data/own_example/raw     # a generated try-out input
-    python tools/convert_skeletons.py --clips my_clips/ --labels labels.csv --layout my_layout.yaml \
+    python tools/custom_gendata.py --make-example data/own_example/raw     # a generated try-out input
+    python tools/custom_gendata.py --clips my_clips/ --labels labels.csv --layout my_layout.yaml \
         --out data/mydata --dataset mydata [--split-column split | --val-values 3 --split-by view |
         --val-fraction 0.2] [--classes classes.txt] [--length 50] [--no-rotate] [--num-person M]
 
