@@ -206,7 +206,8 @@ class PretrainProcessor(Processor):
             plural = 's' if steps != 1 else ''
             batch = (f' With batch_size {self.arg.batch_size} an epoch is only {steps} iteration{plural}: a smaller '
                      f'batch (e.g. {smaller}, with queue_size a multiple of it) gives more updates per epoch, but scale '
-                     f'base_lr with it (lr 0.1 at batch 64 or 32 drove NW-UCLA into a narrow cone or a collapse) and '
+                     f'base_lr with it (in single NW-UCLA runs lr 0.1 at batch 64 or 32 went into a narrow cone or collapsed, '
+                     f'docs/METHODS.md) and '
                      f'keep each shuffle-BN sub-batch (batch_size / shuffle_bn_groups) at 32 or more.')
         head = f'Notice: small training set ({n} clips, under {self.SMALL_DATA}): '
         recipe = ('this run already uses the small-data recipe of config/ucla/.' if not changes else
