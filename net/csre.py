@@ -20,7 +20,7 @@ Reading choices (the extracted paper text lost the symbols of eqs. 1-10, so some
 * Temporal length: the temporal branch flattens T' into channels, so its projection needs a fixed T'.
   ``num_frames`` (= T' of the feature map, e.g. 16 for ST-GCN on 64 frames) is given at construction; a
   map with a different T' is adaptively average-pooled to ``num_frames`` (so variable-length input
-  works).  ``feature_map_shape(encoder, ...)`` runs a dummy forward to find T' and C.
+  works); the encoder's ``feature_map_shape(num_frames)`` (``net.utils.encoder``) gives T' and C.
 * Anchors are the current batch's embeddings (with gradient); bank entries are detached (eq. 6).
   ``bank_update='before'`` (default, the authors' ``model/loss.py:ContrastLoss``): the batch is written
   first and the anchors are contrasted with the bank that holds it, the anchor's own fresh entry
@@ -75,22 +75,6 @@ STRATEGIES = ('R', 'H', 'R+H')
 BRANCHES = ('s', 't', 'g')
 CHOICES = {'negative_softmax': ('separate', 'joint'), 'min_candidates': ('full', 'any'),
            'bank_update': ('before', 'after'), 'branch_reduction': ('mean', 'sum')}
-
-
-def feature_map_shape(encoder, in_channels, num_frame, num_node, num_person=1):
-    """(C', T', V) of ``encoder.encode`` for an input (1, in_channels, num_frame, num_node, num_person).
-
-    Runs one dummy forward in eval mode without gradient; the encoder's mode is restored."""
-    was_training = encoder.training
-    param = next(encoder.parameters(), None)
-    device = param.device if param is not None else 'cpu'
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            fmap = encoder.encode(torch.zeros(1, in_channels, num_frame, num_node, num_person, device=device))
-    finally:
-        encoder.train(was_training)
-    return tuple(fmap.shape[1:])
 
 
 def _masked_topk(score, mask, k):
@@ -164,7 +148,7 @@ class CSRE(nn.Module):
         self.min_candidates, self.bank_update = min_candidates, bank_update
         if temporal and not num_frames:
             raise ValueError('the temporal branch needs num_frames (T\' of the feature map); '
-                             'see net.csre.feature_map_shape')
+                             'see the encoder\'s feature_map_shape (net/utils/encoder.py)')
         if bank_capacity is None and not num_samples:
             raise ValueError('give num_samples (index-addressed banks) or bank_capacity (FIFO banks)')
         self.channels = channels

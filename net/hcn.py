@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from net.utils.encoder import SkeletonEncoder
 from net.utils.graph import Graph
 
 
@@ -51,8 +52,8 @@ def _init_weights(module):
                 nn.init.constant_(m.bias, 0)
 
 
-class Model(nn.Module):
-    """HCN.  Input (N, C, T, V, M) with any M (persons are max-pooled); output logits (N, num_class).
+class Model(SkeletonEncoder):
+    """HCN (the ``SkeletonEncoder`` contract, with its own ``pool``).  Input (N, C, T, V, M) with any M (persons are max-pooled); output logits (N, num_class).
 
     Args:
         in_channels: C of the input.
@@ -67,6 +68,7 @@ class Model(nn.Module):
         fc_hidden: width of fc7 (512, the release's ``256*2``).
         drop_out: dropout probability of the Dropout2d/Dropout layers (0.5 in the reference).
     """
+    display_name = 'HCN'
 
     def __init__(self, in_channels=3, num_class=60, graph_args=None, num_person=2, out_channel=64,
                  window_size=64, conv2_channel=None, fc_hidden=512, drop_out=0.5):
@@ -110,14 +112,6 @@ class Model(nn.Module):
         self.neck = None
         _init_weights(self)
 
-    def check_input(self, x):
-        if x.dim() != 5:
-            raise ValueError(f'HCN expects input of shape (N, C, T, V, M), got {tuple(x.shape)}')
-        if x.size(1) != self.in_channels or x.size(3) != self.num_node:
-            raise ValueError(f'HCN built for C={self.in_channels} channels and V={self.num_node} joints '
-                             f'(graph layout {self.graph.layout.name!r}) got data of shape {tuple(x.shape)}: '
-                             'set model_args.in_channels / graph_args.layout to match the data')
-
     @staticmethod
     def _resample_time(x, length):
         """(B, C, T, V) -> (B, C, length, V), linear interpolation along T."""
@@ -149,13 +143,3 @@ class Model(nn.Module):
         out = self.conv6(self.conv5(torch.cat((p, m), dim=1)))
         out = out.view(-1, num_person, *out.shape[1:]).max(dim=1)[0]       # max over persons
         return self.fc7(out.flatten(1))
-
-    def forward_features(self, x):
-        return self.pool(self.encode(x), x.size(4))
-
-    def head(self, pooled):
-        """fc7 features -> logits (dropout, then ``fc``): the one place features become logits."""
-        return self.fc(self.drop_out(pooled))
-
-    def forward(self, x):
-        return self.head(self.forward_features(x))

@@ -36,13 +36,6 @@ FM_EMBEDDINGS = ('query', 'projection')
 FM_OBJECTIVES = ('multi_part', 'averaged')
 
 
-def feature_map_length(num_frames, strides=(2, 2)):
-    """Frames left after ST-GCN's temporal strides (kernel 9, padding 4): ceil(T / s) per stride."""
-    for s in strides:
-        num_frames = (num_frames - 1) // s + 1
-    return num_frames
-
-
 def fm_kl_loss(student_logits, teacher_logits):
     """Algorithm 1's ``loss_kld``: KL(softmax(teacher) || softmax(student)), batch mean."""
     return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction='batchmean')
@@ -133,18 +126,11 @@ class MICA(MoCo):
                     raise ValueError(f"model_args.feature_dim={feature_dim}: fm_embedding 'query' runs FM on the "
                                      f"MoCo embedding, which needs the text width {text_dim} ({text_encoder}): "
                                      f"set feature_dim: {text_dim} or fm_embedding: projection")
+        # FreS -> FreT after the last block of both encoders (``build_neck``, before the key copy)
+        self.frest_args = dict(num_frames=num_frames, fres=fres, fret=fret, global_filter=global_filter,
+                               local_filter=local_filter, adaptive_mask=adaptive_mask, tau=tau_f,
+                               decoupling=decoupling, filter_std=filter_std) if frest else None
         super().__init__(*args, feature_dim=128 if feature_dim is None else feature_dim, **kwargs)
-        encoders = [self.encoder_q] + ([self.encoder_k] if self.pretrain else [])
-        if frest:
-            for encoder in encoders:
-                encoder.neck = FreST(encoder.feature_dim, feature_map_length(num_frames), encoder.num_node,
-                                     fres=fres, fret=fret, global_filter=global_filter, local_filter=local_filter,
-                                     adaptive_mask=adaptive_mask, tau=tau_f, decoupling=decoupling,
-                                     filter_std=filter_std)
-            if self.pretrain:
-                for param_q, param_k in zip(self.encoder_q.neck.parameters(), self.encoder_k.neck.parameters()):
-                    param_k.data.copy_(param_q.data)
-                    param_k.requires_grad = False
         self.feature_modulation = fm
         if not self.feature_modulation:
             if self.pretrain and harmonizer:
@@ -160,6 +146,14 @@ class MICA(MoCo):
         self.lambda_kl, self.tau_s, self.tau_t = lambda_kl, tau_s, tau_t
         self.noise_std, self.fm_target, self.label_smoothing = noise_std, fm_target, label_smoothing
         self.fm_embedding, self.fm_objective = fm_embedding, fm_objective
+
+    def build_neck(self, encoder):
+        """FreST(C', T', V) on the encoder's map; T' from the encoder itself (no stride list)."""
+        if self.frest_args is None:
+            return None
+        args = dict(self.frest_args)
+        channels, frames, joints = encoder.feature_map_shape(args.pop('num_frames'))
+        return FreST(channels, frames, joints, **args)
 
     @property
     def fm_anchors(self):

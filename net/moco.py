@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from net.utils.encoder import SkeletonEncoder
 from torchlight.distributed import all_gather, broadcast, rank, world_size
 from torchlight.io import import_class
 
@@ -18,6 +19,9 @@ from torchlight.io import import_class
 def build_encoder(base_encoder, **encoder_args):
     """Instantiate an encoder given as an import string (``net.st_gcn.Model``) or a class."""
     cls = import_class(base_encoder) if isinstance(base_encoder, str) else base_encoder
+    if not (isinstance(cls, type) and issubclass(cls, SkeletonEncoder)):
+        raise ValueError(f'model_args.base_encoder={base_encoder!r} does not implement the encoder contract: '
+                         'subclass net.utils.encoder.SkeletonEncoder (docs/EXTENDING.md)')
     return cls(**encoder_args)
 
 
@@ -89,14 +93,14 @@ class MoCo(nn.Module):
                 raise ValueError(f'model_args.Temperature must be a number > 0, got {Temperature!r}')
         self.pretrain = pretrain
         if not pretrain:
-            self.encoder_q = build_encoder(base_encoder, num_class=num_class, **encoder_args)
+            self.encoder_q = self.make_encoder(base_encoder, num_class, encoder_args)
             return
         self.K = queue_size
         self.m = momentum
         self.shuffle_bn_groups = shuffle_bn_groups
         self.T = Temperature
-        self.encoder_q = build_encoder(base_encoder, num_class=feature_dim, **encoder_args)
-        self.encoder_k = build_encoder(base_encoder, num_class=feature_dim, **encoder_args)
+        self.encoder_q = self.make_encoder(base_encoder, feature_dim, encoder_args)
+        self.encoder_k = self.make_encoder(base_encoder, feature_dim, encoder_args)
         if mlp:
             add_mlp_head(self.encoder_q, head_bn)
             add_mlp_head(self.encoder_k, head_bn)
@@ -105,6 +109,19 @@ class MoCo(nn.Module):
             param_k.requires_grad = False
         self.register_buffer('queue', F.normalize(torch.randn(feature_dim, queue_size), dim=0))
         self.register_buffer('queue_ptr', torch.zeros(1, dtype=torch.long))
+
+    def build_neck(self, encoder):
+        """Hook for a method: the module to attach as ``encoder.neck`` (on the ``encode`` map, shape kept,
+        e.g. MICA's FreST), or None.  Called for every encoder before the key encoder is copied from the
+        query encoder, so the neck is part of both and of the copy."""
+        return None
+
+    def make_encoder(self, base_encoder, num_class, encoder_args):
+        encoder = build_encoder(base_encoder, num_class=num_class, **encoder_args)
+        neck = self.build_neck(encoder)
+        if neck is not None:
+            encoder.neck = neck
+        return encoder
 
     @property
     def uniform_loss(self):
@@ -155,10 +172,7 @@ class MoCo(nn.Module):
     def query_feature_map(self, x):
         """The query encoder's feature map (N*M, C, T', V) before pooling, for methods that work on it
         (AimCLR's drop, MsMCLR's attention, MICA's FreST); same sub-batch BatchNorm as ``embed_query``."""
-        encode = getattr(self.encoder_q, 'encode', None)
-        if encode is None:
-            raise ValueError(f'{type(self.encoder_q).__name__} has no encode(x) returning its feature map: '
-                             'this method needs an encoder such as net.st_gcn.Model')
+        encode = self.encoder_q.encode              # the encoder contract (net/utils/encoder.py)
         groups = self.shuffle_bn_groups
         if groups <= 1:
             return encode(x)

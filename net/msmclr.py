@@ -35,8 +35,7 @@ class MsMCLR(MoCo):
         self.ms_loss = ms_loss
         self.msm = None
         if self.pretrain and msm_attention:
-            layout = self.encoder_q.graph.layout
-            self.msm = MsMAttention(self.encoder_q.feature_dim, layout, multi_scale, reduction, diff_mode)
+            self.msm = MsMAttention(self.encoder_q.feature_dim, self.encoder_q.layout, multi_scale, reduction, diff_mode)
 
     def strong_embeddings(self, im_strong):
         """{scale: L2-normalised embedding} of the strong view (z_joint, z_part, z_body; eq. in 3.1)."""

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from net.utils.encoder import SkeletonEncoder
 from net.utils.graph import Graph
 
 
@@ -100,8 +101,8 @@ class st_gcn(nn.Module):
         return self.relu(x), A
 
 
-class Model(nn.Module):
-    """ST-GCN encoder of the SkeletonCLR/AimCLR family.
+class Model(SkeletonEncoder):
+    """ST-GCN encoder of the SkeletonCLR/AimCLR family (the ``SkeletonEncoder`` contract).
 
     Input (N, C, T, V, M); output logits (N, num_class).  Channels of the 10 blocks:
     c, c, c, c, 2c (stride 2), 2c, 2c, 4c (stride 2), 4c, hidden_dim with c = hidden_channels.
@@ -111,6 +112,7 @@ class Model(nn.Module):
     """
 
     IMPLEMENTATIONS = ('auto', 'fast', 'reference')
+    display_name = 'ST-GCN'
 
     def __init__(self, in_channels=3, hidden_channels=16, hidden_dim=256, num_class=60,
                  graph_args=None, edge_importance_weighting=True, implementation='auto', **kwargs):
@@ -152,6 +154,7 @@ class Model(nn.Module):
             st_gcn(c * 4, hidden_dim, kernel_size, 1, **kwargs),
         ))
         self.fc = nn.Linear(hidden_dim, num_class)
+        self.drop_out = nn.Identity()       # the reference has no dropout before fc
         self.feature_dim = hidden_dim
         # optional module on the feature map after the last block, e.g. MICA's FreST (``neck.*`` keys)
         self.neck = None
@@ -161,14 +164,6 @@ class Model(nn.Module):
                                                      for _ in self.st_gcn_networks])
         else:
             self.edge_importance = [1] * len(self.st_gcn_networks)
-
-    def check_input(self, x):
-        if x.dim() != 5:
-            raise ValueError(f'ST-GCN expects input of shape (N, C, T, V, M), got {tuple(x.shape)}')
-        if x.size(1) != self.in_channels or x.size(3) != self.num_node:
-            raise ValueError(f'ST-GCN built for C={self.in_channels} channels and V={self.num_node} joints '
-                             f'(graph layout {self.graph.layout.name!r}) got data of shape {tuple(x.shape)}: '
-                             'set model_args.in_channels / graph_args.layout to match the data')
 
     def encode(self, x):
         """(N, C, T, V, M) -> feature map (N*M, C', T', V) before pooling (persons folded into the batch)."""
@@ -190,20 +185,3 @@ class Model(nn.Module):
         if self.neck is not None:
             x = self.neck(x)
         return x
-
-    @staticmethod
-    def pool(feature_map, num_person):
-        """Global average pool over (T', V), then mean over persons: (N*M, C, T', V) -> (N, C)."""
-        x = F.avg_pool2d(feature_map, feature_map.size()[2:])
-        return x.view(-1, num_person, x.size(1)).mean(dim=1)
-
-    def forward_features(self, x):
-        """(N, C, T, V, M) -> pooled features (N, hidden_dim), the input of ``fc``."""
-        return self.pool(self.encode(x), x.size(4))
-
-    def head(self, pooled):
-        """Pooled features (N, hidden_dim) -> logits: the one place features become logits."""
-        return self.fc(pooled)
-
-    def forward(self, x):
-        return self.head(self.forward_features(x))

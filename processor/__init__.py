@@ -1,5 +1,6 @@
 """The registry of processors: ``python main.py <name> --config <yaml>``."""
 PROCESSORS = {
+    'pretrain': 'processor.pretrain.PretrainProcessor',          # any method (model: in the YAML)
     'pretrain_skeletonclr': 'processor.pretrain.PretrainProcessor',
     'pretrain_aimclr': 'processor.pretrain.PretrainProcessor',
     'pretrain_msmclr': 'processor.pretrain.PretrainProcessor',

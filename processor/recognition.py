@@ -108,10 +108,9 @@ class Recognition(LinearEvaluation):
 
     def build_head(self):
         """The train head sized from the encoder's feature map on one training batch's shape."""
-        from net.csre import feature_map_shape
         feeder = self.train_feeder
         sample = feeder.views(torch.from_numpy(np.array(feeder.data[:1], dtype=np.float32)))[0]
-        C, T, V = feature_map_shape(self.model, sample.size(1), sample.size(2), sample.size(3), sample.size(4))
+        C, T, V = self.model.feature_map_shape(sample.size(2))
         args = dict(self.arg.train_head_args)
         args.setdefault('num_samples', len(feeder.data))
         if args.get('bank_capacity') is None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from net.csre import CSRE, feature_map_shape
+from net.csre import CSRE
 from net.st_gcn import Model
 
 
@@ -269,7 +269,7 @@ def test_eval_mode_does_not_write_banks():
 def test_with_st_gcn_encoder(layout, V, M):
     torch.manual_seed(0)
     enc = Model(hidden_channels=4, hidden_dim=8, num_class=3, graph_args={'layout': layout, 'strategy': 'spatial'})
-    C, Tp, Vp = feature_map_shape(enc, 3, 16, V, M)
+    C, Tp, Vp = enc.feature_map_shape(16)
     assert (C, Tp, Vp) == (8, 4, V)
     head = CSRE(C, V, num_samples=10, num_class=3, embed_dim=16, num_frames=Tp, num_positives=4,
                 num_hard_negatives=4, num_random_negatives=4, global_contrast=True, **EARLIER)

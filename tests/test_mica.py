@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import ROOT
 from net.frest import count_parameters
-from net.mica import MICA, feature_map_length, fm_kl_loss
+from net.mica import MICA, fm_kl_loss
 from net.st_gcn import Model
 from net.text.features import PROMPT_KINDS, load_text_features
 from torchlight.io import load_config_file
@@ -22,9 +22,20 @@ ARGS = dict(base_encoder='net.st_gcn.Model', in_channels=3, hidden_channels=8, h
 
 
 @pytest.mark.parametrize('T', [20, 50, 64, 75])
-def test_feature_map_length_matches_st_gcn(T):
-    enc = Model(hidden_channels=4, hidden_dim=8, num_class=2, graph_args={'layout': 'nw-ucla'})
-    assert enc.encode(torch.randn(1, 3, T, 20, 1)).shape[2] == feature_map_length(T)
+@pytest.mark.parametrize('encoder', ['net.st_gcn.Model', 'net.ctrgcn.Model'])
+def test_frest_is_sized_by_the_encoders_own_feature_map(T, encoder):
+    """FreST's temporal filter gets the T' the encoder really produces (a probe, not a stride list), so
+    MICA runs on any backbone of the contract."""
+    widths = {'hidden_channels': 4, 'hidden_dim': 8} if encoder == 'net.st_gcn.Model' else \
+        {'base_channel': 4, 'num_person': 1}
+    model = MICA(base_encoder=encoder, pretrain=False, num_class=10, num_frames=T, feature_modulation=False,
+                 harmonizer=False, graph_args={'layout': 'nw-ucla', 'strategy': 'spatial'}, **widths)
+    enc = model.encoder_q
+    neck, enc.neck = enc.neck, None
+    expected = enc.encode(torch.randn(1, 3, T, 20, 1)).shape[1:]
+    enc.neck = neck
+    assert (neck.fret.channels, neck.fret.length, neck.fres.length) == tuple(expected)
+    assert model(torch.randn(2, 3, T, 20, 1)).shape == (2, 10)
 
 
 def test_frest_is_part_of_the_encoder_and_survives_linear_evaluation():

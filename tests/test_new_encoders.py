@@ -14,7 +14,7 @@ import yaml
 
 from main import main
 from net import blockgcn, hyperformer
-from net.csre import CSRE, feature_map_shape
+from net.csre import CSRE
 from net.utils.graph import Graph
 from net.utils.layouts import get_layout
 
@@ -251,7 +251,7 @@ def test_csre_gradient_reaches_head_and_encoder(name, M):
     layout = 'ntu-rgb+d' if M == 2 else 'nw-ucla'
     V = LAYOUTS[layout]
     enc = small(name, layout, M).train()
-    C, Tp, Vp = feature_map_shape(enc, 3, 16, V, M)
+    C, Tp, Vp = enc.feature_map_shape(16)
     assert (C, Tp, Vp) == (enc.feature_dim, 4, V)
     head = CSRE(C, V, num_samples=16, num_class=4, embed_dim=16, num_frames=Tp, num_positives=2,
                 num_hard_negatives=4, num_random_negatives=4).train()

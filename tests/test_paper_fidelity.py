@@ -15,9 +15,10 @@ from feeder import tools
 from feeder.ntu_feeder import Feeder_triple
 from feeder.preprocess import IncompleteSkeletonError, normalize_sequence_mica
 from net.frest import FreST, FrequencyBlock, count_parameters, kept_fraction
-from net.mica import MICA, ModalityHarmonizer, feature_map_length, text_teacher_logits
+from net.mica import MICA, ModalityHarmonizer, text_teacher_logits
 from net.msm_attention import MotionAttention
 from net.msmclr import MsMCLR
+from net.st_gcn import Model
 from net.utils.layouts import get_layout
 from torchlight.io import load_config_file
 
@@ -299,7 +300,7 @@ def test_adaptive_mask_kept_fraction_varies_across_sequences():
 
 
 def test_shipped_parameter_count():
-    t = feature_map_length(50)
+    t = Model(graph_args={'layout': 'ntu-rgb+d'}).feature_map_shape(50)[1]
     assert t == 13
     assert count_parameters(FreST(256, t, 25)) == 2 * (256 * 256 + 256) + 2 * (13 + 7) * 256 * 2 == 152064
     assert count_parameters(FreST(256, t, 25, decoupling='depthwise')) == 2 * 512 + 2 * (13 + 7) * 256 * 2 == 21504

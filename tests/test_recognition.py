@@ -99,7 +99,7 @@ RECOGNITION_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'config', '**', 'recog
 
 @pytest.mark.parametrize('path', RECOGNITION_CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_recognition_config_builds(path):
-    from net.csre import CSRE, feature_map_shape
+    from net.csre import CSRE
     cfg = yaml.safe_load(open(path))
     args = dict(cfg['model_args'])
     for width in ('hidden_channels', 'base_channel', 'out_channel'):      # small widths: a build check
@@ -115,5 +115,5 @@ def test_every_recognition_config_builds(path):
     expected = next((s for s in ('bone_motion', 'motion', 'bone') if stream.endswith('_' + s)), 'joint')
     assert cfg['stream'] == expected
     if cfg.get('train_head'):
-        C, T, V_ = feature_map_shape(model, 3, W, V, M)
+        C, T, V_ = model.feature_map_shape(W)
         CSRE(C, V_, num_samples=10, num_class=args['num_class'], num_frames=T, **cfg['train_head_args'])

@@ -19,7 +19,7 @@ from conftest import ROOT, one_line, require_realdata
 from feeder import tools
 from feeder.ntu_feeder import Feeder_supervised, ucla_frame_indices, ucla_sample
 from feeder.preprocess import translate_sequence_ctrgcn
-from net.csre import CSRE, feature_map_shape
+from net.csre import CSRE
 from net.utils.graph import Graph
 from net.utils.layouts import get_layout
 from processor.recognition import Recognition, logits_from_feature_map
@@ -411,7 +411,7 @@ def test_csre_trains_with_every_encoder(name):
     torch.manual_seed(0)
     enc = import_class(name)(in_channels=3, num_class=3, **ENCODERS[name])
     x, lab, M = torch.randn(6, 3, 32, 25, 2), torch.tensor([0, 1, 2, 0, 1, 2]), 2
-    C, T, V = feature_map_shape(enc, 3, 32, 25, M)
+    C, T, V = enc.feature_map_shape(32)
     assert V == 25                                                        # a map with a joint axis
     head = CSRE(C, V, num_samples=6, num_class=3, embed_dim=16, num_frames=T, num_positives=1,
                 num_hard_negatives=2, num_random_negatives=2)

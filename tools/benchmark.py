@@ -156,7 +156,7 @@ def build_processor(config, cfg, mode, args, device, folder):
         'eval_interval': -1, 'save_interval': -1, 'knn_interval': 0, 'cache_features': False,
         'device': [device.index or 0],
     }
-    if mode in ('linear', 'inference'):         # linear evaluation needs a test split: the same data
+    if mode in ('linear', 'inference', 'supervised'):   # these processors load a test split: the same data
         overrides['test_feeder_args'] = dict(data)
     processor_class = import_class(PROCESSOR_OF_MODE[mode])
     valid = vars(processor_class.get_parser().parse_args([]))

@@ -73,8 +73,8 @@ def graph_layout(model_args, encoder=None):
     from net.utils.layouts import get_layout
     graph_args = model_args.get('graph_args') or {}
     spec = graph_args.get('layout')
-    if spec is None and encoder is not None and hasattr(encoder, 'graph'):
-        return encoder.graph.layout
+    if spec is None and encoder is not None:
+        return encoder.layout
     return get_layout(spec if spec is not None else 'ntu-rgb+d')
 
 

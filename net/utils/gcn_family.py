@@ -5,6 +5,7 @@ import math
 
 import torch.nn as nn
 
+from net.utils.encoder import SkeletonEncoder
 from net.utils.graph import Graph
 
 
@@ -53,11 +54,12 @@ def residual_branch(residual, in_channels, out_channels, stride):
     return unit_tcn(in_channels, out_channels, kernel_size=1, stride=stride)
 
 
-class TenUnitGCN(nn.Module):
+class TenUnitGCN(SkeletonEncoder):
     """The backbone of the 2s-AGCN / CTR-GCN family built from ``unit(in, out, A, stride=, residual=,
     **unit_kwargs)``; subclasses give ``unit`` and ``display_name``.  Parameter names follow the
     references (``data_bn``, ``l1``..``l10``, ``fc``)."""
     display_name = 'GCN'
+    fixed_persons = True         # data_bn normalises over M * C * V
 
     def __init__(self, unit, in_channels=3, num_class=60, graph_args=None, num_person=2, base_channel=64,
                  drop_out=0, **unit_kwargs):
@@ -89,15 +91,6 @@ class TenUnitGCN(nn.Module):
     def blocks(self):
         return [getattr(self, f'l{i}') for i in range(1, 11)]
 
-    def check_input(self, x):
-        if x.dim() != 5:
-            raise ValueError(f'{self.display_name} expects input of shape (N, C, T, V, M), got {tuple(x.shape)}')
-        if x.size(1) != self.in_channels or x.size(3) != self.num_node or x.size(4) != self.num_person:
-            raise ValueError(f'{self.display_name} built for C={self.in_channels} channels, V={self.num_node} '
-                             f'joints (graph layout {self.graph.layout.name!r}) and M={self.num_person} persons, '
-                             f'got data of shape {tuple(x.shape)}: set model_args.in_channels / '
-                             'graph_args.layout / num_person to match the data')
-
     def encode(self, x):
         """(N, C, T, V, M) -> feature map (N*M, 4c, ceil(ceil(T/2)/2), V) after ``l10`` (and ``neck``)."""
         self.check_input(x)
@@ -110,19 +103,3 @@ class TenUnitGCN(nn.Module):
         if self.neck is not None:
             x = self.neck(x)
         return x
-
-    @staticmethod
-    def pool(feature_map, num_person):
-        """Mean over (T', V), then over persons: (N*M, C, T', V) -> (N, C)."""
-        x = feature_map.mean(dim=(2, 3))
-        return x.view(-1, num_person, x.size(1)).mean(dim=1)
-
-    def forward_features(self, x):
-        return self.pool(self.encode(x), x.size(4))
-
-    def head(self, pooled):
-        """Pooled features -> logits (dropout, then ``fc``): the one place features become logits."""
-        return self.fc(self.drop_out(pooled))
-
-    def forward(self, x):
-        return self.head(self.forward_features(x))
