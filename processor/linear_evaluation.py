@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from processor.build import batch_features, extract_features, inference_encoder, stream_views
-from processor.processor import Processor, seed_worker
+from processor.data import seed_worker
+from processor.processor import Processor
 from torchlight.io import UserError, str2bool
 
 

@@ -1,0 +1,215 @@
+"""The processor's work_dir and checkpoints: the work_dir lock, the refusal to overwrite a run,
+``latest.pt`` written atomically with its predecessor kept, and an exact resume (weights, optimizer,
+method state, random streams) that is checked against the config first."""
+import fcntl
+import os
+import random
+
+import numpy as np
+import torch
+
+from torchlight.io import UserError, atomic_torch_save, load_resume_file, remove_stale_temporaries, to_cpu_state_dict
+
+
+# work_dir -> file descriptor of its exclusive lock (flock on the folder, held for the process's life)
+_WORK_DIR_LOCKS = {}
+
+
+def lock_work_dir(work_dir):
+    """Take an exclusive, non-blocking lock on ``work_dir`` (released when the process ends, a kill
+    included); a second process in the same work_dir gets a one-line error."""
+    key = os.path.realpath(work_dir)
+    if key in _WORK_DIR_LOCKS:              # this process holds it already (in-process reruns, tests)
+        return
+    try:
+        fd = os.open(key, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0))
+    except OSError as e:
+        raise UserError(f"cannot open work_dir '{work_dir}' to lock it ({e.strerror})") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise UserError(f"work_dir '{work_dir}' is in use by another running process (it holds the work_dir "
+                        "lock): wait for it to finish or choose another --work_dir") from e
+    _WORK_DIR_LOCKS[key] = fd
+
+
+# files whose presence means that a work_dir holds (part of) a run: a new run there would overwrite them
+RUN_FILE_PATTERNS = ('log.txt', 'latest*', '*.pt', '*.pth', 'test_result.pkl')
+
+
+def run_files(work_dir):
+    import fnmatch
+    try:
+        names = sorted(os.listdir(work_dir))
+    except OSError:
+        return []
+    return [n for n in names if any(fnmatch.fnmatch(n, p) for p in RUN_FILE_PATTERNS)
+            and os.path.isfile(os.path.join(work_dir, n))]
+
+
+def _as_tuple(value):
+    """Lists back to tuples, recursively (random.setstate needs tuples)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class Checkpoints:
+    """Part of ``Processor``: the work_dir claim, ``latest.pt`` and ``maybe_resume``."""
+
+    def check_work_dir(self):
+        """work_dir must be a writable folder (whether it may be used is decided in ``claim_work_dir``)."""
+        try:
+            os.makedirs(self.arg.work_dir, exist_ok=True)
+            probe = os.path.join(self.arg.work_dir, f'.write_test{os.getpid()}')
+            open(probe, 'w').close()
+            os.remove(probe)
+        except OSError as e:
+            raise UserError(f"work_dir '{self.arg.work_dir}' is not writable ({e.strerror})") from e
+
+    def claim_work_dir(self):
+        """The run is known to start: lock work_dir, refuse to overwrite an earlier run, remove the
+        temporaries of interrupted writes, then write config.yaml and the held-back log lines."""
+        if self.trains() and self.arg.num_epoch <= 0:
+            raise UserError(f"key 'num_epoch' must be a positive number of epochs, got {self.arg.num_epoch!r}")
+        if not self.is_main:
+            self.io.open_log()
+            return
+        work_dir = self.arg.work_dir
+        lock_work_dir(work_dir)
+        if self.trains() and not self.resumed:
+            found = run_files(work_dir)
+            if found:
+                listed = ', '.join(found[:4]) + (', ...' if len(found) > 4 else '')
+                if self.arg.resume == 'auto':
+                    raise UserError(f"work_dir '{work_dir}' already holds a run ({listed}) but no latest.pt or "
+                                    "latest.prev.pt to resume it from: it is not overwritten; choose another --work_dir")
+                raise UserError(f"work_dir '{work_dir}' already holds a run ({listed}); pass --resume true (or "
+                                "auto) to continue it or choose another --work_dir")
+        removed = remove_stale_temporaries(work_dir)
+        self.io.open_log()                   # a log.txt that cannot be written stops the run here
+        self.io.save_arg(self.arg)
+        if removed:
+            self.print_log(f'Removed {len(removed)} temporary file(s) of an interrupted write: {", ".join(removed)}')
+
+    def state(self, next_epoch):
+        """The resume state: tensors and plain Python data only (it is read back with
+        ``torch.load(weights_only=True)``), the NumPy RNG state as a tensor."""
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            'model': to_cpu_state_dict(self.model.state_dict()),
+            'optimizer': self.optimizer.state_dict(),
+            'epoch': next_epoch,
+            'meta_info': dict(self.meta_info),
+            'best': dict(self.best),
+            'rng': {
+                'python': random.getstate(),
+                'numpy': {'name': str(name), 'keys': torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                          'pos': int(pos), 'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
+                'torch': torch.get_rng_state(),
+                'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            'extra': self.extra_state(),
+            'run': {'model': self.arg.model, 'optimizer': type(self.optimizer).__name__,
+                    'train_head': getattr(self.arg, 'train_head', None)},
+        }
+
+    def extra_state(self):
+        return {}
+
+    def load_extra_state(self, extra):
+        pass
+
+    def save_latest(self, next_epoch):
+        """Write the new latest.pt completely (temporary file, fsync) and only then rotate: the old one
+        becomes latest.prev.pt (used if the newer file turns out unreadable) and the new one is renamed
+        over latest.pt. At no moment is there no complete latest.pt."""
+        if not self.is_main:
+            return
+        path = os.path.join(self.arg.work_dir, 'latest.pt')
+        atomic_torch_save(self.state(next_epoch), path, keep_previous=os.path.join(self.arg.work_dir, 'latest.prev.pt'))
+
+    def read_resume_state(self):
+        """latest.pt, or latest.prev.pt with a warning saying whether latest.pt is missing or unreadable.
+        Both are read with ``weights_only=True``: a crafted file cannot run code."""
+        path = os.path.join(self.arg.work_dir, 'latest.pt')
+        previous = os.path.join(self.arg.work_dir, 'latest.prev.pt')
+        errors, problem = [], {}
+        for candidate in (path, previous):
+            if not os.path.exists(candidate):
+                problem[candidate] = 'missing'
+                continue
+            try:
+                state = load_resume_file(candidate)
+                if not isinstance(state, dict) or 'model' not in state or 'epoch' not in state:
+                    raise ValueError('not a resume checkpoint')
+            except Exception as e:
+                detail = ' '.join(str(e).split())[:160]
+                errors.append(f"'{candidate}' ({type(e).__name__}: {detail})")
+                problem[candidate] = 'unreadable (truncated?)'
+                continue
+            if candidate == previous:
+                self.print_log(f"WARNING: '{path}' is {problem[path]}: resuming from '{previous}' "
+                               f"(epoch {state['epoch']}).")
+            return candidate, state
+        if errors:
+            raise UserError(f"cannot read the resume files {', '.join(errors)}; they may be truncated or not "
+                            "written by this code")
+        return None, None
+
+    def check_resume_fits(self, path, state):
+        """The resume file must come from a run of the same method, optimizer and shapes."""
+        run = state.get('run', {})
+        mine = {'model': self.arg.model, 'optimizer': type(self.optimizer).__name__,
+                'train_head': getattr(self.arg, 'train_head', None)}
+        for key, value in mine.items():
+            if key in run and run[key] != value:
+                raise UserError(f"cannot resume from '{path}': it was written with {key} {run[key]!r}, this config "
+                                f"has {value!r}; resume with the run's config ({os.path.join(self.arg.work_dir, 'config.yaml')}) "
+                                "or choose another --work_dir")
+        own = self.model.state_dict()
+        saved = state['model']
+        missing = [k for k in own if k not in saved]
+        unexpected = [k for k in saved if k not in own]
+        shapes = [f'{k}: file {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or shapes:
+            detail = '; '.join(shapes[:2]) if shapes else (f'missing keys {missing[:3]}' if missing else
+                                                           f'unexpected keys {unexpected[:3]}')
+            raise UserError(f"cannot resume from '{path}': it does not fit the model of this config ({detail}); "
+                            f"resume with the run's config ({os.path.join(self.arg.work_dir, 'config.yaml')}) "
+                            "or choose another --work_dir")
+
+    def maybe_resume(self):
+        self.start_epoch = 0
+        self.resumed = False
+        if not self.arg.resume or self.arg.phase != 'train':
+            return
+        path, state = self.read_resume_state()
+        if state is None:
+            if self.arg.resume == 'auto':
+                return
+            raise UserError(f"--resume given but '{os.path.join(self.arg.work_dir, 'latest.pt')}' does not exist")
+        self.check_resume_fits(path, state)
+        try:
+            self.model.load_state_dict(state['model'])
+            self.optimizer.load_state_dict(state['optimizer'])
+            self.load_extra_state(state.get('extra', {}))
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"cannot resume from '{path}': its optimizer or method state does not fit this config "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); resume with the run's config "
+                            f"({os.path.join(self.arg.work_dir, 'config.yaml')})") from e
+        self.start_epoch = state['epoch']
+        self.meta_info.update(state['meta_info'])
+        self.best.update(state['best'])
+        rng = state['rng']
+        random.setstate(_as_tuple(rng['python']))
+        numpy_state = rng['numpy']
+        if isinstance(numpy_state, dict):
+            numpy_state = (numpy_state['name'], numpy_state['keys'].numpy().astype(np.uint32), numpy_state['pos'],
+                           numpy_state['has_gauss'], numpy_state['cached_gaussian'])
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(rng['torch'])
+        if rng['cuda'] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng['cuda'])
+        self.resumed = True
+        self.print_log(f'Resumed from {path} at epoch {self.start_epoch}.')
