@@ -369,3 +369,30 @@ def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, 
     capsys.readouterr()
     reproduce.main(['run', plan_path, '--rows', 'SkeletonCLR', '--seeds', '1'])
     assert '0 runs done, 1 already done' in capsys.readouterr().out
+
+
+def test_a_recognition_row_is_one_run_tested_on_its_own_split(tmp_path, monkeypatch):
+    """A supervised row: one recognition run per seed (no weights, no kNN monitor even when the plan
+    sets one), its own test epochs as ``recognition_top1``, side by side with a pretraining row."""
+    monkeypatch.chdir(tmp_path)
+    path = write_plan(tmp_path, {'name': 'sup', 'seeds': [1, 2], 'epochs': 2, 'knn_interval': 1, 'rows': {
+        'ST-GCN + CSRE': {'processor': 'recognition', 'config': 'config/ucla/recognition_stgcn_csre.yaml'},
+        'SkeletonCLR': demo_row()}})
+    plan = reproduce.load_plan(path)
+    supervised = plan.row('ST-GCN + CSRE')
+    ((name, work_dir, argv),) = reproduce.stages(plan, supervised, 1, python='py')
+    assert os.path.basename(work_dir) == 'recognition' and argv[2] == 'recognition'
+    assert '--knn_interval' not in argv and '--weights' not in argv and argv[argv.index('--num_epoch') + 1] == '2'
+    runner = FakeRunner()
+    done, _, failed = reproduce.run_plan(plan, runner=runner)
+    assert len(done) == 4 and not failed
+    result = json.load(open(reproduce.result_path(plan, supervised, 2)))
+    assert result['best'] == {'recognition_top1': 0.62, 'recognition_epoch': 10}
+    assert result['final']['recognition_top1'] == 0.55 and set(result['stages']) == {'pretext'}
+    reproduce.main(['aggregate', path])
+    table = open(os.path.join('results', 'sup', 'table.md')).read()
+    assert 'recognition top-1 (best)' in table and '| ST-GCN + CSRE | 2 | 61.5 ± 0.7' in table
+    bad = write_plan(tmp_path, {'rows': {'a': {'processor': 'recognition', 'config': 'config/ucla/recognition_stgcn.yaml',
+                                               'evaluations': {'linear': LINEAR}}}}, name='bad.yaml')
+    with pytest.raises(UserError, match=r"rows.a.evaluations: a recognition row is tested on its config's test split"):
+        reproduce.load_plan(bad)

@@ -48,8 +48,13 @@ Plan (YAML)::
           knn: {config: config/ucla/knn_skeletonclr.yaml, overrides: --knn_k 20}
           finetune: {config: config/ucla/finetune_skeletonclr.yaml, epochs: 50}
 
+      ST-GCN + CSRE:                   # a supervised row: trained and tested by one recognition run
+        processor: recognition
+        config: config/ucla/recognition_stgcn_csre.yaml
+
 Row keys: processor, config, evaluations, overrides, eval_overrides, seeds, epochs, knn_interval,
-description.  Plan-level ``overrides`` / ``eval_overrides`` come first, the row's after them (the
+description.  A ``recognition`` row has no evaluations and no kNN monitor: its run (folder
+``recognition``) reports ``recognition_top1`` from its own test epochs (``eval_interval``).  Plan-level ``overrides`` / ``eval_overrides`` come first, the row's after them (the
 last value wins on the command line; dict options merge).  An evaluation is a config path or a mapping
 with ``config``, ``processor`` (default from its name: linear -> linear_evaluation, knn ->
 knn_evaluation, finetune / semi* -> finetune_evaluation), ``overrides``, ``epochs``.  The tool sets
@@ -102,6 +107,8 @@ PLAN_KEYS = ('name', 'description', 'seeds', 'epochs', 'knn_interval', 'override
 ROW_KEYS = ('processor', 'config', 'evaluations', 'overrides', 'eval_overrides', 'seeds', 'epochs',
             'knn_interval', 'description')
 EVAL_KEYS = ('config', 'processor', 'overrides', 'epochs')
+PRETRAINERS = sorted(p for p, path in PROCESSORS.items() if path == PROCESSORS['pretrain'])
+SUPERVISED = 'recognition'     # a row that trains a classifier and tests it itself (no evaluations)
 EVAL_PROCESSORS = {'linear': 'linear_evaluation', 'knn': 'knn_evaluation', 'finetune': 'finetune_evaluation',
                    'semi': 'finetune_evaluation'}
 SET_BY_TOOL = {'--work_dir': 'the work folder', '-w': 'the work folder', '--seed': 'seeds:',
@@ -237,8 +244,8 @@ def parse_evaluation(name, value, where):
     processor = value.get('processor', default)
     if processor is None:
         raise UserError(f"{where}: set 'processor' (the name '{name}' is none of {', '.join(EVAL_PROCESSORS)})")
-    if processor not in PROCESSORS or processor.startswith('pretrain_'):
-        evaluations = sorted(p for p in PROCESSORS if not p.startswith('pretrain_'))
+    if processor not in PROCESSORS or processor in PRETRAINERS:
+        evaluations = sorted(p for p in PROCESSORS if p not in PRETRAINERS)
         raise UserError(f"{where}.processor: '{processor}' is not an evaluation processor; use one of "
                         f"{', '.join(evaluations)}")
     if 'config' not in value:
@@ -275,10 +282,10 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
                             f"folder name '{slug(row_name)}'")
         slugs[slug(row_name)] = row_name
         processor = row.get('processor')
-        pretrainers = sorted(p for p in PROCESSORS if p.startswith('pretrain_'))
-        if processor not in pretrainers:
-            raise UserError(f"{where}.processor: {processor!r} is not a pretraining processor; use one of "
-                            f"{', '.join(pretrainers)}")
+        if processor not in PRETRAINERS + [SUPERVISED]:
+            raise UserError(f"{where}.processor: {processor!r} is not a pretraining processor (or "
+                            f"{SUPERVISED}); use one of {', '.join(PRETRAINERS + [SUPERVISED])}")
+        supervised = processor == SUPERVISED
         if 'config' not in row:
             raise UserError(f"{where}: 'config' is missing")
         config = find_config(row['config'], f'{where}.config')
@@ -288,11 +295,15 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         row_epochs = check_epochs(epochs or given(row, 'epochs', defaults['epochs']), f'{where}.epochs')
         if row_epochs is None:
             row_epochs = check_epochs(config_value(config, 'num_epoch', processor), f"{row['config']}: num_epoch")
-        knn_interval = check_epochs(given(row, 'knn_interval', defaults['knn_interval']), f'{where}.knn_interval', 0)
+        knn_interval = None if supervised else \
+            check_epochs(given(row, 'knn_interval', defaults['knn_interval']), f'{where}.knn_interval', 0)
         overrides = plan_overrides + as_tokens(row.get('overrides'), f'{where}.overrides') + list(extra_pretrain)
         check_overrides(overrides, processor, f'{where}.overrides')
         evaluations_in = row.get('evaluations') or {}
-        if not isinstance(evaluations_in, dict) or not evaluations_in:
+        if supervised and evaluations_in:
+            raise UserError(f"{where}.evaluations: a {SUPERVISED} row is tested on its config's test split "
+                            "(its best and last test top-1): drop 'evaluations'")
+        if not supervised and (not isinstance(evaluations_in, dict) or not evaluations_in):
             raise UserError(f"{where}.evaluations: give at least one evaluation, e.g. "
                             "{linear: config/ucla/linear_eval_skeletonclr.yaml}")
         eval_overrides = plan_eval_overrides + as_tokens(row.get('eval_overrides'), f'{where}.eval_overrides')
@@ -360,7 +371,7 @@ def knn_test_split(row):
 
 def run_dirs(plan, row, seed):
     base = os.path.join(plan.work_dir, row['slug'], f'seed{seed}')
-    return base, os.path.join(base, 'pretext')
+    return base, os.path.join(base, SUPERVISED if row['processor'] == SUPERVISED else 'pretext')
 
 
 def result_path(plan, row, seed):
@@ -552,6 +563,11 @@ def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.e
     curve = [{k: rounded(v) for k, v in r.items()} for r in read_metrics(os.path.join(pretext, METRICS_FILE))]
     final, best = pretrain_metrics(curve)
     result['evaluations'] = {}
+    if row['processor'] == SUPERVISED:        # the training run's own test epochs
+        e_final, e_best, e_curve = eval_metrics(pretext, SUPERVISED, SUPERVISED)
+        final.update(e_final)
+        best.update(e_best)
+        result['evaluations'][SUPERVISED] = {'final': e_final, 'best': e_best, 'curve': e_curve}
     for e in row['evaluations']:
         e_final, e_best, e_curve = eval_metrics(result['stages'][e['name']]['work_dir'], e['name'], e['processor'])
         final.update(e_final)
@@ -620,7 +636,8 @@ def column_keys(results):
                 evals.append(name)
     columns = []
     for name in evals:
-        processors = {r['spec']['evaluations'][name]['processor'] for r in results if name in r.get('evaluations', {})}
+        processors = {r['spec']['evaluations'].get(name, {}).get('processor', name) for r in results
+                      if name in r.get('evaluations', {})}
         if processors == {'knn_evaluation'}:
             columns.append(('knn_top1', 'final', f'{name} top-1', 100, '.1f'))
         else:
