@@ -54,20 +54,26 @@ class EnergyAttentionDrop(nn.Module):
 class AimCLR(MoCo):
     """``model: net.aimclr.AimCLR`` with the reference ``model_args`` (plus MoCo's optional keys).
 
-    ``forward(im_q, im_k, im_q_extreme, nnm=False, topk=1)`` (the views of ``Feeder_triple``): InfoNCE
-    on the normal query (multi-positive after ``mining_epoch``), and the D3M loss from the normal
+    ``forward(im_q, im_k, im_q_extreme, epoch)`` (the views of ``Feeder_triple``, the 0-based epoch):
+    InfoNCE on the normal query (multi-positive with ``topk`` mined neighbours from epoch ``mining_epoch``
+    on, the reference's ``epoch > mining_epoch`` in 1-based epochs), and the D3M loss from the normal
     query's distribution over [positive, queue] to the extreme and the dropped-extreme views:
     L = L_info + (L_d3m(extreme) + L_d3m(extreme, dropped)) / 2.
 
-    Extra arg: keep_prob (EADM threshold, 0.7 in the reference).  The state dict holds exactly the
+    Extra args: keep_prob (EADM threshold, 0.7 in the reference), mining_epoch (1000: never), topk (1).
+    The reference's top-level ``mining_epoch`` / ``topk`` keys are mapped here (``reference_keys``).  The state dict holds exactly the
     reference's keys (``encoder_q.*``, ``encoder_k.*``, ``queue``, ``queue_ptr``)."""
 
-    def __init__(self, *args, keep_prob=0.7, **kwargs):
+    forward_keywords = ('epoch',)
+    reference_keys = ('mining_epoch', 'topk')
+
+    def __init__(self, *args, keep_prob=0.7, mining_epoch=1000, topk=1, **kwargs):
         super().__init__(*args, **kwargs)
+        self.mining_epoch, self.topk = mining_epoch, topk
         if self.pretrain:
             self.drop = EnergyAttentionDrop(keep_prob)
 
-    def forward(self, im_q, im_k=None, im_q_extreme=None, nnm=False, topk=1, **unused):
+    def forward(self, im_q, im_k=None, im_q_extreme=None, epoch=0):
         if not self.pretrain:
             return self.forward_eval(im_q, im_k)
         q = self.embed_query(im_q)
@@ -81,8 +87,8 @@ class AimCLR(MoCo):
         logits = info_nce_logits(q, k, self.queue, self.T)
         logits_e = info_nce_logits(q_e, k, self.queue, self.T)
         logits_ed = info_nce_logits(q_ed, k, self.queue, self.T)
-        if nnm:
-            mask = nearest_neighbour_mask([logits[:, 1:], logits_e[:, 1:], logits_ed[:, 1:]], topk)
+        if epoch >= self.mining_epoch:
+            mask = nearest_neighbour_mask([logits[:, 1:], logits_e[:, 1:], logits_ed[:, 1:]], self.topk)
             loss_info = multi_positive_infonce(logits, mask)
         else:
             loss_info = self.contrastive_loss(logits)

@@ -100,6 +100,8 @@ class MICA(MoCo):
     ``feature_dim`` defaults to the text width with ``fm_embedding: query`` (384 MiniLM, 512 CLIP), else 128.
     """
 
+    forward_keywords = ('label',)      # fm_target text / label use the class labels in pretraining
+
     def __init__(self, *args, frest=True, fres=True, fret=True, global_filter=True, local_filter=True,
                  adaptive_mask=True, tau_f=2.0, num_frames=50, decoupling='linear', filter_std=0.02,
                  text_features=None, text_encoder='minilm', descriptions=None, prompts=PROMPT_KINDS,
@@ -206,7 +208,7 @@ class MICA(MoCo):
         losses = [F.kl_div(F.log_softmax(s, dim=1), t, reduction='batchmean') for s, t in zip(student, target)]
         return sum(losses) / len(losses)
 
-    def forward(self, im_q, im_k=None, label=None, **unused):
+    def forward(self, im_q, im_k=None, label=None):
         if not self.pretrain:
             return self.forward_eval(im_q, im_k)
         M = im_q.size(4)

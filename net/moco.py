@@ -110,6 +110,13 @@ class MoCo(nn.Module):
         self.register_buffer('queue', F.normalize(torch.randn(feature_dim, queue_size), dim=0))
         self.register_buffer('queue_ptr', torch.zeros(1, dtype=torch.long))
 
+    # The keyword inputs of ``forward`` besides the views that the pretraining loop gives a method:
+    # 'epoch' (0-based) and/or 'label' (class labels: a method that takes them uses labels in pretraining).
+    forward_keywords = ()
+    # Top-level keys of the reference code bases that are this method's ``model_args`` here (mapped by the
+    # pretraining processor with a notice), e.g. AimCLR's ``mining_epoch`` and ``topk``.
+    reference_keys = ()
+
     def build_neck(self, encoder):
         """Hook for a method: the module to attach as ``encoder.neck`` (on the ``encode`` map, shape kept,
         e.g. MICA's FreST), or None.  Called for every encoder before the key encoder is copied from the

@@ -25,11 +25,16 @@ class MsMCLR(MoCo):
     multi_scale: joint, part and body scales (Table 4; False keeps the joint scale);
     diff_mode: all | frame | node (Table 5); reduction: channel reduction in the attention;
     ms_loss: 'd3m' (eqs. 6-9) or 'infonce' (every strong embedding trained by eq. 3 alone; Table 7).
-    The strong augmentation set is the feeder's ``aug_method`` (none | aimclr | msmclr; Table 6)."""
+    The strong augmentation set is the feeder's ``aug_method`` (none | aimclr | msmclr; Table 6).
+    mining_epoch (1000: never, the paper's equations have no mining) and topk: AimCLR's mining."""
+
+    forward_keywords = ('epoch',)
+    reference_keys = ('mining_epoch', 'topk')
 
     def __init__(self, *args, msm_attention=True, multi_scale=True, diff_mode='all', reduction=2,
-                 ms_loss='d3m', **kwargs):
+                 ms_loss='d3m', mining_epoch=1000, topk=1, **kwargs):
         super().__init__(*args, **kwargs)
+        self.mining_epoch, self.topk = mining_epoch, topk
         if ms_loss not in MS_LOSSES:
             raise ValueError(f"model_args.ms_loss={ms_loss!r}: use one of {', '.join(MS_LOSSES)}")
         self.ms_loss = ms_loss
@@ -45,7 +50,7 @@ class MsMCLR(MoCo):
             return {'strong': self.project_query(fmap, M)}
         return {name: self.project_query(h, M) for name, h in self.msm(fmap).items()}
 
-    def forward(self, im_q, im_k=None, im_q_strong=None, nnm=False, topk=1, **unused):
+    def forward(self, im_q, im_k=None, im_q_strong=None, epoch=0):
         if not self.pretrain:
             return self.forward_eval(im_q, im_k)
         q = self.embed_query(im_q)
@@ -55,8 +60,8 @@ class MsMCLR(MoCo):
             k = self.embed_key(im_k)
         logits = info_nce_logits(q, k, self.queue, self.T)
         scale_logits = {name: info_nce_logits(z, k, self.queue, self.T) for name, z in strong.items()}
-        if nnm:
-            mask = nearest_neighbour_mask([logits[:, 1:]] + [l[:, 1:] for l in scale_logits.values()], topk)
+        if epoch >= self.mining_epoch:
+            mask = nearest_neighbour_mask([logits[:, 1:]] + [l[:, 1:] for l in scale_logits.values()], self.topk)
             loss_info = multi_positive_infonce(logits, mask)
         else:
             loss_info = self.contrastive_loss(logits)

@@ -10,7 +10,7 @@ class SkeletonCLR(MoCo):
     ``forward(im_q, im_k)`` returns a dict of losses and diagnostics in pretraining
     (``loss`` is what is optimised), and logits for ``pretrain: False``."""
 
-    def forward(self, im_q, im_k=None, **unused):
+    def forward(self, im_q, im_k=None):
         if not self.pretrain:
             return self.forward_eval(im_q, im_k)
         q = self.embed_query(im_q)

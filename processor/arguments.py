@@ -202,6 +202,9 @@ class Arguments:
         parser.add_argument('--nesterov', type=str2bool, default=False, help='Nesterov momentum')
         parser.add_argument('--weight_decay', type=float, default=0.0001, help='weight decay')
         # method-specific keys of the family (used by the methods that need them)
-        parser.add_argument('--mining_epoch', type=int, default=1000, help='AimCLR: epoch that starts nearest-neighbour mining')
-        parser.add_argument('--topk', type=int, default=1, help='AimCLR: mined positives')
+        parser.add_argument('--mining_epoch', type=int, default=None,
+                            help="the AimCLR reference's key: mapped to model_args.mining_epoch of the methods "
+                                 "that mine (AimCLR, MsMCLR)")
+        parser.add_argument('--topk', type=int, default=None,
+                            help="the AimCLR reference's key: mapped to model_args.topk (mined positives)")
         return parser

@@ -31,7 +31,7 @@ from processor.build import stream_views
 from processor.knn_evaluation import knn_top1
 from processor.linear_evaluation import LinearEvaluation
 from processor.processor import Processor, every
-from torchlight.io import UserError, str2bool
+from torchlight.io import UserError, import_class, str2bool
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -71,8 +71,9 @@ def read_metrics(path):
 class PretrainProcessor(Processor):
     """Processor for self-supervised pretraining (``pretrain_skeletonclr``, ``pretrain_aimclr``,
     ``pretrain_msmclr``, ``pretrain_mica``): the method is the YAML's ``model``.  Nearest-neighbour
-    mining (``nnm``) is on from the 0-based epoch ``mining_epoch`` (the reference's 1-based
-    ``epoch > mining_epoch``)."""
+    mining is the method's own (``model_args.mining_epoch`` / ``topk`` of AimCLR and MsMCLR; the
+    reference's top-level keys are mapped there); the loop gives a method the keyword inputs it declares
+    (``forward_keywords``: 'epoch', 'label')."""
     uses_labels = False
 
     @staticmethod
@@ -104,6 +105,33 @@ class PretrainProcessor(Processor):
     inputs = LinearEvaluation.inputs
     features = LinearEvaluation.features
     extract = LinearEvaluation.extract
+
+    REFERENCE_KEYS = ('mining_epoch', 'topk')
+
+    def load_model(self):
+        self.map_reference_keys()
+        super().load_model()
+
+    def map_reference_keys(self):
+        """The AimCLR reference's top-level ``mining_epoch`` / ``topk`` (a reference YAML, or ``--mining_epoch``
+        on the command line) -> ``model_args`` of a method that declares them (``reference_keys``), over
+        the config's ``model_args`` value; ignored for other methods; a notice either way."""
+        given = {k: getattr(self.arg, k) for k in self.REFERENCE_KEYS if getattr(self.arg, k) is not None}
+        if not given or not self.arg.model:
+            return
+        try:
+            declared = import_class(self.arg.model).reference_keys
+        except (ImportError, AttributeError):
+            declared = ()
+        for key, value in given.items():
+            if key not in declared:
+                self.print_log(f"Notice: top-level key '{key}' is ignored: {self.arg.model} does not mine "
+                               '(it is a model_args key of AimCLR and MsMCLR).')
+            else:
+                before = self.arg.model_args.get(key)
+                self.arg.model_args[key] = value
+                self.print_log(f"Notice: top-level key '{key}' (the reference's) is model_args.{key}: {value}"
+                               + (f' (replacing {before})' if before is not None and before != value else '') + '.')
 
     def load_data(self):
         super().load_data()
@@ -298,8 +326,9 @@ class PretrainProcessor(Processor):
             lr = self.adjust_lr(epoch, it / max(1, len(loader)))
             views = self.make_views(raw)
             with self.autocast():
-                out = self.model(*views, epoch=epoch, nnm=epoch >= self.arg.mining_epoch, topk=self.arg.topk,
-                                 label=label.to(self.dev))
+                inputs = {'epoch': epoch, 'label': label}
+                out = self.model(*views, **{k: inputs[k].to(self.dev) if k == 'label' else inputs[k]
+                                            for k in self.model.forward_keywords})
             loss = out['loss'].float()
             self.check_finite(loss, epoch, it)
             self.backward_step(loss)

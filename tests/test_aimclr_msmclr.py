@@ -158,7 +158,11 @@ def test_nearest_neighbour_mining_changes_the_loss():
     plain = model(x, x, x)['loss_info']
     model.load_state_dict(state)
     torch.manual_seed(3)
-    mined = model(x, x, x, nnm=True, topk=2)['loss_info']
+    model.mining_epoch, model.topk = 5, 2
+    assert model(x, x, x, epoch=4)['loss_info'].item() == pytest.approx(plain.item())   # before mining_epoch
+    model.load_state_dict(state)
+    torch.manual_seed(3)
+    mined = model(x, x, x, epoch=5)['loss_info']
     assert mined.item() != pytest.approx(plain.item())
 
 
@@ -197,3 +201,21 @@ def test_every_pretrain_config_builds_its_model(path):
     twin = path.replace('pretrain_', 'linear_eval_')
     assert os.path.exists(twin), twin
     assert load_config_file(twin)['model'] == cfg['model']
+
+
+def test_the_references_top_level_mining_keys_become_the_methods_model_args(tmp_path):
+    """AimCLR's reference YAMLs (and ``--mining_epoch`` on the command line) set mining at the top level:
+    mapped to ``model_args`` of a method that mines, ignored with a notice for one that does not."""
+    from conftest import write_config
+    from processor.pretrain import PretrainProcessor
+    cfg = write_config(tmp_path, model='net.aimclr.AimCLR', train_feeder='feeder.ntu_feeder.Feeder_triple',
+                       mining_epoch=7, topk=2)
+    proc = PretrainProcessor(['--config', cfg, '--topk', '3'])
+    assert (proc.model.mining_epoch, proc.model.topk) == (7, 3)
+    log = open(tmp_path / 'run' / 'log.txt').read()
+    assert "top-level key 'mining_epoch' (the reference's) is model_args.mining_epoch: 7" in log
+    plain = PretrainProcessor(['--config', write_config(tmp_path), '--work_dir', str(tmp_path / 'plain'),
+                               '--mining_epoch', '5'])
+    assert "top-level key 'mining_epoch' is ignored: net.skeletonclr.SkeletonCLR does not mine" in \
+        open(tmp_path / 'plain' / 'log.txt').read()
+    assert not hasattr(plain.model, 'mining_epoch')

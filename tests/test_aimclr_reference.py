@@ -29,7 +29,8 @@ def run_our_steps():
     losses = []
     for step, (nnm, topk) in enumerate(proc.STEPS):
         im_q, im_k, im_q_extreme = proc.views(step)
-        out = model(im_q, im_k, im_q_extreme, nnm=nnm, topk=topk)
+        model.mining_epoch, model.topk = (0 if nnm else 1), topk     # the method's own mining keys
+        out = model(im_q, im_k, im_q_extreme, epoch=0)
         optimizer.zero_grad()
         out['loss'].backward()
         optimizer.step()

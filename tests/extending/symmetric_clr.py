@@ -6,7 +6,7 @@ from net.moco import MoCo, embedding_std, info_nce_logits
 
 
 class SymmetricCLR(MoCo):
-    def forward(self, im_q, im_k=None, **unused):
+    def forward(self, im_q, im_k=None):
         if not self.pretrain:
             return self.forward_eval(im_q, im_k)
         q1, q2 = self.embed_query(im_q), self.embed_query(im_k)
