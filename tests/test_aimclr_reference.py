@@ -103,10 +103,9 @@ def test_reference_evaluation_call_form():
 def test_every_method_checkpoint_holds_only_what_its_modules_need():
     """Parameters, BatchNorm statistics, ST-GCN's adjacency A (a reference key) and the MoCo queue:
     nothing derived (graph spreads, group-average matrices, text anchors) is saved."""
-    import yaml
-    from torchlight.io import import_class
+    from torchlight.io import import_class, load_config_file
     for method in ('skeletonclr', 'aimclr', 'msmclr', 'mica'):
-        cfg = yaml.safe_load(open(os.path.join(ROOT, 'config', 'ucla', f'pretrain_{method}.yaml')))
+        cfg = load_config_file(os.path.join(ROOT, 'config', 'ucla', f'pretrain_{method}.yaml'))
         model = import_class(cfg['model'])(**cfg['model_args'])
         params = {k for k, _ in model.named_parameters()}
         for key in model.state_dict():

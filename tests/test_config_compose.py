@@ -1,6 +1,7 @@
-"""Composed configs (``base:``): the rebuilt NTU-60/120 and PKU-MMD trees give exactly the settings of the
-flat files they replaced (``tests/fixtures/merged_configs.json``, written from the flat tree before it was
-composed), every leaf builds, and a run's config.yaml is the merged result."""
+"""Composed configs (``base:``): the rebuilt NTU-60/120, PKU-MMD, NW-UCLA and demo trees (the supervised
+recognition_*.yaml leaves included) give exactly the settings of the flat files they replaced
+(``tests/fixtures/merged_configs.json``, written from the flat tree before it was composed), every leaf
+builds, and a run's config.yaml is the merged result."""
 import json
 import os
 import sys
@@ -16,13 +17,14 @@ sys.path.insert(0, os.path.join(ROOT, 'tests', 'fixtures'))
 from make_merged_configs import merged_configs, run_configs  # noqa: E402
 
 FIXTURE = json.load(open(os.path.join(ROOT, 'tests', 'fixtures', 'merged_configs.json')))
-# recognition_*.yaml stay flat files (not composed here) and are changed elsewhere: their own tests cover them
-COMPOSED = sorted(p for p in FIXTURE if not os.path.basename(p).startswith('recognition_'))
+# every run YAML of the trees: the self-supervised leaves and the supervised recognition_*.yaml ones
+COMPOSED = sorted(FIXTURE)
 
 
 def test_no_run_config_was_lost_or_added():
     assert [p for p in run_configs() if p in COMPOSED] == COMPOSED
-    assert sorted(p for p in run_configs() if not os.path.basename(p).startswith('recognition_')) == COMPOSED
+    assert sorted(run_configs()) == COMPOSED
+    assert {p.split('/')[1] for p in COMPOSED} == {'ntu60', 'ntu120', 'pkummd', 'ucla', 'demo'}
 
 
 def test_every_composed_leaf_merges_to_the_settings_of_its_flat_file():
@@ -47,7 +49,8 @@ def model_spec(path):
     return json.dumps([cfg.get('model'), args], sort_keys=True)
 
 
-# the leaves share few distinct models (a linear, finetune or semi leaf builds its benchmark's encoder):
+# the leaves share few distinct models (a linear, finetune or semi leaf builds its benchmark's encoder; the
+# recognition leaves of one encoder and benchmark differ in stream and train head only):
 # each distinct one is built once, named by its first leaf
 DISTINCT_MODELS = {}
 for _path in COMPOSED:

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from main import main
 from net import blockgcn, hyperformer
 from net.csre import CSRE
 from net.utils.graph import Graph
 from net.utils.layouts import get_layout
+from torchlight.io import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUTS = {'ntu-rgb+d': 25, 'nw-ucla': 20}
@@ -287,8 +287,7 @@ def test_every_benchmark_with_ctrgcn_has_both_encoders_with_and_without_csre():
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_shipped_configs_build_the_release_models(path):
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
+    cfg = load_config_file(path)
     cls = hyperformer.Model if 'hyperformer' in path else blockgcn.Model
     assert cfg['model'] == f'net.{cls.__module__.split(".")[-1]}.Model'
     model = cls(**cfg['model_args'])
@@ -301,7 +300,7 @@ def test_shipped_configs_build_the_release_models(path):
     assert ('train_head' in cfg) == ('_csre' in path)
     if '_csre' in path:            # the same head settings as the CTR-GCN + CSRE configs
         ctr = os.path.join(ROOT, 'config', 'ucla', 'recognition_ctrgcn_csre.yaml')
-        assert cfg['train_head_args'] == yaml.safe_load(open(ctr))['train_head_args']
+        assert cfg['train_head_args'] == load_config_file(ctr)['train_head_args']
     assert cfg['optimizer'] == 'SGD' and cfg['nesterov'] and cfg['warm_up_epoch'] == 5 and cfg['step'] == [110, 120]
     assert cfg['warm_up'] == 'epoch'
     # the releases' values (configs and train.sh; BlockGCN ships no NW-UCLA config: its NTU optimiser)

@@ -46,11 +46,9 @@ def test_every_method_gives_the_same_losses_with_the_fast_encoder(method):
     """The channels-last ST-GCN inside each method (feature-map heads included): same losses as the
     reference implementation from the same weights, input and random draws (dropout off, since its
     mask is drawn in memory order)."""
-    import yaml
     from conftest import ROOT
-    from torchlight.io import import_class
-    with open(f'{ROOT}/config/demo/pretrain_{method}.yaml') as f:
-        cfg = yaml.safe_load(f)
+    from torchlight.io import import_class, load_config_file
+    cfg = load_config_file(f'{ROOT}/config/demo/pretrain_{method}.yaml')
     args = dict(cfg['model_args'], dropout=0.0, hidden_channels=8, hidden_dim=32, queue_size=64)
     for key in ('text_features', 'descriptions'):            # MICA's files, relative to the repository
         if key in args:
@@ -85,9 +83,10 @@ def test_compile_switch_trains_and_keeps_checkpoints_interchangeable(tmp_path):
     from net.skeletonclr import SkeletonCLR
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cfg = write_config(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}    # inductor aborts with 1 thread here
     run = subprocess.run([sys.executable, os.path.join(root, 'main.py'), 'pretrain_skeletonclr', '--config', cfg,
                           '--compile', 'default', '--num_epoch', '2', '--save_interval', '2',
-                          '--progress_bar', 'false'], cwd=root, capture_output=True, text=True, timeout=900)
+                          '--progress_bar', 'false'], cwd=root, capture_output=True, text=True, timeout=900, env=env)
     if run.returncode < 0:
         pytest.skip(f'torch inductor crashed on this machine ({signal.Signals(-run.returncode).name}); '
                     f'stderr tail: {run.stderr[-300:]}')

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from conftest import ROOT, tiny_dataset
 from feeder import tools
 from processor.recognition import Recognition
-from torchlight.io import import_class
+from torchlight.io import import_class, load_config_file
 
 
 def test_valid_crop_resize_matches_interpolate_on_the_valid_frames():
@@ -100,7 +99,7 @@ RECOGNITION_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'config', '**', 'recog
 @pytest.mark.parametrize('path', RECOGNITION_CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_recognition_config_builds(path):
     from net.csre import CSRE
-    cfg = yaml.safe_load(open(path))
+    cfg = load_config_file(path)
     args = dict(cfg['model_args'])
     for width in ('hidden_channels', 'base_channel', 'out_channel'):      # small widths: a build check
         if width in args:

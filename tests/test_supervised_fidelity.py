@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from conftest import ROOT, one_line, require_realdata
 from feeder import tools
@@ -24,7 +23,7 @@ from net.utils.graph import Graph
 from net.utils.layouts import get_layout
 from processor.recognition import Recognition, logits_from_feature_map
 from test_recognition import recognition_args          # tiny NW-UCLA-shaped ST-GCN run (24 samples, 3 classes)
-from torchlight.io import UserError, import_class
+from torchlight.io import UserError, import_class, load_config_file
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -186,8 +185,7 @@ def test_ucla_frame_draw_is_the_reference_multiset_sample():
 
 
 def shipped(path):
-    with open(os.path.join(ROOT, path)) as f:
-        return yaml.safe_load(f)
+    return load_config_file(os.path.join(ROOT, path))
 
 
 def test_ucla_training_crop_actually_varies_the_window(tmp_path):
@@ -236,7 +234,7 @@ def test_recognition_recipes(encoder):
     paths = recognition_configs(encoder)
     assert len(paths) == 5 * 2 * 4                 # 5 benchmarks x with/without CSRE x 4 streams
     for path in paths:
-        cfg, ucla = yaml.safe_load(open(path)), '/ucla/' in path
+        cfg, ucla = load_config_file(path), '/ucla/' in path
         tr, te = cfg['train_feeder_args'], cfg['test_feeder_args']
         assert tr['data_path'].startswith('data/ctrgcn/') and te['data_path'].startswith('data/ctrgcn/')
         if ucla:
@@ -287,7 +285,7 @@ def test_shipped_csre_values_are_the_authors():
     mine = [p for p in paths if os.path.basename(p).split('_')[1] in ('stgcn', 'agcn', 'ctrgcn', 'hcn')]
     assert len(mine) == 5 * 4 * 4
     for path in mine:
-        cfg = yaml.safe_load(open(path))
+        cfg = load_config_file(path)
         assert cfg['train_head'] == 'net.csre.CSRE' and cfg['train_head_args'] == CSRE_SHIPPED, path
 
 
