@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from net.method import PretrainingMethod
 from net.utils.encoder import SkeletonEncoder
 from torchlight.distributed import all_gather, broadcast, rank, world_size
 from torchlight.io import import_class
@@ -60,7 +61,7 @@ def embedding_std(z):
     return z.std(dim=0).mean()
 
 
-class MoCo(nn.Module):
+class MoCo(PretrainingMethod):
     """Query/key encoders with momentum update and a queue of keys.
 
     Args:
@@ -110,13 +111,6 @@ class MoCo(nn.Module):
         self.register_buffer('queue', F.normalize(torch.randn(feature_dim, queue_size), dim=0))
         self.register_buffer('queue_ptr', torch.zeros(1, dtype=torch.long))
 
-    # The keyword inputs of ``forward`` besides the views that the pretraining loop gives a method:
-    # 'epoch' (0-based) and/or 'label' (class labels: a method that takes them uses labels in pretraining).
-    forward_keywords = ()
-    # Top-level keys of the reference code bases that are this method's ``model_args`` here (mapped by the
-    # pretraining processor with a notice), e.g. AimCLR's ``mining_epoch`` and ``topk``.
-    reference_keys = ()
-
     def build_neck(self, encoder):
         """Hook for a method: the module to attach as ``encoder.neck`` (on the ``encode`` map, shape kept,
         e.g. MICA's FreST), or None.  Called for every encoder before the key encoder is copied from the
@@ -133,7 +127,12 @@ class MoCo(nn.Module):
     @property
     def uniform_loss(self):
         """InfoNCE loss of uniform logits, ln(K + 1): a loss that sits here means collapse."""
-        return math.log(self.K + 1)
+        return math.log(self.K + 1) if self.pretrain else None
+
+    @property
+    def recipe(self):
+        return {'momentum': self.m, 'queue_size': self.K, 'shuffle_bn_groups': self.shuffle_bn_groups} \
+            if self.pretrain else {}
 
     def check_batch_size(self, batch_size):
         if self.K % batch_size != 0:

@@ -43,8 +43,8 @@ def config_stream(cfg):
 # ------------------------------------------------------------------------------------------------ model
 
 def is_contrastive(model_class):
-    from net.moco import MoCo
-    return isinstance(model_class, type) and issubclass(model_class, MoCo)
+    from net.method import PretrainingMethod
+    return isinstance(model_class, type) and issubclass(model_class, PretrainingMethod)
 
 
 def build_model(cfg, for_inference=False):
@@ -56,6 +56,11 @@ def build_model(cfg, for_inference=False):
     args = dict(cfg.get('model_args') or {})
     if for_inference and is_contrastive(model_class):
         args['pretrain'] = False
+    from net.method import PretrainingMethod
+    from net.utils.encoder import SkeletonEncoder
+    if not (isinstance(model_class, type) and issubclass(model_class, (PretrainingMethod, SkeletonEncoder))):
+        raise UserError(f"model '{name}' is neither a method (net.method.PretrainingMethod, e.g. a net.moco.MoCo "
+                        'subclass) nor an encoder (net.utils.encoder.SkeletonEncoder): see docs/EXTENDING.md')
     try:
         return model_class(**args)
     except TypeError as e:
@@ -63,17 +68,13 @@ def build_model(cfg, for_inference=False):
 
 
 def inference_encoder(model):
-    """The encoder that classifies: a contrastive wrapper's ``encoder_q``, else the model itself."""
-    return getattr(model, 'encoder_q', model)
+    """The encoder that classifies (``classifier``: a method's ``encoder_q``, an encoder itself)."""
+    return model.classifier
 
 
 def model_layout(model):
-    """The skeleton layout of the model's graph (``model_args.graph_args.layout``), or None."""
-    for module in (model.modules() if model is not None else ()):
-        layout = getattr(getattr(module, 'graph', None), 'layout', None)
-        if layout is not None:
-            return layout
-    return None
+    """The skeleton layout of the model's encoder (``model_args.graph_args.layout``)."""
+    return model.classifier.layout
 
 
 # ------------------------------------------------------------------------------------------------ feeders

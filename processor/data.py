@@ -129,11 +129,10 @@ class DataMixin:
                            f"zero (no skeleton), e.g. sample {int(empty[0])} "
                            f"'{feeder.sample_name[int(empty[0])]}'; they are kept")
         # the data must fit the model's input (C, V, and M where the model fixes it) before any training
-        check = getattr(inference_encoder(getattr(self, 'model', None)), 'check_input', None)
         shape = getattr(getattr(feeder, 'data', None), 'shape', None)
-        if check is not None and shape is not None and len(shape) == 5:
+        if shape is not None and len(shape) == 5:
             try:
-                check(torch.zeros((1,) + tuple(shape[1:]), device='meta'))
+                inference_encoder(self.model).check_input(torch.zeros((1,) + tuple(shape[1:]), device='meta'))
             except ValueError as e:
                 raise UserError(f"data file '{feeder.data_path}' ({split}, shape {tuple(shape)}) does not fit "
                                 f"{self.arg.model}: {e}") from e
@@ -141,7 +140,7 @@ class DataMixin:
 
     def model_layout(self):
         """The skeleton layout of the model's graph (``model_args.graph_args.layout``), or None."""
-        return model_layout(getattr(self, 'model', None))
+        return model_layout(self.model)
 
     MAX_COORDINATE = 1e6
 

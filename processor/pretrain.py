@@ -137,8 +137,7 @@ class PretrainProcessor(Processor):
         super().load_data()
         if 'train' not in self.data_loader:
             raise UserError('pretraining needs train_feeder_args with data_path and label_path')
-        if hasattr(self.model, 'check_batch_size'):
-            self.model.check_batch_size(self.arg.batch_size)
+        self.model.check_batch_size(self.arg.batch_size)
         self.preflight_layout()
         self.check_text_features()
         self.small_data_notice()
@@ -184,7 +183,7 @@ class PretrainProcessor(Processor):
 
     def check_text_features(self):
         """MICA's text feature file must describe this run's dataset (net/text/features.py)."""
-        meta = getattr(self.model, 'text_meta', None)
+        meta = self.model.text_meta
         if meta is None:
             return
         args = self.arg.model_args
@@ -215,14 +214,13 @@ class PretrainProcessor(Processor):
     def small_data_notice(self):
         """On a small training set, say what the small-data recipe (config/ucla/) changes and why."""
         n = len(self.train_feeder)
-        if n >= self.SMALL_DATA or not hasattr(self.model, 'queue'):
+        if n >= self.SMALL_DATA or not self.model.recipe:
             return
         changes = []
         for key, value, why in self.SMALL_DATA_RECIPE:
             if key.startswith('model_args.'):
                 name = key.split('.', 1)[1]
-                mine = self.arg.model_args.get(name, getattr(self.model, {'queue_size': 'K', 'momentum': 'm'}
-                                                             .get(name, name), None))
+                mine = self.arg.model_args.get(name, self.model.recipe.get(name))
             else:
                 mine = getattr(self.arg, key)
             if mine != value:
@@ -305,7 +303,7 @@ class PretrainProcessor(Processor):
     def epoch_metrics(self, epoch, means, started):
         """The metrics.jsonl record of a finished epoch (runs the kNN monitor when it is due)."""
         record = dict(epoch=epoch + 1, **means)
-        uniform = getattr(self.model, 'uniform_loss', None)
+        uniform = self.model.uniform_loss
         if uniform is not None and 'loss_info' in means:
             record['loss_over_uniform'] = means['loss_info'] / uniform
             record['collapse_epochs'] = getattr(self, 'collapse_epochs', 0)
@@ -362,7 +360,7 @@ class PretrainProcessor(Processor):
         """Warn when the InfoNCE loss sits within ``margin`` of ln(K+1) (uniform logits) or the
         embedding std is ~0 for ``patience`` epochs.  (A narrow but non-zero projection std alone is
         not collapse: see docs/METHODS.md.)"""
-        uniform = getattr(self.model, 'uniform_loss', None)
+        uniform = self.model.uniform_loss
         if uniform is None or 'loss_info' not in means:
             return
         ratio = means['loss_info'] / uniform

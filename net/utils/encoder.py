@@ -27,6 +27,11 @@ class SkeletonEncoder(nn.Module):
     fixed_persons = False        # True when the input's M must equal ``num_person`` (data_bn over M)
 
     @property
+    def classifier(self):
+        """The encoder that classifies (a method's is its ``encoder_q``; an encoder is its own)."""
+        return self
+
+    @property
     def layout(self):
         """The skeleton layout (``net.utils.layouts.Layout``) the graph was built from."""
         return self.graph.layout
