@@ -10,6 +10,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# Under pytest-xdist (the README's `-n 2`) the workers share the cores: each worker and every process it
+# starts uses its share of threads, so that a test and its subprocesses run with one thread count.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+    os.environ.setdefault('OMP_NUM_THREADS', _threads)
+    import torch
+    torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
+
 SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
 REALDATA = os.path.join(SHARED, 'realdata')
 

@@ -81,6 +81,7 @@ def ucla_skeletonclr(ucla, tmp_path_factory):
     return pre, weights
 
 
+@pytest.mark.xdist_group('ucla_skeletonclr')     # one worker: the pretraining fixture is made once
 def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor, ucla_skeletonclr):
     """NW-UCLA cross-view (real Kinect data): 6 epochs of SkeletonCLR beat a random encoder by far.
 
@@ -98,6 +99,7 @@ def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor
     check_outputs(trained, str(tmp_path / 'linear'), 464)
 
 
+@pytest.mark.xdist_group('ucla_skeletonclr')
 @pytest.mark.parametrize('protocol, epochs, minimum', [('finetune', 3, 0.18), ('semi10', 12, 0.22)])
 def test_ucla_finetune_and_semi_supervised(tmp_path, ucla, ucla_skeletonclr, protocol, epochs, minimum):
     """Finetune (all labels) and 10%-label semi-supervised runs from the SkeletonCLR weights."""
