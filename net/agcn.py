@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from net.utils.gcn_family import TenUnitGCN, bn_init, conv_init, residual_branch, unit_tcn
+from net.utils.gcn_family import TenUnitGCN, bn_init, init_conv_bn, residual_branch, unit_tcn
 from net.utils.graph import with_default_strategy
 
 
@@ -62,11 +62,7 @@ class unit_gcn(nn.Module):
         self.soft = nn.Softmax(-2)
         self.relu = nn.ReLU()
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                conv_init(m)
-            elif isinstance(m, nn.BatchNorm2d):
-                bn_init(m, 1)
+        init_conv_bn(self)
         bn_init(self.bn, 1e-6)
         for i in range(self.num_subset):
             conv_branch_init(self.conv_d[i], self.num_subset)

@@ -5,7 +5,6 @@ Built on the shared MoCo core: AimCLR adds only the extreme branch, its drop and
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from net.losses import distribution_cross_entropy, multi_positive_infonce, nearest_neighbour_mask
 from net.moco import MoCo, embedding_std, info_nce_logits

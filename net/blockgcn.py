@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from net.hyperformer import SpatialTemporalUnit, UnitBackbone, hop_matrix, positive_int
-from net.utils.gcn_family import bn_init, conv_init
+from net.utils.gcn_family import init_conv_bn
 
 EMBED = 128        # joint-embedding width (the release's constant)
 TOPO_ELEMENTS = 64  # structure elements of the persistence-diagram layer
@@ -61,11 +61,7 @@ class unit_gcn(nn.Module):
             self.down = nn.Identity()
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                conv_init(m)
-            elif isinstance(m, nn.BatchNorm2d):
-                bn_init(m, 1)     # the release sets bn to 1e-6 and then re-initialises every BN to 1
+        init_conv_bn(self)     # the release sets bn to 1e-6 and then re-initialises every BN to 1
 
     @staticmethod
     def column_norm(w):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, conv_init, residual_branch
+from net.utils.gcn_family import TenUnitGCN, Zero, bn_init, init_conv_bn, residual_branch
 from net.utils.graph import with_default_strategy
 
 
@@ -116,11 +116,7 @@ class CTRGC(nn.Module):
         self.conv3 = nn.Conv2d(self.in_channels, self.out_channels, kernel_size=1)
         self.conv4 = nn.Conv2d(self.rel_channels, self.out_channels, kernel_size=1)
         self.tanh = nn.Tanh()
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                conv_init(m)
-            elif isinstance(m, nn.BatchNorm2d):
-                bn_init(m, 1)
+        init_conv_bn(self)
 
     def forward(self, x, A=None, alpha=1):
         x1, x2, x3 = self.conv1(x).mean(-2), self.conv2(x).mean(-2), self.conv3(x)
@@ -155,11 +151,7 @@ class unit_gcn(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.soft = nn.Softmax(-2)
         self.relu = nn.ReLU(inplace=True)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                conv_init(m)
-            elif isinstance(m, nn.BatchNorm2d):
-                bn_init(m, 1)
+        init_conv_bn(self)
         bn_init(self.bn, 1e-6)
 
     def forward(self, x):

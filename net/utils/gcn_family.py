@@ -21,6 +21,15 @@ def bn_init(bn, scale):
     nn.init.constant_(bn.bias, 0)
 
 
+def init_conv_bn(module):
+    """The releases' unit initialisation: every Conv2d kaiming (fan out), every BatchNorm2d weight 1."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            conv_init(m)
+        elif isinstance(m, nn.BatchNorm2d):
+            bn_init(m, 1)
+
+
 class Zero(nn.Module):
     """The reference's ``lambda x: 0`` residual, as a module."""
 
