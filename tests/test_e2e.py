@@ -45,9 +45,9 @@ def check_outputs(linear_proc, work_dir, num_val):
     assert 'Best top1' in open(os.path.join(work_dir, 'log.txt')).read()
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')   # kept across modules: an xdist worker interleaves tests of other files
 def ucla(tmp_path_factory):
-    """NW-UCLA cross-view arrays made by the data tool from the real recordings (once per module)."""
+    """NW-UCLA cross-view arrays made by the data tool from the real recordings (once per worker)."""
     src = require_realdata('nw_ucla', 'all_sqe')
     out = tmp_path_factory.mktemp('ucla_data')
     subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ucla_gendata.py'), '--data-path', src,
@@ -55,7 +55,7 @@ def ucla(tmp_path_factory):
     return str(out / 'ucla')
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')   # kept across modules: an xdist worker interleaves tests of other files
 def ucla_ctrgcn(tmp_path_factory):
     """NW-UCLA in CTR-GCN's preprocessing (native lengths), what the recognition configs read."""
     src = require_realdata('nw_ucla', 'all_sqe')
@@ -66,14 +66,14 @@ def ucla_ctrgcn(tmp_path_factory):
     return str(out / 'ucla')
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')   # kept across modules: an xdist worker interleaves tests of other files
 def ucla_random_floor(ucla, tmp_path_factory):
     """Linear top-1 of the untrained encoder: what pretraining must beat."""
     cfg = os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml')
     return linear(cfg, ucla, str(tmp_path_factory.mktemp('linear_random')), '').best['top1']
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')   # kept across modules: an xdist worker interleaves tests of other files
 def ucla_skeletonclr(ucla, tmp_path_factory):
     """6 epochs of SkeletonCLR on NW-UCLA through the shipped config (shared by the protocol tests)."""
     pre, weights = pretrain(os.path.join(ROOT, 'config/ucla/pretrain_skeletonclr.yaml'), ucla,
