@@ -45,7 +45,7 @@ def check_outputs(linear_proc, work_dir, num_val):
     assert 'Best top1' in open(os.path.join(work_dir, 'log.txt')).read()
 
 
-@pytest.fixture(scope='session')   # kept across modules: an xdist worker interleaves tests of other files
+@pytest.fixture(scope='session')   # once per worker: a worker interleaves the tests of several files
 def ucla(tmp_path_factory):
     """NW-UCLA cross-view arrays made by the data tool from the real recordings (once per worker)."""
     src = require_realdata('nw_ucla', 'all_sqe')
@@ -55,7 +55,7 @@ def ucla(tmp_path_factory):
     return str(out / 'ucla')
 
 
-@pytest.fixture(scope='session')   # kept across modules: an xdist worker interleaves tests of other files
+@pytest.fixture(scope='session')   # once per worker: a worker interleaves the tests of several files
 def ucla_ctrgcn(tmp_path_factory):
     """NW-UCLA in CTR-GCN's preprocessing (native lengths), what the recognition configs read."""
     src = require_realdata('nw_ucla', 'all_sqe')
@@ -66,14 +66,14 @@ def ucla_ctrgcn(tmp_path_factory):
     return str(out / 'ucla')
 
 
-@pytest.fixture(scope='session')   # kept across modules: an xdist worker interleaves tests of other files
+@pytest.fixture(scope='session')   # once per worker: a worker interleaves the tests of several files
 def ucla_random_floor(ucla, tmp_path_factory):
     """Linear top-1 of the untrained encoder: what pretraining must beat."""
     cfg = os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml')
     return linear(cfg, ucla, str(tmp_path_factory.mktemp('linear_random')), '').best['top1']
 
 
-@pytest.fixture(scope='session')   # kept across modules: an xdist worker interleaves tests of other files
+@pytest.fixture(scope='session')   # once per worker: a worker interleaves the tests of several files
 def ucla_skeletonclr(ucla, tmp_path_factory):
     """6 epochs of SkeletonCLR on NW-UCLA through the shipped config (shared by the protocol tests)."""
     pre, weights = pretrain(os.path.join(ROOT, 'config/ucla/pretrain_skeletonclr.yaml'), ucla,
@@ -81,7 +81,6 @@ def ucla_skeletonclr(ucla, tmp_path_factory):
     return pre, weights
 
 
-@pytest.mark.xdist_group('ucla_skeletonclr')     # one worker: the pretraining fixture is made once
 def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor, ucla_skeletonclr):
     """NW-UCLA cross-view (real Kinect data): 6 epochs of SkeletonCLR beat a random encoder by far.
 
@@ -99,7 +98,6 @@ def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor
     check_outputs(trained, str(tmp_path / 'linear'), 464)
 
 
-@pytest.mark.xdist_group('ucla_skeletonclr')
 @pytest.mark.parametrize('protocol, epochs, minimum', [('finetune', 3, 0.18), ('semi10', 12, 0.22)])
 def test_ucla_finetune_and_semi_supervised(tmp_path, ucla, ucla_skeletonclr, protocol, epochs, minimum):
     """Finetune (all labels) and 10%-label semi-supervised runs from the SkeletonCLR weights."""
