@@ -324,9 +324,8 @@ class PretrainProcessor(Processor):
             lr = self.adjust_lr(epoch, it / max(1, len(loader)))
             views = self.make_views(raw)
             with self.autocast():
-                inputs = {'epoch': epoch, 'label': label}
-                out = self.model(*views, **{k: inputs[k].to(self.dev) if k == 'label' else inputs[k]
-                                            for k in self.model.forward_keywords})
+                keywords = {k: label.to(self.dev) if k == 'label' else epoch for k in self.model.forward_keywords}
+                out = self.model(*views, **keywords)
             loss = out['loss'].float()
             self.check_finite(loss, epoch, it)
             self.backward_step(loss)
