@@ -67,6 +67,7 @@ paper's two counts are used directly: 'H' -> ``num_hard_negatives``, 'R' -> ``nu
 mask).
 """
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -284,6 +285,24 @@ class CSRE(nn.Module):
         counts = [self.num_hard_negatives] * ('H' in self.negative_sampling) + \
             [self.num_random_negatives] * ('R' in self.negative_sampling)
         return max(counts)
+
+    def classes_without_full_sample(self, labels):
+        """Classes whose anchors can never get the full sample under ``min_candidates='full'``, given the
+        training labels (index-addressed banks hold ``bank_copies`` rows per sample): a list of
+        ``(class, positive candidates, negative candidates)``.  Empty for FIFO banks, whose contents depend
+        on the order, and under ``min_candidates='any'``."""
+        if self.fifo or self.min_candidates != 'full':
+            return []
+        labels = np.asarray(labels).astype(np.int64).ravel()
+        classes, counts = np.unique(labels, return_counts=True)
+        own = 1 if self.bank_update == 'after' else 0              # 'after' excludes the anchor's own row
+        short = []
+        for c, n in zip(classes.tolist(), counts.tolist()):
+            positives = n * self.bank_copies - own
+            negatives = (labels.size - n) * self.bank_copies
+            if positives < self.num_positives or negatives < self.negatives_needed():
+                short.append((c, positives, negatives))
+        return short
 
     @torch.no_grad()
     def sample(self, anchor, label, index, bank, return_groups=False):

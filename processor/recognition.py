@@ -123,7 +123,27 @@ class Recognition(LinearEvaluation):
             raise UserError(f'train_head_args do not fit {self.arg.train_head}: {e}') from e
         self.print_log(f'Train head {self.arg.train_head}: feature map C={C}, T={T}, V={V}; '
                        f'{sum(p.numel() for p in head.parameters())} parameters (not saved in models).')
+        self.check_head_sample(head, feeder.label)
         return head.to(self.dev)
+
+    def check_head_sample(self, head, labels):
+        """CSRE with ``min_candidates: full`` (the authors) skips every anchor of a class that has fewer
+        positive or negative candidates in the banks than it samples; on a small dataset that can be every
+        class, and the head would then add nothing without a word: an error when no class can contribute,
+        a notice naming the classes when some cannot."""
+        short = getattr(head, 'classes_without_full_sample', lambda labels: [])(labels)
+        if not short:
+            return
+        wanted = f'{head.num_positives} positives and {head.negatives_needed()} negatives'
+        shown = ', '.join(f'class {c} ({p} positive / {n} negative candidates)' for c, p, n in short[:5])
+        more = f' and {len(short) - 5} more' if len(short) > 5 else ''
+        fix = ('give --train_head_args min_candidates=any (use what the banks hold) or smaller '
+               'num_positives / num_hard_negatives / num_random_negatives')
+        if len(short) == len(np.unique(labels)):
+            raise UserError(f'train_head_args.min_candidates=full: no class of the training set has the {wanted} '
+                            f'CSRE samples per anchor ({shown}{more}), so the head would contribute nothing; {fix}')
+        self.print_log(f'Notice: CSRE (min_candidates: full) skips the anchors of {len(short)} classes that '
+                       f'lack the {wanted} it samples: {shown}{more}; to use them, {fix}.')
 
     def load_optimizer(self):
         super().load_optimizer()

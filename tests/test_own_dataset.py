@@ -393,3 +393,36 @@ def test_linear_evaluation_says_when_the_checkpoint_graph_differs(converted, in_
     log = (in_scratch / 'w_graph' / 'log.txt').read_text()
     one_line(re.search(r'.*Notice: the graph buffer.*', log).group(0), "'encoder_q.A'", "layout 'nw-ucla'",
              "the checkpoint's adjacency replaces it")
+
+
+# ---------------------------------------------------------------- CSRE's sample on a small set
+
+def test_csre_that_could_sample_no_anchor_is_a_one_line_error(converted, in_scratch, capsys):
+    """The example's ~37 training clips per class cannot give CSRE's 128 positives: under the authors'
+    min_candidates: full every anchor would be skipped, so the run stops before training and says how."""
+    work_dir = in_scratch / 'w_csre_full'
+    err = run_main(capsys, 'recognition', '--config', 'config/ntu60/xsub/recognition_stgcn_csre.yaml',
+                   '--work_dir', str(work_dir), '--train_feeder_args', TRAIN,
+                   '--test_feeder_args', TRAIN.replace('train_', 'val_'),
+                   '--model_args', f'num_class=4,graph_args.layout={LAYOUT},hidden_channels=16')
+    one_line(err, 'train_head_args.min_candidates=full', 'no class of the training set has the 128 positives '
+             'and 512 negatives', 'class 0 (', 'contribute nothing', 'min_candidates=any')
+    assert not (work_dir / 'latest.pt').exists()
+
+
+def test_csre_names_the_classes_it_cannot_sample():
+    """Index banks with copies: a class with 30 clips x 5 copies = 150 rows has its 128 positives, one
+    with 20 x 5 = 100 has not, and the 200-clip class lacks negatives (50 x 5 = 250 < 512); 'after'
+    excludes the anchor's own row; FIFO banks and 'any' are not judged."""
+    from net.csre import CSRE
+    labels = np.repeat([0, 1, 2], [30, 20, 200])
+    head = CSRE(channels=16, num_node=20, num_samples=labels.size, num_frames=8, bank_copies=5)
+    assert head.classes_without_full_sample(labels) == [(1, 100, 1150), (2, 1000, 250)]
+    exact = np.repeat([0, 1, 2], [128, 512, 512])
+    assert CSRE(channels=16, num_node=20, num_samples=exact.size,
+                num_frames=8).classes_without_full_sample(exact) == []
+    assert CSRE(channels=16, num_node=20, num_samples=exact.size, num_frames=8,
+                bank_update='after').classes_without_full_sample(exact) == [(0, 127, 1024)]
+    assert CSRE(channels=16, num_node=20, num_samples=labels.size, num_frames=8, bank_copies=5,
+                min_candidates='any').classes_without_full_sample(labels) == []
+    assert CSRE(channels=16, num_node=20, bank_capacity=64, num_frames=8).classes_without_full_sample(labels) == []

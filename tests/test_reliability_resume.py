@@ -152,7 +152,8 @@ def test_recognition_with_csre_sigkill_resume_is_bit_identical(tmp_path):
     feed = f'data_path={data},label_path={label}'
     kill_resume_compare(tmp_path, 'recognition', 'config/ucla/recognition_stgcn_csre.yaml', 4, 'epoch4_model.pt',
                         '--model_args', 'hidden_channels=4,hidden_dim=16', '--train_feeder_args', feed,
-                        '--test_feeder_args', feed, '--batch_size', '8', '--test_batch_size', '32')
+                        '--test_feeder_args', feed, '--batch_size', '8', '--test_batch_size', '32',
+                        '--train_head_args', 'min_candidates=any')    # 24 clips: the banks' contents matter
     full = torch.load(tmp_path / 'full' / 'latest.pt', weights_only=True)
     resumed = torch.load(tmp_path / 'killed' / 'latest.pt', weights_only=True)
     banks = [k for k in full['extra']['train_head'] if 'bank' in k]
