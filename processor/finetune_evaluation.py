@@ -15,6 +15,8 @@ class FinetuneEvaluation(Recognition):
     """``finetune_evaluation``: like ``recognition`` (whole encoder trained with cross-entropy) but
     started from pretrained weights (``weights`` + ``ignore_weights``) with the finetune recipe."""
 
+    protocol = 'finetune_evaluation'
+
     @staticmethod
     def get_parser(add_help=False):
         parser = Recognition.get_parser(add_help=add_help)

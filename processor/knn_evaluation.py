@@ -3,7 +3,9 @@ each of the k nearest training features votes for its class with weight exp(cos 
 import torch
 import torch.nn.functional as F
 
-from processor.linear_evaluation import LinearEvaluation
+from processor.build import inference_encoder
+from processor.evaluation import SplitFeatures, check_classifier_config
+from processor.processor import Processor
 from torchlight.io import UserError
 
 
@@ -37,26 +39,33 @@ def knn_top1(train, test, ks, temperature=0.1):
     return accuracy
 
 
-class KNNEvaluation(LinearEvaluation):
-    """``knn_evaluation``: no training; top-1 for every k in ``knn_k`` (default 10, 20, 40)."""
+class KNNEvaluation(Processor):
+    """``knn_evaluation``: no training; top-1 for every k in ``knn_k`` (default 10, 20, 40) on the frozen
+    features of both splits (``SplitFeatures``, as linear evaluation extracts them)."""
 
     @staticmethod
     def get_parser(add_help=False):
-        parser = LinearEvaluation.get_parser(add_help=add_help)
+        parser = Processor.get_parser(add_help=add_help)
         parser.description = 'kNN evaluation of a frozen encoder'
         parser.add_argument('--knn_k', type=int, default=[10, 20, 40], nargs='+', help='numbers of neighbours')
         parser.add_argument('--knn_temperature', type=float, default=0.1, help='temperature of the vote weights')
-        parser.set_defaults(num_epoch=0, cache_features=True)
+        parser.set_defaults(num_epoch=0, train_feeder='feeder.ntu_feeder.Feeder_single')
         return parser
 
-    def load_weights(self):
-        super(LinearEvaluation, self).load_weights()          # nothing to train, nothing to freeze
+    @property
+    def encoder(self):
+        return inference_encoder(self.model)
+
+    def load_model(self):
+        check_classifier_config(self.arg, 'knn_evaluation')
+        super().load_model()
 
     def load_data(self):
         self.arg.phase = 'train'        # both splits are needed
         super().load_data()
-        if 'train' not in self.data_loader:
+        if 'train' not in self.data_loader or 'test' not in self.data_loader:
             raise UserError('knn_evaluation needs train_feeder_args (the labelled neighbours) and test_feeder_args')
+        self.split_features = SplitFeatures(self)
 
     def load_optimizer(self):
         self.optimizer = None
@@ -65,8 +74,8 @@ class KNNEvaluation(LinearEvaluation):
         pass
 
     def start(self):
-        train = self.extract('train')[:2]
-        test = self.extract('test')[:2]
+        train = self.split_features('train')[:2]
+        test = self.split_features('test')[:2]
         self.knn_accuracy = knn_top1(train, test, self.arg.knn_k, self.arg.knn_temperature)
         for k, top1 in self.knn_accuracy.items():
             self.print_log(f'\tkNN k={k} t={self.arg.knn_temperature}: top1 {100 * top1:.2f}%')

@@ -10,17 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from processor.build import batch_features, extract_features, inference_encoder, stream_views
-from processor.data import seed_worker
+from processor.build import batch_features, inference_encoder, stream_views
+from processor.evaluation import ScoreReport, SplitFeatures, check_classifier_config, topk_accuracy
 from processor.processor import Processor
 from torchlight.io import UserError, str2bool
-
-
-def topk_accuracy(scores, labels, k):
-    """Fraction of samples whose label is among the k highest scores."""
-    k = min(k, scores.size(1))
-    hit = (scores.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
-    return hit.float().mean().item()
 
 
 class LinearEvaluation(Processor):
@@ -46,8 +39,7 @@ class LinearEvaluation(Processor):
         return inference_encoder(self.model)
 
     def load_model(self):
-        if self.arg.model_args.get('pretrain', False):
-            raise UserError('linear_evaluation builds the encoder for classification: set model_args.pretrain: false')
+        check_classifier_config(self.arg, 'linear_evaluation')
         super().load_model()
 
     def load_weights(self):
@@ -71,7 +63,8 @@ class LinearEvaluation(Processor):
         if self.use_cache and train is not None and (train.shear_amplitude > 0 or train.temperal_padding_ratio > 0):
             self.print_log('Notice: the training feeder augments its data, so features are not cached.')
             self.use_cache = False
-        self.cache = {}
+        self.split_features = SplitFeatures(self)
+        self.report = ScoreReport(self)
         self.feature_shift = self.feature_scale = None
 
     # ---------------------------------------------------------------- features
@@ -82,22 +75,6 @@ class LinearEvaluation(Processor):
     def features(self, raw, feeder):
         return batch_features(self.model, feeder, raw, self.dev)
 
-    @torch.no_grad()
-    def extract(self, split):
-        """Features, labels and sample indices of a whole split, in dataset order."""
-        if split not in self.cache:
-            feeder = self.data_loader[split].dataset
-            # own generator: the workers' seed is not drawn from the global RNG (resume and num_worker
-            # leave the augmentation RNG untouched)
-            generator = torch.Generator()
-            generator.manual_seed(self.arg.seed)
-            loader = torch.utils.data.DataLoader(feeder, batch_size=self.arg.test_batch_size, shuffle=False,
-                                                 num_workers=self.arg.num_worker, generator=generator,
-                                                 worker_init_fn=seed_worker)
-            self.cache[split] = extract_features(self.model, loader, self.dev,
-                                                 iterate=lambda batches: self.iterate(batches, f'features {split}'))
-        return self.cache[split]
-
     def normalized(self, feats):
         """``feature_norm: standardize``: (f - mean) / std with the training split's statistics (the
         un-augmented frozen features), else ``feats`` unchanged.  ``--phase test`` loads a saved model,
@@ -105,7 +82,7 @@ class LinearEvaluation(Processor):
         if self.arg.feature_norm == 'none' or self.arg.phase != 'train':
             return feats
         if self.feature_shift is None:
-            train = self.extract('train')[0].float()
+            train = self.split_features('train')[0].float()
             self.feature_shift = train.mean(dim=0)
             self.feature_scale = train.std(dim=0).clamp_min(1e-6)
         return (feats - self.feature_shift) / self.feature_scale
@@ -145,7 +122,7 @@ class LinearEvaluation(Processor):
             for raw, label, _ in loader:
                 yield self.features(raw, loader.dataset), label.to(self.dev)
             return
-        feats, labels, _ = self.extract('train')
+        feats, labels, _ = self.split_features('train')
         order = torch.tensor(list(iter(loader.sampler)), dtype=torch.long)
         batch = self.arg.batch_size
         for start in range(0, len(order) - batch + 1, batch):      # drop_last, as the loader
@@ -162,35 +139,16 @@ class LinearEvaluation(Processor):
 
     @torch.no_grad()
     def test_scores(self):
-        feats, labels, indices = self.extract('test')
+        feats, labels, indices = self.split_features('test')
         if not self.use_cache:
-            del self.cache['test']          # the reference protocol runs the encoder at every test
+            self.split_features.forget('test')      # the reference protocol runs the encoder at every test
         return self.encoder.fc(self.normalized(feats)), labels, indices
 
     @torch.no_grad()
     def test_epoch(self, epoch, save_result=False):
         self.encoder.eval()
         scores, labels, indices = self.test_scores()
-        if not torch.isfinite(scores).all():
-            # non-finite weights (a NaN checkpoint, an exploding lr): nothing is saved from them
-            message = (f'the test scores hold NaN/Inf at epoch {epoch + 1}: the weights are not finite '
-                       f'(check --weights and base_lr); no best_model.pt or test_result.pkl written from them')
-            self.print_log(f'ERROR: {message}')
-            raise UserError(message)
-        loss = F.cross_entropy(scores, labels).item()
-        accs = {f'top{k}': topk_accuracy(scores, labels, k) for k in self.arg.show_topk}
-        self.print_log(f'\tmean_loss: {loss:.4f} | ' + ' | '.join(f'{k}: {100 * v:.2f}%' for k, v in accs.items()))
-        self.log_scalars('test', dict(accs, loss=loss), epoch + 1)
-        top1 = accs.get('top1', topk_accuracy(scores, labels, 1))
-        improved = top1 > self.best['top1'] or self.best['epoch'] < 0
-        if self.arg.phase == 'train' and improved:
-            self.best.update(top1=top1, epoch=epoch + 1)
-            with self.folded_fc():
-                self.io.save_model(self.model, 'best_model.pt')
-        if (save_result or improved) and self.arg.save_result:
-            feeder = self.data_loader['test'].dataset
-            names = [feeder.sample_name[i] for i in indices.tolist()]
-            self.io.save_pkl(dict(zip(names, scores.cpu().numpy())), 'test_result.pkl')
-        if self.arg.phase == 'train':
-            self.print_log(f"\tBest top1: {100 * self.best['top1']:.2f}% (epoch {self.best['epoch']})")
-        self.last_accuracy = accs
+        self.report(epoch, scores, labels, indices, save_result, saving=self.folded_fc)
+
+
+__all__ = ['LinearEvaluation', 'topk_accuracy']

@@ -29,7 +29,7 @@ from net.text.features import check_text_dataset, feature_class_names, read_data
 from net.utils.layouts import flip_problem
 from processor.build import stream_views
 from processor.knn_evaluation import knn_top1
-from processor.linear_evaluation import LinearEvaluation
+from processor.evaluation import SplitFeatures
 from processor.processor import Processor, every
 from torchlight.io import UserError, import_class, str2bool
 
@@ -99,13 +99,6 @@ class PretrainProcessor(Processor):
                                  'num_class classes are used); false: that is an error')
         return parser
 
-    # the kNN monitor reads the features of linear evaluation, through its code: the query encoder in
-    # eval() mode, the test feeder's preprocessing, the stream
-    encoder = LinearEvaluation.encoder
-    inputs = LinearEvaluation.inputs
-    features = LinearEvaluation.features
-    extract = LinearEvaluation.extract
-
     REFERENCE_KEYS = ('mining_epoch', 'topk')
 
     def load_model(self):
@@ -153,7 +146,9 @@ class PretrainProcessor(Processor):
                 bank = self.build_feeder(self.arg.test_feeder, bank_args, 'test')
                 self.data_loader['knn_train'] = self.make_loader(bank, self.arg.test_batch_size, False)
             self.data_loader['knn_test'] = test
-        self.cache = {}
+        # the kNN monitor reads the features as linear evaluation does (SplitFeatures): the query encoder
+        # in eval() mode, the test feeder's preprocessing, the stream
+        self.split_features = SplitFeatures(self)
 
     # ------------------------------------------------------------------ start-up checks and notices
     def preflight_layout(self):
@@ -277,10 +272,10 @@ class PretrainProcessor(Processor):
         BatchNorm statistics and the train/eval mode are left as they were."""
         was_training = self.model.training
         with preserved_rng():
-            self.cache = {}
-            accuracy = knn_top1(self.extract('knn_train')[:2], self.extract('knn_test')[:2], self.arg.knn_k,
-                                self.arg.knn_temperature)
-            self.cache = {}
+            self.split_features.forget()
+            accuracy = knn_top1(self.split_features('knn_train')[:2], self.split_features('knn_test')[:2],
+                                self.arg.knn_k, self.arg.knn_temperature)
+            self.split_features.forget()
         self.model.train(was_training)
         self.print_log(f'\tkNN monitor, epoch {done}: ' + ' | '.join(
             f'k={k} top1 {100 * v:.2f}%' for k, v in accuracy.items()))

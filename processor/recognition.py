@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from processor.build import stream_views
-from processor.linear_evaluation import LinearEvaluation, topk_accuracy
+from processor.evaluation import ScoreReport, check_classifier_config, topk_accuracy
 from processor.processor import Processor, every
 from torchlight import distributed
 from torchlight.io import DictAction, UserError, import_class
@@ -32,13 +32,15 @@ def logits_from_feature_map(encoder, feature_map, num_person):
     return encoder.head(encoder.pool(feature_map, num_person))
 
 
-class Recognition(LinearEvaluation):
+class Recognition(Processor):
     """``recognition``: every encoder weight trained (no freezing), cross-entropy with optional label
     smoothing, plus ``lambda``-weighted losses of the optional train head."""
 
+    protocol = 'recognition'
+
     @staticmethod
     def get_parser(add_help=False):
-        parser = LinearEvaluation.get_parser(add_help=add_help)
+        parser = Processor.get_parser(add_help=add_help)
         parser.description = 'Supervised training / testing of an encoder (optionally with a train-time head)'
         parser.add_argument('--label_smoothing', type=float, default=0.0, help='cross-entropy label smoothing')
         parser.add_argument('--train_head', default=None,
@@ -51,7 +53,7 @@ class Recognition(LinearEvaluation):
                             help='clip the total gradient norm to this value (0: no clipping; HCN: 32)')
         parser.set_defaults(base_lr=0.1, weight_decay=4e-4, num_epoch=65, warm_up_epoch=5, step=[35, 55],
                             batch_size=64, test_batch_size=64, nesterov=True, eval_interval=1, save_interval=-1,
-                            cache_features=False, train_feeder='feeder.ntu_feeder.Feeder_supervised',
+                            train_feeder='feeder.ntu_feeder.Feeder_supervised',
                             test_feeder='feeder.ntu_feeder.Feeder_supervised',
                             weights_init=False)     # the CTR-GCN family initialises its own modules
         return parser
@@ -92,16 +94,17 @@ class Recognition(LinearEvaluation):
     def encoder(self):
         return self.model
 
-    def load_weights(self):
-        Processor.load_weights(self)          # nothing is frozen
+    def load_model(self):
+        check_classifier_config(self.arg, self.protocol)
+        super().load_model()
 
     def load_data(self):
-        Processor.load_data(self)
+        super().load_data()
         if self.arg.phase == 'train' and 'train' not in self.data_loader:
             raise UserError('recognition needs train_feeder_args with data_path and label_path')
         if self.arg.phase == 'test' and 'test' not in self.data_loader:
             raise UserError('recognition --phase test needs test_feeder_args with data_path and label_path')
-        self.use_cache, self.cache = False, {}
+        self.report = ScoreReport(self)
         self.head = None
         if self.arg.train_head and self.arg.phase == 'train':
             self.head = self.build_head()
@@ -213,6 +216,11 @@ class Recognition(LinearEvaluation):
             labels.append(label)
             indices.append(index)
         return torch.cat(scores), torch.cat(labels).to(self.dev), torch.cat(indices)
+
+    @torch.no_grad()
+    def test_epoch(self, epoch, save_result=False):
+        scores, labels, indices = self.test_scores()
+        self.report(epoch, scores, labels, indices, save_result)
 
 
 __all__ = ['Recognition', 'logits_from_feature_map', 'topk_accuracy']

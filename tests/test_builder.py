@@ -81,7 +81,7 @@ def test_extract_features_is_what_linear_evaluation_caches(tmp_path):
     path = tmp_path / 'linear.yaml'
     path.write_text(yaml.safe_dump(cfg))
     proc = LinearEvaluation(['--config', str(path)])
-    feats, labels, indices = proc.extract('test')
+    feats, labels, indices = proc.split_features('test')
     feeder = build.build_feeder(cfg, 'test')
     feeder.batch_augment = True
     loader = torch.utils.data.DataLoader(feeder, batch_size=5)

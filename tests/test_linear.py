@@ -1,7 +1,8 @@
 import torch
 
 from conftest import tiny_dataset
-from processor.linear_evaluation import LinearEvaluation, topk_accuracy
+from processor.evaluation import topk_accuracy
+from processor.linear_evaluation import LinearEvaluation
 
 
 def run(tmp_path, name, cache, *extra):
@@ -49,8 +50,8 @@ def test_standardized_features_fold_into_the_saved_fc(tmp_path):
     best_model.pt classifies raw features exactly as the standardised path did (fc folded), and the
     default protocol is untouched."""
     p = run(tmp_path, 'standardized', True, '--feature_norm', 'standardize')
-    feats, labels, _ = p.extract('test')
-    train = p.extract('train')[0]
+    feats, labels, _ = p.split_features('test')
+    train = p.split_features('train')[0]
     torch.testing.assert_close(p.normalized(train).mean(0), torch.zeros(train.shape[1]), atol=1e-4, rtol=0)
     expected = p.encoder.fc(p.normalized(feats))
     assert not torch.allclose(expected, p.encoder.fc(feats))       # the normalisation does something

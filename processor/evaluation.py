@@ -1,0 +1,102 @@
+"""The parts the protocols share, held by each processor (composition, not inheritance):
+
+* ``SplitFeatures``: the frozen features of whole splits, extracted once in dataset order (linear
+  evaluation, kNN evaluation and the kNN monitor of pretraining);
+* ``ScoreReport``: the test epoch of every protocol that outputs class scores (linear evaluation,
+  recognition, finetune and semi-supervised evaluation): finite check, loss, top-k, best model and
+  ``test_result.pkl``;
+* ``check_classifier_config``: a protocol that classifies needs the encoder built for classification.
+"""
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from processor.build import extract_features
+from processor.data import seed_worker
+from torchlight.io import UserError
+
+
+def topk_accuracy(scores, labels, k):
+    """Fraction of samples whose label is among the k highest scores."""
+    k = min(k, scores.size(1))
+    hit = (scores.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
+    return hit.float().mean().item()
+
+
+def check_classifier_config(arg, protocol):
+    """``model_args.pretrain: true`` builds the pretraining wrapper, which has no classifier to evaluate."""
+    if arg.model_args.get('pretrain', False):
+        raise UserError(f'{protocol} builds the encoder for classification: set model_args.pretrain: false')
+
+
+class SplitFeatures:
+    """``(features, labels, indices)`` of a processor's split (a key of its ``data_loader``) from the
+    inference encoder in ``eval()`` mode on the feeder's first view and stream, in dataset order; each
+    split is extracted once and kept until ``forget``.
+
+    The loader has its own seeded generator, so extraction draws nothing from the global RNG (resume and
+    ``num_worker`` leave the augmentation streams untouched)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+        self.cache = {}
+
+    @torch.no_grad()
+    def __call__(self, split):
+        if split not in self.cache:
+            p = self.processor
+            feeder = p.data_loader[split].dataset
+            generator = torch.Generator()
+            generator.manual_seed(p.arg.seed)
+            loader = torch.utils.data.DataLoader(feeder, batch_size=p.arg.test_batch_size, shuffle=False,
+                                                 num_workers=p.arg.num_worker, generator=generator,
+                                                 worker_init_fn=seed_worker)
+            self.cache[split] = extract_features(p.model, loader, p.dev,
+                                                 iterate=lambda batches: p.iterate(batches, f'features {split}'))
+        return self.cache[split]
+
+    def forget(self, split=None):
+        """Drop one split's features (``None``: all), so the next call extracts them again."""
+        if split is None:
+            self.cache.clear()
+        else:
+            self.cache.pop(split, None)
+
+
+class ScoreReport:
+    """One test epoch of class scores: logs loss and top-k (``show_topk``), keeps the best top-1 in the
+    processor's ``best``, saves ``best_model.pt`` when it improves (training), writes
+    ``test_result.pkl`` ({sample name: scores}) when asked or improved, and sets ``last_accuracy``.
+    Non-finite scores stop the run before anything is saved from them."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, epoch, scores, labels, indices, save_result=False, saving=contextlib.nullcontext):
+        """``saving``: a context manager around the model's save (linear evaluation folds its feature
+        standardisation into ``fc`` there)."""
+        p = self.processor
+        if not torch.isfinite(scores).all():
+            message = (f'the test scores hold NaN/Inf at epoch {epoch + 1}: the weights are not finite '
+                       f'(check --weights and base_lr); no best_model.pt or test_result.pkl written from them')
+            p.print_log(f'ERROR: {message}')
+            raise UserError(message)
+        loss = F.cross_entropy(scores, labels).item()
+        accs = {f'top{k}': topk_accuracy(scores, labels, k) for k in p.arg.show_topk}
+        p.print_log(f'\tmean_loss: {loss:.4f} | ' + ' | '.join(f'{k}: {100 * v:.2f}%' for k, v in accs.items()))
+        p.log_scalars('test', dict(accs, loss=loss), epoch + 1)
+        top1 = accs.get('top1', topk_accuracy(scores, labels, 1))
+        improved = top1 > p.best['top1'] or p.best['epoch'] < 0
+        if p.arg.phase == 'train' and improved:
+            p.best.update(top1=top1, epoch=epoch + 1)
+            with saving():
+                p.io.save_model(p.model, 'best_model.pt')
+        if (save_result or improved) and p.arg.save_result:
+            feeder = p.data_loader['test'].dataset
+            names = [feeder.sample_name[i] for i in indices.tolist()]
+            p.io.save_pkl(dict(zip(names, scores.cpu().numpy())), 'test_result.pkl')
+        if p.arg.phase == 'train':
+            p.print_log(f"\tBest top1: {100 * p.best['top1']:.2f}% (epoch {p.best['epoch']})")
+        p.last_accuracy = accs
+        return accs
