@@ -3,8 +3,7 @@ each of the k nearest training features votes for its class with weight exp(cos 
 import torch
 import torch.nn.functional as F
 
-from processor.build import inference_encoder
-from processor.evaluation import SplitFeatures, check_classifier_config
+from processor.evaluation import SplitFeatures
 from processor.processor import Processor
 from torchlight.io import UserError
 
@@ -43,6 +42,8 @@ class KNNEvaluation(Processor):
     """``knn_evaluation``: no training; top-1 for every k in ``knn_k`` (default 10, 20, 40) on the frozen
     features of both splits (``SplitFeatures``, as linear evaluation extracts them)."""
 
+    protocol = 'knn_evaluation'
+
     @staticmethod
     def get_parser(add_help=False):
         parser = Processor.get_parser(add_help=add_help)
@@ -51,14 +52,6 @@ class KNNEvaluation(Processor):
         parser.add_argument('--knn_temperature', type=float, default=0.1, help='temperature of the vote weights')
         parser.set_defaults(num_epoch=0, train_feeder='feeder.ntu_feeder.Feeder_single')
         return parser
-
-    @property
-    def encoder(self):
-        return inference_encoder(self.model)
-
-    def load_model(self):
-        check_classifier_config(self.arg, 'knn_evaluation')
-        super().load_model()
 
     def load_data(self):
         self.arg.phase = 'train'        # both splits are needed

@@ -10,14 +10,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from processor.build import batch_features, inference_encoder, stream_views
-from processor.evaluation import ScoreReport, SplitFeatures, check_classifier_config, topk_accuracy
+from processor.build import batch_features, stream_views
+from processor.evaluation import ScoreReport, SplitFeatures, topk_accuracy
 from processor.processor import Processor
 from torchlight.io import UserError, str2bool
 
 
 class LinearEvaluation(Processor):
     """``linear_evaluation``: everything except the final ``fc`` frozen."""
+
+    protocol = 'linear_evaluation'
 
     @staticmethod
     def get_parser(add_help=False):
@@ -34,14 +36,6 @@ class LinearEvaluation(Processor):
         return parser
 
     # ---------------------------------------------------------------- model
-    @property
-    def encoder(self):
-        return inference_encoder(self.model)
-
-    def load_model(self):
-        check_classifier_config(self.arg, 'linear_evaluation')
-        super().load_model()
-
     def load_weights(self):
         super().load_weights()
         self.trainable = []

@@ -19,9 +19,10 @@ import yaml
 
 from net.utils.init import family_weights_init
 from processor.arguments import COMPILE_MODES, LEGACY_KEYS, Arguments, bool_or_auto
-from processor.build import build_model
+from processor.build import build_model, inference_encoder
 from processor.checkpoint import Checkpoints, lock_work_dir, run_files
 from processor.data import DataMixin, DeviceLoader, EpochSampler, SeededDataLoader, seed_worker
+from processor.evaluation import check_classifier_config
 from torchlight import distributed
 from torchlight.io import IO, UserError
 
@@ -118,7 +119,18 @@ class Processor(Arguments, DataMixin, Checkpoints):
 
     # ------------------------------------------------------------------ model and data
 
+    # a protocol that classifies (evaluation, recognition) names itself here; it needs the encoder built
+    # for classification (model_args.pretrain: false)
+    protocol = None
+
+    @property
+    def encoder(self):
+        """The encoder that classifies: a pretraining method's query encoder, or the model itself."""
+        return inference_encoder(self.model)
+
     def load_model(self):
+        if self.protocol is not None:
+            check_classifier_config(self.arg, self.protocol)
         self.model = build_model(vars(self.arg))
         if self.arg.weights_init:
             # the reference order: after the constructor (MoCo's copy of encoder_q into encoder_k), so

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from processor.build import stream_views
-from processor.evaluation import ScoreReport, check_classifier_config, topk_accuracy
+from processor.evaluation import ScoreReport, topk_accuracy
 from processor.processor import Processor, every
 from torchlight import distributed
 from torchlight.io import DictAction, UserError, import_class
@@ -89,14 +89,6 @@ class Recognition(Processor):
 
     def inputs(self, raw, feeder):
         return stream_views(feeder, raw.to(self.dev, non_blocking=True))[0]
-
-    @property
-    def encoder(self):
-        return self.model
-
-    def load_model(self):
-        check_classifier_config(self.arg, self.protocol)
-        super().load_model()
 
     def load_data(self):
         super().load_data()
