@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from net.frest import FreST
 from net.moco import MoCo, embedding_std, info_nce_logits
-from net.text.features import PROMPT_KINDS, load_text_features
+from net.text_features import PROMPT_KINDS, load_text_features
 
 FM_TARGETS = ('text', 'teacher', 'label')
 FM_EMBEDDINGS = ('query', 'projection')

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from feeder.tools import missing_layout_fields
-from net.text.features import check_text_dataset, feature_class_names, read_dataset_info
+from net.text_features import check_text_dataset, feature_class_names, read_dataset_info
 from net.utils.layouts import flip_problem
 from processor.build import stream_views
 from processor.knn_evaluation import knn_top1
@@ -177,7 +177,7 @@ class PretrainProcessor(Processor):
                         f"in them) to the layout, or drop the augmentation: {drop}")
 
     def check_text_features(self):
-        """MICA's text feature file must describe this run's dataset (net/text/features.py)."""
+        """MICA's text feature file must describe this run's dataset (net/text_features.py)."""
         meta = self.model.text_meta
         if meta is None:
             return

@@ -1,6 +1,5 @@
 """tools/benchmark.py runs every kind of step and reports the documented fields (no timing asserted)."""
 import json
-import os
 import subprocess
 import sys
 

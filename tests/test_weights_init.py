@@ -1,6 +1,5 @@
 """The family's weight initialisation (SkeletonCLR / AimCLR ``weights_init``), applied by the family's
 processors after the model is built (so MoCo's key encoder is drawn afresh) and before --weights."""
-import pytest
 import torch
 import torch.nn as nn
 import yaml

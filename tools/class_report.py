@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from tools.ensemble import load_streams, topk  # noqa: E402
-from net.text.features import read_dataset_info  # noqa: E402
+from net.text_features import read_dataset_info  # noqa: E402
 from torchlight.io import UserError, run_tool  # noqa: E402
 
 EASY_ABOVE = 0.9    # easy: accuracy > 90%

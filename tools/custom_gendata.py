@@ -52,7 +52,7 @@ import yaml  # noqa: E402
 from feeder.preprocess import (add_preprocess_arguments, interpolate_missing_joints,  # noqa: E402
                                missing_joint_fraction, preprocess_sequence, resolve_length, save_labels,
                                valid_span)
-from net.text.features import DATASET_INFO, class_labels, load_descriptions  # noqa: E402
+from net.text_features import DATASET_INFO, class_labels, load_descriptions  # noqa: E402
 from net.utils.layouts import get_layout  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402

