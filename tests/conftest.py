@@ -1,5 +1,6 @@
 import os
 import pickle
+import subprocess
 import sys
 
 import numpy as np
@@ -17,6 +18,18 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     os.environ.setdefault('OMP_NUM_THREADS', _threads)
     import torch
     torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
+
+# The longest files first: under `-n 2 --dist loadfile` (the README's test command) a worker takes whole
+# files in this order, so the end-to-end trainings start at once and the short files fill in around them.
+LONGEST_FIRST = ('test_e2e_methods.py', 'test_e2e_skeletonclr.py', 'test_e2e_demo.py', 'test_e2e_supervised.py',
+                 'test_reliability_resume.py', 'test_own_dataset.py', 'test_reliability.py', 'test_benchmark.py',
+                 'test_performance.py')
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))   # stable
+
 
 SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
 REALDATA = os.path.join(SHARED, 'realdata')
@@ -70,3 +83,34 @@ def write_config(tmp_path, **overrides):
     path = tmp_path / 'config.yaml'
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
+
+
+# ------------------------------------------------------------------ real NW-UCLA arrays of the e2e tests
+
+@pytest.fixture(scope='session')   # once per worker (the e2e files share it)
+def ucla(tmp_path_factory):
+    """NW-UCLA cross-view arrays made by the data tool from the real recordings (once per worker)."""
+    src = require_realdata('nw_ucla', 'all_sqe')
+    out = tmp_path_factory.mktemp('ucla_data')
+    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ucla_gendata.py'), '--data-path', src,
+                    '--out-folder', str(out), '--no-progress'], check=True, capture_output=True)
+    return str(out / 'ucla')
+
+
+@pytest.fixture(scope='session')   # once per worker (the e2e files share it)
+def ucla_ctrgcn(tmp_path_factory):
+    """NW-UCLA in CTR-GCN's preprocessing (native lengths), what the recognition configs read."""
+    src = require_realdata('nw_ucla', 'all_sqe')
+    out = tmp_path_factory.mktemp('ucla_ctrgcn')
+    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ucla_gendata.py'), '--data-path', src,
+                    '--out-folder', str(out), '--preprocess', 'ctrgcn', '--no-progress'], check=True,
+                   capture_output=True)
+    return str(out / 'ucla')
+
+
+@pytest.fixture(scope='session')   # once per worker (the e2e files share it)
+def ucla_random_floor(ucla, tmp_path_factory):
+    """Linear top-1 of the untrained encoder: what pretraining must beat."""
+    cfg = os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml')
+    from e2e_support import linear
+    return linear(cfg, ucla, str(tmp_path_factory.mktemp('linear_random')), '').best['top1']

@@ -1,0 +1,42 @@
+"""Helpers of the end-to-end tests (tests/test_e2e_*.py): the processors run exactly as `python main.py
+...` runs them, on the real NW-UCLA arrays of the session fixtures in conftest.py (a few epochs, CPU).
+
+The e2e tests are split by the pretraining they share, one file each, so that under the README's
+``pytest -n 2`` (``--dist loadfile``) one worker runs each file and nothing is trained twice."""
+import os
+import pickle
+
+from processor.linear_evaluation import LinearEvaluation
+from processor.pretrain import PretrainProcessor
+
+# the shipped loader (num_worker 2, seeded per epoch: results do not depend on it) as users run it
+COMMON = ['--progress_bar', 'false', '--log_interval', '1000']
+
+
+def feeder_args(folder, split):
+    return f'data_path={folder}/{split}_position.npy,label_path={folder}/{split}_label.pkl'
+
+
+def pretrain(config, folder, work_dir, epochs, extra=()):
+    p = PretrainProcessor(['--config', config, '--work_dir', work_dir, '--num_epoch', str(epochs),
+                           '--save_interval', str(epochs), '--train_feeder_args', feeder_args(folder, 'train'),
+                           *COMMON, *extra])
+    p.start()
+    return p, os.path.join(work_dir, f'epoch{epochs}_model.pt')
+
+
+def linear(config, folder, work_dir, weights, extra=()):
+    p = LinearEvaluation(['--config', config, '--work_dir', work_dir, '--weights', weights,
+                          '--train_feeder_args', feeder_args(folder, 'train'),
+                          '--test_feeder_args', feeder_args(folder, 'val'), '--eval_interval', '10',
+                          *COMMON, *extra])
+    p.start()
+    return p
+
+
+def check_outputs(linear_proc, work_dir, num_val):
+    assert os.path.exists(os.path.join(work_dir, 'best_model.pt'))
+    with open(os.path.join(work_dir, 'test_result.pkl'), 'rb') as f:
+        scores = pickle.load(f)
+    assert len(scores) == num_val
+    assert 'Best top1' in open(os.path.join(work_dir, 'log.txt')).read()
