@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from processor.build import batch_features, stream_views
+from processor.build import batch_features
 from processor.evaluation import ScoreReport, SplitFeatures, topk_accuracy
 from processor.processor import Processor
 from torchlight.io import UserError, str2bool
@@ -62,9 +62,6 @@ class LinearEvaluation(Processor):
         self.feature_shift = self.feature_scale = None
 
     # ---------------------------------------------------------------- features
-    def inputs(self, raw, feeder):
-        return stream_views(feeder, raw.to(self.dev, non_blocking=True))[0]
-
     @torch.no_grad()
     def features(self, raw, feeder):
         return batch_features(self.model, feeder, raw, self.dev)

@@ -19,7 +19,7 @@ import yaml
 
 from net.utils.init import family_weights_init
 from processor.arguments import COMPILE_MODES, LEGACY_KEYS, Arguments, bool_or_auto
-from processor.build import build_model, inference_encoder
+from processor.build import build_model, inference_encoder, stream_views
 from processor.checkpoint import Checkpoints, lock_work_dir, run_files
 from processor.data import DataMixin, DeviceLoader, EpochSampler, SeededDataLoader, seed_worker
 from processor.evaluation import check_classifier_config
@@ -127,6 +127,10 @@ class Processor(Arguments, DataMixin, Checkpoints):
     def encoder(self):
         """The encoder that classifies: a pretraining method's query encoder, or the model itself."""
         return inference_encoder(self.model)
+
+    def inputs(self, raw, feeder):
+        """The encoder's input from a raw batch: the feeder's first view in its stream, on the device."""
+        return stream_views(feeder, raw.to(self.dev, non_blocking=True))[0]
 
     def load_model(self):
         if self.protocol is not None:

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from processor.build import stream_views
 from processor.evaluation import ScoreReport, topk_accuracy
 from processor.processor import Processor, every
 from torchlight import distributed
@@ -86,9 +85,6 @@ class Recognition(Processor):
         torch.nn.utils.clip_grad_norm_(params, self.arg.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-
-    def inputs(self, raw, feeder):
-        return stream_views(feeder, raw.to(self.dev, non_blocking=True))[0]
 
     def load_data(self):
         super().load_data()
