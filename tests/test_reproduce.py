@@ -128,6 +128,23 @@ def test_the_shipped_plans_parse():
     assert demo.name == 'demo' and [r['name'] for r in demo.rows] == ['SkeletonCLR', 'MICA']
 
 
+def test_every_shipped_plan_row_parses_and_builds_its_models():
+    """Each stage of every row of config/reproduce/*.yaml: its command line parses (config keys and
+    overrides) and its model_args build the model, so a plan's typo fails here, not hours into a run."""
+    from processor import PROCESSORS
+    from processor.build import build_model
+    from torchlight.io import import_class
+    plans = sorted(f for f in os.listdir(os.path.join(ROOT, 'config/reproduce')) if f.endswith('.yaml'))
+    assert 'ablation_ucla.yaml' in plans and 'ucla_short.yaml' in plans
+    for name in plans:
+        plan = reproduce.load_plan(os.path.join(ROOT, 'config/reproduce', name))
+        for row in plan.rows:
+            for stage, _, argv in reproduce.stages(plan, row, row['seeds'][0]):
+                processor = object.__new__(import_class(PROCESSORS[argv[2]]))
+                processor.load_arg(argv[3:])
+                build_model(vars(processor.arg), for_inference=stage != 'pretext')
+
+
 def test_plan_defaults_overrides_and_commands(tmp_path):
     path = write_plan(tmp_path, {
         'seeds': [1, 2], 'epochs': 7, 'knn_interval': 2, 'overrides': '--num_worker 0',
