@@ -59,16 +59,19 @@ class AimCLR(MoCo):
     query's distribution over [positive, queue] to the extreme and the dropped-extreme views:
     L = L_info + (L_d3m(extreme) + L_d3m(extreme, dropped)) / 2.
 
-    Extra args: keep_prob (EADM threshold, 0.7 in the reference), mining_epoch (1000: never), topk (1).
+    Extra args: keep_prob (EADM threshold, 0.7 in the reference), mining_epoch (1000: never), topk (1),
+    infonce_warmup_epochs (0, the reference: D3M from the first step; N: plain InfoNCE for the first N
+    epochs, D3M logged but without gradient, a small-data option, docs/METHODS.md).
     The reference's top-level ``mining_epoch`` / ``topk`` keys are mapped here (``reference_keys``).  The state dict holds exactly the
     reference's keys (``encoder_q.*``, ``encoder_k.*``, ``queue``, ``queue_ptr``)."""
 
     forward_keywords = ('epoch',)
     reference_keys = ('mining_epoch', 'topk')
 
-    def __init__(self, *args, keep_prob=0.7, mining_epoch=1000, topk=1, **kwargs):
+    def __init__(self, *args, keep_prob=0.7, mining_epoch=1000, topk=1, infonce_warmup_epochs=0, **kwargs):
         super().__init__(*args, **kwargs)
         self.mining_epoch, self.topk = mining_epoch, topk
+        self.infonce_warmup_epochs = infonce_warmup_epochs
         if self.pretrain:
             self.drop = EnergyAttentionDrop(keep_prob)
 
@@ -94,7 +97,7 @@ class AimCLR(MoCo):
         loss_d3m = (distribution_cross_entropy(logits, logits_e) + distribution_cross_entropy(logits, logits_ed)) / 2
         self.enqueue(k)
         return {
-            'loss': loss_info + loss_d3m,
+            'loss': loss_info + loss_d3m if epoch >= self.infonce_warmup_epochs else loss_info,
             'loss_info': loss_info.detach(),
             'loss_d3m': loss_d3m.detach(),
             'acc_pos': (logits.argmax(dim=1) == 0).float().mean(),

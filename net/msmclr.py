@@ -26,15 +26,17 @@ class MsMCLR(MoCo):
     diff_mode: all | frame | node (Table 5); reduction: channel reduction in the attention;
     ms_loss: 'd3m' (eqs. 6-9) or 'infonce' (every strong embedding trained by eq. 3 alone; Table 7).
     The strong augmentation set is the feeder's ``aug_method`` (none | aimclr | msmclr; Table 6).
-    mining_epoch (1000: never, the paper's equations have no mining) and topk: AimCLR's mining."""
+    mining_epoch (1000: never, the paper's equations have no mining) and topk: AimCLR's mining;
+    infonce_warmup_epochs (0, the paper): L_Ms joins after N epochs of plain InfoNCE (docs/METHODS.md)."""
 
     forward_keywords = ('epoch',)
     reference_keys = ('mining_epoch', 'topk')
 
     def __init__(self, *args, msm_attention=True, multi_scale=True, diff_mode='all', reduction=2,
-                 ms_loss='d3m', mining_epoch=1000, topk=1, **kwargs):
+                 ms_loss='d3m', mining_epoch=1000, topk=1, infonce_warmup_epochs=0, **kwargs):
         super().__init__(*args, **kwargs)
         self.mining_epoch, self.topk = mining_epoch, topk
+        self.infonce_warmup_epochs = infonce_warmup_epochs
         if ms_loss not in MS_LOSSES:
             raise ValueError(f"model_args.ms_loss={ms_loss!r}: use one of {', '.join(MS_LOSSES)}")
         self.ms_loss = ms_loss
@@ -72,7 +74,7 @@ class MsMCLR(MoCo):
         loss_ms = sum(scale_losses.values()) / len(scale_losses)
         self.enqueue(k)
         out = {
-            'loss': loss_info + loss_ms,
+            'loss': loss_info + loss_ms if epoch >= self.infonce_warmup_epochs else loss_info,
             'loss_info': loss_info.detach(),
             'loss_ms': loss_ms.detach(),
             'acc_pos': (logits.argmax(dim=1) == 0).float().mean(),

@@ -219,3 +219,21 @@ def test_the_references_top_level_mining_keys_become_the_methods_model_args(tmp_
     assert "top-level key 'mining_epoch' is ignored: net.skeletonclr.SkeletonCLR does not mine" in \
         open(tmp_path / 'plain' / 'log.txt').read()
     assert not hasattr(plain.model, 'mining_epoch')
+
+
+@pytest.mark.parametrize('cls, extra_loss', [(AimCLR, 'loss_d3m'), (MsMCLR, 'loss_ms')])
+def test_infonce_warmup_trains_on_infonce_alone_then_adds_the_divergence(cls, extra_loss):
+    """infonce_warmup_epochs = 2: epochs 0-1 train L_info alone (the divergence is only logged), from
+    epoch 2 on the reference's sum."""
+    torch.manual_seed(0)
+    model = cls(**ENCODER, infonce_warmup_epochs=2)
+    x = torch.randn(4, 3, 12, 20, 1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for epoch, with_divergence in ((1, False), (2, True)):
+        model.load_state_dict(state)
+        torch.manual_seed(3)
+        out = model(x, x.flip(2), x * 0.9, epoch=epoch)
+        expected = out['loss_info'] + out[extra_loss] if with_divergence else out['loss_info']
+        assert out['loss'].item() == pytest.approx(expected.item())
+        assert out[extra_loss].item() > 0 and out[extra_loss].requires_grad is False
+    assert cls(**ENCODER).infonce_warmup_epochs == 0          # the reference: the divergence from the start
