@@ -413,3 +413,23 @@ def test_a_recognition_row_is_one_run_tested_on_its_own_split(tmp_path, monkeypa
                                                'evaluations': {'linear': LINEAR}}}}, name='bad.yaml')
     with pytest.raises(UserError, match=r"rows.a.evaluations: a recognition row is tested on its config's test split"):
         reproduce.load_plan(bad)
+
+
+def test_the_commit_is_dirty_for_changed_code_not_for_rewritten_results(tmp_path, monkeypatch):
+    """A plan rewrites results/<plan>/table.md after every run: that must not mark the next runs dirty."""
+    repo = tmp_path / 'repo'
+    (repo / 'results' / 'plan').mkdir(parents=True)
+    (repo / 'net').mkdir()
+    (repo / 'results' / 'plan' / 'table.md').write_text('old\n')
+    (repo / 'net' / 'model.py').write_text('x = 1\n')
+    git = ['git', '-C', str(repo), '-c', 'user.name=t', '-c', 'user.email=t@t']
+    subprocess.run(git + ['init', '-q'], check=True)
+    subprocess.run(git + ['add', '-A'], check=True)
+    subprocess.run(git + ['commit', '-qm', 'init'], check=True)
+    monkeypatch.setattr(reproduce, 'ROOT', str(repo))
+    commit, dirty = reproduce.git_commit()
+    assert len(commit) == 40 and dirty is False
+    (repo / 'results' / 'plan' / 'table.md').write_text('new\n')
+    assert reproduce.git_commit() == (commit, False)
+    (repo / 'net' / 'model.py').write_text('x = 2\n')
+    assert reproduce.git_commit() == (commit, True)

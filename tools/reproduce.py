@@ -417,12 +417,14 @@ def subprocess_runner(argv, log_path=None):
 
 
 def git_commit():
-    """(commit, dirty) of the repository, (None, None) outside git."""
+    """(commit, dirty) of the repository, (None, None) outside git.  Dirty means a tracked file outside
+    results/ differs from the commit: the result files and tables a plan rewrites as it goes do not count."""
     try:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout
+        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.',
+                                 ':(exclude)results'], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout
         return commit, bool(status.strip())
     except (OSError, subprocess.CalledProcessError):
         return None, None
