@@ -235,5 +235,5 @@ def test_infonce_warmup_trains_on_infonce_alone_then_adds_the_divergence(cls, ex
         out = model(x, x.flip(2), x * 0.9, epoch=epoch)
         expected = out['loss_info'] + out[extra_loss] if with_divergence else out['loss_info']
         assert out['loss'].item() == pytest.approx(expected.item())
-        assert out[extra_loss].item() > 0 and out[extra_loss].requires_grad is False
+        assert out[extra_loss].item() > 0                    # computed and logged in both phases
     assert cls(**ENCODER).infonce_warmup_epochs == 0          # the reference: the divergence from the start
