@@ -26,6 +26,13 @@ LONGEST_FIRST = ('test_e2e_methods.py', 'test_e2e_skeletonclr.py', 'test_e2e_dem
                  'test_performance.py')
 
 
+def pytest_configure(config):
+    # pytest-xdist (>= 3.8) reorders files by their number of tests unless told not to, which would put the
+    # few-test end-to-end files last and leave one worker training alone at the end: keep LONGEST_FIRST.
+    if getattr(config.option, 'loadscopereorder', None) is not None:
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))   # stable

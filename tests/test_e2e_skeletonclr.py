@@ -8,44 +8,52 @@ from conftest import ROOT
 from e2e_support import COMMON, check_outputs, feeder_args, linear, pretrain
 
 
+PRETRAIN_EPOCHS = 2     # the CI budget; results/ucla_short has the 6-epoch runs, 3 seeds
+
+
 @pytest.fixture(scope='module')
 def ucla_skeletonclr(ucla, tmp_path_factory):
-    """6 epochs of SkeletonCLR on NW-UCLA through the shipped config (shared by the protocol tests)."""
+    """PRETRAIN_EPOCHS of SkeletonCLR on NW-UCLA through the shipped config (shared by the protocol tests)."""
     pre, weights = pretrain(os.path.join(ROOT, 'config/ucla/pretrain_skeletonclr.yaml'), ucla,
-                            str(tmp_path_factory.mktemp('skeletonclr') / 'pretext'), epochs=6)
+                            str(tmp_path_factory.mktemp('skeletonclr') / 'pretext'), epochs=PRETRAIN_EPOCHS)
     return pre, weights
 
 
 def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor, ucla_skeletonclr):
-    """NW-UCLA cross-view (real Kinect data): 6 epochs of SkeletonCLR beat a random encoder by far.
+    """NW-UCLA cross-view (real Kinect data): 2 epochs of SkeletonCLR beat a random encoder by far.
 
-    Thresholds: 6-epoch runs of the small-data recipes land far apart from one random stream to
-    another (SkeletonCLR 37-56% over the runs in results/, README "Results"; the narrow-cone phase of
-    issue 20), so the bars are "learned well beyond the untrained encoder", not the README numbers."""
+    Thresholds: short runs of the small-data recipes land far apart from one random stream to another
+    (SkeletonCLR 23-50% at 6 epochs over 3 seeds in results/ucla_short; the narrow-cone phase of issue
+    20, which deepens after epoch 2: kNN 35-39% at epoch 2 in each of those seeds), so the bars are "learned well
+    beyond the untrained encoder", not the README numbers.  Measured at 2 epochs: 45.9%."""
     pre, weights = ucla_skeletonclr
     assert pre.epoch_info['loss_info'] < 0.98 * pre.model.uniform_loss       # not collapsed
     cfg = os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml')
     trained = linear(cfg, ucla, str(tmp_path / 'linear'), weights)
     top1, floor = trained.best['top1'], ucla_random_floor
-    print(f'NW-UCLA linear top-1: SkeletonCLR 6 epochs {100 * top1:.2f}%, random encoder {100 * floor:.2f}%')
+    print(f'NW-UCLA linear top-1: SkeletonCLR {PRETRAIN_EPOCHS} epochs {100 * top1:.2f}%, random encoder {100 * floor:.2f}%')
     assert top1 > 0.30, top1                 # chance is 10%, the untrained encoder ~11%
     assert top1 > floor + 0.15, (top1, floor)
     check_outputs(trained, str(tmp_path / 'linear'), 464)
 
 
-@pytest.mark.parametrize('protocol, epochs, minimum', [('finetune', 3, 0.18), ('semi10', 12, 0.22)])
-def test_ucla_finetune_and_semi_supervised(tmp_path, ucla, ucla_skeletonclr, protocol, epochs, minimum):
+# CI budget: finetune at batch 32 (the recipe: 128, 8 iterations per epoch here) for 32 updates per epoch,
+# no lr step; semi10 (batch 32 as shipped, 4 updates per epoch) evaluated every 3rd of its 12 epochs
+@pytest.mark.parametrize('protocol, epochs, schedule, minimum', [
+    ('finetune', 2, ['--batch_size', '32', '--step', '2', '--eval_interval', '1'], 0.18),
+    ('semi10', 12, ['--step', '11', '--eval_interval', '3'], 0.22)])
+def test_ucla_finetune_and_semi_supervised(tmp_path, ucla, ucla_skeletonclr, protocol, epochs, schedule, minimum):
     """Finetune (all labels) and 10%-label semi-supervised runs from the SkeletonCLR weights."""
     from processor.finetune_evaluation import FinetuneEvaluation
     _, weights = ucla_skeletonclr
     work_dir = str(tmp_path / protocol)
     proc = FinetuneEvaluation(['--config', os.path.join(ROOT, f'config/ucla/{protocol}_skeletonclr.yaml'),
                                '--work_dir', work_dir, '--weights', weights, '--num_epoch', str(epochs),
-                               '--warm_up_epoch', '1', '--step', str(epochs - 1), '--eval_interval', '1',
+                               '--warm_up_epoch', '1', *schedule,
                                '--train_feeder_args', feeder_args(ucla, 'train'),
                                '--test_feeder_args', feeder_args(ucla, 'val'), *COMMON])
     proc.start()
     top1 = proc.best['top1']
-    print(f'NW-UCLA {protocol} top-1 from SkeletonCLR (6 epochs): {epochs} epochs {100 * top1:.2f}%')
+    print(f'NW-UCLA {protocol} top-1 from SkeletonCLR ({PRETRAIN_EPOCHS} epochs): {epochs} epochs {100 * top1:.2f}%')
     assert top1 > minimum, top1
     check_outputs(proc, work_dir, 464)
