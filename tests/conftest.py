@@ -94,30 +94,52 @@ def write_config(tmp_path, **overrides):
 
 # ------------------------------------------------------------------ real NW-UCLA arrays of the e2e tests
 
-@pytest.fixture(scope='session')   # once per worker (the e2e files share it)
-def ucla(tmp_path_factory):
-    """NW-UCLA cross-view arrays made by the data tool from the real recordings (once per worker)."""
+def once_for_all_workers(tmp_path_factory, name, make):
+    """``make(folder)`` run once per test session, not once per pytest-xdist worker: the first worker to ask
+    runs it in a folder of the session's shared temporary root while holding a file lock; the others wait
+    on the lock and read the JSON result it left.  A ``make`` that fails leaves no result (the next asks
+    again)."""
+    import fcntl
+    import json
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        root = root.parent                           # popen-gw<N>'s parent: one per session
+    folder, result = root / name, root / f'{name}.json'
+    with open(root / f'{name}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)             # released when the file closes
+        if not result.exists():
+            folder.mkdir(exist_ok=True)
+            value = make(folder)
+            result.write_text(json.dumps(value))
+        return json.loads(result.read_text())
+
+
+def ucla_gendata(folder, *extra):
     src = require_realdata('nw_ucla', 'all_sqe')
-    out = tmp_path_factory.mktemp('ucla_data')
     subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ucla_gendata.py'), '--data-path', src,
-                    '--out-folder', str(out), '--no-progress'], check=True, capture_output=True)
-    return str(out / 'ucla')
+                    '--out-folder', str(folder), '--no-progress', *extra], check=True, capture_output=True)
+    return str(folder / 'ucla')
 
 
-@pytest.fixture(scope='session')   # once per worker (the e2e files share it)
+@pytest.fixture(scope='session')
+def ucla(tmp_path_factory):
+    """NW-UCLA cross-view arrays made by the data tool from the real recordings (once for all workers)."""
+    require_realdata('nw_ucla', 'all_sqe')
+    return once_for_all_workers(tmp_path_factory, 'ucla_data', ucla_gendata)
+
+
+@pytest.fixture(scope='session')
 def ucla_ctrgcn(tmp_path_factory):
     """NW-UCLA in CTR-GCN's preprocessing (native lengths), what the recognition configs read."""
-    src = require_realdata('nw_ucla', 'all_sqe')
-    out = tmp_path_factory.mktemp('ucla_ctrgcn')
-    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ucla_gendata.py'), '--data-path', src,
-                    '--out-folder', str(out), '--preprocess', 'ctrgcn', '--no-progress'], check=True,
-                   capture_output=True)
-    return str(out / 'ucla')
+    require_realdata('nw_ucla', 'all_sqe')
+    return once_for_all_workers(tmp_path_factory, 'ucla_ctrgcn',
+                                lambda folder: ucla_gendata(folder, '--preprocess', 'ctrgcn'))
 
 
-@pytest.fixture(scope='session')   # once per worker (the e2e files share it)
+@pytest.fixture(scope='session')
 def ucla_random_floor(ucla, tmp_path_factory):
-    """Linear top-1 of the untrained encoder: what pretraining must beat."""
+    """Linear top-1 of the untrained encoder: what pretraining must beat (once for all workers)."""
     cfg = os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml')
     from e2e_support import linear
-    return linear(cfg, ucla, str(tmp_path_factory.mktemp('linear_random')), '').best['top1']
+    return once_for_all_workers(tmp_path_factory, 'linear_random',
+                                lambda folder: linear(cfg, ucla, str(folder), '').best['top1'])
