@@ -114,8 +114,7 @@ def once_for_all_workers(tmp_path_factory, name, make):
         return json.loads(result.read_text())
 
 
-def ucla_gendata(folder, *extra):
-    src = require_realdata('nw_ucla', 'all_sqe')
+def ucla_gendata(src, folder, *extra):
     subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ucla_gendata.py'), '--data-path', src,
                     '--out-folder', str(folder), '--no-progress', *extra], check=True, capture_output=True)
     return str(folder / 'ucla')
@@ -124,16 +123,16 @@ def ucla_gendata(folder, *extra):
 @pytest.fixture(scope='session')
 def ucla(tmp_path_factory):
     """NW-UCLA cross-view arrays made by the data tool from the real recordings (once for all workers)."""
-    require_realdata('nw_ucla', 'all_sqe')
-    return once_for_all_workers(tmp_path_factory, 'ucla_data', ucla_gendata)
+    src = require_realdata('nw_ucla', 'all_sqe')
+    return once_for_all_workers(tmp_path_factory, 'ucla_data', lambda folder: ucla_gendata(src, folder))
 
 
 @pytest.fixture(scope='session')
 def ucla_ctrgcn(tmp_path_factory):
     """NW-UCLA in CTR-GCN's preprocessing (native lengths), what the recognition configs read."""
-    require_realdata('nw_ucla', 'all_sqe')
+    src = require_realdata('nw_ucla', 'all_sqe')
     return once_for_all_workers(tmp_path_factory, 'ucla_ctrgcn',
-                                lambda folder: ucla_gendata(folder, '--preprocess', 'ctrgcn'))
+                                lambda folder: ucla_gendata(src, folder, '--preprocess', 'ctrgcn'))
 
 
 @pytest.fixture(scope='session')

@@ -24,8 +24,8 @@ def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor
 
     Thresholds: short runs of the small-data recipes land far apart from one random stream to another
     (SkeletonCLR 23-50% at 6 epochs over 3 seeds in results/ucla_short; the narrow-cone phase of issue
-    20, which deepens after epoch 2: kNN 35-39% at epoch 2 in each of those seeds), so the bars are "learned well
-    beyond the untrained encoder", not the README numbers.  Measured at 2 epochs: 45.9%."""
+    20, which deepens after epoch 2: kNN 35-39% at epoch 2 in each of those seeds), so the bars are
+    "learned well beyond the untrained encoder", not the README numbers.  Measured at 2 epochs: 45.9%."""
     pre, weights = ucla_skeletonclr
     assert pre.epoch_info['loss_info'] < 0.98 * pre.model.uniform_loss       # not collapsed
     cfg = os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml')
