@@ -40,6 +40,11 @@ def add_mlp_head(encoder, batch_norm=False):
         encoder.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), encoder.fc)
 
 
+def at_least_float32(x):
+    """``x`` in float32 when it is half precision (AMP), else as it is (float64 parity runs stay float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def info_nce_logits(q, k, queue, temperature):
     """InfoNCE logits [q.k+, q.queue] / T (MoCo eq. 1); the positive is column 0.
 
@@ -47,9 +52,9 @@ def info_nce_logits(q, k, queue, temperature):
     the buffer instead of writing into it, so the tensor saved for backward stays valid (also under
     torch.compile, which would drop a defensive clone)."""
     with torch.autocast(device_type=q.device.type, enabled=False):     # logits in float32 under AMP
-        q, k = q.float(), k.float()
+        q, k = at_least_float32(q), at_least_float32(k)
         l_pos = torch.einsum('nc,nc->n', q, k).unsqueeze(-1)
-        l_neg = torch.einsum('nc,ck->nk', q, queue.detach().float())
+        l_neg = torch.einsum('nc,ck->nk', q, at_least_float32(queue.detach()).to(q.dtype))
         return torch.cat([l_pos, l_neg], dim=1) / temperature
 
 

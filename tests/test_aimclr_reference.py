@@ -1,5 +1,5 @@
 """AimCLR against its reference code (Levigty/AimCLR): six SGD steps from one state, with plain
-D3M steps and nearest-neighbour mining (topk 1 and 3), equal to 1e-5; checkpoints interchange
+D3M steps and nearest-neighbour mining (topk 1 and 3), both in float64, equal to 1e-10; checkpoints interchange
 strictly; the energy-based drop is the reference's deterministic ``Simam_Drop``.
 
 The fixture was written by ``tests/fixtures/make_aimclr_reference.py`` from the procedure in
@@ -21,8 +21,13 @@ REFERENCE_EXTRA_KEYS = {'queue', 'queue_ptr'}
 
 
 def run_our_steps():
+    with proc.float64():
+        return _run_our_steps()
+
+
+def _run_our_steps():
     torch.manual_seed(0)
-    model = AimCLR(**proc.MODEL_ARGS)
+    model = AimCLR(**proc.MODEL_ARGS).to(proc.DTYPE)
     model.load_state_dict(proc.deterministic_state(model.state_dict()), strict=True)
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], **proc.SGD)
@@ -41,13 +46,14 @@ def run_our_steps():
 def test_six_aimclr_steps_equal_the_reference():
     reference = np.load(FIXTURE)
     model, losses = run_our_steps()
-    np.testing.assert_allclose(losses, reference['losses'], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(losses, reference['losses'], rtol=1e-10, atol=1e-10)
     state = model.state_dict()
     compared = 0
     for name in reference.files:
         if name.startswith('state/'):
             key = name[len('state/'):]
-            np.testing.assert_allclose(state[key].numpy(), reference[name], rtol=1e-5, atol=1e-5, err_msg=key)
+            assert reference[name].dtype == np.float64, key
+            np.testing.assert_allclose(state[key].numpy(), reference[name], rtol=1e-10, atol=1e-10, err_msg=key)
             compared += 1
     assert compared > 100 and 'state/queue' in reference.files
 
@@ -96,7 +102,7 @@ def test_reference_evaluation_call_form():
     """The reference linear evaluation calls ``model(None, data)``; ``model(data)`` is ours."""
     args = dict(proc.MODEL_ARGS, pretrain=False)
     model = AimCLR(**args).eval()
-    x = proc.views(0)[0]
+    x = proc.views(0)[0].float()
     assert torch.equal(model(None, x), model(x))
 
 
