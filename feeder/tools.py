@@ -308,3 +308,42 @@ def to_stream(x, stream, parents=None):
     if stream == 'bone_motion':
         return to_motion(to_bone(x, parents))
     raise ValueError(f"unknown stream '{stream}'; use one of {', '.join(STREAMS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# SkeleMix (Chen et al., SkeleMixCLR, arXiv 2207.03065): spatio-temporal mixing of a batch.
+
+SKELEMIX_MODES = ('swap', 'zeros', 'Gaussian')
+
+
+def skelemix_mask(units, num_node, joints, start, length, device=None):
+    """(units, V) boolean mask of the mixed region on the encoder's time grid: ``length`` units from
+    ``start``, over ``joints`` (a list of joint indices, the union of the chosen body parts)."""
+    mask = torch.zeros(units, num_node, dtype=torch.bool, device=device)
+    rows = torch.zeros(units, dtype=torch.bool, device=device)
+    rows[start:start + length] = True
+    cols = torch.zeros(num_node, dtype=torch.bool, device=device)
+    cols[list(joints)] = True
+    return mask | (rows[:, None] & cols[None, :])
+
+
+def skelemix(x, partner, mask, mode='swap', noise=None):
+    """The mixed view of SkeleMix (the reference's ``ske_swap``): every sample of x (N, C, T, V, M) takes
+    its partner's (``partner`` (N,) indices, the reference's ``(i + n) % N``) coordinates inside the
+    region ``mask`` (T', V) of the encoder's time grid, unit u covering frames [u r, (u + 1) r) with
+    r = ceil(T / T') (the reference's r = 4 for 64 frames -> 16 units); ``mode`` 'zeros' writes zeros
+    there, 'Gaussian' N(0, 1) noise (``noise`` fixes it)."""
+    N, C, T, V, M = x.shape
+    units = mask.size(0)
+    ratio = -(-T // units)
+    unit_of_frame = (torch.arange(T, device=x.device) // ratio).clamp_max(units - 1)
+    region = mask.to(x.device)[unit_of_frame].view(1, 1, T, V, 1)
+    if mode == 'swap':
+        source = x[partner.to(x.device)]
+    elif mode == 'zeros':
+        source = torch.zeros_like(x)
+    elif mode == 'Gaussian':
+        source = torch.randn_like(x) if noise is None else noise
+    else:
+        raise ValueError(f"model_args.swap_cfg.swap_mode={mode!r}: use one of {', '.join(SKELEMIX_MODES)}")
+    return torch.where(region, source, x)

@@ -28,11 +28,14 @@ def build_encoder(base_encoder, **encoder_args):
 
 def add_mlp_head(encoder, batch_norm=False):
     """Replace ``encoder.fc`` by Linear-ReLU-fc (the MoCo v2 projection head; names ``fc.0``, ``fc.2``),
-    or with ``batch_norm`` by the MoCo v3 projector Linear-BN-ReLU-fc-BN(no affine) (names ``fc.0``,
+    with ``batch_norm='hidden'`` by Linear-BN-ReLU-fc (SkeleMixCLR's head; ``fc.0``, ``fc.1``, ``fc.3``),
+    or with ``batch_norm`` True by the MoCo v3 projector Linear-BN-ReLU-fc-BN(no affine) (names ``fc.0``,
     ``fc.1``, ``fc.3``, ``fc.4``), whose output BatchNorm keeps every embedding dimension spread over
     the batch, so the embeddings cannot shrink into a narrow cone."""
     dim_mlp = encoder.fc.weight.shape[1]
-    if batch_norm:
+    if batch_norm == 'hidden':
+        encoder.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.BatchNorm1d(dim_mlp), nn.ReLU(), encoder.fc)
+    elif batch_norm:
         out_dim = encoder.fc.weight.shape[0]
         encoder.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.BatchNorm1d(dim_mlp), nn.ReLU(), encoder.fc,
                                    nn.BatchNorm1d(out_dim, affine=False))
@@ -78,8 +81,8 @@ class MoCo(PretrainingMethod):
             key and query of a sample never share BatchNorm statistics (1 = reference).  Under torchrun
             keys are always shuffled across ranks as in MoCo (``shuffle_bn``), and each rank's share
             is further split into this many groups.
-        head_bn: BatchNorm inside the MLP head (not in the reference; against collapse on small data,
-            see docs/METHODS.md).
+        head_bn: BatchNorm inside the MLP head (``add_mlp_head``): True adds the MoCo v3 projector (not in
+            the reference; against collapse on small data, see docs/METHODS.md), 'hidden' SkeleMixCLR's.
         Other keyword arguments go to the encoder.
     """
 

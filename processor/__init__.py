@@ -5,6 +5,7 @@ PROCESSORS = {
     'pretrain_aimclr': 'processor.pretrain.PretrainProcessor',
     'pretrain_msmclr': 'processor.pretrain.PretrainProcessor',
     'pretrain_mica': 'processor.pretrain.PretrainProcessor',
+    'pretrain_skelemixclr': 'processor.pretrain.PretrainProcessor',
     'linear_evaluation': 'processor.linear_evaluation.LinearEvaluation',
     'recognition': 'processor.recognition.Recognition',
     'finetune_evaluation': 'processor.finetune_evaluation.FinetuneEvaluation',
