@@ -6,7 +6,7 @@ Built on the shared MoCo core: AimCLR adds only the extreme branch, its drop and
 import torch
 import torch.nn as nn
 
-from net.losses import distribution_cross_entropy, multi_positive_infonce, nearest_neighbour_mask
+from net.losses import distribution_cross_entropy, divergence_weight, multi_positive_infonce, nearest_neighbour_mask
 from net.moco import MoCo, embedding_std, info_nce_logits
 
 
@@ -60,18 +60,19 @@ class AimCLR(MoCo):
     L = L_info + (L_d3m(extreme) + L_d3m(extreme, dropped)) / 2.
 
     Extra args: keep_prob (EADM threshold, 0.7 in the reference), mining_epoch (1000: never), topk (1),
-    infonce_warmup_epochs (0, the reference: D3M from the first step; N: plain InfoNCE for the first N
-    epochs, D3M logged but without gradient, a small-data option, docs/METHODS.md).
+    infonce_warmup_epochs / divergence_ramp_epochs (0 / 0, the reference: D3M at weight 1 from the first
+    step): D3M's weight ``divergence_weight`` (net/losses.py), a small-data schedule (docs/METHODS.md).
     The reference's top-level ``mining_epoch`` / ``topk`` keys are mapped here (``reference_keys``).  The state dict holds exactly the
     reference's keys (``encoder_q.*``, ``encoder_k.*``, ``queue``, ``queue_ptr``)."""
 
     forward_keywords = ('epoch',)
     reference_keys = ('mining_epoch', 'topk')
 
-    def __init__(self, *args, keep_prob=0.7, mining_epoch=1000, topk=1, infonce_warmup_epochs=0, **kwargs):
+    def __init__(self, *args, keep_prob=0.7, mining_epoch=1000, topk=1, infonce_warmup_epochs=0, divergence_ramp_epochs=0, **kwargs):
         super().__init__(*args, **kwargs)
         self.mining_epoch, self.topk = mining_epoch, topk
         self.infonce_warmup_epochs = infonce_warmup_epochs
+        self.divergence_ramp_epochs = divergence_ramp_epochs
         if self.pretrain:
             self.drop = EnergyAttentionDrop(keep_prob)
 
@@ -97,7 +98,8 @@ class AimCLR(MoCo):
         loss_d3m = (distribution_cross_entropy(logits, logits_e) + distribution_cross_entropy(logits, logits_ed)) / 2
         self.enqueue(k)
         return {
-            'loss': loss_info + loss_d3m if epoch >= self.infonce_warmup_epochs else loss_info,
+            'loss': loss_info + loss_d3m * divergence_weight(epoch, self.infonce_warmup_epochs,
+                                                           self.divergence_ramp_epochs),
             'loss_info': loss_info.detach(),
             'loss_d3m': loss_d3m.detach(),
             'acc_pos': (logits.argmax(dim=1) == 0).float().mean(),

@@ -3,9 +3,17 @@
 * ``distribution_cross_entropy``: AimCLR's D3M loss and MsMCLR's multi-scale loss (MsMCLR eqs. 6-8):
   the normal view's distribution over [positive, queue] (detached) supervises another view's.
 * ``nearest_neighbour_mask`` / ``multi_positive_infonce``: AimCLR's nearest-neighbour mining.
+* ``divergence_weight``: the small-data schedule of the divergence term (D3M, L_Ms); 1 in the references.
 """
 import torch
 import torch.nn.functional as F
+
+
+def divergence_weight(epoch, hold=0, ramp=0):
+    """Weight of the divergence term (AimCLR's D3M, MsMCLR's L_Ms) at the 0-based ``epoch``: 0 for the
+    first ``hold`` epochs, then (epoch - hold + 1) / (ramp + 1) up to 1, i.e. a linear ramp over ``ramp``
+    epochs.  ``hold = ramp = 0`` is the references' constant 1 (docs/METHODS.md, "Every seed learns")."""
+    return min(1.0, max(0.0, (epoch - hold + 1) / (ramp + 1)))
 
 
 def distribution_cross_entropy(target_logits, logits):

@@ -11,7 +11,7 @@ from the normal branch's distribution over [positive, queue] (eqs. 4-5, detached
 """
 import torch
 
-from net.losses import distribution_cross_entropy, multi_positive_infonce, nearest_neighbour_mask
+from net.losses import distribution_cross_entropy, divergence_weight, multi_positive_infonce, nearest_neighbour_mask
 from net.moco import MoCo, embedding_std, info_nce_logits
 from net.msm_attention import MsMAttention
 
@@ -27,16 +27,17 @@ class MsMCLR(MoCo):
     ms_loss: 'd3m' (eqs. 6-9) or 'infonce' (every strong embedding trained by eq. 3 alone; Table 7).
     The strong augmentation set is the feeder's ``aug_method`` (none | aimclr | msmclr; Table 6).
     mining_epoch (1000: never, the paper's equations have no mining) and topk: AimCLR's mining;
-    infonce_warmup_epochs (0, the paper): L_Ms joins after N epochs of plain InfoNCE (docs/METHODS.md)."""
+    infonce_warmup_epochs / divergence_ramp_epochs (0 / 0, the paper): L_Ms's weight, as AimCLR's D3M."""
 
     forward_keywords = ('epoch',)
     reference_keys = ('mining_epoch', 'topk')
 
     def __init__(self, *args, msm_attention=True, multi_scale=True, diff_mode='all', reduction=2,
-                 ms_loss='d3m', mining_epoch=1000, topk=1, infonce_warmup_epochs=0, **kwargs):
+                 ms_loss='d3m', mining_epoch=1000, topk=1, infonce_warmup_epochs=0, divergence_ramp_epochs=0, **kwargs):
         super().__init__(*args, **kwargs)
         self.mining_epoch, self.topk = mining_epoch, topk
         self.infonce_warmup_epochs = infonce_warmup_epochs
+        self.divergence_ramp_epochs = divergence_ramp_epochs
         if ms_loss not in MS_LOSSES:
             raise ValueError(f"model_args.ms_loss={ms_loss!r}: use one of {', '.join(MS_LOSSES)}")
         self.ms_loss = ms_loss
@@ -74,7 +75,8 @@ class MsMCLR(MoCo):
         loss_ms = sum(scale_losses.values()) / len(scale_losses)
         self.enqueue(k)
         out = {
-            'loss': loss_info + loss_ms if epoch >= self.infonce_warmup_epochs else loss_info,
+            'loss': loss_info + loss_ms * divergence_weight(epoch, self.infonce_warmup_epochs,
+                                                           self.divergence_ramp_epochs),
             'loss_info': loss_info.detach(),
             'loss_ms': loss_ms.detach(),
             'acc_pos': (logits.argmax(dim=1) == 0).float().mean(),
