@@ -10,6 +10,8 @@ contrastive methods; a method with no queue keeps the defaults):
   (AimCLR's ``mining_epoch`` / ``topk``), mapped by the pretraining processor with a notice.
 * ``classifier``: the encoder that classifies in linear / finetune / kNN evaluation (``encoder_q``).
 * ``uniform_loss``: the InfoNCE value of collapse (MoCo: ln(K + 1)), or None: no collapse monitor.
+* ``uniform_terms``: {logged loss term: its value when it teaches nothing} (e.g. MICA's FM term at
+  ln(C)); the pretraining monitor warns when a term stays there (``processor/monitor.py``).
 * ``recipe``: the small-data settings this method has (``momentum``, ``queue_size``,
   ``shuffle_bn_groups``), compared by the small-data notice; empty: no notice.
 * ``check_batch_size(batch_size)``: a one-line error when the batch does not fit the method (a queue
@@ -31,6 +33,10 @@ class PretrainingMethod(nn.Module):
     @property
     def uniform_loss(self):
         return None
+
+    @property
+    def uniform_terms(self):
+        return {}
 
     @property
     def recipe(self):

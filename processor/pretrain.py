@@ -2,11 +2,12 @@
 
 Every contrastive method (SkeletonCLR, AimCLR, MsMCLR, MICA) runs through this loop; the model's
 ``forward(*views, epoch=...)`` returns a dict whose ``loss`` is optimised and whose other entries are
-logged.  MoCo models are watched for representation collapse (loss near ln(K+1), embedding std near 0).
+logged.  Every epoch's record goes through the monitor (``processor/monitor.py``): narrow cone, creeping
+loss, collapse, no kNN gain over the untrained encoder.
 
 Every epoch appends one JSON line to ``work_dir/metrics.jsonl``: ``epoch`` (1-based), the epoch means of
 the model's scalars (``loss``, ``loss_info``, ``embed_std``, ...), ``loss_over_uniform`` (``loss_info``
-/ ln(K+1)) for MoCo models, ``collapse_epochs``, ``lr``, ``wall_s``, and with ``knn_interval: N`` every
+/ ln(K+1)) for MoCo models, ``lr``, ``wall_s``, ``collapse_epochs`` and ``warnings`` (the monitor's active kinds), and with ``knn_interval: N`` every
 N epochs (and at the last) ``knn_top1`` (first k of ``knn_k``) and ``knn_top1_k<k>``: weighted kNN
 (``processor.knn_evaluation.knn_top1``) on the features that linear evaluation uses (query encoder in
 ``eval()`` mode), the training split (with the test feeder's preprocessing) as memory bank and
@@ -16,7 +17,6 @@ resumed run drops the lines after its resume epoch and appends from there.
 """
 import contextlib
 import json
-import math
 import os
 import random
 import time
@@ -29,6 +29,7 @@ from net.text_features import check_text_dataset, feature_class_names, read_data
 from net.utils.layouts import flip_problem
 from processor.build import stream_views
 from processor.knn_evaluation import knn_top1
+from processor.monitor import LearningMonitor
 from processor.evaluation import SplitFeatures
 from processor.processor import Processor, every
 from torchlight.io import UserError, import_class, str2bool
@@ -84,7 +85,11 @@ class PretrainProcessor(Processor):
         parser.add_argument('--collapse_patience', type=int, default=3,
                             help='epochs in a collapsed state before the warning (and the stop)')
         parser.add_argument('--collapse_stop', type=str2bool, default=False,
-                            help='stop the run (error) when collapse persists for collapse_patience epochs')
+                            help="stop the run (one-line error, exit 2, the epoch's encoder saved) at the monitor's "
+                                 'first warning: narrow cone, creeping loss, collapse, no kNN gain over epoch 0')
+        parser.add_argument('--cone_std', type=float, default=0.002,
+                            help='monitor: warn when the embedding std is below this in the first cone_epochs epochs')
+        parser.add_argument('--cone_epochs', type=int, default=10, help='monitor: see cone_std')
         parser.add_argument('--knn_interval', type=int, default=0,
                             help='epochs between kNN top-1 evaluations of the frozen query encoder (train split '
                                  'as memory bank, test_feeder_args as test split; metrics.jsonl); 0: off')
@@ -236,12 +241,6 @@ class PretrainProcessor(Processor):
         self.print_log(head + recipe + batch + ' See docs/METHODS.md, "Collapse on small data", and docs/DATA.md, '
                        '"Your own dataset".')
 
-    def extra_state(self):
-        return {'collapse_epochs': getattr(self, 'collapse_epochs', 0)}
-
-    def load_extra_state(self, extra):
-        self.collapse_epochs = extra.get('collapse_epochs', 0)
-
     def make_views(self, raw):
         return stream_views(self.train_feeder, raw.to(self.dev, non_blocking=True))     # in the run's stream
 
@@ -283,15 +282,22 @@ class PretrainProcessor(Processor):
         return dict({'knn_top1': accuracy[self.arg.knn_k[0]]}, **{f'knn_top1_k{k}': v for k, v in accuracy.items()})
 
     def start(self):
+        self.halt = None
+        self.monitor = LearningMonitor(
+            cone_std=self.arg.cone_std, cone_epochs=self.arg.cone_epochs, margin=self.arg.collapse_margin,
+            patience=self.arg.collapse_patience, uniform_terms=self.model.uniform_terms)
         if self.arg.phase == 'train' and self.is_main:
             if self.resumed:
                 self.trim_metrics(self.start_epoch)
+                for record in read_metrics(self.metrics_path):       # the monitor is a function of the records
+                    self.monitor.update(record)
             else:
                 if os.path.exists(self.metrics_path):
                     os.remove(self.metrics_path)
                 if self.knn_due(0):
                     started = time.time()
                     record = dict(epoch=0, **self.knn_monitor(0))
+                    self.monitor.update(record)
                     self.write_metrics(dict(record, wall_s=time.time() - started))
         super().start()
 
@@ -301,7 +307,6 @@ class PretrainProcessor(Processor):
         uniform = self.model.uniform_loss
         if uniform is not None and 'loss_info' in means:
             record['loss_over_uniform'] = means['loss_info'] / uniform
-            record['collapse_epochs'] = getattr(self, 'collapse_epochs', 0)
         record['lr'] = self.lr
         if self.knn_due(epoch + 1):
             record.update(self.knn_monitor(epoch + 1))
@@ -344,35 +349,30 @@ class PretrainProcessor(Processor):
         self.epoch_info = means
         self.print_log('\t' + ' | '.join(f'mean_{k}: {v:.4f}' for k, v in means.items()))
         self.log_scalars('epoch', means, epoch + 1)
-        try:
-            self.watch_collapse(epoch, means, self.arg.collapse_margin, self.arg.collapse_patience)
-        finally:
-            if not self.stop_requested:          # a stopped epoch is repeated on resume
-                self.write_metrics(self.epoch_metrics(epoch, means, started))
-
-    def watch_collapse(self, epoch, means, margin=0.05, patience=3, std_floor=1e-4):
-        """Warn when the InfoNCE loss sits within ``margin`` of ln(K+1) (uniform logits) or the
-        embedding std is ~0 for ``patience`` epochs.  (A narrow but non-zero projection std alone is
-        not collapse: see docs/METHODS.md.)"""
-        uniform = self.model.uniform_loss
-        if uniform is None or 'loss_info' not in means:
+        if self.stop_requested:                  # a stopped epoch is repeated on resume
             return
-        ratio = means['loss_info'] / uniform
-        feature_dim = self.arg.model_args.get('feature_dim', 128)
-        collapsed = ratio > 1.0 - margin or means.get('embed_std', 1.0) < std_floor
-        self.collapse_epochs = getattr(self, 'collapse_epochs', 0) + 1 if collapsed else 0
-        self.log_scalars('epoch', {'loss_over_uniform': ratio}, epoch + 1)
-        self.log_scalars('epoch', {'collapse_epochs': self.collapse_epochs}, epoch + 1)
-        if self.collapse_epochs >= patience:
-            self.collapse_warnings = getattr(self, 'collapse_warnings', 0) + 1
-            self.print_log(f'WARNING: representation collapse: for {self.collapse_epochs} epochs the InfoNCE '
-                           f'loss is {ratio:.3f} x ln(K+1) and the embedding std '
-                           f'{means.get("embed_std", float("nan")):.4f} (healthy ~{1 / math.sqrt(feature_dim):.3f}); '
-                           'see docs/METHODS.md "Collapse on small data".')
-            if self.arg.collapse_stop:
-                raise UserError(f'representation collapse for {self.collapse_epochs} epochs (collapse_stop): '
-                                f'run stopped after epoch {epoch + 1}; the last checkpoint is kept in '
-                                f'{self.arg.work_dir}')
+        record = self.epoch_metrics(epoch, means, started)
+        self.watch(record)
+        self.write_metrics(record)
+        if self.halt:
+            if self.is_main:
+                self.io.save_model(self.model, f'epoch{epoch + 1}_model.pt')
+                self.save_latest(epoch + 1)
+            raise UserError(self.halt)
+
+    def watch(self, record):
+        """Feed the epoch's record to the monitor (processor/monitor.py): one line per new warning, the
+        active warnings into the record; with ``collapse_stop`` a cone or no-gain warning ends the run."""
+        new, active = self.monitor.update(record)
+        record['collapse_epochs'] = self.monitor.collapse_epochs
+        if active:
+            record['warnings'] = active
+        for kind, text in new:
+            self.print_log(f'WARNING: {kind} at epoch {record["epoch"]}: {text} (docs/METHODS.md, "Every seed learns")')
+        if new and self.arg.collapse_stop:
+            model_file = os.path.join(self.arg.work_dir, f'epoch{record["epoch"]}_model.pt')
+            self.halt = (f'{new[0][0]} at epoch {record["epoch"]} (collapse_stop: true): run stopped early; its '
+                         f'encoder is {model_file}')
 
     def test_epoch(self, epoch, save_result=False):
         raise UserError('pretraining has no test phase: evaluate the weights with linear_evaluation')

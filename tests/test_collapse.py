@@ -1,5 +1,8 @@
-"""The collapse detector (InfoNCE loss vs ln(K+1), embedding std) fires on a collapsing run (identical samples: one embedding, uniform logits)
-and stays silent on a healthy one."""
+"""The pretraining monitor in a run (processor/monitor.py; its rules on measured curves: test_monitor.py):
+it fires on a collapsing run (identical samples: one embedding, uniform logits), records it in
+metrics.jsonl, can stop the run keeping the epoch's encoder, and stays silent on a healthy run."""
+import json
+
 import numpy as np
 import pytest
 
@@ -28,18 +31,23 @@ def run(tmp_path, *extra, collapse=False):
 def test_detector_fires_on_a_collapsing_run(tmp_path):
     proc = run(tmp_path, collapse=True)
     proc.start()
-    assert proc.collapse_warnings >= 1
-    assert 'WARNING: representation collapse' in open(tmp_path / 'run' / 'log.txt').read()
+    assert 'collapsed' in proc.monitor.active
+    assert 'WARNING: collapsed at epoch' in open(tmp_path / 'run' / 'log.txt').read()
+    records = [json.loads(line) for line in open(tmp_path / 'run' / 'metrics.jsonl')]
+    assert 'collapsed' in records[-1]['warnings']
 
 
 def test_detector_can_stop_the_run_and_keeps_the_checkpoint(tmp_path):
     proc = run(tmp_path, '--collapse_stop', 'true', collapse=True)
-    with pytest.raises(UserError, match='collapse'):
+    with pytest.raises(UserError, match='collapse_stop') as stop:
         proc.start()
     assert (tmp_path / 'run' / 'latest.pt').exists()
+    stopped_at = len(open(tmp_path / 'run' / 'metrics.jsonl').readlines())
+    assert stopped_at < 6 and f'epoch{stopped_at}_model.pt' in str(stop.value)
+    assert (tmp_path / 'run' / f'epoch{stopped_at}_model.pt').exists()
 
 
 def test_detector_is_silent_on_a_healthy_run(tmp_path):
     proc = run(tmp_path)          # the same recipe on distinct samples
     proc.start()
-    assert getattr(proc, 'collapse_warnings', 0) == 0, proc.epoch_info
+    assert proc.monitor.active == {}, proc.epoch_info

@@ -1,0 +1,106 @@
+"""The pretraining monitor: reads the per-epoch records of ``metrics.jsonl`` and names what went wrong.
+
+A pure function of the records, so a finished run's curve can be replayed through it
+(``tests/test_monitor.py`` replays the H200 NW-UCLA curves) and a resumed run rebuilds it from its own
+``metrics.jsonl``.  The rules (docs/METHODS.md, "Every seed learns"):
+
+* ``narrow_cone``: embedding std below ``cone_std`` in any of the first ``cone_epochs`` epochs;
+* ``creeping``: embedding std below ``creep_std`` while ``loss_over_uniform`` (InfoNCE / ln(K+1)) rose in
+  each of the last ``creep_epochs`` epochs;
+* ``collapsed``: InfoNCE within ``margin`` of ln(K+1), or embedding std below ``std_floor``, for
+  ``patience`` epochs in a row;
+* ``no_gain``: the kNN monitor not above its epoch-0 value (the untrained encoder) after
+  ``knn_evaluations`` evaluations;
+* ``uniform_<term>``: a loss term the model names in ``uniform_terms`` (e.g. MICA's FM term) within
+  ``margin`` of its uniform value for ``patience`` epochs.
+"""
+from dataclasses import dataclass, field
+
+ADVICE = {
+    'narrow_cone': 'the run is in the narrow cone: on NW-UCLA such runs stayed at 28-51% for 100 epochs; use the '
+                   'small-data recipe (config/base/method/small_data_pretrain*.yaml: warm_up_epoch, '
+                   'divergence_ramp_epochs), a lower base_lr or another seed',
+    'creeping': 'the loss creeps toward the uniform value while the embeddings stay in a narrow cone: the run is '
+                'not learning; see the small-data recipe, or stop it',
+    'collapsed': 'representation collapse: the logits are nearly uniform or the embeddings constant; stop the '
+                 'run and use the small-data recipe',
+    'no_gain': 'the kNN monitor is not above the untrained encoder (epoch 0): the encoder has not learned; check '
+               'the recipe and the data before training longer',
+    'uniform': 'this loss term stays at its uniform value: it teaches nothing (MICA: check the text features '
+               'and descriptions match the classes)',
+}
+CONE_KINDS = ('narrow_cone', 'creeping', 'collapsed')
+
+
+@dataclass
+class LearningMonitor:
+    """Feed ``update(record)`` one ``metrics.jsonl`` record at a time; it returns the warnings (kind,
+    one-line message) raised by that record for the first time; ``active`` has every kind raised."""
+    cone_std: float = 0.002
+    cone_epochs: int = 10
+    creep_std: float = 1e-3
+    creep_epochs: int = 3
+    margin: float = 0.05
+    std_floor: float = 1e-4
+    patience: int = 3
+    knn_evaluations: int = 3
+    uniform_terms: dict = field(default_factory=dict)
+    active: dict = field(default_factory=dict)          # kind -> first epoch
+    collapse_epochs: int = 0
+    _ratios: list = field(default_factory=list)
+    _knn0: float = None
+    _knn: list = field(default_factory=list)
+    _stuck: dict = field(default_factory=dict)
+
+    def update(self, record):
+        epoch, found = record['epoch'], []
+        if 'knn_top1' in record:
+            if epoch == 0:
+                self._knn0 = record['knn_top1']
+            else:
+                self._knn.append(record['knn_top1'])
+                if (self._knn0 is not None and len(self._knn) >= self.knn_evaluations
+                        and max(self._knn) <= self._knn0):
+                    found.append(('no_gain', f'kNN top-1 {100 * max(self._knn):.1f}% at best over '
+                                             f'{len(self._knn)} evaluations, epoch 0: {100 * self._knn0:.1f}%'))
+        std = record.get('embed_std')
+        ratio = record.get('loss_over_uniform')
+        if std is not None and epoch >= 1:
+            if epoch <= self.cone_epochs and std < self.cone_std:
+                found.append(('narrow_cone', f'embedding std {std:.4f} < {self.cone_std} at epoch {epoch} '
+                                             f'(first {self.cone_epochs} epochs)'))
+            if ratio is not None:
+                self._ratios.append(ratio)
+                rising = self._ratios[-self.creep_epochs - 1:]
+                if (std < self.creep_std and len(rising) == self.creep_epochs + 1
+                        and all(b > a for a, b in zip(rising, rising[1:]))):
+                    found.append(('creeping', f'InfoNCE {ratio:.3f} x ln(K+1), rising for {self.creep_epochs} '
+                                              f'epochs, embedding std {std:.4f}'))
+                collapsed = ratio > 1.0 - self.margin or std < self.std_floor
+                self.collapse_epochs = self.collapse_epochs + 1 if collapsed else 0
+                if self.collapse_epochs >= self.patience:
+                    found.append(('collapsed', f'for {self.collapse_epochs} epochs InfoNCE {ratio:.3f} x ln(K+1), '
+                                               f'embedding std {std:.4f}'))
+        for term, uniform in self.uniform_terms.items():
+            if term in record and epoch >= 1:
+                stuck = abs(record[term] - uniform) <= self.margin * abs(uniform)
+                self._stuck[term] = self._stuck.get(term, 0) + 1 if stuck else 0
+                if self._stuck[term] >= self.patience:
+                    found.append((f'uniform_{term}', f'{term} {record[term]:.4f} within {self.margin:.0%} of its '
+                                                     f'uniform value {uniform:.4f} for {self._stuck[term]} epochs'))
+        new = [(kind, text) for kind, text in found if kind not in self.active]
+        for kind, _ in found:
+            self.active.setdefault(kind, epoch)
+        return [(kind, f'{text}: {advice(kind)}') for kind, text in new], [kind for kind, _ in found]
+
+
+def advice(kind):
+    return ADVICE['uniform' if kind.startswith('uniform_') else kind]
+
+
+def replay(records, **settings):
+    """{kind: first epoch} a monitor raises over ``records`` (e.g. a finished run's metrics.jsonl)."""
+    monitor = LearningMonitor(**settings)
+    for record in records:
+        monitor.update(record)
+    return monitor.active

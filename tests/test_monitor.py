@@ -1,0 +1,78 @@
+"""The pretraining monitor (processor/monitor.py) replayed on measured curves: the H200 NW-UCLA runs of
+``../shared/measurements/h200-2026-12/ucla100_curves/`` (100 epochs, 3 seeds per method), and its rules
+on hand-made records."""
+import glob
+import json
+import os
+
+import pytest
+
+from processor.monitor import LearningMonitor, replay
+
+CURVES = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'measurements', 'h200-2026-12',
+                      'ucla100_curves')
+# the five runs that were in or near the cone (28-51% linear top-1 after 100 epochs)
+IN_THE_CONE = {'AimCLR_seed1', 'AimCLR_seed3', 'MsMCLR_seed1', 'MsMCLR_seed3', 'SkeletonCLR_seed3'}
+
+
+def curves():
+    files = sorted(glob.glob(os.path.join(CURVES, '*_pretext_metrics.jsonl')))
+    if len(files) != 12:
+        pytest.skip('the H200 curves (../shared/measurements/h200-2026-12/ucla100_curves) are absent')
+    for path in files:
+        with open(path) as f:
+            yield os.path.basename(path).replace('_pretext_metrics.jsonl', ''), [json.loads(line) for line in f]
+
+
+def test_by_epoch_10_it_flags_exactly_the_runs_in_the_cone():
+    flagged = {name for name, records in curves() if replay([r for r in records if r['epoch'] <= 10])}
+    assert flagged == IN_THE_CONE
+
+
+def test_the_healthy_runs_stay_unflagged_for_100_epochs():
+    for name, records in curves():
+        if name not in IN_THE_CONE:
+            assert replay(records) == {}, name
+
+
+def record(epoch, std, ratio, **extra):
+    return dict(epoch=epoch, embed_std=std, loss_over_uniform=ratio, **extra)
+
+
+def test_each_warning_is_reported_once_and_kept_active():
+    monitor = LearningMonitor()
+    new, active = monitor.update(record(1, 0.009, 0.79))
+    assert new == [] and active == []
+    new, active = monitor.update(record(2, 0.0004, 0.85))
+    assert [kind for kind, _ in new] == ['narrow_cone'] and active == ['narrow_cone']
+    assert 'small_data_pretrain' in new[0][1]                      # says what to try
+    new, active = monitor.update(record(3, 0.0003, 0.80))
+    assert new == [] and active == ['narrow_cone']
+
+
+def test_creeping_loss_under_a_narrow_std_after_the_first_epochs():
+    monitor = LearningMonitor(cone_epochs=0)                       # the cone rule off: only the creep
+    ratios = [0.80, 0.81, 0.83, 0.85]
+    kinds = [[k for k, _ in monitor.update(record(e + 11, 0.0002, r))[0]] for e, r in enumerate(ratios)]
+    assert kinds == [[], [], [], ['creeping']]
+    healthy = LearningMonitor(cone_epochs=0)
+    assert not any(healthy.update(record(e + 11, 0.01, r))[0] for e, r in enumerate(ratios))
+
+
+def test_no_kNN_gain_over_the_untrained_encoder():
+    monitor = LearningMonitor(knn_evaluations=2)
+    monitor.update(dict(epoch=0, knn_top1=0.20))
+    assert monitor.update(record(5, 0.01, 0.8, knn_top1=0.18))[0] == []
+    assert [k for k, _ in monitor.update(record(10, 0.01, 0.8, knn_top1=0.20))[0]] == ['no_gain']
+    learning = LearningMonitor(knn_evaluations=2)
+    for r in (dict(epoch=0, knn_top1=0.20), record(5, 0.01, 0.8, knn_top1=0.18), record(10, 0.01, 0.8, knn_top1=0.3)):
+        assert learning.update(r)[0] == []
+
+
+def test_a_term_stuck_at_its_uniform_value():
+    monitor = LearningMonitor(uniform_terms={'loss_fm': 2.3026}, patience=2)
+    assert monitor.update(record(1, 0.01, 0.8, loss_fm=2.30))[0] == []
+    assert [k for k, _ in monitor.update(record(2, 0.01, 0.8, loss_fm=2.29))[0]] == ['uniform_loss_fm']
+    moving = LearningMonitor(uniform_terms={'loss_fm': 2.3026}, patience=2)
+    assert moving.update(record(1, 0.01, 0.8, loss_fm=2.30))[0] == []
+    assert moving.update(record(2, 0.01, 0.8, loss_fm=1.5))[0] == []
