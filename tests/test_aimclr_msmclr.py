@@ -237,3 +237,24 @@ def test_infonce_warmup_trains_on_infonce_alone_then_adds_the_divergence(cls, ex
         assert out['loss'].item() == pytest.approx(expected.item())
         assert out[extra_loss].item() > 0                    # computed and logged in both phases
     assert cls(**ENCODER).infonce_warmup_epochs == 0          # the reference: the divergence from the start
+
+
+def test_divergence_weight_holds_then_ramps_to_one():
+    from net.losses import divergence_weight
+    assert [divergence_weight(e) for e in range(3)] == [1.0, 1.0, 1.0]           # the references
+    assert [divergence_weight(e, ramp=3) for e in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert [divergence_weight(e, hold=2, ramp=1) for e in range(5)] == [0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+@pytest.mark.parametrize('cls, extra_loss', [(AimCLR, 'loss_d3m'), (MsMCLR, 'loss_ms')])
+def test_divergence_ramp_weighs_the_divergence_in_the_loss(cls, extra_loss):
+    """divergence_ramp_epochs = 3 (the small-data recipe's schedule): L = L_info + (e + 1) / 4 * L_div."""
+    torch.manual_seed(0)
+    model = cls(**ENCODER, divergence_ramp_epochs=3)
+    x = torch.randn(4, 3, 12, 20, 1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for epoch in (0, 2, 5):
+        model.load_state_dict(state)
+        out = model(x, x.flip(2), x * 0.9, epoch=epoch)
+        weight = min(1.0, (epoch + 1) / 4)
+        assert out['loss'].item() == pytest.approx((out['loss_info'] + weight * out[extra_loss]).item())

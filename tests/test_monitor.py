@@ -1,27 +1,24 @@
 """The pretraining monitor (processor/monitor.py) replayed on measured curves: the H200 NW-UCLA runs of
-``../shared/measurements/h200-2026-12/ucla100_curves/`` (100 epochs, 3 seeds per method), and its rules
-on hand-made records."""
+``results/h200_ucla100/`` (100 epochs, 3 seeds per method; copied from
+``../shared/measurements/h200-2026-12/``), and its rules on hand-made records."""
 import glob
 import json
 import os
 
-import pytest
-
 from processor.monitor import LearningMonitor, replay
 
-CURVES = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'measurements', 'h200-2026-12',
-                      'ucla100_curves')
+RESULTS = os.path.join(os.path.dirname(__file__), '..', 'results', 'h200_ucla100')
 # the five runs that were in or near the cone (28-51% linear top-1 after 100 epochs)
 IN_THE_CONE = {'AimCLR_seed1', 'AimCLR_seed3', 'MsMCLR_seed1', 'MsMCLR_seed3', 'SkeletonCLR_seed3'}
 
 
 def curves():
-    files = sorted(glob.glob(os.path.join(CURVES, '*_pretext_metrics.jsonl')))
-    if len(files) != 12:
-        pytest.skip('the H200 curves (../shared/measurements/h200-2026-12/ucla100_curves) are absent')
+    files = sorted(glob.glob(os.path.join(RESULTS, '*__seed*.json')))
+    assert len(files) == 12
     for path in files:
         with open(path) as f:
-            yield os.path.basename(path).replace('_pretext_metrics.jsonl', ''), [json.loads(line) for line in f]
+            result = json.load(f)
+        yield f"{result['row']}_seed{result['seed']}", result['curve']
 
 
 def test_by_epoch_10_it_flags_exactly_the_runs_in_the_cone():
