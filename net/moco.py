@@ -161,20 +161,21 @@ class MoCo(PretrainingMethod):
         """Keys from every process under torchrun, in rank order (identity on a single process)."""
         return all_gather(keys)
 
-    @torch.compiler.disable      # data-dependent pointer: eager under torch.compile (no graph-break warning)
+    @torch.compiler.disable      # the queue buffer is replaced: eager under torch.compile (no graph-break warning)
     @torch.no_grad()
     def enqueue(self, keys):
         """Write ``keys`` (N, D) at the pointer and advance it: the only place the queue changes.
 
-        Out of place (one copy of the queue per step, where the reference clones it for every logits
-        call): the previous queue tensor, saved by autograd for this step's backward, is left intact."""
+        The columns ptr .. ptr + N - 1 are indexed on the device (no read of the pointer by the host, the
+        same shapes every step: capture-safe); K is a multiple of N, so they never wrap.  Out of place (one
+        copy of the queue per step, where the reference clones it for every logits call): the previous
+        queue tensor, saved by autograd for this step's backward, is left intact."""
         keys = self.gather_keys(keys)
         batch_size = keys.shape[0]
         self.check_batch_size(batch_size)
-        ptr = int(self.queue_ptr)
-        queue = self.queue
-        self.queue = torch.cat([queue[:, :ptr], keys.T.to(queue.dtype), queue[:, ptr + batch_size:]], dim=1)
-        self.queue_ptr[0] = (ptr + batch_size) % self.K
+        columns = self.queue_ptr + torch.arange(batch_size, device=keys.device)
+        self.queue = self.queue.index_copy(1, columns, keys.T.to(self.queue.dtype))
+        self.queue_ptr.add_(batch_size).remainder_(self.K)
 
     def embed_query(self, x):
         """L2-normalised query embeddings (per-sub-batch BatchNorm when shuffle_bn_groups > 1)."""

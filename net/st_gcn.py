@@ -55,7 +55,9 @@ class ConvTemporalGraphical(nn.Module):
         N, T = y.shape[:2]
         out_channels = y.size(-1) // K
         adjacency = A.permute(2, 1, 0).reshape(W, V * K).to(y.dtype)                        # [w, v*K + k]
-        out = torch.matmul(adjacency, y.reshape(N * T, V * K, out_channels))                # (N*T, W, C')
+        # bmm with the adjacency broadcast over the batch (stride 0): no copy of y or of the output
+        # (matmul would fold the batch into a transposed copy of y and copy its result back)
+        out = torch.bmm(adjacency.expand(N * T, W, V * K), y.view(N * T, V * K, out_channels))  # (N*T, W, C')
         return out.view(N, T, W, out_channels).permute(0, 3, 1, 2)
 
 
@@ -164,6 +166,41 @@ class Model(SkeletonEncoder):
                                                      for _ in self.st_gcn_networks])
         else:
             self.edge_importance = [1] * len(self.st_gcn_networks)
+        if implementation == 'fast':
+            self.fast_weight_layouts()
+
+    def uses_fast(self, device):
+        """Whether the channels-last implementation runs for inputs on ``device``."""
+        return self.implementation == 'fast' or (self.implementation == 'auto' and device.type == 'cuda')
+
+    def _apply(self, fn, *args, **kwargs):
+        """After ``.to()`` / ``.cuda()`` / ``.double()``: the weight layouts of the implementation that
+        runs on the model's device (``fast_weight_layouts``)."""
+        out = super()._apply(fn, *args, **kwargs)
+        if self.uses_fast(self.A.device):
+            self.fast_weight_layouts()
+        return out
+
+    @torch.no_grad()
+    def fast_weight_layouts(self):
+        """Store the convolution weights in the memory order the channels-last step produces their
+        gradients in, so that no gradient is copied into the parameter's layout at each step: temporal and
+        residual convolutions channels-last, the graph convolution's 1x1 weight (K*C', C, 1, 1) with
+        transposed strides (its gradient is the transpose of a (C, K*C') GEMM).  Values, names and the
+        state dict are unchanged; idempotent.  The graph ``A`` and the edge importances are stored in
+        (W, V, K) memory order, so ``(A * importance).permute(2, 1, 0).reshape(W, V * K)`` in the graph
+        convolution is a view and the importance gradients arrive in their parameter's layout."""
+        wvk = [self.A] + [p for p in self.edge_importance if isinstance(p, nn.Parameter)]
+        layouts = [(t, t.permute(2, 1, 0).contiguous().permute(2, 1, 0)) for t in wvk]
+        for block in self.st_gcn_networks:
+            w = block.gcn.conv.weight
+            layouts.append((w, w.flatten(1).t().contiguous().t().view(w.shape)))
+            for conv in (block.tcn[2], block.residual[0] if block.residual is not None else None):
+                if conv is not None:
+                    layouts.append((conv.weight, conv.weight.contiguous(memory_format=torch.channels_last)))
+        for tensor, layout in layouts:
+            if layout.stride() != tensor.stride():
+                tensor.data = layout
 
     def encode(self, x):
         """(N, C, T, V, M) -> feature map (N*M, C', T', V) before pooling (persons folded into the batch)."""
@@ -173,7 +210,7 @@ class Model(SkeletonEncoder):
         x = x.view(N * M, V * C, T)
         x = self.data_bn(x)
         x = x.view(N, M, V, C, T)
-        if self.implementation == 'fast' or (self.implementation == 'auto' and x.is_cuda):
+        if self.uses_fast(x.device):
             # (N, M, T, V, C) in memory = channels-last (N*M, C, T, V); stays so through every block
             x = x.permute(0, 1, 4, 2, 3).contiguous().view(N * M, T, V, C).permute(0, 3, 1, 2)
         else:

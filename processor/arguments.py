@@ -147,6 +147,9 @@ class Arguments:
                             help="true: continue the run in work_dir from its latest.pt; auto: continue it when "
                                  "latest.pt exists, start fresh otherwise; false: start fresh")
         parser.add_argument('--cudnn_benchmark', type=str2bool, default=True, help='cuDNN autotuner on GPU')
+        parser.add_argument('--tf32', type=str2bool, default=True,
+                            help='on CUDA, float32 matmuls and convolutions in TF32 (10-bit mantissa inputs, float32 '
+                                 'accumulation; docs/PERFORMANCE.md); false: full float32')
         parser.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'],
                             help='mixed precision for forward passes (FFTs and losses stay float32)')
         parser.add_argument('--compile', default='none', choices=COMPILE_MODES,

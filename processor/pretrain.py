@@ -32,6 +32,7 @@ from processor.knn_evaluation import knn_top1
 from processor.monitor import LearningMonitor
 from processor.evaluation import SplitFeatures
 from processor.processor import Processor, every
+from processor.step_scalars import StepScalars
 from torchlight.io import UserError, import_class, str2bool
 
 METRICS_FILE = 'metrics.jsonl'
@@ -318,7 +319,7 @@ class PretrainProcessor(Processor):
         started = time.time()
         self.model.train()
         loader = self.data_loader['train']
-        sums, count = {}, 0
+        scalars = StepScalars()          # summed on the device: no host synchronisation inside a step
         progress = self.iterate(loader, f'epoch {epoch + 1}/{self.arg.num_epoch}')
         for it, (raw, label, index) in enumerate(progress):
             lr = self.adjust_lr(epoch, it / max(1, len(loader)))
@@ -327,25 +328,23 @@ class PretrainProcessor(Processor):
                 keywords = {k: label.to(self.dev) if k == 'label' else epoch for k in self.model.forward_keywords}
                 out = self.model(*views, **keywords)
             loss = out['loss'].float()
-            self.check_finite(loss, epoch, it)
             self.backward_step(loss)
-
-            stats = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
+            scalars.add(out, loss, it)
             self.meta_info['iter'] = it
             self.meta_info['global_step'] += 1
             if every(self.meta_info['global_step'], self.arg.log_interval):
+                self.check_step_scalars(scalars, epoch)
+                stats = scalars.last()
                 self.print_log(f'\tIter {it} Done. | ' + ' | '.join(f'{k}: {v:.4f}' for k, v in stats.items())
                                + f' | lr: {lr:.6f}')
                 self.log_scalars('train', dict(stats, lr=lr), self.meta_info['global_step'])
-            progress.set_postfix(f"loss {stats['loss']:.4f}")
+                progress.set_postfix(f"loss {stats['loss']:.4f}")
             if self.stop_requested:
                 break
-        if count == 0:
+        self.check_step_scalars(scalars, epoch)
+        if scalars.count == 0:
             return
-        means = {k: v / count for k, v in sums.items()}
+        means = scalars.means()
         self.epoch_info = means
         self.print_log('\t' + ' | '.join(f'mean_{k}: {v:.4f}' for k, v in means.items()))
         self.log_scalars('epoch', means, epoch + 1)

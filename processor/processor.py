@@ -78,6 +78,8 @@ class Processor(Arguments, DataMixin, Checkpoints):
         self.dev = self.select_device(arg.device)
         if self.dev.type == 'cuda':
             torch.backends.cudnn.benchmark = arg.cudnn_benchmark
+            torch.set_float32_matmul_precision('high' if arg.tf32 else 'highest')
+            torch.backends.cudnn.allow_tf32 = arg.tf32
         self.meta_info = dict(epoch=0, iter=0, global_step=0)
         self.best = dict(top1=0.0, epoch=-1)
         self.writer = None
@@ -310,9 +312,18 @@ class Processor(Arguments, DataMixin, Checkpoints):
 
     def check_finite(self, loss, epoch, iteration):
         if not torch.isfinite(loss):
-            latest = os.path.join(self.arg.work_dir, 'latest.pt')
-            message = (f'loss is {loss.item()} at epoch {epoch + 1} iteration {iteration}: training stopped; the '
-                       f'last good state is {latest if os.path.exists(latest) else "not saved yet"} '
-                       '(lower base_lr or check the data)')
-            self.print_log(f'ERROR: {message}')
-            raise UserError(message)
+            self.non_finite_loss(loss.item(), epoch, iteration)
+
+    def check_step_scalars(self, scalars, epoch):
+        """``check_finite`` for the steps summed on the device (``processor.step_scalars.StepScalars``)."""
+        bad = scalars.first_non_finite()
+        if bad is not None:
+            self.non_finite_loss(bad[1], epoch, bad[0])
+
+    def non_finite_loss(self, value, epoch, iteration):
+        latest = os.path.join(self.arg.work_dir, 'latest.pt')
+        message = (f'loss is {value} at epoch {epoch + 1} iteration {iteration}: training stopped; the '
+                   f'last good state is {latest if os.path.exists(latest) else "not saved yet"} '
+                   '(lower base_lr or check the data)')
+        self.print_log(f'ERROR: {message}')
+        raise UserError(message)

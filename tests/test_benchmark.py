@@ -1,5 +1,6 @@
 """tools/benchmark.py runs every kind of step and reports the documented fields (no timing asserted)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -55,3 +56,35 @@ def test_benchmark_profile_and_implementation(tmp_path):
                           '--num-samples', '4', '--frames', '16'], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and '--implementation' in bad.stderr and 'net.hcn' in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_op_counter_sees_copies_and_host_synchronisations():
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from benchmark import OpCounter
+    import torch
+    counter = OpCounter()
+    x = torch.randn(4, 3)
+    with counter.patched_host_calls(), counter:
+        x.t().contiguous()
+        x.to(torch.float64)
+        float(x.sum())
+        if x.max() > 0:
+            x.nonzero()
+        x.cpu()
+    counts = counter.summary(1)
+    assert counts['copies'] == {'clone': 1, '_to_copy': 1}
+    assert counts['host_syncs'] == {'_local_scalar_dense': 2, 'nonzero': 1, 'Tensor.cpu': 1}
+
+
+def test_count_ops_skeletonclr_step_meets_the_targets(tmp_path):
+    """--count-ops: a SkeletonCLR training step (the GPU's channels-last path) makes no host
+    synchronisation and at most 40 copies (issue 32's targets)."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import benchmark
+    out = tmp_path / 'counts.json'
+    (r,) = benchmark.main(['--count-ops', '--config', os.path.join(ROOT, 'config/demo/pretrain_skeletonclr.yaml'), '--batch-size', '4',
+                           '--warmup', '1', '--iters', '1', '--num-samples', '8', '--frames', '16',
+                           '--json', str(out)])
+    assert json.loads(out.read_text())[0]['ops_per_step'] == r['ops_per_step'] > 500
+    assert r['implementation'] == 'fast' and r['host_syncs_per_step'] == 0, r['host_syncs']
+    assert r['copies_per_step'] <= 40, r['copies']

@@ -18,9 +18,20 @@ per second, seconds per iteration (median, min, max), peak memory (CUDA: max all
 of the process), the fraction of the step spent on data (gather + augmentation), and the settings
 (batch, AMP, compile, ST-GCN implementation, device name, torch version, threads).  ``--profile K``
 adds one ``torch.profiler`` pass over a few steps and prints the K operators/kernels with the most
-self time (CUDA time on a GPU).  Speed is measured here, never asserted in tests.
+self time (CUDA time on a GPU).  ``--count-ops`` times nothing: it runs ``--iters`` training steps after
+``--warmup`` under an operator counter (``OpCounter``, a ``TorchDispatchMode`` below autograd, so the
+backward and the optimiser step are counted too) and reports per step the operator calls, the copies
+(``aten::copy_``, ``_to_copy`` -- ``.to()`` and dtype casts --, ``clone`` -- ``.contiguous()`` --) and the
+host synchronisations (``.item()``, ``float()``/``bool()`` of a tensor, Python branches on tensor values:
+``aten::_local_scalar_dense``; ``nonzero`` and other ops whose output shape depends on the data; device to
+host copies; ``.cpu()``, ``.numpy()``, ``.tolist()`` calls), with the ST-GCN implementation of the GPU path
+(``fast``) unless ``--implementation`` says otherwise; the counts of the CPU are those of the GPU.  On
+CUDA, ``torch.cuda.set_sync_debug_mode`` warnings are counted as well.  Speed is measured here, never
+asserted in tests.
 """
 import argparse
+import collections
+import contextlib
 import json
 import os
 import pickle
@@ -33,6 +44,7 @@ import time
 import numpy as np
 import torch
 import yaml
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -177,6 +189,11 @@ def timed_steps(proc, mode, steps, device):
             for raw, _, _ in loader:
                 proc.model(proc.inputs(raw, loader.dataset))
         return loader
+    return train_over(proc, loader)
+
+
+def train_over(proc, loader):
+    """One ``train_epoch`` of the processor over ``loader`` in place of its training loader."""
     saved = proc.data_loader['train']
     proc.data_loader['train'] = loader
     try:
@@ -184,6 +201,126 @@ def timed_steps(proc, mode, steps, device):
     finally:
         proc.data_loader['train'] = saved
     return loader
+
+
+COPY_OPS = ('copy_', '_to_copy', 'clone', '_copy_from', '_copy_from_and_resize')
+# operators that read a value back to the host, or whose output shape depends on the data (the host waits)
+SYNC_OPS = ('_local_scalar_dense', 'nonzero', 'nonzero_static', 'masked_select', 'unique', '_unique',
+            '_unique2', 'unique_consecutive', 'unique_dim', 'repeat_interleave', 'equal', 'is_nonzero')
+HOST_CALLS = ('cpu', 'numpy', 'tolist')
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operators that run while it is active (forward, backward and optimiser: the mode
+    sits below autograd), with the host-reading Python calls ``Tensor.cpu/numpy/tolist`` (which do not
+    dispatch on a CPU tensor) patched in for the same span."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+        self.host_calls = collections.Counter()
+        self.sync_warnings = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.ops[name] += 1
+        if name == '_to_copy':
+            source, target = args[0], (kwargs or {}).get('device')
+            if torch.is_tensor(source) and source.device.type != 'cpu' and target is not None \
+                    and torch.device(target).type == 'cpu':
+                self.ops['_to_copy(device->host)'] += 1
+        return func(*args, **(kwargs or {}))
+
+    @contextlib.contextmanager
+    def patched_host_calls(self):
+        saved = {name: getattr(torch.Tensor, name) for name in HOST_CALLS}
+
+        def counted(name, method):
+            def call(tensor, *a, **k):
+                self.host_calls[name] += 1
+                return method(tensor, *a, **k)
+            return call
+        try:
+            for name, method in saved.items():
+                setattr(torch.Tensor, name, counted(name, method))
+            yield
+        finally:
+            for name, method in saved.items():
+                setattr(torch.Tensor, name, method)
+
+    def summary(self, steps, profiler=None):
+        """Per-step counts: ops, copies, host syncs, and the operators by name; with a ``profiler`` of the
+        same steps, ``copy_kernels_per_step``: its ``aten::copy_`` calls of tensors with a dimension at every
+        level (the copies inside other operators included, as a GPU profile counts them)."""
+        per = {name: n / steps for name, n in sorted(self.ops.items(), key=lambda kv: -kv[1])}
+        copies = {k: v for k, v in per.items() if k in COPY_OPS}
+        syncs = {k: v for k, v in per.items() if k in SYNC_OPS or k == '_to_copy(device->host)'}
+        syncs.update({f'Tensor.{k}': v / steps for k, v in self.host_calls.items()})
+        if self.sync_warnings:
+            syncs['cuda_sync_debug_warnings'] = self.sync_warnings / steps
+        nested = None
+        if profiler is not None:      # 0-d copies left out: on the CPU every Python scalar operand is one
+            nested = sum(1 for e in profiler.events() if e.name == 'aten::copy_' and e.input_shapes
+                         and len(e.input_shapes[0]) > 0) / steps
+        return {'steps': steps, 'copy_kernels_per_step': nested,
+                'ops_per_step': sum(v for k, v in per.items() if k != '_to_copy(device->host)'),
+                'copies_per_step': sum(copies.values()), 'host_syncs_per_step': sum(syncs.values()),
+                'copies': copies, 'host_syncs': syncs, 'ops': per}
+
+
+class CountedLoader(TimedLoader):
+    """The processor's loader whose last ``counted`` steps run under an ``OpCounter``: from drawing a
+    batch to drawing the next one (the end of the epoch is not counted)."""
+
+    def __init__(self, loader, steps, counted, device):
+        super().__init__(loader, steps, device)
+        self.counted, self.counter, self.profiler = counted, OpCounter(), None
+
+    def __iter__(self):
+        stack = contextlib.ExitStack()
+        try:
+            for i, batch in enumerate(super().__iter__()):
+                if i == self.steps - self.counted:
+                    if self.device.type == 'cuda':
+                        stack.enter_context(self.cuda_sync_warnings())
+                    stack.enter_context(self.counter.patched_host_calls())
+                    self.profiler = stack.enter_context(torch.profiler.profile(
+                        activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True))
+                    stack.enter_context(self.counter)
+                yield batch
+        finally:
+            stack.close()
+
+    @contextlib.contextmanager
+    def cuda_sync_warnings(self):
+        import warnings
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter('always')
+                yield
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+        self.counter.sync_warnings += sum('synchroniz' in str(w.message) for w in caught)
+
+
+def count_ops(config, args, device):
+    """Per training step of the config: operator calls, copies and host synchronisations (``OpCounter``)."""
+    cfg = load_config(config)
+    mode = detect_mode(cfg) if args.mode == 'auto' else args.mode
+    if mode == 'inference':
+        raise UserError('--count-ops counts training steps: give --mode pretrain, supervised or linear')
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = build_processor(config, cfg, mode, args, device, tmp)
+        try:
+            loader = train_over(proc, CountedLoader(proc.data_loader['train'], args.warmup + args.iters,
+                                                    args.iters, device))
+        finally:
+            proc.finish()
+    return dict({'config': config, 'model': cfg['model'], 'mode': mode, 'batch_size': proc.arg.batch_size,
+                 'amp': args.amp, 'implementation': args.implementation or 'config',
+                 'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
+                 'torch': torch.__version__}, **loader.counter.summary(args.iters, loader.profiler))
 
 
 def benchmark(config, args, device):
@@ -252,6 +389,9 @@ def main(argv=None):
                         help="ST-GCN implementation (default: the config's, i.e. auto: fast on CUDA)")
     parser.add_argument('--profile', type=int, default=0, metavar='K',
                         help='also profile 3 steps and print the K operators with the most self time')
+    parser.add_argument('--count-ops', action='store_true',
+                        help='count per training step the operators, copies and host synchronisations '
+                             '(no timing; ST-GCN implementation fast unless --implementation)')
     parser.add_argument('--data', choices=('synthetic', 'config'), default='synthetic',
                         help="synthetic NTU-shaped data, or the config's data_path")
     parser.add_argument('--num-samples', type=int, default=512, help='synthetic samples')
@@ -269,6 +409,8 @@ def main(argv=None):
     if (device.type == 'cuda') != torch.cuda.is_available():
         raise UserError(f"--device {args.device}: the processors run on CUDA exactly when a GPU is visible "
                         "(hide the GPUs with CUDA_VISIBLE_DEVICES= for a CPU measurement)")
+    if args.count_ops:
+        return report_counts(args, device)
     results = []
     for config in args.config:
         r = benchmark(config, args, device)
@@ -279,6 +421,27 @@ def main(argv=None):
               f"data {100 * r['data_fraction']:.1f}%, amp {r['amp']}")
         for op in r['top_ops'] or []:
             print(f"    {op['percent']:5.1f}%  {op['self_ms']:9.3f} ms/step  x{op['calls']:<5d} {op['name']}")
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def report_counts(args, device):
+    """``--count-ops``: print (and write with ``--json``) the per-step counts of every config."""
+    if args.implementation is None:
+        args.implementation = 'fast'           # the path a GPU runs
+    results = []
+    for config in args.config:
+        r = count_ops(config, args, device)
+        results.append(r)
+        top = ', '.join(f'{k} {v:g}' for k, v in list(r['ops'].items())[:8])
+        print(f"{config}: {r['model']} batch {r['batch_size']}, amp {r['amp']}, implementation "
+              f"{r['implementation']}: per step {r['ops_per_step']:g} ops, {r['copies_per_step']:g} copies "
+              f"({', '.join(f'{k} {v:g}' for k, v in r['copies'].items()) or 'none'}; "
+              f"{r['copy_kernels_per_step']:g} aten::copy_ at every level), "
+              f"{r['host_syncs_per_step']:g} host syncs "
+              f"({', '.join(f'{k} {v:g}' for k, v in r['host_syncs'].items()) or 'none'}); most called: {top}")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=2)
