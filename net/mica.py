@@ -13,7 +13,9 @@ SkeletonCLR's MoCo core (K 32768, tau 0.2, m 0.999) with
   ``text`` (paper mode, uses labels) softmax(anchors[y] . anchors^T / tau_t), the sample's class text
   embedding z_t against the anchors; ``teacher`` (label-free) the momentum key embedding's distribution
   (sharper tau_t, detached); ``label`` the smoothed one-hot class; L_KL = KL(teacher || student), one
-  term per prompt kind averaged (``fm_objective: multi_part``, section 5.2's "multi-part contrastive
+  term per prompt kind averaged: ``fm_objective: part_pooled`` (as GAP, which section 5.2 follows: the
+  body-part kinds are read from part features pooled over the layout's ``text_parts`` joints, one
+  Linear per part), ``multi_part`` (every kind against the one global embedding; section 5.2's "multi-part contrastive
   learning objective") or one term on the averaged anchor (``averaged``);
 * the modality harmonizer (section 4.2): cross-attention with the frame-level skeleton features as
   queries and the word-level text features of the descriptions as keys/values, added back to the
@@ -21,6 +23,7 @@ SkeletonCLR's MoCo core (K 32768, tau 0.2, m 0.999) with
 L = L_info + lambda L_KL (section 4.3).  The text stack is not needed at run time: the anchors and
 token features are read from a file made by ``tools/gen_text_features.py``.
 """
+import math
 import os
 
 import torch
@@ -28,12 +31,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from net.frest import FreST
-from net.moco import MoCo, embedding_std, info_nce_logits
+from net.moco import embedding_std
+from net.skelemixclr import SkeleMixCLR
 from net.text_features import PROMPT_KINDS, load_text_features
 
 FM_TARGETS = ('text', 'teacher', 'label')
 FM_EMBEDDINGS = ('query', 'projection')
-FM_OBJECTIVES = ('multi_part', 'averaged')
+FM_OBJECTIVES = ('part_pooled', 'multi_part', 'averaged')
+LABEL_TARGETS = ('text', 'label')       # FM teachers that read the sample's class label
+# ``pretrain_labels`` values: pretraining read no labels / read the training labels / not recorded (an
+# evaluation model before its weights are loaded, or a checkpoint made before the record existed)
+LABELS_FREE, LABELS_USED, LABELS_UNKNOWN = 0, 1, 255
+GLOBAL_KINDS = ('global', 'label')      # prompt kinds read against the whole-body embedding
+BASE_METHODS = ('skelemixclr', 'skeletonclr')
 
 
 def fm_kl_loss(student_logits, teacher_logits):
@@ -46,6 +56,18 @@ def text_teacher_logits(anchors, label, tau_t):
     over the anchors so that it is a distribution like the student's: anchors[y] . anchors^T / tau_t,
     (N, num_class).  It peaks at the sample's class and spreads over semantically close classes."""
     return anchors[label] @ anchors.T / tau_t
+
+
+def per_kind(z, anchors):
+    """z (N, D) for every prompt kind, or (P, N, D) one per kind: as (P, N, D)."""
+    return z.unsqueeze(0).expand(anchors.size(0), -1, -1) if z.dim() == 2 else z
+
+
+def part_pool(feature_map, joints, num_person):
+    """GAP's part feature: the feature map (N*M, C, T', V) averaged over the part's ``joints``, the frames
+    and the persons (``feature[..., joints].mean(4).mean(3).mean(1)``): (N, C)."""
+    x = feature_map[:, :, :, joints].mean(3).mean(2)
+    return x.view(-1, num_person, x.size(1)).mean(dim=1)
 
 
 def read_text(path, encoder, descriptions, prompts, num_class):
@@ -84,9 +106,12 @@ class ModalityHarmonizer(nn.Module):
         return attended.mean(dim=1)
 
 
-class MICA(MoCo):
+class MICA(SkeleMixCLR):
     """``model: net.mica.MICA``: MoCo's ``model_args`` plus
 
+    base: base_method ('skelemixclr': SkeleMixCLR's objective, mixing and head (``swap_cfg``,
+        ``head_bn: hidden``), the baseline of the paper's Tables 2 and 3; 'skeletonclr': plain InfoNCE,
+        section 4's wording, the class default);
     FreST: frest, fres, fret, global_filter, local_filter, adaptive_mask (switches), tau_f (mask
         threshold on the median-normalised energy, 2.0), num_frames (input T, sizes the temporal
         filter), decoupling ('linear' | 'depthwise' | 'none'), filter_std (0.02);
@@ -95,7 +120,7 @@ class MICA(MoCo):
         (which description sentences form the anchors);
     FM: feature_modulation (switch), lambda_kl (0.01), tau_s, tau_t (student/teacher temperatures),
         noise_std (Algorithm 1), fm_target ('text' | 'teacher' | 'label'), fm_embedding ('query' |
-        'projection'), fm_objective ('multi_part' | 'averaged'), label_smoothing;
+        'projection'), fm_objective ('part_pooled' | 'multi_part' | 'averaged'), label_smoothing;
     harmonizer (switch), harmonizer_heads.
     ``feature_dim`` defaults to the text width with ``fm_embedding: query`` (384 MiniLM, 512 CLIP), else 128.
     """
@@ -107,7 +132,13 @@ class MICA(MoCo):
                  text_features=None, text_encoder='minilm', descriptions=None, prompts=PROMPT_KINDS,
                  feature_modulation=True, lambda_kl=0.01, tau_s=0.1, tau_t=0.04, noise_std=0.01,
                  fm_target='text', fm_embedding='query', fm_objective='multi_part', label_smoothing=0.1,
-                 harmonizer=True, harmonizer_heads=4, feature_dim=None, **kwargs):
+                 harmonizer=True, harmonizer_heads=4, feature_dim=None, base_method='skeletonclr', head_bn=None,
+                 **kwargs):
+        if base_method not in BASE_METHODS:
+            raise ValueError(f"model_args.base_method={base_method!r}: use one of {', '.join(BASE_METHODS)}")
+        self.base_method = base_method
+        if head_bn is None:                   # each base's own head unless given
+            head_bn = 'hidden' if base_method == 'skelemixclr' else False
         fm = feature_modulation and kwargs.get('pretrain', True)
         text = None
         if fm:
@@ -132,8 +163,11 @@ class MICA(MoCo):
         self.frest_args = dict(num_frames=num_frames, fres=fres, fret=fret, global_filter=global_filter,
                                local_filter=local_filter, adaptive_mask=adaptive_mask, tau=tau_f,
                                decoupling=decoupling, filter_std=filter_std) if frest else None
-        super().__init__(*args, feature_dim=128 if feature_dim is None else feature_dim, **kwargs)
+        super().__init__(*args, feature_dim=128 if feature_dim is None else feature_dim, head_bn=head_bn, **kwargs)
         self.feature_modulation = fm
+        # the checkpoint's record of label use in pretraining (``LABELS_*``; evaluations read it)
+        used = LABELS_USED if fm and fm_target in LABEL_TARGETS else LABELS_FREE
+        self.register_buffer('pretrain_labels', torch.tensor(used if self.pretrain else LABELS_UNKNOWN, dtype=torch.uint8))
         if not self.feature_modulation:
             if self.pretrain and harmonizer:
                 raise ValueError('model_args.harmonizer needs feature_modulation: True (it feeds the FM embedding)')
@@ -148,6 +182,34 @@ class MICA(MoCo):
         self.lambda_kl, self.tau_s, self.tau_t = lambda_kl, tau_s, tau_t
         self.noise_std, self.fm_target, self.label_smoothing = noise_std, fm_target, label_smoothing
         self.fm_embedding, self.fm_objective = fm_embedding, fm_objective
+        self.prompts = list(prompts)
+        self.part_joints, self.part_proj = {}, None
+        if fm_objective == 'part_pooled':
+            layout = self.encoder_q.layout
+            described = dict(layout.text_parts)
+            for kind in prompts:
+                if kind not in GLOBAL_KINDS and kind not in described:
+                    raise ValueError(f"model_args.fm_objective=part_pooled: layout '{layout.name}' has no text_parts "
+                                     f"entry for the prompt kind '{kind}' (add text_parts to the layout, docs/DATA.md, "
+                                     "or use fm_objective: multi_part)")
+            self.part_joints = {k: list(described[k]) for k in prompts if k not in GLOBAL_KINDS}
+            self.part_proj = nn.ModuleDict({k: nn.Linear(channels, text_dim) for k in self.part_joints})
+
+    @property
+    def uniform_terms(self):
+        """{'loss_kl': L_KL when the student is uniform over the C classes}: ln C - H(P), averaged over the
+        classes and prompt kinds (ln C for a one-hot teacher); the pretraining monitor warns when the FM
+        term stays there.  None for the label-free teacher, whose P varies with the batch."""
+        if not (self.pretrain and self.feature_modulation) or self.fm_target not in LABEL_TARGETS:
+            return {}
+        anchors = self.fm_anchors
+        teacher = self.fm_targets(anchors, label=torch.arange(anchors.size(1), device=anchors.device))
+        entropy = -(teacher * teacher.clamp_min(1e-30).log()).sum(-1)
+        return {'loss_kl': math.log(anchors.size(1)) - float(entropy.mean())}
+
+    def build_mix(self, swap_cfg):
+        """SkeleMix on the SkeleMixCLR base; none on SkeletonCLR (L_info alone)."""
+        return super().build_mix(swap_cfg) if self.base_method == 'skelemixclr' else None
 
     def build_neck(self, encoder):
         """FreST(C', T', V) on the encoder's map; T' from the encoder itself (no stride list)."""
@@ -160,7 +222,7 @@ class MICA(MoCo):
     @property
     def fm_anchors(self):
         """(P, num_class, D): one anchor set per prompt kind (multi_part) or the averaged one (P = 1)."""
-        return self.part_anchors if self.fm_objective == 'multi_part' else self.anchors.unsqueeze(0)
+        return self.anchors.unsqueeze(0) if self.fm_objective == 'averaged' else self.part_anchors
 
     def fm_feature(self, feature_map, num_person, q=None):
         """The FM embedding of a query feature map, L2-normalised: the MoCo head's output z_q
@@ -176,11 +238,23 @@ class MICA(MoCo):
         head = self.encoder_q.fc if self.fm_embedding == 'query' else self.fm_proj
         return F.normalize(head(h), dim=1)
 
+    def fm_embeddings(self, feature_map, num_person, whole):
+        """The embeddings the prompt kinds are read against: ``whole`` (N, D), the whole-body FM embedding,
+        for every kind (``multi_part``, ``averaged``), or with ``part_pooled`` (P, N, D): ``whole`` for the
+        global kinds and, for a body-part kind, the L2-normalised ``part_proj[kind]`` of ``part_pool`` over
+        the layout's ``text_parts`` joints of that part (GAP's part features)."""
+        if self.part_proj is None:
+            return whole
+        return torch.stack([whole if kind in GLOBAL_KINDS else
+                            F.normalize(self.part_proj[kind](part_pool(feature_map, self.part_joints[kind],
+                                                                       num_person)), dim=1)
+                            for kind in self.prompts])
+
     @torch.no_grad()
     def fm_targets(self, anchors, z_t=None, label=None):
         """Teacher distributions P(X), (P, N, num_class), detached (clean anchors, tau_t)."""
         if self.fm_target == 'teacher':
-            return torch.softmax(torch.einsum('nd,pkd->pnk', z_t, anchors) / self.tau_t, dim=-1)
+            return torch.softmax(torch.einsum('pnd,pkd->pnk', per_kind(z_t, anchors), anchors) / self.tau_t, dim=-1)
         if label is None:
             raise ValueError(f"model_args.fm_target={self.fm_target!r} needs labels from the feeder "
                              "(fm_target: teacher is the label-free mode)")
@@ -199,7 +273,7 @@ class MICA(MoCo):
         if self.training and self.noise_std > 0:
             z_s = z_s + torch.randn_like(z_s) * self.noise_std
             noisy = anchors + torch.randn_like(anchors) * self.noise_std
-        student = torch.einsum('nd,pkd->pnk', z_s, noisy) / self.tau_s
+        student = torch.einsum('pnd,pkd->pnk', per_kind(z_s, anchors), noisy) / self.tau_s
         return student, self.fm_targets(anchors, z_t, label)
 
     def fm_loss(self, z_s, z_t=None, label=None):
@@ -214,22 +288,20 @@ class MICA(MoCo):
         M = im_q.size(4)
         fmap_q = self.query_feature_map(im_q)
         q = self.project_query(fmap_q, M)
+        embedded = self.encode_mixes(im_q) if self.mix is not None else []
         with torch.no_grad():
             self.momentum_update()
             fmap_k = self.key_feature_map(im_k)
             k = self.project_key(fmap_k, M)
-        logits = info_nce_logits(q, k, self.queue, self.T)
-        loss_info = self.contrastive_loss(logits)
-        out = {'loss_info': loss_info.detach()}
-        loss = loss_info
+        out = self.mix_losses(embedded, q, k)        # L_info (and SkeleMix's terms on that base)
         if self.feature_modulation:
             z_t = None
             if self.fm_target == 'teacher':
                 with torch.no_grad():
                     z_t = k if self.fm_embedding == 'query' else self.fm_feature(fmap_k, M)
-            loss_kl = self.fm_loss(self.fm_feature(fmap_q, M, q), z_t, label)
-            loss = loss + self.lambda_kl * loss_kl
+                    z_t = self.fm_embeddings(fmap_k, M, z_t)
+            loss_kl = self.fm_loss(self.fm_embeddings(fmap_q, M, self.fm_feature(fmap_q, M, q)), z_t, label)
+            out['loss'] = out['loss'] + self.lambda_kl * loss_kl
             out['loss_kl'] = loss_kl.detach()
         self.enqueue(k)
-        out.update(loss=loss, acc_pos=(logits.argmax(dim=1) == 0).float().mean(), embed_std=embedding_std(q))
         return out

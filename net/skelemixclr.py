@@ -95,9 +95,12 @@ class SkeleMixCLR(MoCo):
 
     def __init__(self, *args, swap_cfg=None, head_bn='hidden', sigma=None, **kwargs):
         super().__init__(*args, head_bn=head_bn, **kwargs)      # sigma: the reference's unused argument
-        if self.pretrain:
-            self.mix = SkeleMix(swap_cfg, self.encoder_q.layout)
-            self._units = {}
+        self.mix = self.build_mix(swap_cfg) if self.pretrain else None
+        self._units = {}
+
+    def build_mix(self, swap_cfg):
+        """The mixing settings (``SkeleMix``), or None for a subclass that does not mix (MICA on SkeletonCLR)."""
+        return SkeleMix(swap_cfg, self.encoder_q.layout)
 
     def time_units(self, num_frames):
         """T' of the encoder's feature map for a clip of ``num_frames`` (one dummy forward per length)."""
@@ -141,7 +144,7 @@ class SkeleMixCLR(MoCo):
         """The SkeleMixCLR objective (module docstring) from the query / key embeddings and the encoded
         mixed views: ``loss``, ``loss_info`` (the unweighted InfoNCE of q, the collapse monitor's),
         ``loss_ins``, ``loss_mix`` and diagnostics; with ``details`` the logits, mixed views and masks."""
-        w = self.mix.weight
+        w = self.mix.weight if self.mix is not None else 1.0
         logits = info_nce_logits(q, k, self.queue, self.T)
         loss_info = self.contrastive_loss(logits)
         loss_mix = 0
@@ -155,8 +158,10 @@ class SkeleMixCLR(MoCo):
                 out['mixed'].append(mixed)
                 out['masks'].append(mask)
         loss_ins = w * loss_info
-        out.update(loss=loss_ins + loss_mix, loss_info=loss_info.detach(), loss_ins=loss_ins.detach(),
-                   loss_mix=loss_mix.detach(), acc_pos=(logits.argmax(dim=1) == 0).float().mean(),
+        out.update(loss=loss_ins + loss_mix, loss_info=loss_info.detach())
+        if self.mix is not None:
+            out.update(loss_ins=loss_ins.detach(), loss_mix=loss_mix.detach())
+        out.update(acc_pos=(logits.argmax(dim=1) == 0).float().mean(),
                    embed_std=embedding_std(q))
         return out
 

@@ -190,6 +190,9 @@ class Arguments:
         parser.add_argument('--weights', default=None, help='initial weights (a state dict)')
         parser.add_argument('--ignore_weights', type=str, default=[], nargs='+',
                             help='key prefixes dropped from the initial weights')
+        parser.add_argument('--allow_label_pretraining', type=str2bool, default=False,
+                            help='run a semi-supervised evaluation of weights whose pretraining read the training '
+                                 'labels (MICA fm_target: text / label); recorded in the log and label_use.json')
         # optimiser
         parser.add_argument('--show_topk', type=int, default=[1, 5], nargs='+', help='top-k accuracies reported')
         parser.add_argument('--base_lr', type=float, default=0.01, help='initial learning rate')

@@ -2,11 +2,13 @@
 ``latest.pt`` written atomically with its predecessor kept, and an exact resume (weights, optimizer,
 method state, random streams) that is checked against the config first."""
 import fcntl
+import json
 import os
 import random
 
 import numpy as np
 import torch
+import yaml
 
 from torchlight.io import UserError, atomic_torch_save, load_resume_file, remove_stale_temporaries, to_cpu_state_dict
 
@@ -88,6 +90,9 @@ class Checkpoints:
         removed = remove_stale_temporaries(work_dir)
         self.io.open_log()                   # a log.txt that cannot be written stops the run here
         self.io.save_arg(self.arg)
+        if getattr(self, 'label_use', None):
+            with open(os.path.join(work_dir, LABEL_FILE), 'w') as f:
+                f.write(json.dumps(self.label_use) + '\n')
         if removed:
             self.print_log(f'Removed {len(removed)} temporary file(s) of an interrupted write: {", ".join(removed)}')
 
@@ -213,3 +218,53 @@ class Checkpoints:
             torch.cuda.set_rng_state_all(rng['cuda'])
         self.resumed = True
         self.print_log(f'Resumed from {path} at epoch {self.start_epoch}.')
+
+
+LABEL_RECORD = 'pretrain_labels'       # a method's checkpoint record of label use in pretraining (MICA)
+LABEL_FILE = 'label_use.json'
+
+
+def pretraining_label_use(model, weights_path):
+    """Whether the pretraining of the loaded weights read the training labels: the checkpoint's
+    ``pretrain_labels`` record (0 no, 1 yes), or for a checkpoint made before the record (255) the
+    ``model_args`` of the run's config.yaml next to it (MICA: FM with fm_target text / label, the class
+    defaults); None for a method without the record or when nothing tells."""
+    state = model.state_dict()
+    if LABEL_RECORD not in state:
+        return None
+    value = int(state[LABEL_RECORD])
+    if value != 255:
+        return bool(value)
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(weights_path)), 'config.yaml')) as f:
+            args = (yaml.safe_load(f) or {}).get('model_args') or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return bool(args.get('feature_modulation', True)) and args.get('fm_target', 'text') in ('text', 'label')
+
+
+def check_label_use(processor):
+    """A semi-supervised evaluation (``Feeder_semi``) of weights whose pretraining read the labels stops
+    with one line unless ``allow_label_pretraining``; any evaluation of such weights says so in the log
+    and in ``work_dir/label_use.json`` (and an unknown record of a MICA checkpoint is said too)."""
+    p = processor
+    used = pretraining_label_use(p.model, p.arg.weights)
+    if used is False or (used is None and LABEL_RECORD not in p.model.state_dict()):
+        return
+    semi = str(p.arg.train_feeder or '').endswith('Feeder_semi')
+    if used is None:
+        p.print_log(f"Notice: '{p.arg.weights}' does not record whether its pretraining read the training labels "
+                    "(a MICA checkpoint made before the record, without its config.yaml beside it): check the "
+                    "pretraining run's model_args.fm_target (text / label read them, teacher does not).")
+        return
+    if semi and not p.arg.allow_label_pretraining:
+        raise UserError(f"weights '{p.arg.weights}': their pretraining read the training labels (MICA fm_target: "
+                        "text or label), so this semi-supervised evaluation would not be semi-supervised: pretrain "
+                        "with --model_args fm_target=teacher (label-free), or pass --allow_label_pretraining true "
+                        "to run it anyway (recorded in the log and in label_use.json)")
+    what = ('semi-supervised evaluation run with --allow_label_pretraining' if semi else
+            'this evaluation is not of a self-supervised (label-free) representation')
+    p.print_log(f"WARNING: the pretraining of '{p.arg.weights}' read the training labels (MICA fm_target: text or "
+                f"label): {what}.")
+    p.label_use = {'weights': p.arg.weights, 'pretraining_used_labels': True, 'semi_supervised': semi,
+                   'allow_label_pretraining': bool(p.arg.allow_label_pretraining)}     # written by claim_work_dir

@@ -20,7 +20,7 @@ import yaml
 from net.utils.init import family_weights_init
 from processor.arguments import COMPILE_MODES, LEGACY_KEYS, Arguments, bool_or_auto
 from processor.build import build_model, inference_encoder, stream_views
-from processor.checkpoint import Checkpoints, lock_work_dir, run_files
+from processor.checkpoint import Checkpoints, check_label_use, lock_work_dir, run_files
 from processor.data import DataMixin, DeviceLoader, EpochSampler, SeededDataLoader, seed_worker
 from processor.evaluation import check_classifier_config
 from torchlight import distributed
@@ -156,6 +156,7 @@ class Processor(Arguments, DataMixin, Checkpoints):
         if self.arg.weights:
             graphs = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k.split('.')[-1] == 'A'}
             self.io.load_weights(self.model, self.arg.weights, self.arg.ignore_weights)
+            check_label_use(self)
             own = self.model.state_dict()
             changed = [k for k, v in graphs.items() if not torch.equal(own[k].cpu(), v.cpu())]
             if changed:

@@ -107,14 +107,15 @@ def test_reference_evaluation_call_form():
 
 
 def test_every_method_checkpoint_holds_only_what_its_modules_need():
-    """Parameters, BatchNorm statistics, ST-GCN's adjacency A (a reference key) and the MoCo queue:
-    nothing derived (graph spreads, group-average matrices, text anchors) is saved."""
+    """Parameters, BatchNorm statistics, ST-GCN's adjacency A (a reference key), the MoCo queue and MICA's
+    record of label use in pretraining: nothing derived (graph spreads, group-average matrices, text
+    anchors) is saved."""
     from torchlight.io import import_class, load_config_file
-    for method in ('skeletonclr', 'aimclr', 'msmclr', 'mica'):
+    for method in ('skeletonclr', 'aimclr', 'msmclr', 'mica', 'skelemixclr'):
         cfg = load_config_file(os.path.join(ROOT, 'config', 'ucla', f'pretrain_{method}.yaml'))
         model = import_class(cfg['model'])(**cfg['model_args'])
         params = {k for k, _ in model.named_parameters()}
         for key in model.state_dict():
             leaf = key.rsplit('.', 1)[-1]
             assert (key in params or leaf in ('running_mean', 'running_var', 'num_batches_tracked', 'A')
-                    or key in REFERENCE_EXTRA_KEYS), f'{method}: {key}'
+                    or key in REFERENCE_EXTRA_KEYS or key == 'pretrain_labels'), f'{method}: {key}'   # MICA's record

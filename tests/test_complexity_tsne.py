@@ -113,7 +113,7 @@ def test_complexity_cli_ntu60_xsub(tmp_path, capsys):
     data = json.loads(out.read_text())
     (result,) = data['results']
     assert 'encoder_q' in result['encoder']
-    assert result['input_shape'] == [1, 3, 50, 25, 2]
+    assert result['input_shape'] == [1, 3, 64, 25, 2]             # the paper config's 64 frames
     names = [m['name'] for m in result['modules']]
     assert 'neck' in names and 'fc' in names
     assert result['macs'] * 2 == result['flops'] > 0

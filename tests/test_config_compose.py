@@ -37,7 +37,7 @@ def test_every_composed_leaf_merges_to_the_settings_of_its_flat_file():
 def test_the_alias_files_are_their_benchmarks_mica_pretraining():
     for alias in ('ntu60/xsub', 'ntu60/xview', 'ntu120/xsub', 'ntu120/xset', 'pkummd/part1', 'pkummd/part2'):
         assert load_config(os.path.join(ROOT, f'config/{alias}.yaml')) == \
-            load_config(os.path.join(ROOT, f'config/{alias}/pretrain_mica.yaml'))
+            load_config(os.path.join(ROOT, f'config/{alias}/pretrain_mica64.yaml'))
 
 
 def model_spec(path):

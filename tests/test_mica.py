@@ -168,13 +168,14 @@ def test_every_mica_config_builds_with_its_text_and_its_linear_twin_loads_the_en
 
 def test_the_users_command_file_is_the_ntu60_xsub_mica_config():
     short = load_config_file(os.path.join(ROOT, 'config/ntu60/xsub.yaml'))
-    assert short == load_config_file(os.path.join(ROOT, 'config/ntu60/xsub/pretrain_mica.yaml'))
+    assert short == load_config_file(os.path.join(ROOT, 'config/ntu60/xsub/pretrain_mica64.yaml'))
+    assert short['model_args']['base_method'] == 'skelemixclr' and short['model_args']['num_frames'] == 64
     assert short['model'] == 'net.mica.MICA' and short['model_args']['queue_size'] == 32768
     assert short['model_args']['Temperature'] == 0.2 and short['model_args']['momentum'] == 0.999
     assert short['model_args']['lambda_kl'] == 0.01
     for split in ('ntu60/xview', 'ntu120/xsub', 'ntu120/xset', 'pkummd/part1', 'pkummd/part2'):
         assert load_config_file(os.path.join(ROOT, f'config/{split}.yaml')) == \
-            load_config_file(os.path.join(ROOT, f'config/{split}/pretrain_mica.yaml'))
+            load_config_file(os.path.join(ROOT, f'config/{split}/pretrain_mica64.yaml'))
 
 
 def test_shipped_minilm_features_reproduce(tmp_path):

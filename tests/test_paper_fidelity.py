@@ -305,9 +305,14 @@ def test_shipped_parameter_count():
     assert count_parameters(FreST(256, t, 25)) == 2 * (256 * 256 + 256) + 2 * (13 + 7) * 256 * 2 == 152064
     assert count_parameters(FreST(256, t, 25, decoupling='depthwise')) == 2 * 512 + 2 * (13 + 7) * 256 * 2 == 21504
     assert count_parameters(FreST(256, t, 25, decoupling='none')) == 20480
-    cfg = dict(load('config/ntu60/xsub.yaml')['model_args'], pretrain=False)
+    cfg = dict(load('config/ntu60/xsub/pretrain_mica.yaml')['model_args'], pretrain=False)     # 50 frames
     encoder = MICA(**cfg).encoder_q
     assert count_parameters(encoder) == 988864 and count_parameters(encoder.neck) == 152064
+    # the paper config (64 frames: T' 16, rfft 9 instead of 7)
+    cfg = dict(load('config/ntu60/xsub.yaml')['model_args'], pretrain=False)
+    encoder = MICA(**cfg).encoder_q
+    assert count_parameters(encoder.neck) == 2 * (256 * 256 + 256) + 2 * (13 + 9) * 256 * 2 == 154112
+    assert count_parameters(encoder) == 990912
 
 
 def test_every_mica_evaluation_config_builds_the_frest_of_its_pretraining():
@@ -333,7 +338,8 @@ def test_recipe_values_of_the_ntu_and_pku_configs(split):
     m = mica['model_args']
     assert (m['queue_size'], m['Temperature'], m['momentum'], m['lambda_kl']) == (32768, 0.2, 0.999, 0.01)   # 5.2
     assert (mica['base_lr'], mica['weight_decay'], mica['num_epoch'], mica['optimizer']) == (0.1, 0.0001, 300, 'SGD')
-    assert (m['fm_target'], m['fm_embedding'], m['fm_objective'], m['feature_dim']) == ('text', 'query', 'multi_part', 384)
+    assert (m['fm_target'], m['fm_embedding'], m['fm_objective'], m['feature_dim']) == ('text', 'query', 'part_pooled', 384)
+    assert m['base_method'] == 'skelemixclr'                     # Tables 2 and 3 measure from SkeleMixCLR
     assert m['hidden_channels'] == 16 and m['tau_t'] < m['tau_s']
     lin = load(f'config/{split}/linear_eval_mica.yaml')
     assert (lin['base_lr'], lin['num_epoch'], lin['step']) == (5.0, 120, [80])

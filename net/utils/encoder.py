@@ -74,12 +74,13 @@ class SkeletonEncoder(nn.Module):
         was_training = self.training
         param = next(self.parameters(), None)
         device = param.device if param is not None else 'cpu'
+        dtype = param.dtype if param is not None else None
         persons = self.num_person if self.fixed_persons else 1
         self.eval()
         try:
             with torch.no_grad():
                 fmap = self.encode(torch.zeros(1, self.in_channels, num_frames, self.num_node, persons,
-                                               device=device))
+                                               device=device, dtype=dtype))
         finally:
             self.train(was_training)
         return tuple(fmap.shape[1:])

@@ -41,6 +41,8 @@ class Layout:
     joint_names: Optional[Tuple[str, ...]] = None  # descriptive: one name per joint
     part_names: Optional[Tuple[str, ...]] = None   # descriptive: one name per part group
     body_names: Optional[Tuple[str, ...]] = None   # descriptive: one name per body group
+    # the joints of each described body part (MICA's part-wise FM, as GAP): ((prompt kind, joints), ...)
+    text_parts: Tuple[Tuple[str, Tuple[int, ...]], ...] = field(default=())
 
     def __post_init__(self):
         def check(idx, what):
@@ -50,7 +52,7 @@ class Layout:
             check(i, 'edge')
             check(j, 'edge')
         check(self.center, 'center')
-        for group in self.parts + self.bodies:
+        for group in self.parts + self.bodies + tuple(joints for _, joints in self.text_parts):
             for j in group:
                 check(j, 'group')
         if self.flip is not None and sorted(self.flip) != list(range(self.num_node)):
@@ -89,7 +91,7 @@ class Layout:
         ``SKELETON_FIELDS``: two layouts with the same skeleton are interchangeable."""
         return {'num_node': self.num_node, 'edges': frozenset(tuple(sorted(e)) for e in self.edges),
                 'center': self.center, 'origin': self.origin_joint, 'shoulders': self.shoulders,
-                'flip': self.flip, 'parts': self.parts, 'bodies': self.bodies}
+                'flip': self.flip, 'parts': self.parts, 'bodies': self.bodies, 'text_parts': self.text_parts}
 
     def differences(self, other):
         """The skeleton fields in which two layouts differ (empty: the same skeleton)."""
@@ -151,6 +153,9 @@ NTU_RGBD = Layout(
                    (13, 14), (15, 16), (17, 18), (19, 20)]),
     bodies=_groups([(1, 2, 3, 4, 21), (5, 6, 7, 8, 22, 23), (9, 10, 11, 12, 24, 25),
                     (13, 14, 15, 16), (17, 18, 19, 20)]),
+    # GAP's NTU part lists (model/ctrgcn.py, Model_lst_4part), 0-based
+    text_parts=(('head', (2, 3, 20)), ('hands', (4, 5, 6, 7, 8, 9, 10, 11, 21, 22, 23, 24)),
+                ('hips', (0, 1, 2, 12, 16)), ('feet', (12, 13, 14, 15, 16, 17, 18, 19))),
 )
 
 # NW-UCLA (Kinect v1), 20 joints in the order of the first 20 NTU joints, except that joint 3 is the
@@ -167,6 +172,9 @@ NW_UCLA = Layout(
                    (17, 18), (19, 20)]),
     bodies=_groups([(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16),
                     (17, 18, 19, 20)]),
+    # GAP's NW-UCLA part lists (model/ctrgcn.py, Model_lst_4part_ucla), 0-based
+    text_parts=(('head', (2, 3)), ('hands', (4, 5, 6, 7, 8, 9, 10, 11)), ('hips', (0, 1, 12, 16)),
+                ('feet', (12, 13, 14, 15, 16, 17, 18, 19))),
 )
 
 # OpenPose 18 keypoints (0 nose, 1 neck, 2-4 right arm, 5-7 left arm, 8-10 right leg,
@@ -331,6 +339,13 @@ def layout_from_dict(spec) -> Layout:
                 if bad is not None:
                     raise ValueError(f"custom layout '{name}': every edge must be a pair [i, j], got {list(bad)!r}")
             fields[key] = tuple(tuple(index(j, f'{key} entry') for j in g) for g in groups)
+    if fields.get('text_parts') is not None:
+        parts = fields['text_parts']
+        if not isinstance(parts, dict) or not all(isinstance(g, (list, tuple)) and g for g in parts.values()):
+            raise ValueError(f"custom layout '{name}': text_parts must map a described part (head, hands, hips, "
+                             f"feet) to a non-empty list of joints, got {parts!r}")
+        fields['text_parts'] = tuple((str(k), tuple(index(j, f'text_parts.{k} entry') for j in g))
+                                     for k, g in parts.items())
     for key in ('flip', 'shoulders'):
         if fields.get(key) is not None:
             if not isinstance(fields[key], (list, tuple)):
