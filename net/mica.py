@@ -2,7 +2,9 @@
 Q. Miao, "Modeling the Internal and Contextual Attention for Self-Supervised Skeleton-Based Action
 Recognition", Sensors 25(21), 6532, 2025, doi:10.3390/s25216532.
 
-SkeletonCLR's MoCo core (K 32768, tau 0.2, m 0.999) with
+A base (``base_method``): SkeleMixCLR (``net/skelemixclr.py``: its mixing, objective and head; the baseline of
+the paper's Tables 2 and 3 and of its configs) or SkeletonCLR (plain InfoNCE, section 4's wording), on the
+MoCo core (K 32768, tau 0.2, m 0.999), with
 * FreST (``net/frest.py``) appended to the skeleton encoder (query and key) on its feature map; it
   stays part of the encoder at evaluation (``encoder_q.neck.*``);
 * Feature Modulation (section 4.1, eq. L_KL, Algorithm 1): frozen text embeddings of the class
@@ -15,12 +17,12 @@ SkeletonCLR's MoCo core (K 32768, tau 0.2, m 0.999) with
   (sharper tau_t, detached); ``label`` the smoothed one-hot class; L_KL = KL(teacher || student), one
   term per prompt kind averaged: ``fm_objective: part_pooled`` (as GAP, which section 5.2 follows: the
   body-part kinds are read from part features pooled over the layout's ``text_parts`` joints, one
-  Linear per part), ``multi_part`` (every kind against the one global embedding; section 5.2's "multi-part contrastive
-  learning objective") or one term on the averaged anchor (``averaged``);
+  Linear per part; section 5.2's "multi-part contrastive learning objective"), ``multi_part`` (every
+  kind against the one global embedding) or one term on the averaged anchor (``averaged``);
 * the modality harmonizer (section 4.2): cross-attention with the frame-level skeleton features as
   queries and the word-level text features of the descriptions as keys/values, added back to the
   skeleton feature on the FM path.
-L = L_info + lambda L_KL (section 4.3).  The text stack is not needed at run time: the anchors and
+L = L_base + lambda L_KL (section 4.3; L_base = L_info, or SkeleMixCLR's L).  The text stack is not needed at run time: the anchors and
 token features are read from a file made by ``tools/gen_text_features.py``.
 """
 import math
