@@ -1,6 +1,7 @@
 """GPU-only checks (skipped without CUDA): the channels-last ST-GCN against the reference on the GPU in
 float32 and bf16, and a pretraining run on the device-resident path.  `tools/gpu_check.sh` runs these
 and the benchmark matrix on a GPU machine."""
+import copy
 import math
 
 import pytest
@@ -24,15 +25,32 @@ def twin_models():
 
 
 def test_auto_is_fast_on_cuda_and_equals_reference_in_float32():
+    """The two paths are one function (float64 on CUDA: 1e-10); in float32 each path's gradients are within
+    2e-2 of the float64 ones relative to the module's gradient norm: the fast path's channels-last
+    BatchNorm kernels sum in plain float32, measured up to 8.5e-3 (CPU) and 2e-3 (H200) against float64
+    (docs/PERFORMANCE.md, "The float32 GPU test and its bound")."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     fast, reference = twin_models()
     assert fast.implementation == 'fast'
-    outs, grads = train_step_outputs_and_grads((fast, reference), torch.randn(32, 3, 50, 25, 2, device='cuda'))
+    x = torch.randn(32, 3, 50, 25, 2, device='cuda')
+    exact = [copy.deepcopy(m).double() for m in (fast, reference)]
+    outs64, grads64 = train_step_outputs_and_grads(exact, x.double())
+    torch.testing.assert_close(outs64[0], outs64[1], rtol=1e-10, atol=1e-10)
+    for k in grads64[1]:
+        torch.testing.assert_close(grads64[0][k], grads64[1][k], rtol=1e-8, atol=1e-10, msg=k)
+    outs, grads = train_step_outputs_and_grads((fast, reference), x)
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
-    for k in grads[1]:
-        a, b = grads[0][k], grads[1][k]
-        assert (a - b).norm() <= 1e-3 * b.norm() + 1e-6, k
+    bound = 2e-2     # twice the largest measured error of the fast path (docs/PERFORMANCE.md)
+    # relative to the module's whole gradient: a bias that feeds a BatchNorm has the exact gradient 0, and
+    # its float32 value is the rounding of sums as large as the weight gradient's
+    scale = {}
+    for k, truth in grads64[1].items():
+        module = k.rsplit('.', 1)[0]
+        scale[module] = (scale.get(module, 0.0) ** 2 + truth.norm().item() ** 2) ** 0.5
+    for k, truth in grads64[1].items():
+        for g in (grads[0][k], grads[1][k]):
+            assert (g.double() - truth).norm() <= bound * scale[k.rsplit('.', 1)[0]] + 1e-6, k
 
 
 def test_fast_path_under_bf16_autocast_on_cuda():
