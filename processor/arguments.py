@@ -187,7 +187,9 @@ class Arguments:
                             help="the SkeletonCLR/AimCLR family's initialisation of the whole model before "
                                  "--weights are loaded (Conv/Linear N(0, 0.02), BatchNorm N(1, 0.02), zero "
                                  "biases); false keeps each module's own (PyTorch / CTR-GCN) initialisation")
-        parser.add_argument('--weights', default=None, help='initial weights (a state dict)')
+        parser.add_argument('--weights', default=None,
+                            help="initial weights (a state dict file); 'random': load nothing, evaluate the "
+                                 'untrained encoder (the baseline a learned one must beat, under the same protocol)')
         parser.add_argument('--ignore_weights', type=str, default=[], nargs='+',
                             help='key prefixes dropped from the initial weights')
         parser.add_argument('--allow_label_pretraining', type=str2bool, default=False,

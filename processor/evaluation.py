@@ -99,4 +99,15 @@ class ScoreReport:
         if p.arg.phase == 'train':
             p.print_log(f"\tBest top1: {100 * p.best['top1']:.2f}% (epoch {p.best['epoch']})")
         p.last_accuracy = accs
+        self.last = (epoch + 1, top1)
         return accs
+
+    def summary(self):
+        """The closing line of a training run: top-1 at the last evaluated epoch beside the best one, which
+        is chosen on the test split (the family's habit, so an optimistic number); None before any test."""
+        p, last = self.processor, getattr(self, 'last', None)
+        if last is None or p.arg.phase != 'train':
+            return None
+        return (f"Result: top-1 {100 * last[1]:.2f}% at the last evaluated epoch ({last[0]}); best "
+                f"{100 * p.best['top1']:.2f}% (epoch {p.best['epoch']}), chosen on the test split (the family's "
+                'habit: optimistic; the last epoch is the unbiased number)')

@@ -22,7 +22,7 @@ from processor.arguments import COMPILE_MODES, LEGACY_KEYS, Arguments, bool_or_a
 from processor.build import build_model, inference_encoder, stream_views
 from processor.checkpoint import Checkpoints, check_label_use, lock_work_dir, run_files
 from processor.data import DataMixin, DeviceLoader, EpochSampler, SeededDataLoader, seed_worker
-from processor.evaluation import check_classifier_config
+from processor.evaluation import ScoreReport, check_classifier_config
 from torchlight import distributed
 from torchlight.io import IO, UserError
 
@@ -30,6 +30,18 @@ from torchlight.io import IO, UserError
 __all__ = ['Processor', 'every', 'Arguments', 'DataMixin', 'Checkpoints', 'COMPILE_MODES', 'LEGACY_KEYS',
            'bool_or_auto', 'lock_work_dir', 'run_files', 'DeviceLoader', 'EpochSampler', 'SeededDataLoader',
            'seed_worker']
+
+
+RANDOM_WEIGHTS = 'random'      # --weights random: evaluate an untrained encoder
+
+
+def untrained_weights(weights):
+    """Whether ``--weights`` asks for an untrained encoder (``random``); an empty name or ``null`` given
+    on the command line is an error that names the switch (a UserError), never a silent random encoder."""
+    if isinstance(weights, str) and weights.strip().lower() in ('', 'null', 'none', '~'):
+        raise UserError(f"--weights {weights!r}: names no checkpoint; give a weights file, or --weights "
+                        f"{RANDOM_WEIGHTS} to evaluate the untrained (randomly initialised) encoder")
+    return isinstance(weights, str) and weights.strip().lower() == RANDOM_WEIGHTS
 
 
 def every(count, interval):
@@ -153,6 +165,15 @@ class Processor(Arguments, DataMixin, Checkpoints):
             self.model.compile(mode=self.arg.compile)
 
     def load_weights(self):
+        if untrained_weights(self.arg.weights):
+            init = ("the family's initialisation (weights_init: true)" if self.arg.weights_init
+                    else "each module's own initialisation (weights_init: false)")
+            self.print_log(f'Weights: random (--weights random): no checkpoint is loaded; the encoder keeps '
+                           f'{init}, seed {self.arg.seed}: an untrained baseline')
+            return
+        if not self.arg.weights and self.protocol in ('linear_evaluation', 'knn_evaluation'):
+            self.print_log('Notice: no --weights given: the frozen encoder is untrained (say --weights random '
+                           'to mean it, or give the pretraining checkpoint)')
         if self.arg.weights:
             graphs = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k.split('.')[-1] == 'A'}
             self.io.load_weights(self.model, self.arg.weights, self.arg.ignore_weights)
@@ -256,7 +277,7 @@ class Processor(Arguments, DataMixin, Checkpoints):
             self.finish()
         else:
             if not self.arg.weights:
-                raise UserError('phase test needs --weights (e.g. work_dir/.../best_model.pt)')
+                raise UserError('phase test needs --weights (e.g. work_dir/.../best_model.pt, or random)')
             if 'test' not in self.data_loader:
                 raise UserError('phase test needs test_feeder_args with data_path and label_path')
             self.test_epoch(0, save_result=True)
@@ -273,6 +294,9 @@ class Processor(Arguments, DataMixin, Checkpoints):
         self.finish()
 
     def finish(self):
+        summary = self.report.summary() if isinstance(getattr(self, 'report', None), ScoreReport) else None
+        if summary and self.is_main:
+            self.print_log(summary)
         if self.writer is not None:
             self.writer.close()
 

@@ -141,4 +141,4 @@ def ucla_random_floor(ucla, tmp_path_factory):
     cfg = os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml')
     from e2e_support import linear
     return once_for_all_workers(tmp_path_factory, 'linear_random',
-                                lambda folder: linear(cfg, ucla, str(folder), '').best['top1'])
+                                lambda folder: linear(cfg, ucla, str(folder), 'random').best['top1'])

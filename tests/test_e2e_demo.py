@@ -18,7 +18,7 @@ def test_demo_script_on_synthetic_data(tmp_path):
     log = open(run / 'linear_eval' / 'log.txt').read()
     top1 = float(log.rsplit('Best top1: ', 1)[1].split('%')[0]) / 100
     random_init = linear(os.path.join(ROOT, 'config/demo/linear_eval_skeletonclr.yaml'), str(data),
-                         str(tmp_path / 'linear_random'), '')
+                         str(tmp_path / 'linear_random'), 'random')
     floor = random_init.best['top1']
     print(f'synthetic linear top-1: SkeletonCLR 2 epochs {100 * top1:.2f}%, random encoder {100 * floor:.2f}%')
     # 2 epochs (one worker thread): best 30.6% here; the lr-3.0 linear protocol oscillates (19-31% over the

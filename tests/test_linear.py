@@ -1,3 +1,6 @@
+import re
+
+import pytest
 import torch
 
 from conftest import tiny_dataset
@@ -62,3 +65,19 @@ def test_standardized_features_fold_into_the_saved_fc(tmp_path):
         folded = p.encoder.fc(feats)
     torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(p.encoder.fc(p.normalized(feats)), expected)   # restored after saving
+
+
+def test_untrained_encoder_is_an_explicit_switch(tmp_path):
+    """`--weights random` evaluates the untrained encoder and says so in the log; an empty name or `null`
+    is a one-line error naming the switch, never a silent random encoder."""
+    from torchlight.io import UserError
+    for bad in ('', 'null'):
+        with pytest.raises(UserError, match=r"--weights '(|null)': names no checkpoint.*--weights random"):
+            run(tmp_path, f'bad{bad}', True, '--weights', bad)
+    p = run(tmp_path, 'random', True, '--weights', 'random', '--num_epoch', '1')
+    log = (tmp_path / 'random' / 'log.txt').read_text()
+    assert "Weights: random (--weights random): no checkpoint is loaded; the encoder keeps the family's " \
+           'initialisation (weights_init: true), seed' in log
+    assert re.search(r'Result: top-1 \d+\.\d\d% at the last evaluated epoch \(1\); best \d+\.\d\d% \(epoch 1\), '
+                     r'chosen on the test split', log)
+    assert p.best['epoch'] == 1

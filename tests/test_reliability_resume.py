@@ -141,7 +141,7 @@ def test_aimclr_sigkill_resume_is_bit_identical_with_workers(tmp_path, synthetic
 def test_linear_evaluation_sigkill_resume_is_bit_identical_with_an_augmenting_feeder(tmp_path, synthetic):
     train, val = synthetic
     kill_resume_compare(tmp_path, 'linear_evaluation', 'config/demo/linear_eval_skeletonclr.yaml', 4,
-                        'epoch4_model.pt', '--weights', '', '--model_args', 'hidden_channels=4,hidden_dim=16',
+                        'epoch4_model.pt', '--weights', 'random', '--model_args', 'hidden_channels=4,hidden_dim=16',
                         '--batch_size', '8', '--train_feeder_args',
                         f'{train},shear_amplitude=0.5,temperal_padding_ratio=6', '--test_feeder_args', val,
                         '--eval_interval', '2')
