@@ -171,13 +171,16 @@ def add_preprocess_arguments(parser):
     """``--length``, ``--preprocess`` and ``--max-missing`` of the data tools (tools/*_gendata.py)."""
     parser.add_argument('--length', type=int, default=None,
                         help='frames of *_position.npy (default: 50, with --preprocess mica 64, with --preprocess '
-                             'ctrgcn the zero-padded native length: NTU 300, NW-UCLA the longest clip)')
+                             'ctrgcn the zero-padded native length: NTU 300, NW-UCLA and your own data the longest '
+                             'clip; a longer clip is resampled (50-frame, mica) or cut (ctrgcn) to it)')
     parser.add_argument('--preprocess', choices=PREPROCESSINGS, default='family',
                         help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing; "
                              "ctrgcn: CTR-GCN's (one origin per sequence, native frames zero-padded) for the "
                              "recognition configs")
     parser.add_argument('--max-missing', type=float, default=0.3,
-                        help='--preprocess mica: exclude samples with more missing joints than this fraction')
+                        help="drop a clip with more than this fraction of person 0's joint-frames missing "
+                             '(default 0.3): tools/custom_gendata.py always (1 keeps every clip), the NTU, PKU '
+                             'and NW-UCLA tools with --preprocess mica only')
 
 
 def resolve_length(args, native=None):

@@ -54,6 +54,7 @@ from feeder.preprocess import (add_preprocess_arguments, interpolate_missing_joi
                                valid_span)
 from net.text_features import DATASET_INFO, class_labels, load_descriptions  # noqa: E402
 from net.utils.layouts import get_layout  # noqa: E402
+from tools.floor import baselines, floor_line  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
@@ -61,8 +62,84 @@ CLIP_EXTENSIONS = ('.npy', '.csv', '.txt')
 SPLITS = {'train': 'train', 'val': 'val', 'test': 'val', 'validation': 'val'}
 
 
-def read_clip(path, num_joint):
-    """One clip file -> float64 ``(3, T, V, M)`` with NaN where a joint is missing."""
+TEXT_ROWS = ('frame', 'joint')
+COORDINATES = ('x', 'y', 'z')
+
+
+def default_columns(per_joint):
+    """The column names of one joint's ``per_joint`` numbers when ``--columns`` is not given."""
+    return {2: ('x', 'y'), 3: COORDINATES, 4: COORDINATES + ('confidence',)}.get(per_joint)
+
+
+def parse_columns(text):
+    """``--columns 'x,y,z,confidence'`` -> a tuple of names; x and y are required, z optional, any other
+    name (confidence, id, ...) is a column that is read past."""
+    columns = tuple(c.strip().lower() for c in text.split(',') if c.strip())
+    if 'x' not in columns or 'y' not in columns or any(columns.count(c) > 1 for c in COORDINATES):
+        raise ValueError(f"--columns {text!r}: name each joint's columns in order, with x and y once each "
+                         "(z optional; other names, e.g. confidence, are skipped), e.g. x,y,z,confidence")
+    return columns
+
+
+def read_text_rows(path):
+    """The numeric rows of a .csv / .txt clip (comments, blank lines and a header row skipped)."""
+    rows = []
+    with open(path, encoding='utf-8') as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.split('#', 1)[0].strip()
+            if not line:
+                continue
+            values = [c.strip() for c in line.split(',')] if ',' in line else line.split()
+            try:
+                rows.append([float(v) if v != '' else np.nan for v in values])
+            except ValueError:
+                if not rows:                   # a header row
+                    continue
+                raise ValueError(f'{path}, line {line_no}: non-numeric value in {line[:60]!r}') from None
+    if not rows:
+        raise ValueError(f'{path}: no frames')
+    width = len(rows[0])
+    bad = next((i for i, r in enumerate(rows) if len(r) != width), None)
+    if bad is not None:
+        raise ValueError(f'{path}: row {bad + 1} has {len(rows[bad])} values, the first row {width}')
+    return np.asarray(rows)
+
+
+def text_clip(rows, path, num_joint, form='frame', columns=None):
+    """Numeric rows -> float64 ``(M, T, V, 3)``.  ``form`` 'frame': one frame a row, the joints of person
+    0 then of person 1, ...; 'joint': one joint a row, ``V`` rows a frame (one person).  ``columns``: the
+    names of one joint's numbers (default by count: x y | x y z | x y z confidence)."""
+    width = rows.shape[1]
+    if form == 'joint':
+        if columns is None and default_columns(width) is None:
+            raise ValueError(f'{path}: {width} values a row; one joint a row (--text-rows joint) reads 2 (x y), '
+                             '3 (x y z) or 4 (x y z confidence): name them with --columns')
+        columns = columns or default_columns(width)
+        if width != len(columns):
+            raise ValueError(f'{path}: {width} values a row, --columns names {len(columns)} ({",".join(columns)})')
+        if len(rows) % num_joint:
+            raise ValueError(f'{path}: {len(rows)} rows is not a multiple of the layout\'s {num_joint} joints '
+                             '(--text-rows joint: one row per joint, frame after frame)')
+        groups = rows.reshape(len(rows) // num_joint, 1, num_joint, width)
+    else:
+        if columns is None:
+            per = next((c for c in (3, 2) if width % (num_joint * c) == 0), None)
+            if per is None:
+                hint = (' (one joint a row? give --text-rows joint)' if default_columns(width) else '')
+                raise ValueError(f'{path}: {width} values a row is not a multiple of V*3 or V*2 (V={num_joint})'
+                                 f'{hint}')
+            columns = default_columns(per)
+        if width % (num_joint * len(columns)):
+            raise ValueError(f'{path}: {width} values a row is not a multiple of V x {len(columns)} columns '
+                             f'(V={num_joint}, --columns {",".join(columns)})')
+        groups = rows.reshape(len(rows), width // (num_joint * len(columns)), num_joint, len(columns))
+    xyz = [groups[..., columns.index(c)] if c in columns else np.zeros(groups.shape[:3]) for c in COORDINATES]
+    return np.stack(xyz, axis=-1).transpose(1, 0, 2, 3)          # (T, M, V, 3) -> (M, T, V, 3)
+
+
+def read_clip(path, num_joint, form='frame', columns=None):
+    """One clip file -> float64 ``(3, T, V, M)`` with NaN where a joint is missing (``form`` and
+    ``columns``: how a .csv / .txt file is laid out, ``text_clip``)."""
     if path.endswith('.npy'):
         try:
             arr = np.load(path, allow_pickle=False).astype(np.float64)
@@ -73,33 +150,10 @@ def read_clip(path, num_joint):
         if arr.ndim != 4 or arr.shape[2] != num_joint or arr.shape[3] not in (2, 3):
             raise ValueError(f'{path}: expected (T, {num_joint}, C) or (M, T, {num_joint}, C) with C = 2 or 3, '
                              f'got shape {arr.shape}')
+        if arr.shape[3] == 2:
+            arr = np.concatenate([arr, np.zeros(arr.shape[:3] + (1,))], axis=3)
     else:
-        rows = []
-        with open(path, encoding='utf-8') as f:
-            for line_no, line in enumerate(f, 1):
-                line = line.split('#', 1)[0].strip()
-                if not line:
-                    continue
-                values = [c.strip() for c in line.split(',')] if ',' in line else line.split()
-                try:
-                    rows.append([float(v) if v != '' else np.nan for v in values])
-                except ValueError:
-                    if not rows:                   # a header row
-                        continue
-                    raise ValueError(f'{path}, line {line_no}: non-numeric value in {line[:60]!r}') from None
-        if not rows:
-            raise ValueError(f'{path}: no frames')
-        width = len(rows[0])
-        bad = next((i for i, r in enumerate(rows) if len(r) != width), None)
-        if bad is not None:
-            raise ValueError(f'{path}: frame {bad + 1} has {len(rows[bad])} values, the first frame {width}')
-        channels = next((c for c in (3, 2) if width % (num_joint * c) == 0), None)
-        if channels is None:
-            raise ValueError(f'{path}: {width} values per frame is not a multiple of V*3 or V*2 (V={num_joint})')
-        persons = width // (num_joint * channels)
-        arr = np.asarray(rows).reshape(len(rows), persons, num_joint, channels).transpose(1, 0, 2, 3)
-    if arr.shape[3] == 2:
-        arr = np.concatenate([arr, np.zeros(arr.shape[:3] + (1,))], axis=3)
+        arr = text_clip(read_text_rows(path), path, num_joint, form, columns)
     return arr.transpose(3, 1, 2, 0)          # (M, T, V, C) -> (C, T, V, M)
 
 
@@ -199,37 +253,6 @@ def bridge_missing(seq):
     return seq, missing, int(per_joint.sum()), per_joint
 
 
-RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
-
-
-def _ridge_fit(x, y, alphas):
-    """Kernel-form ridge solutions ``x.T @ (x x^T + alpha I)^-1 y`` for every alpha (one eigendecomposition)."""
-    s, u = np.linalg.eigh(x @ x.T)
-    uy = u.T @ y
-    return [x.T @ (u @ (uy / (s + alpha)[:, None])) for alpha in alphas]
-
-
-def ridge_floor(train_x, train_y, val_x, val_y, alphas=RIDGE_ALPHAS, folds=3, seed=0):
-    """(val top-1 %, alpha) of a one-vs-all ridge regression on the flattened joints (standardised), alpha
-    chosen by ``folds``-fold cross-validation on the training split; None without both splits."""
-    if not len(val_x) or len(train_x) < folds:
-        return None
-    xt, xv = train_x.reshape(len(train_x), -1).astype(np.float64), val_x.reshape(len(val_x), -1).astype(np.float64)
-    mean, std = xt.mean(0), xt.std(0) + 1e-6
-    xt, xv = (xt - mean) / std, (xv - mean) / std
-    classes = int(max(train_y.max(), val_y.max())) + 1
-    target = np.eye(classes)[train_y] - 1.0 / classes
-    fold = np.random.RandomState(seed).permutation(len(xt)) % folds
-    hits = np.zeros(len(alphas))
-    for k in range(folds):
-        fit, held = fold != k, fold == k
-        for i, w in enumerate(_ridge_fit(xt[fit], target[fit], alphas)):
-            hits[i] += np.sum((xt[held] @ w).argmax(1) == train_y[held])
-    best = int(np.argmax(hits))
-    w = _ridge_fit(xt, target, [alphas[best]])[0]
-    return 100.0 * float(np.mean((xv @ w).argmax(1) == val_y)), alphas[best]
-
-
 def convert(args):
     layout = get_layout(args.layout)
     step_layout = dataclasses.replace(layout, shoulders=None) if args.no_rotate else layout
@@ -259,38 +282,41 @@ def convert(args):
     if absent:
         raise ValueError(f"clip {absent[0]!r} of '{args.labels}' has no file {absent[0]}.npy/.csv/.txt in "
                          f"'{args.clips}' ({len(absent)} missing)")
-    clips, frames, report = [], [], Counter()
+    clips, frames, report, dropped = [], [], Counter(), Counter()
     joint_bridged = np.zeros(layout.num_node, dtype=int)
     for row, label, split in Progress(list(zip(rows, ids, splits)), desc='convert', enabled=not args.no_progress):
         path = files[row['name']]
-        seq = read_clip(path, layout.num_node)
+        seq = read_clip(path, layout.num_node, args.text_rows, args.columns)
         frames.append(seq.shape[1])
         report['nan joint-frames'] += int(np.isnan(seq).any(axis=0).sum())
         seq, missing, bridged, per_joint = bridge_missing(seq)
         report['joint-frames bridged'] += bridged
         joint_bridged += per_joint
         if missing > args.max_missing:
-            report['clips dropped (missing joints)'] += 1
+            dropped[(label, split)] += 1
             print(f"{row['name']}: dropped, {100 * missing:.0f}% of person 0's joint-frames are missing "
                   f"(--max-missing {args.max_missing})")
             continue
         clips.append((row['name'], label, split, seq))
     if not clips:
-        raise ValueError('no clip left to write')
+        raise ValueError(f'no clip left to write (all {len(rows)} dropped by --max-missing {args.max_missing})')
     num_person = args.num_person or max(seq.shape[3] for *_, seq in clips)
+    positions = {}
+    for name, _, _, seq in clips:
+        try:
+            positions[name] = preprocess_sequence(seq[..., :num_person], step_layout, args.length,
+                                                  args.preprocess, args.max_missing)
+        except ValueError as e:
+            raise ValueError(f"{files[name]}: {e}") from None
+    length = args.length or max(p.shape[1] for p in positions.values())     # ctrgcn: the longest clip
     os.makedirs(args.out, exist_ok=True)
     out = {}
     for part in ('train', 'val'):
         chosen = [c for c in clips if c[2] == part]
-        arr = np.zeros((len(chosen), 3, args.length, layout.num_node, num_person), dtype=np.float32)
-        for i, (name, _, _, seq) in enumerate(chosen):
-            if seq.shape[3] > num_person:
-                seq = seq[..., :num_person]
-            try:
-                arr[i, ..., :seq.shape[3]] = preprocess_sequence(seq, step_layout, args.length, args.preprocess,
-                                                                 args.max_missing)
-            except ValueError as e:
-                raise ValueError(f"{files[name]}: {e}") from None
+        arr = np.zeros((len(chosen), 3, length, layout.num_node, num_person), dtype=np.float32)
+        for i, (name, _, _, _) in enumerate(chosen):
+            pos = positions[name]
+            arr[i, :, :pos.shape[1], :, :pos.shape[3]] = pos
         labels = np.array([c[1] for c in chosen], dtype=np.int64)
         np.save(os.path.join(args.out, f'{part}_position.npy'), arr)
         save_labels(os.path.join(args.out, f'{part}_label.pkl'), [c[0] for c in chosen], labels)
@@ -298,30 +324,35 @@ def convert(args):
     num_class = len(class_names) if class_names else int(max(ids)) + 1
     info = {'dataset': args.dataset or os.path.basename(os.path.normpath(args.out)), 'num_class': num_class,
             'classes': class_names, 'layout': args.layout if isinstance(args.layout, str) else layout.name,
-            'num_joint': layout.num_node, 'num_person': num_person, 'length': args.length,
+            'num_joint': layout.num_node, 'num_person': num_person, 'length': length,
             'train': len(out['train'][1]), 'val': len(out['val'][1]),
             'rotated': not args.no_rotate and layout.shoulders is not None}
     with open(os.path.join(args.out, DATASET_INFO), 'w', encoding='utf-8') as f:
         yaml.safe_dump(info, f, sort_keys=False)
     lines = [f"{args.out}: dataset {info['dataset']!r}, {num_class} classes, layout {layout.name!r} "
-             f"({layout.num_node} joints), {num_person} person(s), {args.length} frames"]
+             f"({layout.num_node} joints), {num_person} person(s), {length} frames ({args.preprocess})"]
     names = class_names or [str(c) for c in range(num_class)]
-    lines.append('class | train | val')
+    lines.append('class | train | val | dropped (train, val)')
     for c in range(num_class):
-        lines.append(f"{names[c]} | {int((out['train'][1] == c).sum())} | {int((out['val'][1] == c).sum())}")
-    lines.append(f"total | {len(out['train'][1])} | {len(out['val'][1])}")
-    lines.append(f'frames per clip: min {min(frames)}, median {int(np.median(frames))}, max {max(frames)}')
+        lines.append(f"{names[c]} | {int((out['train'][1] == c).sum())} | {int((out['val'][1] == c).sum())} | "
+                     f"{dropped[(c, 'train')]}, {dropped[(c, 'val')]}")
+    lost = {part: sum(n for (_, p), n in dropped.items() if p == part) for part in ('train', 'val')}
+    lines.append(f"total | {len(out['train'][1])} | {len(out['val'][1])} | {lost['train']}, {lost['val']}")
+    lines.append(f'frames per clip: min {min(frames)}, median {int(np.median(frames))}, max {max(frames)}'
+                 + (f'; longer spans cut at {length}' if max(frames) > length and args.preprocess == 'ctrgcn'
+                    else ''))
     lines.append(f"missing joints: {report['nan joint-frames']} NaN joint-frames, {report['joint-frames bridged']} "
-                 f"joint-frames bridged, {report['clips dropped (missing joints)']} clips dropped")
+                 f"joint-frames bridged, {sum(dropped.values())} clips dropped")
+    if dropped:
+        lines.append(f"NOTICE: {sum(dropped.values())} clips dropped (more than {100 * args.max_missing:g}% of person "
+                     f"0's joint-frames missing, --max-missing {args.max_missing}): {lost['train']} train, "
+                     f"{lost['val']} val; the split is no longer the dataset's standard one, so results are not "
+                     'comparable with published ones unless the same clips are dropped (--max-missing 1 keeps all)')
     if joint_bridged.any():
         worst = [j for j in np.argsort(-joint_bridged, kind='stable')[:3] if joint_bridged[j]]
         lines.append('most bridged: ' + ', '.join(f'{layout.joint(j)} {joint_bridged[j]}' for j in worst))
-    floor = ridge_floor(*out['train'], *out['val'])
-    if floor is not None:
-        chance = 100.0 * max(Counter(out['val'][1].tolist()).values()) / len(out['val'][1])
-        lines.append(f'ridge regression on the converted joints (floor): val top-1 {floor[0]:.1f}% (alpha '
-                     f'{floor[1]:g} by 3-fold cross-validation on train; majority class {chance:.1f}%, 1/C '
-                     f'{100.0 / num_class:.1f}%): a learned encoder should beat this')
+    info['baselines'] = baselines(*out['train'], *out['val'], num_class, args.out)
+    lines.append(floor_line(info['baselines']))
     text = '\n'.join(lines)
     with open(os.path.join(args.out, 'report.txt'), 'w', encoding='utf-8') as f:
         f.write(text + '\n')
@@ -417,9 +448,18 @@ def example_clip(rng, label):
     return clip
 
 
+def write_joint_rows(path, clip):
+    """A clip ``(T, V, 3)`` as text, one joint a row (``x y z confidence``), V rows a frame; a NaN joint is
+    written as ``nan nan nan 0``, as a tracker that lost it."""
+    rows = clip.reshape(-1, 3)
+    confidence = np.where(np.isnan(rows).any(axis=1), 0.0, 1.0)
+    np.savetxt(path, np.column_stack([rows, confidence]), fmt='%.5f', header='x y z confidence')
+
+
 def make_example(folder, per_class=(40, 10), seed=0):
     """Write ``folder/{clips/, labels.csv, layout.yaml, descriptions.yaml}``: a generated 20-joint dataset
-    (joint order ``EXAMPLE_JOINTS``, not NW-UCLA's), clips as .npy and .csv, a few NaN joints."""
+    (joint order ``EXAMPLE_JOINTS``, not NW-UCLA's), clips as .npy and as .txt with one joint a row
+    (convert with ``--text-rows joint``), a few NaN joints."""
     rng = np.random.RandomState(seed)
     clips = os.path.join(folder, 'clips')
     os.makedirs(clips, exist_ok=True)
@@ -432,9 +472,8 @@ def make_example(folder, per_class=(40, 10), seed=0):
                 if rng.rand() < 0.2:                      # a tracking drop-out: NaN joints for a few frames
                     t = rng.randint(1, len(clip) - 4)
                     clip[t:t + 3, rng.randint(0, 20)] = np.nan
-                if k % 2:
-                    np.savetxt(os.path.join(clips, f'{clip_name}.csv'), clip.reshape(len(clip), -1),
-                               delimiter=',', fmt='%.5f')
+                if k % 2:                                 # one joint a row: x y z confidence
+                    write_joint_rows(os.path.join(clips, f'{clip_name}.txt'), clip)
                 else:
                     np.save(os.path.join(clips, f'{clip_name}.npy'), clip.astype(np.float32))
                 rows.append((clip_name, name, f's{k % 5 + 1}', split))
@@ -487,8 +526,18 @@ def main(argv=None):
     parser.add_argument('--num-person', type=int, default=None, help='M of the output (default: the most found)')
     parser.add_argument('--no-rotate', action='store_true', help='skip the shoulder-line rotation')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--text-rows', choices=TEXT_ROWS, default='frame',
+                        help='what a row of a .csv / .txt clip holds: frame (default: all joints of a frame, '
+                             'x y z joint after joint) or joint (one joint a row, x y z [confidence], V rows a '
+                             'frame, one person)')
+    parser.add_argument('--columns', type=parse_columns, default=None,
+                        help="the names of one joint's numbers in a text row, in order, e.g. x,y,z,confidence "
+                             '(default by count: x,y | x,y,z | x,y,z,confidence); names other than x, y, z are '
+                             'skipped')
     add_preprocess_arguments(parser)
-    args = resolve_length(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if not (args.preprocess == 'ctrgcn' and args.length is None):     # ctrgcn: the longest clip by default
+        resolve_length(args)
     if args.make_example:
         make_example(args.make_example)
         return
