@@ -17,6 +17,7 @@ Nothing here writes files or logs; the processors add their checks (data magnitu
 their loaders (sampler, device-resident data).
 """
 import inspect
+import re
 
 import torch
 
@@ -64,7 +65,28 @@ def build_model(cfg, for_inference=False):
     try:
         return model_class(**args)
     except TypeError as e:
-        raise UserError(f'model_args do not fit {name}: {e}') from e
+        raise UserError(f'model_args do not fit {name}: {e}{key_hint(model_class, str(e))}') from e
+
+
+WIDTH_KEYS = ('hidden_channels', 'base_channel', 'out_channel', 'head_channels')   # the encoders' width keys
+
+
+def model_keys(model_class):
+    """The named constructor arguments of a model class (what ``model_args`` may hold)."""
+    params = inspect.signature(model_class.__init__).parameters.values()
+    return [p.name for p in params if p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def key_hint(model_class, message):
+    """For 'unexpected keyword argument X': the closest valid key, the class's width key and its keys."""
+    match = re.search(r"unexpected keyword argument '(\w+)'", message)
+    if not match:
+        return ''
+    keys = model_keys(model_class)
+    width = next((k for k in WIDTH_KEYS if k in keys), None)
+    hint = (f'the width key of this encoder is {width}' if match.group(1) in WIDTH_KEYS and width
+            else f'closest valid key: {closest_keys(match.group(1), keys)}')
+    return f" ({hint}; its keys: {', '.join(keys)}; each encoder's keys: docs/DATA.md, step 7)"
 
 
 def inference_encoder(model):

@@ -122,19 +122,35 @@ class Recognition(Processor):
         positive or negative candidates in the banks than it samples; on a small dataset that can be every
         class, and the head would then add nothing without a word: an error when no class can contribute,
         a notice naming the classes when some cannot."""
-        short = getattr(head, 'classes_without_full_sample', lambda labels: [])(labels)
-        if not short:
+        if not hasattr(head, 'classes_without_full_sample'):
             return
+        short = head.classes_without_full_sample(labels)
         wanted = f'{head.num_positives} positives and {head.negatives_needed()} negatives'
+        if head.fifo:
+            bank = f'a FIFO bank of {head.bank_size} rows'
+        else:
+            _, counts = np.unique(np.asarray(labels).ravel(), return_counts=True)
+            bank = (f'a bank of {head.bank_size} rows ({head.num_samples} clips x {head.bank_copies} copies; the '
+                    f'smallest class has {int(counts.min()) * head.bank_copies} rows, the largest '
+                    f'{int(counts.max()) * head.bank_copies})')
+        if head.fifo or head.min_candidates != 'full':
+            self.print_log(f'CSRE sample check: min_candidates={head.min_candidates}, {bank}: anchors use what the '
+                           'banks hold (not checked against the full sample)')
+            return
+        if not short:
+            self.print_log(f'CSRE sample check (min_candidates: full): every class has the {wanted} CSRE samples '
+                           f'per anchor; {bank}')
+            return
         shown = ', '.join(f'class {c} ({p} positive / {n} negative candidates)' for c, p, n in short[:5])
         more = f' and {len(short) - 5} more' if len(short) > 5 else ''
         fix = ('give --train_head_args min_candidates=any (use what the banks hold) or smaller '
                'num_positives / num_hard_negatives / num_random_negatives')
         if len(short) == len(np.unique(labels)):
             raise UserError(f'train_head_args.min_candidates=full: no class of the training set has the {wanted} '
-                            f'CSRE samples per anchor ({shown}{more}), so the head would contribute nothing; {fix}')
+                            f'CSRE samples per anchor ({shown}{more}; {bank}), so the head would contribute '
+                            f'nothing; {fix}')
         self.print_log(f'Notice: CSRE (min_candidates: full) skips the anchors of {len(short)} classes that '
-                       f'lack the {wanted} it samples: {shown}{more}; to use them, {fix}.')
+                       f'lack the {wanted} it samples: {shown}{more}; {bank}; to use them, {fix}.')
 
     def load_optimizer(self):
         super().load_optimizer()

@@ -116,7 +116,7 @@ def once_for_all_workers(tmp_path_factory, name, make):
 
 def ucla_gendata(src, folder, *extra):
     subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ucla_gendata.py'), '--data-path', src,
-                    '--out-folder', str(folder), '--no-progress', *extra], check=True, capture_output=True)
+                    '--out-folder', str(folder), '--no-progress', '--no-floor', *extra], check=True, capture_output=True)
     return str(folder / 'ucla')
 
 

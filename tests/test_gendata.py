@@ -299,9 +299,13 @@ def test_pku_gendata_segments(tmp_path):
 
 # ---------------------------------------------------------------- NW-UCLA
 
-def test_ucla_gendata_real(tmp_path):
+def test_ucla_gendata_real(tmp_path, capsys):
     need(UCLA_DIR)
     ucla_gendata.main(['--data-path', UCLA_DIR, '--out-folder', str(tmp_path), '--no-progress'])
+    # the floor of these arrays, in the one printed form (tools/floor.py) that docs/DATA.md and the README quote
+    floor = capsys.readouterr().out.splitlines()[-1]
+    assert floor.startswith(f"ridge floor of {tmp_path / 'ucla'} (3 x 50 x 20 x 1 numbers a clip): val top-1 65.3% "
+                            '(alpha 10000 by 3-fold cross-validation on train; majority class'), floor
     folder = tmp_path / 'ucla'
     sizes = {'train': 1020, 'val': 464}
     for part, n in sizes.items():

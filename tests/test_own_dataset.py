@@ -124,13 +124,15 @@ def test_guide_has_the_whole_path():
     for needle in ('--make-example', '--clips', 'pretrain_aimclr', 'linear_evaluation', 'pretrain_skeletonclr',
                    'pretrain_msmclr', 'gen_text_features.py', 'pretrain_mica', 'recognition', 'csre'):
         assert any(needle in c for c in commands), needle
-    assert set(guide_configs()) == {'my_configs/pretrain_aimclr.yaml', 'my_configs/linear_eval_aimclr.yaml'}
+    assert set(guide_configs()) == {'my_configs/pretrain_aimclr.yaml', 'my_configs/linear_eval_aimclr.yaml',
+                                    'layouts/kinect_v1.yaml'}
     # the shipped configs are used with overrides of paths, layout, num_class and work_dir only
     for c in guide_commands():
         if c[1] == 'main.py':
             keys = [a for a in c[2:] if a.startswith('--')]
             assert set(keys) <= {'--config', '--work_dir', '--train_feeder_args', '--test_feeder_args',
-                                 '--model_args', '--train_head_args'}, keys
+                                 '--model_args', '--train_head_args', '--weights'}, keys
+            assert '--weights' not in keys or c[c.index('--weights') + 1] == 'random'     # the untrained row
 
 
 def test_converter_output(converted):
@@ -156,10 +158,10 @@ def test_converter_output(converted):
     line = train[:, :, 0, right, 0] - train[:, :, 0, left, 0]
     assert np.abs(line[:, 2]).max() < 1e-4 and (line[:, 0] > 0).all()
     report = (data / 'report.txt').read_text()
-    assert 'wave right hand | 40 | 10' in report and 'total | 160 | 40' in report
+    assert 'wave right hand | 40 | 10 | 0, 0' in report and 'total | 160 | 40 | 0, 0' in report
     bridged = int(re.search(r'(\d+) joint-frames bridged', report).group(1))
-    assert bridged > 0 and '0 clips dropped' in report
-    assert re.search(r'ridge regression on the converted joints \(floor\): val top-1 \d+\.\d%', report)
+    assert bridged > 0 and '0 clips dropped' in report and 'NOTICE' not in report
+    assert re.search(r'ridge floor of data/own_example \(3 x 50 x 20 x 1 numbers a clip\): val top-1 \d+\.\d%', report)
 
 
 def test_converter_split_rules_and_inputs(tmp_path):
@@ -195,7 +197,8 @@ def test_converter_split_rules_and_inputs(tmp_path):
     one_line(err, 'no split given', '--val-fraction')
 
 
-GROUP_RUNS = {'pretrain_aimclr': ['aimclr/pretext/epoch1_model.pt', 'aimclr/linear_eval/test_result.pkl'],
+GROUP_RUNS = {'pretrain_aimclr': ['aimclr/pretext/epoch1_model.pt', 'aimclr/linear_eval/test_result.pkl',
+                                   'untrained/linear_eval/test_result.pkl'],
               'pretrain_skeletonclr': ['skeletonclr/pretext/epoch1_model.pt'],
               'pretrain_msmclr': ['msmclr/pretext/epoch1_model.pt'],
               'pretrain_mica': ['mica/pretext/epoch1_model.pt'],
@@ -216,6 +219,11 @@ def test_worked_example_runs_as_written(converted, in_scratch, group):
         assert (work / path).exists(), path
     if group != 'pretrain_aimclr':
         return
+    # the untrained row: the same probe (the small-data one of config/ucla/), the encoder not loaded
+    configs = [yaml.safe_load((work / run / 'config.yaml').read_text())
+               for run in ('aimclr/linear_eval', 'untrained/linear_eval')]
+    assert [(c['feature_norm'], c['base_lr']) for c in configs] == [('standardize', 0.1)] * 2
+    assert 'Weights: random (--weights random)' in (work / 'untrained' / 'linear_eval' / 'log.txt').read_text()
     # the start-up notices of a small pretraining set
     log = (work / 'aimclr' / 'pretext' / 'log.txt').read_text()
     one_line(re.search(r'.*Training data:.*', log).group(0), '160 samples', 'batch_size 128',
@@ -426,3 +434,85 @@ def test_csre_names_the_classes_it_cannot_sample():
     assert CSRE(channels=16, num_node=20, num_samples=labels.size, num_frames=8, bank_copies=5,
                 min_candidates='any').classes_without_full_sample(labels) == []
     assert CSRE(channels=16, num_node=20, bank_capacity=64, num_frames=8).classes_without_full_sample(labels) == []
+
+
+# ---------------------------------------------------------------- the whole path on one-joint-per-row text
+
+KINECT_FROM_EXAMPLE = {'HipCenter': 'pelvis', 'Spine': 'spine', 'ShoulderCenter': 'neck', 'Head': 'head'}
+
+
+def kinect_v1_clip(rng, label):
+    """A generated clip of the example's classes, reordered into the Kinect v1 joint order of the guide's
+    layout (``HandLeft`` <- ``l_hand`` ...)."""
+    layout = yaml.safe_load(guide_configs()['layouts/kinect_v1.yaml'])
+    names = list(custom_gendata.EXAMPLE_JOINTS)
+    order = []
+    for joint in layout['joint_names']:
+        side = 'l_' if joint.endswith('Left') else 'r_' if joint.endswith('Right') else ''
+        order.append(names.index(KINECT_FROM_EXAMPLE.get(joint) or side + joint[:-len('Left' if side == 'l_' else
+                                                                                    'Right')].lower()))
+    return custom_gendata.example_clip(rng, label)[:, order]
+
+
+def test_own_dataset_path_on_joint_per_row_text(tmp_path, monkeypatch, capsys):
+    """Done-when of the own-dataset walk-through: one-joint-per-row text clips in Kinect v1 order, the
+    guide's Kinect v1 layout, converted for the self-supervised path and with --preprocess ctrgcn (no
+    --length) for the supervised one; SkeletonCLR pretraining, the small-data probe on it and on the
+    untrained encoder (--weights random, the same probe), supervised ST-GCN; the printed baselines (ridge
+    floor, chance, the untrained row, the last epoch beside the best) checked.  1 epoch, width 8."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'kinect_v1.yaml').write_text(guide_configs()['layouts/kinect_v1.yaml'])
+    rng = np.random.RandomState(0)
+    (tmp_path / 'clips').mkdir()
+    rows = ['name,label,split']
+    for split, count in (('train', 6), ('val', 3)):
+        for label in range(4):
+            for k in range(count):
+                name = f'{split}_{label}_{k}'
+                custom_gendata.write_joint_rows(str(tmp_path / 'clips' / f'{name}.txt'), kinect_v1_clip(rng, label))
+                rows.append(f'{name},{custom_gendata.EXAMPLE_CLASSES[label]},{split}')
+    (tmp_path / 'labels.csv').write_text('\n'.join(rows) + '\n')
+    convert = ['--clips', 'clips', '--labels', 'labels.csv', '--layout', 'kinect_v1.yaml', '--text-rows', 'joint',
+               '--no-progress']
+    capsys.readouterr()
+    custom_gendata.main(convert + ['--out', 'data/mine'])
+    report = capsys.readouterr().out
+    floor = re.search(r'ridge floor of data/mine \(3 x 50 x 20 x 1 numbers a clip\): val top-1 (\d+\.\d)% \(alpha '
+                      r'\S+ by 3-fold cross-validation on train; majority class 25\.0%, chance 1/C 25\.0%\)', report)
+    assert floor, report
+    custom_gendata.main(convert + ['--out', 'data/mine_ctrgcn', '--preprocess', 'ctrgcn'])
+    report = capsys.readouterr().out
+    longest = int(re.search(r'1 person\(s\), (\d+) frames \(ctrgcn\)', report).group(1))
+    assert 30 <= longest <= 70 and np.load('data/mine_ctrgcn/train_position.npy').shape[2] == longest
+    assert 'ridge floor of data/mine_ctrgcn' in report
+
+    def feed(folder, split):
+        return f'data_path={folder}/{split}_position.npy,label_path={folder}/{split}_label.pkl'
+    model = 'num_class=4,graph_args.layout=kinect_v1.yaml,hidden_channels=8'
+    common = ['--num_epoch', '1', '--progress_bar', 'false', '--num_worker', '0', '--model_args', model]
+    assert main_module.main(['pretrain_skeletonclr', '--config', os.path.join(ROOT, 'config/ucla/pretrain_skeletonclr.yaml'),
+                             '--work_dir', 'w/pretext', '--train_feeder_args', feed('data/mine', 'train'),
+                             '--batch_size', '8', '--model_args', 'queue_size=16', *common]) == 0
+    probe = ['linear_evaluation', '--config', os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml'),
+             '--train_feeder_args', feed('data/mine', 'train'), '--test_feeder_args', feed('data/mine', 'val'),
+             '--batch_size', '8', *common]
+    assert main_module.main(probe + ['--work_dir', 'w/linear', '--weights', 'w/pretext/epoch1_model.pt']) == 0
+    assert main_module.main(probe + ['--work_dir', 'w/untrained', '--weights', 'random']) == 0
+    logs = {run: (tmp_path / 'w' / run / 'log.txt').read_text() for run in ('linear', 'untrained')}
+    assert 'Weights: random (--weights random)' in logs['untrained'] and 'Weights: random' not in logs['linear']
+    for log in logs.values():                      # the same probe, the last epoch beside the best
+        assert 'feature_norm: standardize' in log and 'base_lr: 0.1' in log
+        assert re.search(r'Result: top-1 \d+\.\d\d% at the last evaluated epoch \(1\); best \d+\.\d\d% \(epoch 1\), '
+                         r'chosen on the test split', log)
+    assert main_module.main(['recognition', '--config', os.path.join(ROOT, 'config/ucla/recognition_stgcn.yaml'),
+                             '--work_dir', 'w/supervised', '--train_feeder_args', feed('data/mine_ctrgcn', 'train'),
+                             '--test_feeder_args', feed('data/mine_ctrgcn', 'val'), '--batch_size', '8',
+                             '--test_batch_size', '16', *common]) == 0
+    assert 'Result: top-1' in (tmp_path / 'w' / 'supervised' / 'log.txt').read_text()
+
+
+def test_wrong_width_key_names_the_encoders_keys(capsys):
+    err = run_main(capsys, 'recognition', '--config', 'config/ucla/recognition_ctrgcn.yaml',
+                   '--model_args', 'hidden_channels=16')
+    one_line(err, "unexpected keyword argument 'hidden_channels'", 'the width key of this encoder is base_channel',
+             'its keys: in_channels, num_class', 'docs/DATA.md')

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from feeder.preprocess import (IncompleteSkeletonError, add_preprocess_arguments, preprocess_sequence,  # noqa: E402
                                resolve_length, save_labels)
 from net.utils.layouts import get_layout  # noqa: E402
+from tools.floor import dataset_baselines, floor_line  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
@@ -111,13 +112,18 @@ def main(argv=None):
     parser.add_argument('--num-person', type=int, default=1,
                         help='M of the output; persons beyond the first are zero (default: 1)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--no-floor', dest='floor', action='store_false',
+                        help="skip the ridge floor of the written arrays (tools/floor.py; a few seconds)")
     args = parser.parse_args(argv)
     if not (args.preprocess == 'ctrgcn' and args.length is None):     # ctrgcn: native lengths by default
         resolve_length(args)
     counts = gendata(args.data_path, args.out_folder, args.length, args.num_person, not args.no_progress,
                      args.preprocess, args.max_missing)
+    folder = os.path.join(args.out_folder, 'ucla')
     for part, n in counts.items():
-        print(f"{os.path.join(args.out_folder, 'ucla')}: {part} {n} samples")
+        print(f'{folder}: {part} {n} samples')
+    if args.floor:
+        print(floor_line(dataset_baselines(folder, num_class=10)))
 
 
 if __name__ == '__main__':
