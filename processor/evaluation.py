@@ -102,12 +102,21 @@ class ScoreReport:
         self.last = (epoch + 1, top1)
         return accs
 
-    def summary(self):
-        """The closing line of a training run: top-1 at the last evaluated epoch beside the best one, which
-        is chosen on the test split (the family's habit, so an optimistic number); None before any test."""
+    def result(self):
+        """A training run's outcome as data (``result.json``): top-1 (percent) at the last evaluated epoch and
+        at the best one, which is chosen on the test split (the family's habit, so optimistic), the number
+        of classes and the weights evaluated; None before any test."""
         p, last = self.processor, getattr(self, 'last', None)
         if last is None or p.arg.phase != 'train':
             return None
-        return (f"Result: top-1 {100 * last[1]:.2f}% at the last evaluated epoch ({last[0]}); best "
-                f"{100 * p.best['top1']:.2f}% (epoch {p.best['epoch']}), chosen on the test split (the family's "
-                'habit: optimistic; the last epoch is the unbiased number)')
+        return {'protocol': p.protocol, 'top1_last': round(100 * last[1], 4), 'last_epoch': last[0],
+                'top1_best': round(100 * p.best['top1'], 4), 'best_epoch': p.best['epoch'],
+                'best_chosen_on': 'test split', 'num_class': p.arg.model_args.get('num_class'),
+                'weights': p.arg.weights}
+
+    @staticmethod
+    def summary(result):
+        """The closing line of a training run from its ``result()``."""
+        return (f"Result: top-1 {result['top1_last']:.2f}% at the last evaluated epoch ({result['last_epoch']}); "
+                f"best {result['top1_best']:.2f}% (epoch {result['best_epoch']}), chosen on the test split (the "
+                "family's habit: optimistic; the last epoch is the unbiased number)")

@@ -294,9 +294,10 @@ class Processor(Arguments, DataMixin, Checkpoints):
         self.finish()
 
     def finish(self):
-        summary = self.report.summary() if isinstance(getattr(self, 'report', None), ScoreReport) else None
-        if summary and self.is_main:
-            self.print_log(summary)
+        result = self.report.result() if isinstance(getattr(self, 'report', None), ScoreReport) else None
+        if result and self.is_main:
+            self.print_log(ScoreReport.summary(result))
+            self.io.save_json(result, 'result.json')
         if self.writer is not None:
             self.writer.close()
 

@@ -185,7 +185,7 @@ def test_converter_split_rules_and_inputs(tmp_path):
         clips=str(clips), labels=str(tmp_path / 'labels.csv'), layout=str(layout), out=str(tmp_path / 'out'),
         dataset=None, classes=None, split_column=None, split_by='view', val_values=['v1'], val_fraction=None,
         seed=0, num_person=None, no_rotate=True, no_progress=True, length=10, preprocess='family',
-        max_missing=0.3))
+        max_missing=0.3, text_rows='frame', columns=None))
     assert info['dataset'] == 'out' and info['num_class'] == 3 and info['classes'] is None   # integer ids 1..3
     assert (info['train'], info['val'], info['num_person']) == (6, 6, 2)
     names, labels = np.load(tmp_path / 'out' / 'val_label.pkl', allow_pickle=True)
@@ -217,6 +217,9 @@ def test_worked_example_runs_as_written(converted, in_scratch, group):
     work = in_scratch / 'work_dir' / 'own_example'
     for path in GROUP_RUNS[group]:
         assert (work / path).exists(), path
+    if group == 'recognition':           # CSRE's start-up check says what it found, whatever it decides
+        log = (work / 'stgcn_csre' / 'log.txt').read_text()
+        one_line(re.search(r'.*CSRE sample check.*', log).group(0), 'min_candidates=any', 'a bank of 160 rows')
     if group != 'pretrain_aimclr':
         return
     # the untrained row: the same probe (the small-data one of config/ucla/), the encoder not loaded
@@ -469,7 +472,10 @@ def test_own_dataset_path_on_joint_per_row_text(tmp_path, monkeypatch, capsys):
         for label in range(4):
             for k in range(count):
                 name = f'{split}_{label}_{k}'
-                custom_gendata.write_joint_rows(str(tmp_path / 'clips' / f'{name}.txt'), kinect_v1_clip(rng, label))
+                clip = kinect_v1_clip(rng, label)
+                if (split, label, k) == ('val', 3, 0):         # a tracker that lost person 0 for half the clip
+                    clip[:len(clip) // 2] = np.nan
+                custom_gendata.write_joint_rows(str(tmp_path / 'clips' / f'{name}.txt'), clip)
                 rows.append(f'{name},{custom_gendata.EXAMPLE_CLASSES[label]},{split}')
     (tmp_path / 'labels.csv').write_text('\n'.join(rows) + '\n')
     convert = ['--clips', 'clips', '--labels', 'labels.csv', '--layout', 'kinect_v1.yaml', '--text-rows', 'joint',
@@ -478,8 +484,12 @@ def test_own_dataset_path_on_joint_per_row_text(tmp_path, monkeypatch, capsys):
     custom_gendata.main(convert + ['--out', 'data/mine'])
     report = capsys.readouterr().out
     floor = re.search(r'ridge floor of data/mine \(3 x 50 x 20 x 1 numbers a clip\): val top-1 (\d+\.\d)% \(alpha '
-                      r'\S+ by 3-fold cross-validation on train; majority class 25\.0%, chance 1/C 25\.0%\)', report)
+                      r'\S+ by 3-fold cross-validation on train; majority class 27\.3%, chance 1/C 25\.0%\)', report)
     assert floor, report
+    # the dropped clip: per class and split in the table, and a notice that the split changed
+    assert 'kick forward | 6 | 2 | 0, 1' in report and 'total | 24 | 11 | 0, 1' in report
+    one_line(re.search(r'NOTICE: .*', report).group(0), '1 clips dropped', '--max-missing 0.3', '0 train, 1 val',
+             "no longer the dataset's standard one")
     custom_gendata.main(convert + ['--out', 'data/mine_ctrgcn', '--preprocess', 'ctrgcn'])
     report = capsys.readouterr().out
     longest = int(re.search(r'1 person\(s\), (\d+) frames \(ctrgcn\)', report).group(1))

@@ -4,6 +4,7 @@ import argparse
 import difflib
 import errno
 import importlib
+import json
 import os
 import pickle
 import re
@@ -421,6 +422,18 @@ class IO:
             with open(tmp, 'w') as f:
                 f.write(f"# command line: {' '.join(sys.argv)}\n\n")
                 yaml.safe_dump(_plain(arg_dict), f, default_flow_style=False, sort_keys=False)
+            os.replace(tmp, path)
+        except OSError as e:
+            _remove_quietly(tmp)
+            raise write_error(path, e, kept=path) from e
+
+    def save_json(self, result, filename):
+        """``result`` (plain data) as ``work_dir/filename``, written whole or not at all."""
+        path = os.path.join(self.work_dir, filename)
+        tmp = f'{path}.tmp{os.getpid()}'
+        try:
+            with open(tmp, 'w', encoding='utf-8') as f:
+                json.dump(result, f, indent=1)
             os.replace(tmp, path)
         except OSError as e:
             _remove_quietly(tmp)
