@@ -29,7 +29,12 @@ def pretrain(config, folder, work_dir, epochs, extra=()):
     return p, os.path.join(work_dir, f'epoch{epochs}_model.pt')
 
 
-def linear(config, folder, work_dir, weights, extra=()):
+# the probe of the e2e thresholds (measured with it): the family protocol, for the trained encoder and the
+# untrained one alike; the shipped small-data probe is exercised by test_e2e_demo and test_own_dataset
+FAMILY_PROBE = ('--feature_norm', 'none', '--base_lr', '3.0')
+
+
+def linear(config, folder, work_dir, weights, extra=FAMILY_PROBE):
     p = LinearEvaluation(['--config', config, '--work_dir', work_dir, '--weights', weights,
                           '--train_feeder_args', feeder_args(folder, 'train'),
                           '--test_feeder_args', feeder_args(folder, 'val'), '--eval_interval', '10',

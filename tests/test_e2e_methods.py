@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from e2e_support import check_outputs, linear, pretrain
+from e2e_support import FAMILY_PROBE, check_outputs, linear, pretrain
 
 
 @pytest.mark.parametrize('method, epochs, minimum', [('aimclr', 1, 0.18), ('msmclr', 1, 0.18), ('mica', 1, 0.18)])
@@ -17,8 +17,9 @@ def test_ucla_method_pretrain_then_linear(tmp_path, ucla, ucla_random_floor, met
     pre, weights = pretrain(os.path.join(ROOT, f'config/ucla/pretrain_{method}.yaml'), ucla,
                             str(tmp_path / 'pretext'), epochs=epochs)
     assert all(np.isfinite(v) for v in pre.epoch_info.values())
+    probe = FAMILY_PROBE + (('--base_lr', '5.0') if method == 'mica' else ())     # MICA's paper: lr 5
     trained = linear(os.path.join(ROOT, f'config/ucla/linear_eval_{method}.yaml'), ucla,
-                     str(tmp_path / 'linear'), weights)
+                     str(tmp_path / 'linear'), weights, probe)
     top1, floor = trained.best['top1'], ucla_random_floor
     print(f'NW-UCLA linear top-1: {method} {epochs} epochs {100 * top1:.2f}%, random encoder {100 * floor:.2f}%')
     assert top1 > minimum, top1
