@@ -3,24 +3,27 @@
     python tools/custom_gendata.py --make-example data/own_example/raw     # a generated try-out input
     python tools/custom_gendata.py --clips my_clips/ --labels labels.csv --layout my_layout.yaml \
         --out data/mydata --dataset mydata [--split-column split | --val-values 3 --split-by view |
-        --val-fraction 0.2] [--classes classes.txt] [--length 50] [--no-rotate] [--num-person M]
+        --val-fraction 0.2] [--classes classes.txt] [--text-rows joint] [--preprocess ctrgcn] [--no-rotate]
 
 Input (docs/DATA.md, "Your own dataset"):
 
 - ``--clips``: a folder with one file per clip, named ``<name>.npy``, ``<name>.csv`` or ``<name>.txt``.
-  ``.npy``: float ``(T, V, C)`` or ``(M, T, V, C)``.  ``.csv`` / ``.txt``: one frame per row, ``V*C`` numbers
-  (or ``M*V*C``: person 0's joints first), separated by commas and/or white space; ``#`` comments and a
-  non-numeric header row are skipped.  C = 3 (x, y, z; y up) or 2 (z = 0).  ``NaN`` (or an empty CSV
-  cell) marks a missing joint.
+  ``.npy``: float ``(T, V, C)`` or ``(M, T, V, C)``.  ``.csv`` / ``.txt``: one frame per row (default),
+  ``V*C`` numbers (or ``M*V*C``: person 0's joints first), or with ``--text-rows joint`` one joint per row
+  (``x y z [confidence]``, V rows a frame, one person); ``--columns`` names one joint's numbers; commas
+  and/or white space; ``#`` comments, blank lines and a non-numeric header row are skipped.  C = 3 (x, y,
+  z; y up) or 2 (z = 0).  ``NaN`` (or an empty CSV cell) marks a missing joint.
 - ``--labels``: a CSV ``name,label[,subject,view,split]`` with a header row naming the columns (``name``
   and ``label`` are required, other columns are free).  ``label``: a class name or an integer id.
 - ``--layout``: the layout file (``V`` joints; docs/DATA.md, "Layout files").
 
 Per clip: NaN joints become missing; missing joints (NaN or all-zero xyz) inside a person's present span
 are bridged by linear interpolation over the frames where the joint is present; a clip with more than
-``--max-missing`` (0.3) of person 0's joint-frames missing is dropped; then the 50-frame step
+``--max-missing`` (default 0.3, always applied) of person 0's joint-frames missing is dropped (the report
+counts the drops per class and split and says that the split changed); then the 50-frame step
 (``feeder/preprocess.py``: crop, centre on the layout's origin joint, resample to ``--length`` frames by
-interpolation over the valid frames, rotate the shoulder line to +x unless ``--no-rotate``).
+interpolation over the valid frames, rotate the shoulder line to +x unless ``--no-rotate``), or with
+``--preprocess ctrgcn`` CTR-GCN's (for the recognition configs; ``--length`` defaults to the longest clip).
 
 Classes: with ``--classes`` (a text file, one name per line, line i = class id i, or a class-description
 YAML for MICA, whose ``label`` entries give the names in order) labels may be those names or 0-based ids;
@@ -32,9 +35,9 @@ Split: ``--split-column`` (default ``split`` when the CSV has it; values train /
 
 Output in ``--out``: ``{train,val}_position.npy`` float32 (N, 3, length, V, M), ``{train,val}_label.pkl``,
 ``dataset.yaml`` (dataset name, classes, layout, counts: MICA's text features are checked against it) and
-``report.txt`` (the report printed at the end: counts per class and split, frames, missing joints, and a
-ridge-regression floor on the converted joints, the accuracy a linear model reaches without learning
-features).
+``report.txt`` (the report printed at the end: counts per class and split, kept and dropped, frames,
+missing joints, and the ridge floor of the written arrays, ``tools/floor.py``: the accuracy a linear
+model reaches without learning features).
 """
 import argparse
 import csv
