@@ -274,6 +274,7 @@ class Processor(Arguments, DataMixin, Checkpoints):
                     self.print_log(f'Eval epoch: {done}')
                     self.test_epoch(epoch)
                 self.save_latest(done)
+            self.report_result()
             self.finish()
         else:
             if not self.arg.weights:
@@ -293,11 +294,14 @@ class Processor(Arguments, DataMixin, Checkpoints):
             print(f'error: {message}', file=sys.stderr, flush=True)
         self.finish()
 
-    def finish(self):
+    def report_result(self):
+        """After a complete training run that tested: its closing line and ``result.json``."""
         result = self.report.result() if isinstance(getattr(self, 'report', None), ScoreReport) else None
         if result and self.is_main:
             self.print_log(ScoreReport.summary(result))
             self.io.save_json(result, 'result.json')
+
+    def finish(self):
         if self.writer is not None:
             self.writer.close()
 

@@ -473,8 +473,8 @@ def test_own_dataset_path_on_joint_per_row_text(tmp_path, monkeypatch, capsys):
             for k in range(count):
                 name = f'{split}_{label}_{k}'
                 clip = kinect_v1_clip(rng, label)
-                if (split, label, k) == ('val', 3, 0):         # a tracker that lost person 0 for half the clip
-                    clip[:len(clip) // 2] = np.nan
+                if (split, label, k) == ('val', 3, 0):         # a tracker that lost half the joints throughout
+                    clip[:, ::2] = np.nan
                 custom_gendata.write_joint_rows(str(tmp_path / 'clips' / f'{name}.txt'), clip)
                 rows.append(f'{name},{custom_gendata.EXAMPLE_CLASSES[label]},{split}')
     (tmp_path / 'labels.csv').write_text('\n'.join(rows) + '\n')
