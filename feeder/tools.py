@@ -8,6 +8,7 @@ DataLoader path and whole batches on the GPU.  Names and parameters follow the S
 (``joint_mask``, ``channel_mask``, ``random_joint_noise``).  Functions that take optional explicit
 parameters (e.g. ``shear(x, matrix=...)``) apply them exactly, for tests.
 """
+import functools
 import math
 
 import torch
@@ -21,6 +22,13 @@ def _uniform(shape, low, high, like):
 def _bernoulli(n, p, like):
     """(n,) boolean mask, True with probability p."""
     return torch.rand(n, device=like.device) < p
+
+
+@functools.lru_cache(maxsize=32)
+def _joint_index(index, device):
+    """A layout's joint permutation as a long tensor on ``device``, made once (no host-to-device copy
+    per batch, which a CUDA graph could not capture)."""
+    return torch.tensor(index, dtype=torch.long, device=device)
 
 
 def _per_sample(mask, x):
@@ -88,7 +96,7 @@ def random_spatial_flip(x, flip_index, p=0.5, mask=None):
     if flip_index is None:
         raise ValueError('random_spatial_flip needs the layout to define a left/right flip permutation')
     mask = _bernoulli(x.size(0), p, x) if mask is None else mask
-    flipped = x[:, :, :, list(flip_index)]
+    flipped = x.index_select(3, _joint_index(tuple(flip_index), x.device))
     return torch.where(_per_sample(mask, x), flipped, x)
 
 
@@ -280,7 +288,7 @@ def valid_crop_resize(x, p_interval=(0.5, 1.0), window=64, min_length=64, ratio=
 
 def to_bone(x, parents):
     """Bone stream: x[v] - x[parent(v)] for the layout's tree (the reference's 25 NTU pairs)."""
-    return x - x[:, :, :, list(parents)]
+    return x - x.index_select(3, _joint_index(tuple(parents), x.device))
 
 
 def to_motion(x):

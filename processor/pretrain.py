@@ -282,11 +282,16 @@ class PretrainProcessor(Processor):
         self.log_scalars('knn', {f'top1_k{k}': v for k, v in accuracy.items()}, done)
         return dict({'knn_top1': accuracy[self.arg.knn_k[0]]}, **{f'knn_top1_k{k}': v for k, v in accuracy.items()})
 
-    def start(self):
+    def new_monitor(self):
+        """A fresh ``LearningMonitor`` of this run's settings (``start`` makes one; so does a tool that runs
+        ``train_epoch`` by itself, tools/benchmark.py)."""
         self.halt = None
-        self.monitor = LearningMonitor(
+        return LearningMonitor(
             cone_std=self.arg.cone_std, cone_epochs=self.arg.cone_epochs, margin=self.arg.collapse_margin,
             patience=self.arg.collapse_patience, uniform_terms=self.model.uniform_terms)
+
+    def start(self):
+        self.monitor = self.new_monitor()
         if self.arg.phase == 'train' and self.is_main:
             if self.resumed:
                 self.trim_metrics(self.start_epoch)

@@ -194,6 +194,8 @@ def timed_steps(proc, mode, steps, device):
 
 def train_over(proc, loader):
     """One ``train_epoch`` of the processor over ``loader`` in place of its training loader."""
+    if hasattr(proc, 'new_monitor'):                 # pretraining: what start() sets up for train_epoch
+        proc.monitor = proc.new_monitor()
     saved = proc.data_loader['train']
     proc.data_loader['train'] = loader
     try:
