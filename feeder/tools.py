@@ -129,7 +129,7 @@ def random_rotate(x, main_angle=30.0, minor_angle=1.0, main_axis=None, angles=No
             main_axis = torch.randint(0, 3, (N,), device=x.device)
         main = _uniform((N,), 0.0, main_angle, x)
         minor = _uniform((N, 3), 0.0, minor_angle, x)
-        is_main = torch.nn.functional.one_hot(main_axis, 3).bool()
+        is_main = main_axis.view(N, 1) == torch.arange(3, device=x.device)     # one-hot, no range check (sync)
         angles = torch.where(is_main, main.view(N, 1).expand(N, 3), minor)
     radians = angles * (math.pi / 180.0)
     matrix = torch.eye(3, device=x.device, dtype=x.dtype).expand(N, 3, 3)
@@ -181,7 +181,7 @@ def channel_mask(x, p=0.5, mask=None, channel=None):
     mask = _bernoulli(N, p, x) if mask is None else mask
     if channel is None:
         channel = torch.randint(0, C, (N,), device=x.device)
-    keep = F.one_hot(channel, C).logical_not() | ~mask.view(N, 1)
+    keep = (channel.view(N, 1) != torch.arange(C, device=x.device)) | ~mask.view(N, 1)
     return x * keep.to(x.dtype).view(N, C, 1, 1, 1)
 
 
