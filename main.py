@@ -6,7 +6,8 @@ import sys
 
 from processor import PROCESSORS
 from torchlight import distributed
-from torchlight.io import UserError, import_class
+from torchlight.boundary import EXPECTED_ERRORS, debugging, report
+from torchlight.io import import_class
 
 
 def main(argv=None):
@@ -21,31 +22,38 @@ def main(argv=None):
     if name not in PROCESSORS:
         print(f"error: unknown processor '{name}'; choose from {', '.join(sorted(PROCESSORS))}", file=sys.stderr)
         return 2
-    processor_class = import_class(PROCESSORS[name])
-    if '-h' in rest or '--help' in rest:
-        processor_class.get_parser(add_help=True).parse_args(['--help'])
+    processor = None
     try:
-        try:
-            processor = processor_class(rest)
-        except ValueError as e:
-            # while the processor is being set up, a ValueError is a problem with the configuration or
-            # data (models and feeders check their arguments with ValueError), not a bug
-            raise UserError(str(e)) from e
+        processor_class = import_class(PROCESSORS[name])
+        if '-h' in rest or '--help' in rest:
+            processor_class.get_parser(add_help=True).parse_args(['--help'])
+        processor = processor_class(rest)
         processor.start()
-    except UserError as e:
-        print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr)
-        distributed.shutdown(wait=False)
-        return 2
+    except EXPECTED_ERRORS as e:         # bad input, at set-up, training, evaluation, resume or saving
+        if debugging():
+            raise
+        close(processor, wait=False)
+        return report(e)
     except KeyboardInterrupt:
         # Ctrl-C before the training loop installed its handler (set-up, data loading): nothing to save
         print('error: interrupted (SIGINT) before training started; nothing was saved', file=sys.stderr)
-        distributed.shutdown(wait=False)
+        close(processor, wait=False)
         return 128 + signal.SIGINT
-    processor.data_loader.clear()        # stop the DataLoader workers before leaving the process group
-    distributed.shutdown()
+    close(processor)
     # 128 + signal number after a SIGTERM / SIGINT stop (latest.pt saved), so job scripts see the stop
     return getattr(processor, 'exit_status', 0)
 
+
+def close(processor, wait=True):
+    """Stop the DataLoader workers, then leave the process group.  After an error (``wait=False``) a
+    failure here is not reported over the error that brought us here."""
+    try:
+        if processor is not None and getattr(processor, 'data_loader', None) is not None:
+            processor.data_loader.clear()
+        distributed.shutdown(wait=wait)
+    except Exception:
+        if wait:
+            raise
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -65,6 +65,7 @@ import warnings
 
 import numpy as np
 
+from torchlight.io import check_finite
 from torchlight.progress import Progress
 
 
@@ -316,7 +317,8 @@ def select_bodies(bodies, keep=2):
 
 
 def save_labels(path, names, labels):
-    """Write the family's ``*_label.pkl``: a pickled tuple ``(sample_names, labels)``, labels 0-based."""
+    """Write the family's ``*_label.pkl``: a pickled tuple ``(sample_names, labels)``, labels 0-based
+    (to ``path`` as given: the callers stage it with ``torchlight.io.StagedFiles``)."""
     with open(path, 'wb') as f:
         pickle.dump((list(names), [int(x) for x in labels]), f)
 
@@ -355,6 +357,7 @@ class SplitWriter:
     def add(self, name, label, seq):
         """Add one sample ``(3, T, V, M')`` with ``M' <= num_person`` (float, any T >= 1); returns False
         (and records the name in ``excluded``) when MICA's preprocessing excludes it."""
+        check_finite(seq, f'sample {name!r}', 'the converters write no NaN/Inf: fix or drop the sample')
         i = len(self.names)
         capacity = self.arrays['position'][1].shape[0]
         if i >= capacity:
@@ -380,12 +383,13 @@ class SplitWriter:
                 os.remove(partial)
         self.arrays = {}
 
-    def close(self):
-        """Flush, shrink to the samples added, rename into place, and write the label pkl."""
+    def close(self, staged):
+        """Flush, shrink to the samples added and write the label pkl, all to the temporary paths of
+        ``staged`` (``torchlight.io.StagedFiles``): the split appears only when the whole run commits."""
         n = len(self.names)
         for key, (partial, mm) in self.arrays.items():
             mm.flush()
-            final = self._path(key)
+            final = staged.path(self._path(key))
             if mm.shape[0] == n:
                 del mm
                 os.replace(partial, final)
@@ -397,7 +401,7 @@ class SplitWriter:
             del out, mm
             os.remove(partial)
         self.arrays = {}
-        save_labels(os.path.join(self.folder, f'{self.part}_label.pkl'), self.names, self.labels)
+        save_labels(staged.path(os.path.join(self.folder, f'{self.part}_label.pkl')), self.names, self.labels)
         return n
 
 

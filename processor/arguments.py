@@ -5,6 +5,7 @@ import argparse
 import numpy as np
 
 from feeder.tools import STREAMS
+from processor import schema
 from processor.build import load_config
 from torchlight.io import DictAction, UserError, closest_keys, str2bool
 
@@ -95,6 +96,8 @@ class Arguments:
         need(arg.test_batch_size > 0, 'test_batch_size', 'a positive integer')
         need(arg.num_worker >= 0, 'num_worker', 'an integer >= 0')
         need(arg.warm_up_epoch >= 0, 'warm_up_epoch', 'an integer >= 0')
+        schema.check_processor_values(arg, parser, where)
+        schema.check_config(arg, where)
 
     @staticmethod
     def check_types(values, parser, source):

@@ -62,6 +62,8 @@ def build_model(cfg, for_inference=False):
     if not (isinstance(model_class, type) and issubclass(model_class, (PretrainingMethod, SkeletonEncoder))):
         raise UserError(f"model '{name}' is neither a method (net.method.PretrainingMethod, e.g. a net.moco.MoCo "
                         'subclass) nor an encoder (net.utils.encoder.SkeletonEncoder): see docs/EXTENDING.md')
+    from processor.schema import check_args
+    check_args(model_class, args, 'model_args')
     try:
         return model_class(**args)
     except TypeError as e:
@@ -143,6 +145,8 @@ def check_feeder_args(name, args, split):
     if unknown:
         raise UserError(f"unknown key '{unknown[0]}' in {split}_feeder_args of {name}; closest valid keys: "
                         f"{closest_keys(unknown[0], known)}")
+    from processor.schema import check_args
+    check_args(feeder_class, args, f'{split}_feeder_args')
     return feeder_class, known
 
 

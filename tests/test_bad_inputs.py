@@ -4,6 +4,8 @@
 Most cases run ``main.main`` in-process (the same code path as ``python main.py``, several times cheaper);
 a few run ``python main.py`` / ``python tools/ntu_gendata.py`` as subprocesses to check the real exit
 status and stderr. Data are tiny (``conftest.tiny_dataset``: 16 samples, V=20, M=1)."""
+import contextlib
+import io
 import os
 import pickle
 import subprocess
@@ -39,12 +41,12 @@ def run_main(capsys, *argv):
 
 
 def run_cli(*argv, script='main.py'):
-    """``python <script> argv`` as a subprocess -> its one-line stderr (asserts exit status 2 or 1
-    for tools, no traceback)."""
+    """``python <script> argv`` as a subprocess -> its one-line stderr (asserts exit status 2, no
+    traceback)."""
     proc = subprocess.run([sys.executable, script, *argv], cwd=ROOT, env=ENV, capture_output=True, text=True,
                           timeout=120)
     assert 'Traceback' not in proc.stderr, proc.stderr
-    assert proc.returncode == (2 if script == 'main.py' else 1), (proc.returncode, proc.stderr)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert proc.stderr.startswith('error: '), proc.stderr
     return proc.stderr
 
@@ -143,10 +145,11 @@ def write_skeletons(folder, files):
 
 def ntu_tool_error(*argv):
     """tools/ntu_gendata.py's ``main`` through ``run_tool`` (what ``python tools/ntu_gendata.py`` does)."""
-    with pytest.raises(SystemExit) as info:
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(err):
         run_tool(lambda: ntu_gendata.main(list(argv)))
-    assert str(info.value).startswith('error: ')
-    return str(info.value)
+    assert info.value.code == 2 and err.getvalue().startswith('error: '), err.getvalue()
+    return err.getvalue()
 
 
 # ---------------------------------------------------------------- NTU .skeleton files

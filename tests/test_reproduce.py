@@ -206,7 +206,7 @@ def test_bad_plan_on_the_command_line(tmp_path):
     path = write_plan(tmp_path, {'rows': {'a': demo_row()}, 'epoch': 3})
     out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'reproduce.py'), 'run', path, '--dry-run'],
                          capture_output=True, text=True)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr.startswith(f"error: unknown key 'epoch' in plan {path}; closest valid keys: epochs")
     assert len(out.stderr.strip().splitlines()) == 1
 

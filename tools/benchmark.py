@@ -50,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from net.utils.layouts import get_layout  # noqa: E402
 from processor.build import load_config  # noqa: E402
-from torchlight.io import UserError, run_tool  # noqa: E402
+from torchlight.io import UserError, atomic_write, run_tool  # noqa: E402
 
 MODES = ('auto', 'pretrain', 'supervised', 'linear', 'inference')
 
@@ -424,8 +424,7 @@ def main(argv=None):
         for op in r['top_ops'] or []:
             print(f"    {op['percent']:5.1f}%  {op['self_ms']:9.3f} ms/step  x{op['calls']:<5d} {op['name']}")
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(results, f, indent=2)
+        atomic_write(args.json, lambda f: json.dump(results, f, indent=2), mode='w')
     return results
 
 

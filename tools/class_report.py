@@ -37,7 +37,7 @@ import yaml  # noqa: E402
 
 from tools.ensemble import load_streams, topk  # noqa: E402
 from net.text_features import read_dataset_info  # noqa: E402
-from torchlight.io import UserError, run_tool  # noqa: E402
+from torchlight.io import StagedFiles, UserError, run_tool  # noqa: E402
 
 EASY_ABOVE = 0.9    # easy: accuracy > 90%
 HARD_BELOW = 0.8    # hard: accuracy < 80%; medium in between (inclusive)
@@ -165,7 +165,7 @@ def format_report(stats, class_names, title=''):
 
 
 def write_per_class_csv(path, stats, class_names):
-    with open(path, 'w', newline='') as f:
+    with open(path, 'w', newline='') as f:       # path: a staged temporary (write_report)
         w = csv.writer(f)
         w.writerow(['class_id', 'name', 'count', 'correct', 'accuracy'])
         for i, name in enumerate(class_names):
@@ -221,13 +221,15 @@ def plot_confusion_png(path, cm, class_names):
 def write_report(out_folder, stats, class_names, title=''):
     """Write report.txt, per_class.csv, confusion_matrix.csv (+ .png when matplotlib is available);
     returns ``(report_text, png_written)``."""
-    os.makedirs(out_folder, exist_ok=True)
     text = format_report(stats, class_names, title)
-    with open(os.path.join(out_folder, 'report.txt'), 'w') as f:
-        f.write(text)
-    write_per_class_csv(os.path.join(out_folder, 'per_class.csv'), stats, class_names)
-    write_confusion_csv(os.path.join(out_folder, 'confusion_matrix.csv'), stats['confusion'], class_names)
-    png = plot_confusion_png(os.path.join(out_folder, 'confusion_matrix.png'), stats['confusion'], class_names)
+    with StagedFiles() as staged:              # the files move into place together, or none does
+        with open(staged.path(os.path.join(out_folder, 'report.txt')), 'w') as f:
+            f.write(text)
+        write_per_class_csv(staged.path(os.path.join(out_folder, 'per_class.csv')), stats, class_names)
+        write_confusion_csv(staged.path(os.path.join(out_folder, 'confusion_matrix.csv')), stats['confusion'],
+                            class_names)
+        png_path = os.path.join(out_folder, 'confusion_matrix.png')
+        png = plot_confusion_png(staged.path(png_path), stats['confusion'], class_names)
     return text, png
 
 

@@ -46,7 +46,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from processor.build import build_model, inference_encoder, load_config  # noqa: E402
-from torchlight.io import DictAction, UserError, deep_update, run_tool  # noqa: E402
+from torchlight.io import DictAction, UserError, atomic_write, deep_update, run_tool  # noqa: E402
 
 DEFAULT_FRAMES = 50
 DEFAULT_PERSONS = 2
@@ -322,10 +322,9 @@ def main(argv=None):
         print()
     print('Convention: ' + CONVENTION)
     if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(folder, exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump({'convention': CONVENTION, 'results': results}, f, indent=2)
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        atomic_write(args.json, lambda f: json.dump({'convention': CONVENTION, 'results': results}, f, indent=2),
+                     mode='w')
         print(f'wrote {args.json}')
     return results
 

@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from feeder.ntu_feeder import load_labels  # noqa: E402
-from torchlight.io import UserError, read_pickle, run_tool  # noqa: E402
+from torchlight.io import UserError, atomic_write, check_finite, read_pickle, run_tool  # noqa: E402
 
 THREE_STREAM_WEIGHTS = (0.6, 0.6, 0.4)        # joint, bone, motion
 FOUR_STREAM_WEIGHTS = (0.6, 0.6, 0.4, 0.4)    # joint, bone, joint motion, bone motion (CTR-GCN)
@@ -75,8 +75,7 @@ def load_results(path):
         elif scores.size != num_class:
             raise UserError(f"result file '{path}': sample {name!r} has {scores.size} scores but "
                             f"others have {num_class}")
-        if not np.all(np.isfinite(scores)):
-            raise UserError(f"result file '{path}': scores of sample {name!r} are not finite")
+        check_finite(scores, f"result file '{path}', sample {name!r}", 'evaluate again or drop the file')
         results[name] = scores
     return results
 
@@ -119,6 +118,7 @@ def fuse(streams, weights=None, use_softmax=False):
     if len(weights) != len(streams):
         raise UserError(f'got {len(weights)} weights for {len(streams)} result files; give one weight '
                         'per result file')
+    check_finite(np.asarray(weights, dtype=np.float64), '--weights', 'give finite fusion weights')
     shape = streams[0].shape
     for i, s in enumerate(streams):
         if s.ndim != 2 or s.shape != shape:
@@ -157,13 +157,9 @@ def load_streams(label_path, result_paths):
 
 
 def save_results(path, names, scores):
-    """Write ``{name: float32 scores}`` atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-        pickle.dump({n: s.astype(np.float32) for n, s in zip(names, scores)}, f)
-    os.replace(tmp, path)
+    """Write ``{name: float32 scores}`` atomically (no temporary file is left on failure)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: pickle.dump({n: s.astype(np.float32) for n, s in zip(names, scores)}, f))
 
 
 def main(argv=None):

@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from net.utils.layouts import get_layout  # noqa: E402
+from torchlight.io import StagedFiles, check_finite, run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 LAYOUT = get_layout('ntu-rgb+d')
@@ -566,18 +567,19 @@ def main(argv=None):
                         help='probability of a static second person in single-person classes')
     args = parser.parse_args(argv)
 
-    os.makedirs(args.out_folder, exist_ok=True)
-    for split, num in (('train', args.num_train_per_class), ('val', args.num_val_per_class)):
-        data, labels, names = generate(args.seed, num, length=args.length, num_person=args.num_person,
-                                       split=split, noise_std=args.noise_std,
-                                       glitch_prob=args.glitch_prob,
-                                       bystander_prob=args.bystander_prob, progress=True)
-        np.save(os.path.join(args.out_folder, f'{split}_position.npy'), data)
-        with open(os.path.join(args.out_folder, f'{split}_label.pkl'), 'wb') as f:
-            pickle.dump((names, labels), f)
-        print(f'{split}: {data.shape} float32, {data.nbytes / 2 ** 20:.1f} MiB, '
-              f'{len(CLASS_NAMES)} classes -> {args.out_folder}')
+    with StagedFiles() as staged:              # both splits move into place together, or neither does
+        for split, num in (('train', args.num_train_per_class), ('val', args.num_val_per_class)):
+            data, labels, names = generate(args.seed, num, length=args.length, num_person=args.num_person,
+                                           split=split, noise_std=args.noise_std,
+                                           glitch_prob=args.glitch_prob,
+                                           bystander_prob=args.bystander_prob, progress=True)
+            check_finite(data, f'{split} split', 'the generator writes no NaN/Inf: check the noise settings')
+            np.save(staged.path(os.path.join(args.out_folder, f'{split}_position.npy')), data)
+            with open(staged.path(os.path.join(args.out_folder, f'{split}_label.pkl')), 'wb') as f:
+                pickle.dump((names, labels), f)
+            print(f'{split}: {data.shape} float32, {data.nbytes / 2 ** 20:.1f} MiB, '
+                  f'{len(CLASS_NAMES)} classes -> {args.out_folder}')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

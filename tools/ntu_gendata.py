@@ -31,7 +31,7 @@ from feeder.ntu_feeder import load_labels  # noqa: E402
 from feeder.preprocess import (SplitWriter, add_preprocess_arguments, has_skeleton, normalize_dataset,  # noqa: E402
                                resolve_length, select_bodies)
 from net.utils.layouts import get_layout  # noqa: E402
-from torchlight.io import run_tool  # noqa: E402
+from torchlight.io import StagedFiles, UserError, run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 MAX_BODY = 4          # bodies read per frame
@@ -167,7 +167,7 @@ def plan_targets(datasets, benchmarks):
     """``[(dataset, benchmark)]`` for the requested combination; benchmarks a dataset lacks are skipped."""
     targets = [(d, b) for d in datasets for b in BENCHMARKS[d] if benchmarks is None or b in benchmarks]
     if not targets:
-        raise SystemExit(f'error: no benchmark of {", ".join(datasets)} among {", ".join(benchmarks)} '
+        raise UserError(f'no benchmark of {", ".join(datasets)} among {", ".join(benchmarks)} '
                          f'(ntu60: xsub xview; ntu120: xsub xset)')
     return targets
 
@@ -177,7 +177,7 @@ def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None
     """Convert the ``.skeleton`` files in ``data_path``; returns ``{(dataset, benchmark, part): N}``."""
     files = sorted(glob.glob(os.path.join(data_path, '*.skeleton')))
     if not files:
-        raise SystemExit(f"error: no .skeleton files in '{data_path}' (set --data-path)")
+        raise UserError(f"no .skeleton files in '{data_path}' (set --data-path)")
     layout = get_layout('ntu-rgb+d')
     targets = plan_targets(datasets, benchmarks)
     ignored = set(ignored)
@@ -192,7 +192,7 @@ def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None
         if dests:
             jobs.append((path, name, info['action'] - 1, dests))
     if not jobs:
-        raise SystemExit(f"error: none of the {len(files)} files in '{data_path}' belongs to "
+        raise UserError(f"none of the {len(files)} files in '{data_path}' belongs to "
                          f"{', '.join(datasets)} after removing ignored samples")
 
     writers = {}
@@ -219,6 +219,8 @@ def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None
         if not any(writer.names for writer in writers.values()):
             raise ValueError(f"all {len(jobs)} .skeleton files in '{data_path}' hold no skeleton (all joints "
                              "zero): nothing written; check the files or --data-path")
+        with StagedFiles() as staged:          # every split moves into place together, or none does
+            counts = {key: writer.close(staged) for key, writer in writers.items()}
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -230,7 +232,7 @@ def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None
         if writer.excluded:
             print(f'{os.path.join(out_folder, d, b)}: {part}: {len(writer.excluded)} samples excluded '
                   f'(more than {100 * max_missing:.0f}% missing joints)')
-    return {key: writer.close() for key, writer in writers.items()}
+    return counts
 
 
 def positions_only(out_folder, datasets, benchmarks, length=50, progress=True):
@@ -252,7 +254,7 @@ def positions_only(out_folder, datasets, benchmarks, length=50, progress=True):
             out.flush()
             done += 1
     if not done:
-        raise SystemExit(f"error: no {{train,val}}_data.npy under '{out_folder}' for the chosen benchmarks")
+        raise UserError(f"no {{train,val}}_data.npy under '{out_folder}' for the chosen benchmarks")
 
 
 def main(argv=None):
@@ -277,7 +279,7 @@ def main(argv=None):
     datasets = ('ntu60', 'ntu120') if args.dataset == 'both' else (args.dataset,)
     if args.positions_only:
         if args.preprocess != 'family':
-            raise SystemExit(f'error: --positions-only recomputes the family 50-frame step only: run the full '
+            raise UserError(f'--positions-only recomputes the family 50-frame step only: run the full '
                              f'conversion for --preprocess {args.preprocess}')
         positions_only(args.out_folder, datasets, args.benchmark, args.length, not args.no_progress)
         return
@@ -290,7 +292,7 @@ def main(argv=None):
         ignored_paths = args.ignored_sample_path
         for p in ignored_paths:
             if not os.path.exists(p):
-                raise SystemExit(f"error: --ignored-sample-path '{p}' does not exist")
+                raise UserError(f"--ignored-sample-path '{p}' does not exist")
     counts = gendata(args.data_path, args.out_folder, datasets, args.benchmark, read_ignored(ignored_paths),
                      args.length, args.num_workers, not args.no_progress, args.preprocess, args.max_missing)
     for (d, b, part), n in counts.items():

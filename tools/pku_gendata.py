@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from feeder.preprocess import (SplitWriter, add_preprocess_arguments, has_skeleton, resolve_length,  # noqa: E402
                                select_bodies)
 from net.utils.layouts import get_layout  # noqa: E402
-from torchlight.io import run_tool  # noqa: E402
+from torchlight.io import StagedFiles, UserError, run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 NUM_CLASS = {1: 51, 2: 41}
@@ -123,12 +123,12 @@ def gendata(skeleton_path, label_path, split_file, out_folder, part=1, length=50
     missing = [v for v, _ in videos if not (os.path.exists(os.path.join(skeleton_path, v + '.txt'))
                                             and os.path.exists(os.path.join(label_path, v + '.txt')))]
     if missing and not skip_missing:
-        raise SystemExit(f"error: {len(missing)} video(s) of {split_file} lack a skeleton or label file, e.g. "
+        raise UserError(f"{len(missing)} video(s) of {split_file} lack a skeleton or label file, e.g. "
                          f"'{missing[0]}.txt' in {skeleton_path} / {label_path}; pass --skip-missing to ignore")
     missing = set(missing)
     videos = [(v, p) for v, p in videos if v not in missing]
     if not videos:
-        raise SystemExit(f'error: no video of {split_file} has both a skeleton and a label file')
+        raise UserError(f'no video of {split_file} has both a skeleton and a label file')
 
     labels = {v: read_pku_labels(os.path.join(label_path, v + '.txt'), num_class) for v, _ in videos}
     layout = get_layout('ntu-rgb+d')
@@ -143,11 +143,13 @@ def gendata(skeleton_path, label_path, split_file, out_folder, part=1, length=50
                 name = f'{video}_{index}'
                 clip = segment(seq, start, end)
                 if clip is None:
-                    raise SystemExit(f'error: {os.path.join(label_path, video + ".txt")}, action {index + 1}: '
+                    raise UserError(f'{os.path.join(label_path, video + ".txt")}, action {index + 1}: '
                                      f'frames {start}..{end} outside the {seq.shape[1]} skeleton frames')
                 clip = select_bodies(clip.transpose(3, 1, 2, 0), NUM_PERSON)
                 if has_skeleton(clip, name):
                     writers[p].add(name, label, clip)
+        with StagedFiles() as staged:          # both splits move into place together, or neither does
+            counts = {p: w.close(staged) for p, w in writers.items()}
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -156,7 +158,7 @@ def gendata(skeleton_path, label_path, split_file, out_folder, part=1, length=50
         if w.excluded:
             print(f'{folder}: {p}: {len(w.excluded)} samples excluded '
                   f'(more than {100 * max_missing:.0f}% missing joints)')
-    return {p: w.close() for p, w in writers.items()}
+    return counts
 
 
 def main(argv=None):

@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from processor.build import build_feeder, build_model, config_stream, load_config, model_layout  # noqa: E402
 from processor.build import extract_features  # noqa: E402
 from tools.class_report import load_class_names  # noqa: E402
-from torchlight.io import IO, UserError, run_tool  # noqa: E402
+from torchlight.io import IO, StagedFiles, UserError, check_finite, run_tool  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,6 +213,7 @@ def main(argv=None):
     print(f'Extracting {stream} features of {len(index)} {args.split} samples '
           f'({len(np.unique(labels))} classes) on {device} ...', flush=True)
     features = selected_features(model, feeder, index, args.batch_size, device)
+    check_finite(features, f"features of '{weights}'", 'the weights give NaN/Inf features: check them')
 
     embedding, backend = run_tsne(features, args.perplexity, args.seed, args.iters), 'sklearn'
     purity = knn_purity(embedding, labels, k=min(5, len(index) - 1))
@@ -220,16 +221,18 @@ def main(argv=None):
 
     class_names = load_class_names(args.class_names) if args.class_names else None
     sample_names = [feeder.sample_name[i] for i in index]
-    np.savez(stem + '.npz', embedding=embedding.astype(np.float32), labels=labels, indices=index,
-             features=features, class_names=np.array(class_names or [], dtype=str),
-             sample_names=np.array(sample_names, dtype=str), backend=backend, knn_purity=purity)
-    print(f'wrote {stem}.npz (embedding, labels, indices, features, class_names, sample_names)')
     title = (f'{os.path.basename(args.config)} | {os.path.basename(weights)} | {args.split} | {stream} | '
              f'n={len(index)} | t-SNE {backend}')
-    if plot_embedding(out, embedding, labels, class_names, title):
-        print(f'wrote {out}')
-    else:
-        write_csv(stem + '.csv', embedding, labels, index)
+    with StagedFiles() as staged:              # the files move into place together, or none does
+        with open(staged.path(stem + '.npz'), 'wb') as f:
+            np.savez(f, embedding=embedding.astype(np.float32), labels=labels, indices=index,
+                     features=features, class_names=np.array(class_names or [], dtype=str),
+                     sample_names=np.array(sample_names, dtype=str), backend=backend, knn_purity=purity)
+        plotted = plot_embedding(staged.path(out), embedding, labels, class_names, title)
+        if not plotted:
+            write_csv(staged.path(stem + '.csv'), embedding, labels, index)
+    print(f'wrote {stem}.npz (embedding, labels, indices, features, class_names, sample_names)')
+    print(f'wrote {out}' if plotted else f'wrote {stem}.csv')
         print(f'matplotlib is not installed: wrote {stem}.csv (x, y, label, index) instead of the PNG. '
               f'Plot it with `pip install matplotlib` and re-run, or e.g. in Python: '
               f"d = np.load('{stem}.npz'); plt.scatter(*d['embedding'].T, c=d['labels'], s=8, cmap='tab10')")

@@ -29,7 +29,8 @@ from feeder.preprocess import (IncompleteSkeletonError, add_preprocess_arguments
                                resolve_length, save_labels)
 from net.utils.layouts import get_layout  # noqa: E402
 from tools.floor import dataset_baselines, floor_line  # noqa: E402
-from torchlight.io import run_tool  # noqa: E402
+from torchlight.boundary import describe  # noqa: E402
+from torchlight.io import StagedFiles, UserError, check_finite, run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 NUM_CLASS = 10
@@ -41,14 +42,15 @@ DEFAULT_DATA_PATH = os.path.join(ROOT, '..', 'shared', 'realdata', 'nw_ucla', 'a
 def read_ucla_json(path, num_joint=20):
     """One ``all_sqe`` JSON -> ``(name, label0, view, seq)`` with seq float64 ``(3, T, 20, 1)``."""
     try:
-        with open(path) as f:
+        with open(path, encoding='utf-8') as f:
             sample = json.load(f)
         name, label = sample['file_name'], int(sample['label'])
         skel = np.asarray(sample['skeletons'], dtype=np.float64)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f'{path}: not an all_sqe sample ({type(e).__name__}: {e})') from None
+        raise ValueError(f'{path}: not an all_sqe sample ({describe(e)})') from None
     if skel.ndim != 3 or skel.shape[0] < 1 or skel.shape[1:] != (num_joint, 3):
         raise ValueError(f'{path}: skeletons must be [T][{num_joint}][3] with T >= 1, got shape {skel.shape}')
+    check_finite(skel, f"{path}: 'skeletons' [frame, joint, xyz]", 'fix or remove the file')
     if not 1 <= label <= NUM_CLASS:
         raise ValueError(f'{path}: label {label} outside 1..{NUM_CLASS}')
     match = re.search(r'_v(\d+)$', name)
@@ -62,9 +64,9 @@ def gendata(data_path, out_folder, length=50, num_person=1, progress=True, prepr
     samples MICA's preprocessing excluded).  ``length`` None (only with 'ctrgcn'): pad to the longest clip."""
     files = sorted(glob.glob(os.path.join(data_path, '*.json')))
     if not files:
-        raise SystemExit(f"error: no .json files in '{data_path}' (set --data-path)")
+        raise UserError(f"no .json files in '{data_path}' (set --data-path)")
     if num_person < 1:
-        raise SystemExit(f'error: --num-person must be >= 1, got {num_person}')
+        raise UserError(f'--num-person must be >= 1, got {num_person}')
     layout = get_layout('nw-ucla')
     parts = {'train': ([], [], []), 'val': ([], [], [])}   # names, labels, positions
     excluded = []
@@ -91,15 +93,16 @@ def gendata(data_path, out_folder, length=50, num_person=1, progress=True, prepr
     if length is None:
         length = max(p.shape[1] for names, labels, positions in parts.values() for p in positions)
     folder = os.path.join(out_folder, 'ucla')
-    os.makedirs(folder, exist_ok=True)
     counts = {}
-    for part, (names, labels, positions) in parts.items():
-        arr = np.zeros((len(positions), 3, length, layout.num_node, num_person), dtype=np.float32)
-        for i, pos in enumerate(positions):
-            arr[i, :, :pos.shape[1], :, :1] = pos
-        np.save(os.path.join(folder, f'{part}_position.npy'), arr)
-        save_labels(os.path.join(folder, f'{part}_label.pkl'), names, labels)
-        counts[part] = len(names)
+    with StagedFiles() as staged:              # both splits move into place together, or neither does
+        for part, (names, labels, positions) in parts.items():
+            arr = np.zeros((len(positions), 3, length, layout.num_node, num_person), dtype=np.float32)
+            for i, pos in enumerate(positions):
+                arr[i, :, :pos.shape[1], :, :1] = pos
+            check_finite(arr, f"{part} split of '{data_path}'", 'the converter writes no NaN/Inf: fix the file')
+            np.save(staged.path(os.path.join(folder, f'{part}_position.npy')), arr)
+            save_labels(staged.path(os.path.join(folder, f'{part}_label.pkl')), names, labels)
+            counts[part] = len(names)
     return counts
 
 

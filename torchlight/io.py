@@ -17,17 +17,7 @@ import torch
 import yaml
 
 
-class UserError(ValueError):
-    """A problem with the user's input (config, data, paths): reported in one line, no traceback."""
-
-
-def run_tool(main):
-    """Run a command-line tool's ``main``; bad input (a ValueError, UserError included) exits with a
-    one-line ``error: ...`` and no traceback."""
-    try:
-        main()
-    except ValueError as e:
-        raise SystemExit(f'error: {e}')
+from torchlight.boundary import UserError, reading, run_tool  # noqa: F401  (the boundary; re-exported)
 
 
 def import_class(name):
@@ -322,6 +312,75 @@ def atomic_torch_save(obj, path, keep_previous=None):
         raise write_error(path, e, kept=path) from e
 
 
+def atomic_write(path, write, mode='wb'):
+    """``write(f)`` into a temporary file beside ``path`` (fsync), then rename it over ``path``: ``path``
+    is either the old or the new complete file; on any failure the temporary file is removed and
+    ``path`` is left as it was (a failed OS write is a one-line UserError naming the file)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f'{os.path.basename(path)}.tmp{os.getpid()}')
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, 'is a folder; give a file name', path)
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        _remove_quietly(tmp)
+        if isinstance(e, OSError):
+            raise write_error(path, e, kept=path) from e
+        raise
+
+
+class StagedFiles:
+    """Outputs of one tool run, written under temporary names in their destination folders and moved
+    into place together at the end: ``with StagedFiles() as staged: write(staged.path(final))``.  On
+    success every file is renamed over its final name; on any failure the temporaries are removed and
+    the earlier outputs stay as they were."""
+
+    def __init__(self):
+        self.staged = []
+
+    def path(self, final):
+        """The temporary path to write ``final`` to: same folder (so the rename is atomic) and same
+        extension (``np.save`` and ``savefig`` go by it), ``<name>.tmp<pid><ext>``."""
+        folder = os.path.dirname(os.path.abspath(final))
+        os.makedirs(folder, exist_ok=True)
+        if os.path.isdir(final):
+            raise IsADirectoryError(errno.EISDIR, 'is a folder; remove it or choose another output folder', final)
+        root, ext = os.path.splitext(os.path.basename(final))
+        tmp = os.path.join(folder, f'{root}.tmp{os.getpid()}{ext}')
+        self.staged.append((tmp, final))
+        return tmp
+
+    def commit(self):
+        """Rename every temporary over its final name (one never written, an optional output, is skipped)."""
+        for tmp, final in self.staged:
+            if os.path.exists(tmp):
+                os.replace(tmp, final)
+        self.staged = []
+
+    def abort(self):
+        for tmp, _ in self.staged:
+            _remove_quietly(tmp)
+        self.staged = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+        return False
+
+
 def remove_stale_temporaries(folder):
     """Delete the ``*.tmp<pid>`` files of writes that a kill interrupted (the caller holds the lock)."""
     removed = []
@@ -364,16 +423,48 @@ def load_state_dict_file(path):
     file (its 'model' entry)."""
     if not os.path.isfile(path):
         raise UserError(f"weights file '{path}' does not exist")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"weights file '{path}' is empty (0 bytes): an interrupted copy? give a complete file")
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # truncated file, not a torch file, pickled objects
-        raise UserError(f"cannot read weights file '{path}' as a state dict ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200]})") from e
+        first = (str(e).strip().splitlines() or [''])[0][:200]
+        raise UserError(f"cannot read weights file '{path}' as a state dict ({type(e).__name__}"
+                        f"{': ' + first if first else ''}); it may be truncated or not a torch file") from e
     if isinstance(obj, dict) and 'model' in obj and isinstance(obj['model'], dict):
         obj = obj['model']
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"weights file '{path}' is not a state dict of tensors (got {type(obj).__name__})")
+    for key, value in obj.items():
+        check_finite(value, f"weights file '{path}', key '{key}'")
     return OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in obj.items())
+
+
+def first_non_finite(values):
+    """The index (a tuple) of the first NaN/Inf in an array or tensor, or None when all are finite."""
+    if isinstance(values, torch.Tensor):
+        if not values.is_floating_point() and not values.is_complex():
+            return None
+        bad = ~torch.isfinite(values)
+        if not bool(bad.any()):
+            return None
+        return tuple(int(i) for i in bad.nonzero()[0])
+    import numpy as np
+    values = np.asarray(values)
+    if values.dtype.kind not in 'fc':
+        return None
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), values.shape))
+
+
+def check_finite(values, where, what_to_do='replace or drop it'):
+    """Refuse NaN/Inf in ``values`` with one line naming ``where`` and the first bad index."""
+    index = first_non_finite(values)
+    if index is not None:
+        value = values[index] if index else values
+        raise UserError(f"{where}: non-finite value {float(value)} at index {list(index)}; {what_to_do}")
 
 
 class IO:
@@ -416,16 +507,11 @@ class IO:
 
     def save_arg(self, arg, filename='config.yaml'):
         arg_dict = vars(arg) if not isinstance(arg, dict) else arg
-        path = os.path.join(self.work_dir, filename)
-        tmp = f'{path}.tmp{os.getpid()}'
-        try:
-            with open(tmp, 'w') as f:
-                f.write(f"# command line: {' '.join(sys.argv)}\n\n")
-                yaml.safe_dump(_plain(arg_dict), f, default_flow_style=False, sort_keys=False)
-            os.replace(tmp, path)
-        except OSError as e:
-            _remove_quietly(tmp)
-            raise write_error(path, e, kept=path) from e
+
+        def write(f):
+            f.write(f"# command line: {' '.join(sys.argv)}\n\n")
+            yaml.safe_dump(_plain(arg_dict), f, default_flow_style=False, sort_keys=False)
+        atomic_write(os.path.join(self.work_dir, filename), write, mode='w')
 
     def save_json(self, result, filename):
         """``result`` (plain data) as ``work_dir/filename``, written whole or not at all."""
@@ -440,17 +526,7 @@ class IO:
             raise write_error(path, e, kept=path) from e
 
     def save_pkl(self, result, filename):
-        path = os.path.join(self.work_dir, filename)
-        tmp = f'{path}.tmp{os.getpid()}'
-        try:
-            with open(tmp, 'wb') as f:
-                pickle.dump(result, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            _remove_quietly(tmp)
-            raise write_error(path, e, kept=path) from e
+        atomic_write(os.path.join(self.work_dir, filename), lambda f: pickle.dump(result, f))
 
     def save_model(self, model, name):
         atomic_torch_save(to_cpu_state_dict(model.state_dict()), os.path.join(self.work_dir, name))

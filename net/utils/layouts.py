@@ -47,11 +47,21 @@ class Layout:
     def __post_init__(self):
         def check(idx, what):
             if not 0 <= idx < self.num_node:
-                raise ValueError(f"layout '{self.name}': {what} index {idx} is outside 0..{self.num_node - 1}")
+                raise ValueError(f"layout '{self.name}': {what} index {idx} is outside 0..{self.num_node - 1} "
+                                 f"(num_node {self.num_node}); closest valid value: "
+                                 f"{min(max(idx, 0), self.num_node - 1)}")
         for i, j in self.edges:
             check(i, 'edge')
             check(j, 'edge')
         check(self.center, 'center')
+        if self.origin is not None:
+            check(self.origin, 'origin')
+        if self.shoulders is not None:
+            if len(self.shoulders) != 2:
+                raise ValueError(f"layout '{self.name}': shoulders must be a pair [left, right], got "
+                                 f"{list(self.shoulders)}")
+            for j in self.shoulders:
+                check(j, 'shoulders')
         for group in self.parts + self.bodies + tuple(joints for _, joints in self.text_parts):
             for j in group:
                 check(j, 'group')
