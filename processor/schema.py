@@ -158,8 +158,10 @@ def rules():
         # MoCo family (net/moco.py and its methods)
         'base_encoder': Rule('str', none=True), 'pretrain': BOOL, 'feature_dim': Int(1, none=True),
         'queue_size': POSITIVE_INT, 'momentum': Float(0, 1), 'Temperature': Float(0, open_low=True),
-        'mlp': BOOL, 'head_bn': BOOL, 'shuffle_bn_groups': POSITIVE_INT,
+        'mlp': BOOL, 'head_bn': Enum(False, True, 'hidden'), 'shuffle_bn_groups': POSITIVE_INT,
         'mining_epoch': Int(0), 'topk': POSITIVE_INT, 'infonce_warmup_epochs': Int(0),
+        'divergence_ramp_epochs': Int(0),
+        'swap_cfg': Rule('dict', none=True), 'sigma': Any("the SkeleMixCLR reference's unused argument"),
         'keep_prob': Float(0, 1, open_low=True),
         'ms_loss': Enum(*MS_LOSSES), 'msm_attention': BOOL, 'multi_scale': BOOL, 'diff_mode': Enum(*DIFF_MODES),
         'reduction': POSITIVE_INT,
@@ -220,7 +222,7 @@ PROCESSOR_RULES = {
     'warm_up_epoch': Int(0), 'momentum': Float(0, 1, open_high=True), 'weight_decay': Float(0),
     'mining_epoch': Int(0, none=True), 'topk': Int(1, none=True),
     'knn_k': ListOf(POSITIVE_INT), 'knn_temperature': Float(0, open_low=True), 'knn_interval': Int(0),
-    'collapse_margin': Float(0), 'collapse_patience': POSITIVE_INT,
+    'collapse_margin': Float(0), 'collapse_patience': POSITIVE_INT, 'cone_std': Float(0), 'cone_epochs': Int(0),
     'label_smoothing': Float(0, 1, open_high=True), 'clip_grad_norm': Float(0),
 }
 
