@@ -28,6 +28,11 @@ class Rule:
     def describe(self):
         if self.kind == 'enum':
             text = 'one of ' + ', '.join(map(repr, self.choices))
+        elif self.kind == 'int' and self.low == 1 and self.high is None and not self.open_low:
+            text = 'a positive integer'
+        elif self.kind in ('int', 'float') and self.low is not None and self.high is not None:
+            text = (f"{'an integer' if self.kind == 'int' else 'a number'} in "
+                    f"{'(' if self.open_low else '['}{self.low}, {self.high}{')' if self.open_high else ']'}")
         elif self.kind in ('int', 'float'):
             text = 'an integer' if self.kind == 'int' else 'a finite number'
             if self.low is not None:
@@ -157,7 +162,7 @@ def rules():
     return {
         # MoCo family (net/moco.py and its methods)
         'base_encoder': Rule('str', none=True), 'pretrain': BOOL, 'feature_dim': Int(1, none=True),
-        'queue_size': POSITIVE_INT, 'momentum': Float(0, 1), 'Temperature': Float(0, open_low=True),
+        'queue_size': POSITIVE_INT, 'momentum': Float(0, 1, open_high=True), 'Temperature': Float(0, open_low=True),
         'mlp': BOOL, 'head_bn': Enum(False, True, 'hidden'), 'shuffle_bn_groups': POSITIVE_INT,
         'mining_epoch': Int(0), 'topk': POSITIVE_INT, 'infonce_warmup_epochs': Int(0),
         'divergence_ramp_epochs': Int(0),
@@ -227,20 +232,20 @@ PROCESSOR_RULES = {
 }
 
 
+GRAPH_KEYS = ('layout', 'strategy', 'max_hop', 'dilation')
+
+
 def rule_for(key):
     return rules().get(key)
 
 
-def fail(where, key, rule, value, bad):
-    closest = rule.closest(value) if not (rule.kind == 'list') else None
-    hint = f'; closest valid value: {closest!r}' if closest is not None else ''
-    raise UserError(f"{where}: key '{key}' must be {rule.describe()}, got {value!r} ({bad}){hint}")
-
-
-def check_value(where, key, value, rule):
+def check_value(name, value, rule):
+    """``name`` (e.g. ``model_args.queue_size`` or ``key 'num_epoch' (from x.yaml)``) against ``rule``."""
     bad = rule.problem(value)
     if bad:
-        fail(where, key, rule, value, bad)
+        closest = rule.closest(value) if rule.kind != 'list' else None
+        hint = f'; closest valid value: {closest!r}' if closest is not None else ''
+        raise UserError(f"{name} must be {rule.describe()}, got {value!r} ({bad}){hint}")
 
 
 # keys that a class reads from its **kwargs (passes on to its blocks); a class with **kwargs that is not
@@ -281,27 +286,28 @@ def accepted_keys(klass, args):
     return names, open_ended
 
 
-def check_args(klass, args, where):
-    """Every key of ``args`` (the arguments of ``klass``) against its rule; an unknown key is an error
-    unless the class passes unknown keys on (``**kwargs`` without an encoder)."""
+def check_args(klass, args, where, source=''):
+    """Every key of ``args`` (the arguments of ``klass``, the ``where`` of a config named by ``source``)
+    against its rule; an unknown key is an error unless the class passes unknown keys on (``**kwargs``
+    without an encoder)."""
     if not isinstance(args, dict):
-        raise UserError(f'{where} must be a mapping of keys to values, got {args!r}')
+        raise UserError(f'{where}{source} must be a mapping of keys to values, got {args!r}')
     names, open_ended = accepted_keys(klass, args)
     for key, value in args.items():
         if not isinstance(key, str):
-            raise UserError(f'{where}: key {key!r} is not a string (write it as a name)')
+            raise UserError(f'{where}{source}: key {key!r} is not a string (write it as a name)')
         if key not in names and names and not open_ended:
-            raise UserError(f"{where}: unknown key '{key}' of {klass.__name__}; closest valid keys: "
+            raise UserError(f"{where}{source}: unknown key '{key}' of {klass.__name__}; closest valid keys: "
                             f"{closest_keys(key, names)}")
         rule = rule_for(key)
         if rule is not None:
-            check_value(where, key, value, rule)
+            check_value(f'{where}.{key}{source}', value, rule)
         if key == 'graph_args' and isinstance(value, dict):
             for k, v in value.items():
-                if k not in ('layout', 'strategy', 'max_hop', 'dilation'):
-                    raise UserError(f"{where}.graph_args: unknown key {k!r}; closest valid keys: "
-                                    f"{closest_keys(str(k), ['layout', 'strategy', 'max_hop', 'dilation'])}")
-                check_value(f'{where}.graph_args', k, v, rules()[k])
+                if k not in GRAPH_KEYS:
+                    raise UserError(f"{where}.graph_args{source}: unknown key {k!r}; closest valid keys: "
+                                    f"{closest_keys(str(k), GRAPH_KEYS)}")
+                check_value(f'{where}.graph_args.{k}{source}', v, rules()[k])
 
 
 def check_processor_values(arg, parser, where):
@@ -309,19 +315,19 @@ def check_processor_values(arg, parser, where):
     for action in parser._actions:
         rule = PROCESSOR_RULES.get(action.dest)
         if rule is not None and hasattr(arg, action.dest):
-            check_value(f'processor option{where}', action.dest, getattr(arg, action.dest), rule)
+            check_value(f"key '{action.dest}'{where}", getattr(arg, action.dest), rule)
 
 
 def check_config(arg, where=''):
     """The ``*_args`` dictionaries of a parsed processor configuration, before anything is built."""
     model = getattr(arg, 'model', None)
     if model:
-        check_args(import_class(model), dict(getattr(arg, 'model_args', None) or {}), f'model_args{where}')
+        check_args(import_class(model), dict(getattr(arg, 'model_args', None) or {}), 'model_args', where)
     for split in ('train', 'test'):
         args = getattr(arg, f'{split}_feeder_args', None)
         name = getattr(arg, f'{split}_feeder', None)
         if args and name:
-            check_args(import_class(name), dict(args), f'{split}_feeder_args{where}')
+            check_args(import_class(name), dict(args), f'{split}_feeder_args', where)
     head = getattr(arg, 'train_head', None)
     if head:
-        check_args(import_class(head), dict(getattr(arg, 'train_head_args', None) or {}), f'train_head_args{where}')
+        check_args(import_class(head), dict(getattr(arg, 'train_head_args', None) or {}), 'train_head_args', where)

@@ -70,10 +70,10 @@ def test_every_shipped_config_passes_the_schema():
 
 
 @pytest.mark.parametrize('key, value, needles', [
-    ('queue_size', 0, ["'queue_size'", '>= 1', 'closest valid value: 1']),
-    ('Temperature', 0.0, ["'Temperature'", '> 0']),
-    ('momentum', 1.5, ["'momentum'", 'closest valid value: 1.0']),
-    ('hidden_channels', 'big', ["'hidden_channels'", 'an integer']),
+    ('queue_size', 0, ['model_args.queue_size', 'positive', 'closest valid value: 1']),
+    ('Temperature', 0.0, ['model_args.Temperature', '> 0']),
+    ('momentum', 1.5, ['model_args.momentum', '[0, 1)', 'closest valid value: 0.999']),
+    ('hidden_channels', 'big', ['model_args.hidden_channels', 'integer']),
     ('graph_args', {'layout': 'ntu-rgb+d', 'strategy': 'spatail'}, ['strategy', "closest valid value: 'spatial'"]),
     ('graph_args', {'layout': 'ntu-rgb+d', 'max_hop': 0}, ['max_hop', 'closest valid value: 1']),
     ('graph_args', {'layuot': 'ntu-rgb+d'}, ['layuot', 'layout']),
