@@ -153,7 +153,7 @@ def rules():
     from feeder.ntu_feeder import Feeder_supervised
     from net.csre import CHOICES, STRATEGIES as CSRE_STRATEGIES
     from net.frest import DECOUPLINGS
-    from net.mica import FM_EMBEDDINGS, FM_OBJECTIVES, FM_TARGETS
+    from net.mica import BASE_METHODS, FM_EMBEDDINGS, FM_OBJECTIVES, FM_TARGETS
     from net.msm_attention import DIFF_MODES
     from net.msmclr import MS_LOSSES
     from net.st_gcn import Model as STGCN
@@ -163,7 +163,7 @@ def rules():
         # MoCo family (net/moco.py and its methods)
         'base_encoder': Rule('str', none=True), 'pretrain': BOOL, 'feature_dim': Int(1, none=True),
         'queue_size': POSITIVE_INT, 'momentum': Float(0, 1, open_high=True), 'Temperature': Float(0, open_low=True),
-        'mlp': BOOL, 'head_bn': Enum(False, True, 'hidden'), 'shuffle_bn_groups': POSITIVE_INT,
+        'mlp': BOOL, 'head_bn': Enum(False, True, 'hidden', none=True), 'shuffle_bn_groups': POSITIVE_INT,
         'mining_epoch': Int(0), 'topk': POSITIVE_INT, 'infonce_warmup_epochs': Int(0),
         'divergence_ramp_epochs': Int(0),
         'swap_cfg': Rule('dict', none=True), 'sigma': Any("the SkeleMixCLR reference's unused argument"),
@@ -171,7 +171,7 @@ def rules():
         'ms_loss': Enum(*MS_LOSSES), 'msm_attention': BOOL, 'multi_scale': BOOL, 'diff_mode': Enum(*DIFF_MODES),
         'reduction': POSITIVE_INT,
         # MICA (net/mica.py, net/frest.py)
-        'adaptive_mask': BOOL, 'decoupling': Enum(*DECOUPLINGS), 'descriptions': Rule('path', none=True),
+        'base_method': Enum(*BASE_METHODS), 'adaptive_mask': BOOL, 'decoupling': Enum(*DECOUPLINGS), 'descriptions': Rule('path', none=True),
         'feature_modulation': BOOL, 'filter_std': Float(0), 'fm_embedding': Enum(*FM_EMBEDDINGS),
         'fm_objective': Enum(*FM_OBJECTIVES), 'fm_target': Enum(*FM_TARGETS),
         'fres': BOOL, 'fret': BOOL, 'frest': BOOL, 'global_filter': BOOL, 'local_filter': BOOL,

@@ -232,7 +232,9 @@ def main(argv=None):
         if not plotted:
             write_csv(staged.path(stem + '.csv'), embedding, labels, index)
     print(f'wrote {stem}.npz (embedding, labels, indices, features, class_names, sample_names)')
-    print(f'wrote {out}' if plotted else f'wrote {stem}.csv')
+    if plotted:
+        print(f'wrote {out}')
+    else:
         print(f'matplotlib is not installed: wrote {stem}.csv (x, y, label, index) instead of the PNG. '
               f'Plot it with `pip install matplotlib` and re-run, or e.g. in Python: '
               f"d = np.load('{stem}.npz'); plt.scatter(*d['embedding'].T, c=d['labels'], s=8, cmap='tab10')")
