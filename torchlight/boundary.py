@@ -36,8 +36,9 @@ OS_HINTS = {
 
 
 def _squash(text, limit=400):
+    """One line; a library's message is cut at ``limit`` characters (None: the project's own, whole)."""
     text = ' '.join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + '...'
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + '...'
 
 
 PROJECT_PACKAGES = ('feeder', 'net', 'processor', 'torchlight', 'tools', '__main__', 'main')
@@ -52,7 +53,7 @@ def describe(e):
     """One line saying what ``e`` is about (no location); never raises."""
     try:
         if own_error(e):
-            return _squash(e) or type(e).__name__
+            return _squash(e, None) or type(e).__name__
         if isinstance(e, UnicodeDecodeError):
             return (f'not {e.encoding} text (byte 0x{e.object[e.start]:02x} at position {e.start}); '
                     'save it as UTF-8')
