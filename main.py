@@ -27,7 +27,7 @@ def main(argv=None):
         processor_class = import_class(PROCESSORS[name])
         if '-h' in rest or '--help' in rest:
             processor_class.get_parser(add_help=True).parse_args(['--help'])
-        processor = processor_class(rest)
+        processor = processor_class(rest, name=name)
         processor.start()
     except EXPECTED_ERRORS as e:         # bad input, at set-up, training, evaluation, resume or saving
         if debugging():
@@ -41,7 +41,7 @@ def main(argv=None):
         return 128 + signal.SIGINT
     close(processor)
     # 128 + signal number after a SIGTERM / SIGINT stop (latest.pt saved), so job scripts see the stop
-    return getattr(processor, 'exit_status', 0)
+    return processor.exit_status
 
 
 def close(processor, wait=True):

@@ -6,7 +6,7 @@ A feeder loads and checks the data and knows which augmented views its method ne
 SkeletonCLR), ``Feeder_triple`` (two normal views and an extreme one: AimCLR/MsMCLR) and
 ``Feeder_semi`` (a class-balanced labelled fraction).
 
-Augmentation is batched: the training loop asks for raw samples (``batch_augment = True``), moves
+Augmentation is batched: the training loop asks for raw samples (``batch_augment=True``), moves
 the batch to its device and calls ``feeder.views(batch)``.  Indexing a feeder without that flag
 returns augmented views per sample as the reference code does, through the same functions.
 """
@@ -149,7 +149,7 @@ class Feeder(torch.utils.data.Dataset):
 
     def __init__(self, data_path, label_path, shear_amplitude=0.5, temperal_padding_ratio=6,
                  mmap=True, layout=None, num_class=None, check_finite=True, debug=False,
-                 normal_extra_aug=(), jitter_std=0.01, **unused):
+                 normal_extra_aug=(), jitter_std=0.01, batch_augment=False, stream='joint', **unused):
         self.data_path = data_path
         self.label_path = label_path
         self.shear_amplitude = shear_amplitude
@@ -179,7 +179,11 @@ class Feeder(torch.utils.data.Dataset):
                             f"has V={self.layout.num_node}: feeder and model use one layout "
                             "(train_feeder_args.layout, else model_args.graph_args.layout); set it to the data's")
         self.index = np.arange(len(self.label))
-        self.batch_augment = False
+        self.batch_augment = batch_augment      # True: items are raw (data, label, index), views() augments
+        if stream not in tools.STREAMS:
+            raise UserError(f"stream/view '{stream}' is unknown; use one of {', '.join(tools.STREAMS)}")
+        self.stream = stream                    # the views' stream (processor.build.stream_views)
+        self.stream_parents = self.parents if stream in tools.PARENT_STREAMS else None
         if debug:
             self.index = self.index[:100]
 

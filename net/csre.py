@@ -1,70 +1,13 @@
-"""CSRE: Contrastive Spatiotemporal Representation Enhancement (train-time head).
+"""CSRE: Contrastive Spatiotemporal Representation Enhancement, a train-time head (paper ``csre.txt``;
+the authors' code zhshj0110/CSRE).
 
-Paper: "A Generically Contrastive Spatiotemporal Representation Enhancement for 3D Skeleton Action
-Recognition" (seed ``csre.txt``; design notes ``docs/DESIGN.md`` section 6).
-
-CSRE is a *training add-on* for a supervised skeleton encoder.  The encoder keeps its own classifier and
-cross-entropy loss (eqs. 1-3); this head takes the encoder's pre-pooling feature map
-``(N*M, C, T', V)`` (``net.st_gcn.Model.encode``), decomposes it into a spatial-specific and a
-temporal-specific embedding (STFD, eqs. 4-5), stores those in two memory banks addressed by sample index
-(eq. 6), samples label-aware positives and negatives from the banks (Sec. 3.3.3, Table 6) and returns an
-InfoNCE loss per branch (eqs. 7-9) that the processor adds to the cross-entropy (eq. 10).  The head is a
-separate ``nn.Module`` that lives next to the encoder, so the encoder's checkpoint never contains any
-CSRE parameter or bank: drop the head and the encoder is a plain classifier at test time.
-
-Reading choices (the extracted paper text lost the symbols of eqs. 1-10, so some are ours):
-
-* Persons: the map is averaged over the M person slots *before* STFD (same as ``Model.pool`` averages
-  over persons).  STFD is linear (eqs. 4-5: "linear transformation functions"), so before/after give the
-  same pre-normalisation embedding; "before" is M times cheaper.
-* Temporal length: the temporal branch flattens T' into channels, so its projection needs a fixed T'.
-  ``num_frames`` (= T' of the feature map, e.g. 16 for ST-GCN on 64 frames) is given at construction; a
-  map with a different T' is adaptively average-pooled to ``num_frames`` (so variable-length input
-  works); the encoder's ``feature_map_shape(num_frames)`` (``net.utils.encoder``) gives T' and C.
-* Anchors are the current batch's embeddings (with gradient); bank entries are detached (eq. 6).
-  ``bank_update='before'`` (default, the authors' ``model/loss.py:ContrastLoss``): the batch is written
-  first and the anchors are contrasted with the bank that holds it, the anchor's own fresh entry
-  included among its positive candidates.  ``'after'`` (the earlier reading): contrast with the bank
-  before this step's write, the anchor's own (stale) entry excluded.
-* Multi-positive InfoNCE (eqs. 8-9) in the form of SkeletonGCL / cross-image pixel contrast, which the
-  paper follows for sampling ([33]): for anchor a, positive p and a negative group N,
-  ``l(a, p, N) = -log( e^{s(a,p)/tau} / (e^{s(a,p)/tau} + sum_{n in N} e^{s(a,n)/tau}) )`` with s the
-  cosine similarity (eq. 7).  ``negative_softmax='separate'`` (default, the authors): each drawn kind of
-  negatives is its own group (R+H: one softmax of the positive against the hard negatives and one against
-  the random negatives, which are drawn from all negatives and may repeat a hard one); ``'joint'`` (the
-  earlier reading): one group, the hard negatives plus random ones drawn from the rest.  ``L(a)`` is the
-  mean of l over the anchor's positives and groups; the branch loss the mean over anchors (the authors'
-  cross-entropy over all rows: the same when every anchor has its full sample).
-* ``min_candidates='full'`` (default, the authors): an anchor with fewer than ``num_positives`` positive
-  or fewer negative candidates than the largest negative count is skipped (on a small set the banks can
-  stay below 128/512 per anchor and the head then adds nothing); ``'any'``: use what there is.
-* ``loss = loss_weight * mean(L_s, L_t [, L_g])`` with ``branch_reduction='mean'`` (default: the authors'
-  ``(L_s + L_t) / 2``), or ``loss_weight * (L_s + L_t [+ L_g])`` with ``'sum'`` (eq. 10 as printed, the
-  earlier default); the processor adds it to L_CE.
-
-Defaults and their source:
-
-* ``embed_dim=256``                    Sec. 4.2 ("dimensions of the attentive features ... is 256").
-* ``num_positives=128, num_hard_negatives=512, num_random_negatives=512``   Sec. 4.2.
-* ``positive_sampling='H', negative_sampling='R+H'``   Sec. 3.3.3 and Table 6 (best row, 85.6%).
-* ``temperature=0.8``                  Sec. 4.2 searches {0.5, 0.8, 1.0}; 0.8 is the default of the
-  authors' ``main.py --temperature``.  Per-branch values can be given as a tuple.
-* ``loss_weight=1.0, branch_reduction='mean'``   the authors' ``(L_s + L_t) / 2`` added to L_CE.
-* ``reduction=8``                      Eq. 4's channel-reduction rate r: the authors' ``STD_unit``
-  (``rel_reduction=8``).
-* Initialisation of the projections: kaiming normal (fan out), zero bias, as ``STD_unit``.
-* ``bank_capacity=None``               Sec. 3.3.1: banks the size of the dataset; Sec. 4.5 "Training
-  Consumption" suggests a MoCo-style queue for large sets -> ``bank_capacity=K`` gives a FIFO queue.
-* ``spatial=True, temporal=True, global_contrast=False``   Table 5 (CSRE = SC + TC; adding GC drops
-  85.6 -> 85.5).
-* ``bank_copies=1``                    the processor passes the training feeder's ``repeat``: the authors'
-  banks have one row per repeated copy of a sample (their NW-UCLA bank: 5 x 1,020 rows).
-
-Counts when a strategy is 'R+H' for positives: ``num_positives`` is split half hard / half random
-(the paper gives one count for positives; the authors' code has hard positives only).  For negatives the
-paper's two counts are used directly: 'H' -> ``num_hard_negatives``, 'R' -> ``num_random_negatives``,
-'R+H' -> both.  With ``min_candidates='any'`` fewer candidates than asked -> use what there is (validity
-mask).
+The head takes a supervised encoder's pre-pooling feature map ``(N*M, C, T', V)`` (``encode``), averages
+the persons, decomposes it into a spatial and a temporal embedding (STFD, eqs. 4-5: ``decompose``), keeps
+both in memory banks addressed by sample index (eq. 6: ``update_banks``), samples label-aware positives and
+negatives from the banks (Sec. 3.3.3, Table 6: ``sample``) and returns a multi-positive InfoNCE loss per
+branch on cosine similarities (eqs. 7-9: ``contrast``); the processor adds ``loss`` to the cross-entropy
+(eq. 10).  The encoder's checkpoints never hold the head.  Reading choices, defaults and their sources,
+and the earlier readings kept as options: docs/METHODS.md, "Supervised recognition and CSRE".
 """
 
 import numpy as np

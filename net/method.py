@@ -16,7 +16,8 @@ contrastive methods; a method with no queue keeps the defaults):
   ``shuffle_bn_groups``), compared by the small-data notice; empty: no notice.
 * ``check_batch_size(batch_size)``: a one-line error when the batch does not fit the method (a queue
   that is not a multiple of it).
-* ``text_meta``: the metadata of a text feature file the method reads (MICA), checked against the data.
+* ``check_data(labels, label_path, dataset, class_subset)``: a method that reads side inputs about the
+  classes (MICA's text feature file) checks them against the training data (ValueError).
 """
 import torch.nn as nn
 
@@ -24,7 +25,6 @@ import torch.nn as nn
 class PretrainingMethod(nn.Module):
     forward_keywords = ()
     reference_keys = ()
-    text_meta = None
 
     @property
     def classifier(self):
@@ -44,3 +44,7 @@ class PretrainingMethod(nn.Module):
 
     def check_batch_size(self, batch_size):
         pass
+
+    def check_data(self, labels, label_path, dataset=None, class_subset=False):
+        """The training labels, their file, the run's dataset name and whether the data may use a subset of
+        the classes a side input describes: a ValueError when they do not fit (nothing to check here)."""

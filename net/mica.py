@@ -28,6 +28,7 @@ token features are read from a file made by ``tools/gen_text_features.py``.
 import math
 import os
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -35,7 +36,8 @@ import torch.nn.functional as F
 from net.frest import FreST
 from net.moco import embedding_std
 from net.skelemixclr import SkeleMixCLR
-from net.text_features import PROMPT_KINDS, load_text_features
+from net.text_features import (PROMPT_KINDS, check_text_dataset, feature_class_names, load_text_features,
+                               read_dataset_info)
 
 FM_TARGETS = ('text', 'teacher', 'label')
 FM_EMBEDDINGS = ('query', 'projection')
@@ -177,7 +179,7 @@ class MICA(SkeleMixCLR):
         self.register_buffer('anchors', text['anchors'], persistent=False)          # (num_class, D)
         self.register_buffer('part_anchors', text['parts'], persistent=False)       # (P, num_class, D)
         self.register_buffer('words', text['words'], persistent=False)              # (W, D) real tokens only
-        self.text_meta = text['meta']
+        self.text_meta, self.text_source = text['meta'], (text_features, descriptions)
         channels, text_dim = self.encoder_q.feature_dim, self.anchors.size(1)
         self.fm_proj = nn.Linear(channels, text_dim) if fm_embedding == 'projection' else None
         self.harmonizer = ModalityHarmonizer(channels, text_dim, harmonizer_heads) if harmonizer else None
@@ -212,6 +214,23 @@ class MICA(SkeleMixCLR):
     def build_mix(self, swap_cfg):
         """SkeleMix on the SkeleMixCLR base; none on SkeletonCLR (L_info alone)."""
         return super().build_mix(swap_cfg) if self.base_method == 'skelemixclr' else None
+
+    def check_data(self, labels, label_path, dataset=None, class_subset=False):
+        """The text feature file must describe the training data (``check_text_dataset``): the dataset name
+        (``dataset``, else ``dataset.yaml`` next to ``label_path``), the class names and the labels."""
+        if not self.feature_modulation:
+            return
+        info = read_dataset_info(label_path)
+        where = ' (key dataset)'
+        if not dataset and info.get('dataset'):
+            dataset, where = info['dataset'], f" ({info['path']})"
+        labels = np.asarray(labels)
+        path, descriptions = self.text_source
+        check_text_dataset(self.text_meta, path, anchors=int(self.anchors.size(0)),
+                           label_classes=int(labels.max()) + 1 if labels.size else None, dataset=dataset,
+                           class_names=info.get('classes'),
+                           file_class_names=feature_class_names(self.text_meta, descriptions),
+                           allow_subset=class_subset, where=where)
 
     def build_neck(self, encoder):
         """FreST(C', T', V) on the encoder's map; T' from the encoder itself (no stride list)."""

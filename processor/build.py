@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from feeder.tools import PARENT_STREAMS, STREAMS, to_stream
+from feeder.tools import to_stream
 from torchlight.io import UserError, closest_keys, deep_update, import_class, load_config_file
 
 DEFAULT_FEEDER = 'feeder.ntu_feeder.Feeder_single'
@@ -150,8 +150,10 @@ def check_feeder_args(name, args, split):
     return feeder_class, known
 
 
-def build_feeder(cfg, split, augment=True, stream=None, layout=None, uses_labels=True, **overrides):
-    """The feeder of ``split`` ('train' | 'test') of ``cfg`` in ``stream`` (default: the config's).
+def build_feeder(cfg, split, augment=True, stream=None, layout=None, uses_labels=True, batch_augment=False,
+                 **overrides):
+    """The feeder of ``split`` ('train' | 'test') of ``cfg`` in ``stream`` (default: the config's);
+    ``batch_augment``: items are raw ``(data, label, index)`` and ``feeder.views`` augments a batch.
 
     ``layout``: the model's skeleton layout (``model_layout``), which a feeder with a ``layout`` argument
     takes (a different ``<split>_feeder_args.layout`` is an error); ``uses_labels``: labels are checked
@@ -168,25 +170,16 @@ def build_feeder(cfg, split, augment=True, stream=None, layout=None, uses_labels
     if 'layout' in known:             # one layout for feeder and model: the feeder takes the model's
         args['layout'] = resolve_layout(args.get('layout'), layout, split)
     try:
-        feeder = feeder_class(**args)
+        return feeder_class(**args, batch_augment=batch_augment,
+                            stream=config_stream(cfg) if stream is None else stream)
     except TypeError as e:
         raise UserError(f'{split}_feeder_args do not fit {name}: {e}') from e
-    return set_stream(feeder, config_stream(cfg) if stream is None else stream)
-
-
-def set_stream(feeder, stream):
-    """Record the feeder's stream (checked here: bone needs the feeder's layout)."""
-    if stream not in STREAMS:
-        raise UserError(f"stream/view '{stream}' is unknown; use one of {', '.join(STREAMS)}")
-    feeder.stream = stream
-    feeder.stream_parents = feeder.parents if stream in PARENT_STREAMS else None
-    return feeder
 
 
 def stream_views(feeder, batch):
     """The feeder's augmented views of a raw batch (N, C, T, V, M), in the feeder's stream."""
     out = feeder.views(batch)
-    stream = getattr(feeder, 'stream', 'joint')
+    stream = feeder.stream
     if stream == 'joint':
         return out
     return [to_stream(v, stream, feeder.stream_parents) for v in out]

@@ -121,7 +121,7 @@ class DataMixin:
         against the model's input."""
         cfg = dict(vars(self.arg), **{f'{split}_feeder': name, f'{split}_feeder_args': args})
         feeder = build_feeder(cfg, split, stream=self.arg.stream, layout=self.model_layout(),
-                              uses_labels=self.uses_labels)
+                              uses_labels=self.uses_labels, batch_augment=True)     # augmented on the device
         self.check_magnitude(feeder)
         empty = getattr(feeder, 'empty_samples', None)
         if empty is not None and len(empty):
@@ -163,7 +163,6 @@ class DataMixin:
                                 f"{cls.MAX_COORDINATE:g} overflow float32 to Inf in the network. Rescale the data")
 
     def make_loader(self, feeder, batch_size, train):
-        feeder.batch_augment = True
         world = self.world if train else 1
         if world > 1 and batch_size % world:
             raise UserError(f'batch_size={batch_size} must be a multiple of the {world} processes (global batch)')
@@ -193,11 +192,16 @@ class DataMixin:
         size = 4 * len(feeder.index) * int(np.prod(feeder.data.shape[1:]))      # float32 on the device
         return size <= torch.cuda.mem_get_info(self.dev)[0] / 3
 
+    def loads_train_split(self):
+        """Whether the run reads the training split (training; kNN evaluation's memory bank)."""
+        return self.arg.phase == 'train'
+
     def load_data(self):
         self.data_loader = {}
-        if self.arg.phase == 'train' and self.arg.train_feeder_args:
+        self.train_feeder = self.test_feeder = None
+        if self.loads_train_split() and self.arg.train_feeder_args:
             self.train_feeder = self.build_feeder(self.arg.train_feeder, self.arg.train_feeder_args, 'train')
-            if getattr(self.train_feeder, 'layout', None) is not None:
+            if self.train_feeder.layout is not None:
                 self.print_log(f'Skeleton: {self.train_feeder.layout.describe()}, for feeder and model')
             self.data_loader['train'] = self.make_loader(self.train_feeder, self.arg.batch_size, True)
         if self.arg.test_feeder_args:

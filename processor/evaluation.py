@@ -10,18 +10,11 @@
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
 from processor.build import extract_features
 from processor.data import seed_worker
+from processor.metrics import score_metrics, topk_accuracy
 from torchlight.io import UserError
-
-
-def topk_accuracy(scores, labels, k):
-    """Fraction of samples whose label is among the k highest scores."""
-    k = min(k, scores.size(1))
-    hit = (scores.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
-    return hit.float().mean().item()
 
 
 def check_classifier_config(arg, protocol):
@@ -67,7 +60,8 @@ class SplitFeatures:
 class ScoreReport:
     """One test epoch of class scores: logs loss and top-k (``show_topk``), keeps the best top-1 in the
     processor's ``best``, saves ``best_model.pt`` when it improves (training), writes
-    ``test_result.pkl`` ({sample name: scores}) when asked or improved, and sets ``last_accuracy``.
+    ``test_result.pkl`` ({sample name: scores}) when asked or improved, appends the epoch's
+    ``score_metrics`` to ``metrics.jsonl`` (epoch 0 for ``phase: test``) and sets ``last_accuracy``.
     Non-finite scores stop the run before anything is saved from them."""
 
     def __init__(self, processor):
@@ -82,11 +76,13 @@ class ScoreReport:
                        f'(check --weights and base_lr); no best_model.pt or test_result.pkl written from them')
             p.print_log(f'ERROR: {message}')
             raise UserError(message)
-        loss = F.cross_entropy(scores, labels).item()
+        record = score_metrics(scores, labels)
+        loss = record['loss']
         accs = {f'top{k}': topk_accuracy(scores, labels, k) for k in p.arg.show_topk}
         p.print_log(f'\tmean_loss: {loss:.4f} | ' + ' | '.join(f'{k}: {100 * v:.2f}%' for k, v in accs.items()))
         p.log_scalars('test', dict(accs, loss=loss), epoch + 1)
-        top1 = accs.get('top1', topk_accuracy(scores, labels, 1))
+        p.metrics.write(dict(epoch=epoch + 1 if p.arg.phase == 'train' else 0, **record))
+        top1 = record['top1']
         improved = top1 > p.best['top1'] or p.best['epoch'] < 0
         if p.arg.phase == 'train' and improved:
             p.best.update(top1=top1, epoch=epoch + 1)

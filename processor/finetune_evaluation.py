@@ -1,13 +1,15 @@
 """Finetune and semi-supervised evaluation: the pretrained encoder plus a classifier, all trainable and
 in ``train()`` mode (the reference code finetunes in ``eval()`` mode by mistake).
 
-Recipe defaults from the family: Nesterov SGD lr 0.1, weight decay 1e-4, 10 warm-up epochs, x0.1 at
-50 / 70 / 90, 110 epochs.  Semi-supervised runs use ``train_feeder: feeder.ntu_feeder.Feeder_semi``
+The recipe is config/base/protocol/finetune.yaml (the family's; the parser's defaults).  Semi-supervised
+runs use ``train_feeder: feeder.ntu_feeder.Feeder_semi``
 with ``label_percent: 0.01 | 0.1`` (class-balanced, seeded by ``semi_seed``) and the semi recipe in
 their YAML (lr 0.05, x0.1 at 40); the chosen subset is logged and written to ``semi_subset.txt``.
 """
 import os
 
+from feeder.ntu_feeder import Feeder_semi
+from processor.recipes import FINETUNE, recipe_defaults
 from processor.recognition import Recognition
 
 
@@ -21,11 +23,7 @@ class FinetuneEvaluation(Recognition):
     def get_parser(add_help=False):
         parser = Recognition.get_parser(add_help=add_help)
         parser.description = 'Finetune (or semi-supervised) evaluation of a pretrained encoder'
-        parser.set_defaults(base_lr=0.1, weight_decay=1e-4, warm_up_epoch=10, step=[50, 70, 90], num_epoch=110,
-                            batch_size=128, test_batch_size=128, nesterov=True, eval_interval=5,
-                            train_feeder='feeder.ntu_feeder.Feeder_single', test_feeder='feeder.ntu_feeder.Feeder_single',
-                            weights_init=True)      # the family's finetune processor initialises as in pretraining
-        return parser
+        return recipe_defaults(parser, FINETUNE)
 
     def load_weights(self):
         if self.arg.phase == 'train' and not self.arg.weights:
@@ -34,17 +32,17 @@ class FinetuneEvaluation(Recognition):
 
     def load_data(self):
         super().load_data()
-        feeder = getattr(self, 'train_feeder', None)
-        if feeder is not None and hasattr(feeder, 'label_percent'):
+        feeder = self.train_feeder
+        self.semi_subset = None               # written to semi_subset.txt once the run starts
+        if isinstance(feeder, Feeder_semi):
             names = [feeder.sample_name[i] for i in feeder.index]
             counts = {int(c): int((feeder.label[feeder.index] == c).sum()) for c in sorted(set(feeder.label.tolist()))}
             self.print_log(f'Semi-supervised: {len(names)} labelled samples ({100 * feeder.label_percent:g}% per class, '
                            f'semi_seed {feeder.semi_seed}); per class {counts}; list in semi_subset.txt')
-            self.semi_subset = names          # written to semi_subset.txt once the run starts
+            self.semi_subset = names
 
     def claim_work_dir(self):
         super().claim_work_dir()
-        names = getattr(self, 'semi_subset', None)
-        if names is not None and self.is_main:
+        if self.semi_subset is not None and self.is_main:
             with open(os.path.join(self.arg.work_dir, 'semi_subset.txt'), 'w') as f:
-                f.write('\n'.join(names) + '\n')
+                f.write('\n'.join(self.semi_subset) + '\n')

@@ -4,7 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from processor.evaluation import SplitFeatures
+from processor.metrics import score_metrics
 from processor.processor import Processor
+from processor.recipes import KNN, recipe_defaults
 from torchlight.io import UserError
 
 
@@ -25,21 +27,25 @@ def knn_predict(train_feats, train_labels, test_feats, k, temperature=0.1, num_c
 
 
 @torch.no_grad()
-def knn_top1(train, test, ks, temperature=0.1):
-    """Weighted-kNN top-1 for every k in ``ks``: {k: top1}.  ``train`` and ``test`` are (features,
-    labels) of the memory bank and of the evaluated split (the one implementation of the kNN protocol,
-    used by ``knn_evaluation`` and by the kNN monitor of pretraining, ``knn_interval``)."""
+def knn_scores(train, test, ks, temperature=0.1):
+    """Weighted-kNN vote scores for every k in ``ks``: {k: (N_test, num_class)}.  ``train`` and ``test`` are
+    (features, labels) of the memory bank and of the evaluated split (the one implementation of the kNN
+    protocol, used by ``knn_evaluation`` and by the kNN monitor of pretraining, ``knn_interval``)."""
     (train_feats, train_labels), (test_feats, test_labels) = train, test
     num_class = int(max(train_labels.max(), test_labels.max())) + 1
-    accuracy = {}
-    for k in ks:
-        scores = knn_predict(train_feats, train_labels, test_feats, k, temperature, num_class)
-        accuracy[k] = (scores.argmax(1) == test_labels).float().mean().item()
-    return accuracy
+    return {k: knn_predict(train_feats, train_labels, test_feats, k, temperature, num_class) for k in ks}
+
+
+@torch.no_grad()
+def knn_top1(train, test, ks, temperature=0.1):
+    """Weighted-kNN top-1 for every k in ``ks``: {k: top1} (``knn_scores``)."""
+    labels = test[1]
+    return {k: (scores.argmax(1) == labels).float().mean().item()
+            for k, scores in knn_scores(train, test, ks, temperature).items()}
 
 
 class KNNEvaluation(Processor):
-    """``knn_evaluation``: no training; top-1 for every k in ``knn_k`` (default 10, 20, 40) on the frozen
+    """``knn_evaluation``: no training; top-1 for every k in ``knn_k`` (config/base/protocol/knn.yaml: 10, 20, 40) on the frozen
     features of both splits (``SplitFeatures``, as linear evaluation extracts them)."""
 
     protocol = 'knn_evaluation'
@@ -48,13 +54,14 @@ class KNNEvaluation(Processor):
     def get_parser(add_help=False):
         parser = Processor.get_parser(add_help=add_help)
         parser.description = 'kNN evaluation of a frozen encoder'
-        parser.add_argument('--knn_k', type=int, default=[10, 20, 40], nargs='+', help='numbers of neighbours')
-        parser.add_argument('--knn_temperature', type=float, default=0.1, help='temperature of the vote weights')
-        parser.set_defaults(num_epoch=0, train_feeder='feeder.ntu_feeder.Feeder_single')
-        return parser
+        parser.add_argument('--knn_k', type=int, default=None, nargs='+', help='numbers of neighbours')
+        parser.add_argument('--knn_temperature', type=float, default=None, help='temperature of the vote weights')
+        return recipe_defaults(parser, KNN)
+
+    def loads_train_split(self):
+        return True                    # the labelled neighbours, whatever the phase
 
     def load_data(self):
-        self.arg.phase = 'train'        # both splits are needed
         super().load_data()
         if 'train' not in self.data_loader or 'test' not in self.data_loader:
             raise UserError('knn_evaluation needs train_feeder_args (the labelled neighbours) and test_feeder_args')
@@ -67,11 +74,17 @@ class KNNEvaluation(Processor):
         pass
 
     def start(self):
-        train = self.split_features('train')[:2]
+        """One ``metrics.jsonl`` line per k (``score_metrics`` of the vote scores, no loss)."""
         test = self.split_features('test')[:2]
-        self.knn_accuracy = knn_top1(train, test, self.arg.knn_k, self.arg.knn_temperature)
-        for k, top1 in self.knn_accuracy.items():
-            self.print_log(f'\tkNN k={k} t={self.arg.knn_temperature}: top1 {100 * top1:.2f}%')
+        scores = knn_scores(self.split_features('train')[:2], test, self.arg.knn_k, self.arg.knn_temperature)
+        self.metrics.start()
+        self.knn_accuracy = {}
+        for k, votes in scores.items():
+            record = score_metrics(votes, test[1], loss=False)
+            self.knn_accuracy[k] = record['top1']
+            self.metrics.write(dict(epoch=0, k=k, **record))
+            self.print_log(f"\tkNN k={k} t={self.arg.knn_temperature}: top1 {100 * record['top1']:.2f}% | "
+                           f"top5 {100 * record['top5']:.2f}% | class top1 {100 * record['class_top1']:.2f}%")
         self.log_scalars('knn', {f'top1_k{k}': v for k, v in self.knn_accuracy.items()}, 0)
         self.finish()
         return self.knn_accuracy

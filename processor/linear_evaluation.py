@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from processor.build import batch_features
 from processor.evaluation import ScoreReport, SplitFeatures, topk_accuracy
 from processor.processor import Processor
+from processor.recipes import LINEAR, recipe_defaults
 from torchlight.io import UserError, str2bool
 
 
@@ -31,9 +32,7 @@ class LinearEvaluation(Processor):
                             help='none: the family protocol (fc on the raw pooled features); standardize: '
                                  'fc on features standardised with the training split\'s mean and std '
                                  '(a non-affine BatchNorm with frozen statistics), folded into fc when saved')
-        parser.set_defaults(base_lr=3.0, weight_decay=0.0, num_epoch=100, step=[80], eval_interval=1,
-                            train_feeder='feeder.ntu_feeder.Feeder_single', save_interval=1000)
-        return parser
+        return recipe_defaults(parser, LINEAR)
 
     # ---------------------------------------------------------------- model
     def load_weights(self):
@@ -52,7 +51,7 @@ class LinearEvaluation(Processor):
             raise UserError('linear_evaluation needs train_feeder_args with data_path and label_path')
         if 'test' not in self.data_loader:
             raise UserError('linear_evaluation needs test_feeder_args with data_path and label_path')
-        train = getattr(self, 'train_feeder', None)
+        train = self.train_feeder
         self.use_cache = self.arg.cache_features
         if self.use_cache and train is not None and (train.shear_amplitude > 0 or train.temperal_padding_ratio > 0):
             self.print_log('Notice: the training feeder augments its data, so features are not cached.')

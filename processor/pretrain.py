@@ -16,7 +16,6 @@ monitor leaves the training random stream alone: a run gives the same weights wi
 resumed run drops the lines after its resume epoch and appends from there.
 """
 import contextlib
-import json
 import os
 import random
 import time
@@ -25,18 +24,16 @@ import numpy as np
 import torch
 
 from feeder.tools import missing_layout_fields
-from net.text_features import check_text_dataset, feature_class_names, read_dataset_info
 from net.utils.layouts import flip_problem
 from processor.build import stream_views
 from processor.knn_evaluation import knn_top1
 from processor.monitor import LearningMonitor
 from processor.evaluation import SplitFeatures
 from processor.processor import Processor, every
+from processor.recipes import KNN, PRETRAIN, recipe_defaults
+from processor.small_data import SMALL_DATA, small_data_advice
 from processor.step_scalars import StepScalars
 from torchlight.io import UserError, import_class, str2bool
-
-METRICS_FILE = 'metrics.jsonl'
-
 
 @contextlib.contextmanager
 def preserved_rng():
@@ -52,22 +49,6 @@ def preserved_rng():
         torch.set_rng_state(state[2])
         if cuda:
             torch.cuda.set_rng_state_all(state[3])
-
-
-def read_metrics(path):
-    """The records of a ``metrics.jsonl`` (a torn last line, from a kill while writing, is skipped)."""
-    records = []
-    if not os.path.exists(path):
-        return records
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and 'epoch' in record:
-                records.append(record)
-    return records
 
 
 class PretrainProcessor(Processor):
@@ -94,22 +75,37 @@ class PretrainProcessor(Processor):
         parser.add_argument('--knn_interval', type=int, default=0,
                             help='epochs between kNN top-1 evaluations of the frozen query encoder (train split '
                                  'as memory bank, test_feeder_args as test split; metrics.jsonl); 0: off')
-        parser.add_argument('--knn_k', type=int, default=[10, 20, 40], nargs='+',
+        parser.add_argument('--knn_k', type=int, default=None, nargs='+',
                             help='kNN monitor: numbers of neighbours (knn_top1 is the first)')
-        parser.add_argument('--knn_temperature', type=float, default=0.1, help='kNN monitor: vote temperature')
+        parser.add_argument('--knn_temperature', type=float, default=None, help='kNN monitor: vote temperature')
         parser.add_argument('--dataset', default=None,
-                            help="this run's dataset name, checked against MICA's text feature file (default: "
+                            help="this run's dataset name, checked by the method against its side inputs (default: "
                                  'dataset.yaml next to the training label file, when there is one)')
         parser.add_argument('--text_class_subset', type=str2bool, default=False,
-                            help='MICA: allow a text feature file with more classes than num_class (its first '
-                                 'num_class classes are used); false: that is an error')
-        return parser
+                            help="allow a method's class-level side input (a text feature file) with more classes "
+                                 'than num_class (its first num_class classes are used); false: that is an error')
+        recipe_defaults(parser, KNN, keys=('knn_k', 'knn_temperature'))       # the kNN protocol's
+        return recipe_defaults(parser, PRETRAIN)
 
     REFERENCE_KEYS = ('mining_epoch', 'topk')
 
+    def __init__(self, argv=None, name=None):
+        self.halt = None                   # the monitor's stop message under collapse_stop
+        super().__init__(argv, name)
+        self.monitor = self.new_monitor()
+
     def load_model(self):
         self.map_reference_keys()
+        self.check_processor_name()
         super().load_model()
+
+    def check_processor_name(self):
+        """``pretrain_<method>`` names are one generic loop: say so when the name and ``model:`` differ."""
+        method = (self.name or '').partition('pretrain_')[2]
+        model = str(self.arg.model or '')
+        if method and model.rsplit('.', 1)[-1].lower() != method:
+            self.print_log(f"Notice: processor '{self.name}' runs model {model}: every pretrain_* processor is the "
+                           'same generic loop, and the model: key decides the method.')
 
     def map_reference_keys(self):
         """The AimCLR reference's top-level ``mining_epoch`` / ``topk`` (a reference YAML, or ``--mining_epoch``
@@ -124,8 +120,8 @@ class PretrainProcessor(Processor):
             declared = ()
         for key, value in given.items():
             if key not in declared:
-                self.print_log(f"Notice: top-level key '{key}' is ignored: {self.arg.model} does not mine "
-                               '(it is a model_args key of AimCLR and MsMCLR).')
+                self.print_log(f"Notice: top-level key '{key}' is ignored: {self.arg.model} does not declare it "
+                               '(reference_keys; it is a model_args key of the methods that do).')
             else:
                 before = self.arg.model_args.get(key)
                 self.arg.model_args[key] = value
@@ -138,7 +134,11 @@ class PretrainProcessor(Processor):
             raise UserError('pretraining needs train_feeder_args with data_path and label_path')
         self.model.check_batch_size(self.arg.batch_size)
         self.preflight_layout()
-        self.check_text_features()
+        try:
+            self.model.check_data(self.train_feeder.label, self.arg.train_feeder_args['label_path'],
+                                  dataset=self.arg.dataset, class_subset=self.arg.text_class_subset)
+        except ValueError as e:
+            raise UserError(str(e)) from e
         self.small_data_notice()
         # pretraining learns no classifier: the test split serves only the kNN monitor
         test = self.data_loader.pop('test', None)
@@ -182,87 +182,28 @@ class PretrainProcessor(Processor):
                         f"(left/right mirror permutation), but {state}: add `{key}` (or joint_names with left/right "
                         f"in them) to the layout, or drop the augmentation: {drop}")
 
-    def check_text_features(self):
-        """MICA's text feature file must describe this run's dataset (net/text_features.py)."""
-        meta = self.model.text_meta
-        if meta is None:
-            return
-        args = self.arg.model_args
-        info = read_dataset_info(self.arg.train_feeder_args['label_path'])
-        dataset, where = self.arg.dataset, ' (key dataset)'
-        if not dataset and info.get('dataset'):
-            dataset, where = info['dataset'], f" ({info['path']})"
-        labels = np.asarray(self.train_feeder.label)
-        try:
-            check_text_dataset(meta, args.get('text_features'), anchors=int(self.model.anchors.size(0)),
-                               label_classes=int(labels.max()) + 1 if labels.size else None, dataset=dataset,
-                               class_names=info.get('classes'),
-                               file_class_names=feature_class_names(meta, args.get('descriptions')),
-                               allow_subset=self.arg.text_class_subset, where=where)
-        except ValueError as e:
-            raise UserError(str(e)) from e
-
-    # the small-data recipe of config/ucla/ (NW-UCLA, 1,020 training clips), as (key, value, why)
-    SMALL_DATA = 3000
-    SMALL_DATA_RECIPE = (
-        ('weights_init', False, "PyTorch's initialisation: the family's collapses small sets"),
-        ('model_args.momentum', 0.99, 'a faster key encoder'),
-        ('model_args.shuffle_bn_groups', 4, 'shuffle-BN on one device: without it the methods collapse'),
-        ('model_args.queue_size', 512, "a queue below the epoch's sample count (NW-UCLA: half an epoch), not "
-                                       'many epochs of stale keys; a multiple of batch_size'),
-    )
-
     def small_data_notice(self):
-        """On a small training set, say what the small-data recipe (config/ucla/) changes and why."""
-        n = len(self.train_feeder)
-        if n >= self.SMALL_DATA or not self.model.recipe:
+        """On a small training set, the settings derived from its size that this run does not use
+        (processor/small_data.py); only for methods with a queue recipe."""
+        recipe = self.model.recipe
+        if not recipe:
             return
-        changes = []
-        for key, value, why in self.SMALL_DATA_RECIPE:
-            if key.startswith('model_args.'):
-                name = key.split('.', 1)[1]
-                mine = self.arg.model_args.get(name, self.model.recipe.get(name))
-            else:
-                mine = getattr(self.arg, key)
-            if mine != value:
-                changes.append(f'{key}: {value} ({why}; this run: {mine})')
-        steps = n // self.arg.batch_size
-        batch = ''
-        if steps < 10:
-            smaller = max(16, 2 ** int(np.log2(max(1, n // 10))))
-            plural = 's' if steps != 1 else ''
-            batch = (f' With batch_size {self.arg.batch_size} an epoch is only {steps} iteration{plural}: a smaller '
-                     f'batch (e.g. {smaller}, with queue_size a multiple of it) gives more updates per epoch, but scale '
-                     f'base_lr with it (in single NW-UCLA runs lr 0.1 at batch 64 or 32 went into a narrow cone or collapsed, '
-                     f'docs/METHODS.md) and '
-                     f'keep each shuffle-BN sub-batch (batch_size / shuffle_bn_groups) at 32 or more.')
-        head = f'Notice: small training set ({n} clips, under {self.SMALL_DATA}): '
-        recipe = ('this run already uses the small-data recipe of config/ucla/.' if not changes else
-                  'the small-data recipe of config/ucla/ (NW-UCLA, 1,020 clips) sets ' + '; '.join(changes) + '.')
-        self.print_log(head + recipe + batch + ' See docs/METHODS.md, "Collapse on small data", and docs/DATA.md, '
-                       '"Your own dataset".')
+        n = len(self.train_feeder)
+        advice = small_data_advice(n, self.arg.batch_size, self.arg.base_lr, recipe.get('queue_size'),
+                                   recipe.get('shuffle_bn_groups'))
+        if not advice:
+            return
+        mine = dict(batch_size=self.arg.batch_size, base_lr=self.arg.base_lr,
+                    **{f'model_args.{k}': v for k, v in recipe.items()})
+        self.print_log(f'Notice: small training set ({n} clips, under {SMALL_DATA}): its size suggests '
+                       + '; '.join(f'{k}: {v:g} ({why}; this run: {mine[k]:g})' for k, (v, why) in advice.items())
+                       + '. The small-data recipe is config/base/method/small_data_pretrain.yaml; see docs/METHODS.md, '
+                       '"Collapse on small data".')
 
     def make_views(self, raw):
         return stream_views(self.train_feeder, raw.to(self.dev, non_blocking=True))     # in the run's stream
 
     # ------------------------------------------------------------------ metrics and the kNN monitor
-    @property
-    def metrics_path(self):
-        return os.path.join(self.arg.work_dir, METRICS_FILE)
-
-    def write_metrics(self, record):
-        if self.is_main:
-            with open(self.metrics_path, 'a') as f:
-                f.write(json.dumps(record) + '\n')
-
-    def trim_metrics(self, last_epoch):
-        """Keep the metrics of epochs <= ``last_epoch`` (a resumed run repeats the later ones)."""
-        keep = [r for r in read_metrics(self.metrics_path) if r['epoch'] <= last_epoch]
-        tmp = self.metrics_path + '.tmp'
-        with open(tmp, 'w') as f:
-            f.writelines(json.dumps(r) + '\n' for r in keep)
-        os.replace(tmp, self.metrics_path)
-
     def knn_due(self, done):
         return (self.arg.knn_interval > 0 and self.is_main
                 and (every(done, self.arg.knn_interval) or done in (0, self.arg.num_epoch)))
@@ -283,29 +224,23 @@ class PretrainProcessor(Processor):
         return dict({'knn_top1': accuracy[self.arg.knn_k[0]]}, **{f'knn_top1_k{k}': v for k, v in accuracy.items()})
 
     def new_monitor(self):
-        """A fresh ``LearningMonitor`` of this run's settings (``start`` makes one; so does a tool that runs
-        ``train_epoch`` by itself, tools/benchmark.py)."""
+        """A fresh ``LearningMonitor`` of this run's settings (the constructor makes one; so does a tool that
+        runs ``train_epoch`` by itself, tools/benchmark.py)."""
         self.halt = None
         return LearningMonitor(
             cone_std=self.arg.cone_std, cone_epochs=self.arg.cone_epochs, margin=self.arg.collapse_margin,
             patience=self.arg.collapse_patience, uniform_terms=self.model.uniform_terms)
 
-    def start(self):
-        self.monitor = self.new_monitor()
-        if self.arg.phase == 'train' and self.is_main:
-            if self.resumed:
-                self.trim_metrics(self.start_epoch)
-                for record in read_metrics(self.metrics_path):       # the monitor is a function of the records
-                    self.monitor.update(record)
-            else:
-                if os.path.exists(self.metrics_path):
-                    os.remove(self.metrics_path)
-                if self.knn_due(0):
-                    started = time.time()
-                    record = dict(epoch=0, **self.knn_monitor(0))
-                    self.monitor.update(record)
-                    self.write_metrics(dict(record, wall_s=time.time() - started))
-        super().start()
+    def metrics_started(self, records):
+        """The monitor replays a resumed run's records (it is a function of them); a new run's ``epoch: 0``
+        line is the kNN monitor of the initial encoder."""
+        for record in records:
+            self.monitor.update(record)
+        if not self.resumed and self.knn_due(0):
+            started = time.time()
+            record = dict(epoch=0, **self.knn_monitor(0))
+            self.monitor.update(record)
+            self.metrics.write(dict(record, wall_s=time.time() - started))
 
     def epoch_metrics(self, epoch, means, started):
         """The metrics.jsonl record of a finished epoch (runs the kNN monitor when it is due)."""
@@ -357,7 +292,7 @@ class PretrainProcessor(Processor):
             return
         record = self.epoch_metrics(epoch, means, started)
         self.watch(record)
-        self.write_metrics(record)
+        self.metrics.write(record)
         if self.halt:
             if self.is_main:
                 self.io.save_model(self.model, f'epoch{epoch + 1}_model.pt')

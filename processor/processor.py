@@ -23,6 +23,7 @@ from processor.build import build_model, inference_encoder, stream_views
 from processor.checkpoint import Checkpoints, check_label_use, lock_work_dir, run_files
 from processor.data import DataMixin, DeviceLoader, EpochSampler, SeededDataLoader, seed_worker
 from processor.evaluation import ScoreReport, check_classifier_config
+from processor.metrics import MetricsFile
 from torchlight import distributed
 from torchlight.io import IO, UserError
 
@@ -54,7 +55,8 @@ class Processor(Arguments, DataMixin, Checkpoints):
     (``DataMixin``, processor/data.py) and work_dir/checkpoints (``Checkpoints``, processor/checkpoint.py)."""
     uses_labels = True      # whether training reads the labels (checked against num_class)
 
-    def __init__(self, argv=None):
+    def __init__(self, argv=None, name=None):
+        self.name = name            # the registry name it runs under (processor/__init__.py), when known
         self.load_arg(argv)
         self.init_environment()
         self.load_model()
@@ -68,7 +70,7 @@ class Processor(Arguments, DataMixin, Checkpoints):
 
     def trains(self):
         """Whether this run trains (phase train with an optimizer; kNN evaluation has none)."""
-        return self.arg.phase == 'train' and getattr(self, 'optimizer', None) is not None
+        return self.arg.phase == 'train' and self.optimizer is not None
 
     # ------------------------------------------------------------------ environment
 
@@ -96,6 +98,9 @@ class Processor(Arguments, DataMixin, Checkpoints):
         self.best = dict(top1=0.0, epoch=-1)
         self.writer = None
         self.stop_requested = False
+        self.stop_signal = None
+        self.exit_status = 0                 # 128 + the signal number after a stop signal
+        self.metrics = MetricsFile(arg.work_dir, enabled=self.is_main)      # results as data (metrics.jsonl)
 
     def print_log(self, text):
         self.io.print_log(text)
@@ -188,6 +193,7 @@ class Processor(Arguments, DataMixin, Checkpoints):
                                'trained with another layout or strategy (use the layout of the pretraining run)')
 
     def load_optimizer(self):
+        self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.arg.amp == 'fp16')     # fp16 loss scaling
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.arg.optimizer == 'SGD':
             self.optimizer = torch.optim.SGD(params, lr=self.arg.base_lr, momentum=self.arg.momentum,
@@ -247,6 +253,7 @@ class Processor(Arguments, DataMixin, Checkpoints):
     def start(self):
         self.print_log(f'Parameters:\n{yaml.safe_dump(vars(self.arg), sort_keys=False, default_flow_style=None)}')
         if self.arg.phase == 'train':
+            self.metrics_started(self.metrics.start(self.start_epoch if self.resumed else None))
             self.install_signal_handler()
             if not self.resumed:
                 self.save_latest(0)          # a run killed in its first epoch can be resumed too
@@ -283,9 +290,13 @@ class Processor(Arguments, DataMixin, Checkpoints):
                 raise UserError('phase test needs test_feeder_args with data_path and label_path')
             self.test_epoch(0, save_result=True)
 
+    def metrics_started(self, records):
+        """After ``metrics.jsonl`` was started (``records``: the lines a resumed run keeps); pretraining adds
+        the kNN monitor of the initial encoder and replays its learning monitor here."""
+
     def stopped(self, epoch):
         """After a stop signal: say where the run stands; ``exit_status`` is 128 + the signal number."""
-        signum = getattr(self, 'stop_signal', None) or signal.SIGTERM
+        signum = self.stop_signal or signal.SIGTERM
         self.exit_status = 128 + int(signum)
         message = (f'Stopped by signal {int(signum)} during epoch {epoch + 1}; `--resume true` restarts that epoch '
                    f'from {os.path.join(self.arg.work_dir, "latest.pt")}.')
@@ -311,13 +322,16 @@ class Processor(Arguments, DataMixin, Checkpoints):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16 if self.arg.amp == 'bf16' else torch.float16)
 
-    def backward_step(self, loss):
-        """zero_grad, backward and step, with loss scaling for fp16."""
-        if not hasattr(self, 'scaler'):
-            self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.arg.amp == 'fp16')
+    def backward_step(self, loss, clip_grad_norm=0.0):
+        """zero_grad, backward and step, with loss scaling for fp16; ``clip_grad_norm`` > 0 clips the total
+        gradient norm (of the unscaled gradients) first."""
+        params = [p for group in self.optimizer.param_groups for p in group['params']]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        distributed.average_gradients([p for group in self.optimizer.param_groups for p in group['params']])
+        distributed.average_gradients(params)
+        if clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
 

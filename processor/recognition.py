@@ -1,9 +1,9 @@
 """Supervised recognition: train and test any encoder of ``net/`` with cross-entropy, optionally with a
 train-time head (``train_head: net.csre.CSRE``) that is absent from every saved model.
 
-Defaults are the CTR-GCN family recipe: SGD with Nesterov, lr 0.1, weight decay 4e-4, 65 epochs with
-5 warm-up epochs, x0.1 at 35 and 55, batch 64, ``feeder.ntu_feeder.Feeder_supervised`` (valid-frame
-crop resized to 64 frames).  The warm-up ramps per epoch as CTR-GCN's ``adjust_learning_rate``: epoch e
+Defaults are the CTR-GCN family recipe of config/base/supervised/ (common.yaml, recipe/ctrgcn_ntu.yaml):
+SGD with Nesterov, lr 0.1, weight decay 4e-4, 65 epochs with 5 warm-up epochs, x0.1 at 35 and 55, batch 64,
+``feeder.ntu_feeder.Feeder_supervised`` (valid-frame crop resized to 64 frames).  The warm-up ramps per epoch as CTR-GCN's ``adjust_learning_rate``: epoch e
 (0-based) < ``warm_up_epoch`` runs at ``base_lr * (e + 1) / warm_up_epoch`` (``warm_up: iteration``:
 the earlier per-iteration ramp from 0).  ``lr_schedule: exponential`` is HCN's release schedule,
 ``base_lr * lr_decay_rate ** epoch`` (ExponentialLR stepped once per epoch); ``clip_grad_norm`` clips the
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from processor.evaluation import ScoreReport, topk_accuracy
 from processor.processor import Processor, every
-from torchlight import distributed
+from processor.recipes import SUPERVISED, recipe_defaults
 from torchlight.io import DictAction, UserError, import_class
 
 
@@ -50,12 +50,7 @@ class Recognition(Processor):
                                  "linear per-iteration ramp from 0")
         parser.add_argument('--clip_grad_norm', type=float, default=0.0,
                             help='clip the total gradient norm to this value (0: no clipping; HCN: 32)')
-        parser.set_defaults(base_lr=0.1, weight_decay=4e-4, num_epoch=65, warm_up_epoch=5, step=[35, 55],
-                            batch_size=64, test_batch_size=64, nesterov=True, eval_interval=1, save_interval=-1,
-                            train_feeder='feeder.ntu_feeder.Feeder_supervised',
-                            test_feeder='feeder.ntu_feeder.Feeder_supervised',
-                            weights_init=False)     # the CTR-GCN family initialises its own modules
-        return parser
+        return recipe_defaults(parser, SUPERVISED)
 
     def check_values(self, parser, source):
         super().check_values(parser, source)
@@ -71,20 +66,6 @@ class Recognition(Processor):
             ramp = epoch + 1 if self.arg.warm_up == 'epoch' else epoch + fraction + 1e-8
             return self.arg.base_lr * ramp / warm
         return super().learning_rate(epoch, fraction)
-
-    def backward_step(self, loss):
-        if self.arg.clip_grad_norm <= 0:
-            return super().backward_step(loss)
-        if not hasattr(self, 'scaler'):
-            self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.arg.amp == 'fp16')
-        params = [p for group in self.optimizer.param_groups for p in group['params']]
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        distributed.average_gradients(params)
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(params, self.arg.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
 
     def load_data(self):
         super().load_data()
@@ -154,14 +135,14 @@ class Recognition(Processor):
 
     def load_optimizer(self):
         super().load_optimizer()
-        if getattr(self, 'head', None) is not None:
+        if self.head is not None:
             self.optimizer.add_param_group({'params': list(self.head.parameters())})
 
     def extra_state(self):
-        return {'train_head': self.head.state_dict()} if getattr(self, 'head', None) is not None else {}
+        return {'train_head': self.head.state_dict()} if self.head is not None else {}
 
     def load_extra_state(self, extra):
-        if getattr(self, 'head', None) is not None and 'train_head' in extra:
+        if self.head is not None and 'train_head' in extra:
             self.head.load_state_dict(extra['train_head'])
 
     # ---------------------------------------------------------------- train / test
@@ -190,7 +171,7 @@ class Recognition(Processor):
                              if torch.is_tensor(v) and v.dim() == 0 and k.startswith('loss')}
                     stats['loss_ce'] = float(loss_ce.detach())
             self.check_finite(loss, epoch, it)
-            self.backward_step(loss)
+            self.backward_step(loss, self.arg.clip_grad_norm)
             stats['loss'] = float(loss.detach())
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v

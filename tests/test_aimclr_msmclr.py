@@ -216,7 +216,7 @@ def test_the_references_top_level_mining_keys_become_the_methods_model_args(tmp_
     assert "top-level key 'mining_epoch' (the reference's) is model_args.mining_epoch: 7" in log
     plain = PretrainProcessor(['--config', write_config(tmp_path), '--work_dir', str(tmp_path / 'plain'),
                                '--mining_epoch', '5'])
-    assert "top-level key 'mining_epoch' is ignored: net.skeletonclr.SkeletonCLR does not mine" in \
+    assert "top-level key 'mining_epoch' is ignored: net.skeletonclr.SkeletonCLR does not declare it" in \
         open(tmp_path / 'plain' / 'log.txt').read()
     assert not hasattr(plain.model, 'mining_epoch')
 

@@ -82,8 +82,7 @@ def test_extract_features_is_what_linear_evaluation_caches(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     proc = LinearEvaluation(['--config', str(path)])
     feats, labels, indices = proc.split_features('test')
-    feeder = build.build_feeder(cfg, 'test')
-    feeder.batch_augment = True
+    feeder = build.build_feeder(cfg, 'test', batch_augment=True)
     loader = torch.utils.data.DataLoader(feeder, batch_size=5)
     again = build.extract_features(proc.model, loader)
     torch.testing.assert_close(again[0], feats)

@@ -131,3 +131,36 @@ def test_sigterm_stops_and_resume_repeats_the_epoch_exactly(tmp_path):
     resumed.start()
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_no_parser_default_contradicts_a_shipped_base():
+    """Every recipe value has one home, the shipped base YAMLs: each processor's parser default of a key that
+    its protocol base sets is that base's value (e.g. linear evaluation's eval_interval is the 5 of
+    linear_eval.yaml; variants such as semi.yaml set their own values on top)."""
+    import glob
+    from conftest import ROOT
+    from processor import PROCESSORS
+    from processor.recipes import recipe
+    from torchlight.io import import_class, load_config_file
+    protocols = {'pretrain': ['pretrain.yaml'], 'linear_evaluation': ['linear_eval.yaml'],
+                 'knn_evaluation': ['knn.yaml'], 'finetune_evaluation': ['finetune.yaml']}
+    for name, bases in protocols.items():
+        parser = import_class(PROCESSORS[name]).get_parser()
+        dests = {a.dest for a in parser._actions}
+        for base in bases:
+            values = load_config_file(os.path.join(ROOT, 'config/base/protocol', base))
+            for key, value in values.items():
+                if key in dests and not isinstance(value, dict):
+                    assert parser.get_default(key) == value, (name, base, key)
+    supervised = import_class(PROCESSORS['recognition']).get_parser()
+    for key, value in recipe(('config/base/supervised/common.yaml',
+                              'config/base/supervised/recipe/ctrgcn_ntu.yaml')).items():
+        if not isinstance(value, dict):
+            assert supervised.get_default(key) == value, key
+    # the kNN monitor of pretraining and kNN evaluation: one protocol
+    knn = import_class(PROCESSORS['knn_evaluation']).get_parser()
+    pretrain = import_class(PROCESSORS['pretrain']).get_parser()
+    assert [p.get_default(k) for p in (knn, pretrain) for k in ('knn_k', 'knn_temperature')] == [[10, 20, 40], 0.1] * 2
+    # no parser of a subclass sets a recipe value of its own: the only set_defaults are recipe_defaults
+    for path in glob.glob(os.path.join(ROOT, 'processor', '*.py')):
+        assert 'set_defaults(' not in open(path).read() or path.endswith(('arguments.py', 'recipes.py')), path

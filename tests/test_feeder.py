@@ -30,7 +30,7 @@ def test_dual_feeder_reference_style_and_batched(tmp_path):
     views, label = f[3]
     assert len(views) == 2 and views[0].shape == (3, 10, 25, 2) and label == 3
     assert not torch.equal(views[0], views[1])
-    f.batch_augment = True
+    f = Feeder_dual(d, l, batch_augment=True)
     raw, label, index = f[3]
     assert torch.equal(raw, torch.from_numpy(data()[3])) and index == 3
     batch = torch.stack([f[i][0] for i in range(4)])

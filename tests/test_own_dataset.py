@@ -232,8 +232,8 @@ def test_worked_example_runs_as_written(converted, in_scratch, group):
     one_line(re.search(r'.*Training data:.*', log).group(0), '160 samples', 'batch_size 128',
              '1 iteration per epoch', '32 samples dropped')
     one_line(re.search(r'.*Skeleton:.*', log).group(0), "layout 'example20'", '20 joints', 'flip', 'joint names')
-    notice = one_line(re.search(r'.*Notice: small training set.*', log).group(0), '160 clips', 'config/ucla/')
-    assert 'already uses the small-data recipe' in notice and 'a smaller batch' in notice
+    one_line(re.search(r'.*Notice: small training set.*', log).group(0), '160 clips', 'small_data_pretrain.yaml',
+             'batch_size: 64', 'base_lr: 0.05', 'model_args.shuffle_bn_groups: 2', 'model_args.queue_size: 64')
     # the class report names the classes from dataset.yaml and writes next to the result
     result = work / 'aimclr' / 'linear_eval' / 'test_result.pkl'
     class_report.main(['--label', 'data/own_example/val_label.pkl', '--result', str(result)])

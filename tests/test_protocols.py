@@ -11,6 +11,7 @@ from conftest import ROOT, tiny_dataset
 from processor.finetune_evaluation import FinetuneEvaluation
 from processor.knn_evaluation import KNNEvaluation, knn_predict
 from processor.linear_evaluation import LinearEvaluation
+from processor.metrics import read_metrics, score_metrics
 from torchlight.io import import_class, load_config_file
 
 MODEL_ARGS = 'base_encoder=net.st_gcn.Model,pretrain=False,in_channels=3,hidden_channels=4,hidden_dim=8,' \
@@ -48,6 +49,11 @@ def test_finetune_trains_the_encoder_in_train_mode_while_linear_does_not(tmp_pat
     lin.start()
     after = encoder_weights(lin)
     assert all(torch.equal(v, before[k]) for k, v in after.items())          # BN statistics included
+    for proc, work_dir in ((fine, tmp_path / 'f'), (lin, tmp_path / 'l')):    # results as data, per test epoch
+        records = read_metrics(str(work_dir / 'run' / 'metrics.jsonl'))
+        assert records[-1]['epoch'] == 2 and all(set(r) == {'epoch', 'top1', 'top5', 'class_top1', 'loss'}
+                                                 for r in records)
+        assert records[-1]['top1'] == proc.last_accuracy['top1']
 
 
 def test_semi_supervised_subset_is_balanced_reproducible_and_logged(tmp_path):
@@ -86,7 +92,20 @@ def test_knn_processor_reports_every_k(tmp_path):
     proc = KNNEvaluation(protocol_args(tmp_path) + ['--knn_k', '1', '5'])
     acc = proc.start()
     assert set(acc) == {1, 5} and all(0 <= v <= 1 for v in acc.values())
-    assert 'kNN k=5' in open(tmp_path / 'run' / 'log.txt').read()
+    records = read_metrics(str(tmp_path / 'run' / 'metrics.jsonl'))
+    assert [(r['epoch'], r['k'], r['top1']) for r in records] == [(0, 1, acc[1]), (0, 5, acc[5])]
+    assert all(0 <= r['class_top1'] <= 1 and r['top5'] >= r['top1'] for r in records)
+
+
+def test_score_metrics_by_hand():
+    scores = torch.tensor([[3.0, 1, 0, 0, 0, 0], [0, 3.0, 1, 0, 0, 0], [3.0, 0.5, 1, 0, 0, 0], [0, 0.5, 3.0, 0, 0, 0]])
+    labels = torch.tensor([0, 0, 2, 2])        # class 0: 1 of 2 right, class 2: 1 of 2 right
+    record = score_metrics(scores, labels)
+    assert record['top1'] == 0.5 and record['class_top1'] == 0.5 and record['top5'] == 1.0
+    assert record['loss'] == pytest.approx(torch.nn.functional.cross_entropy(scores, labels).item())
+    labels = torch.tensor([0, 1, 1, 1])        # class 0 right (1/1), class 1 1 of 3: macro 2/3, micro 1/2
+    assert score_metrics(scores, labels, loss=False) == {'top1': 0.5, 'top5': 1.0,
+                                                          'class_top1': pytest.approx(2 / 3)}
 
 
 PROTOCOL_CONFIGS = sorted(p for kind in ('finetune', 'semi10', 'semi1', 'knn')

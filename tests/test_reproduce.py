@@ -12,8 +12,11 @@ import yaml
 
 from conftest import ROOT, write_config
 from processor.knn_evaluation import KNNEvaluation
-from processor.pretrain import PretrainProcessor, read_metrics
-from tools import reproduce
+from processor.metrics import read_metrics
+from processor.pretrain import PretrainProcessor
+from tools import reproduce as cli
+from tools import reproduction as reproduce
+from tools.reproduction import run as reproduce_run
 from torchlight.io import UserError
 
 QUIET = ['--num_worker', '0', '--progress_bar', 'false', '--print_log', 'false']
@@ -54,7 +57,7 @@ def test_knn_monitor_leaves_the_weights_unchanged_and_writes_metrics(tmp_path):
     b = torch.load(tmp_path / 'knn' / 'epoch3_model.pt')
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)     # same RNG stream
 
-    records = read_metrics(monitored.metrics_path)
+    records = read_metrics(monitored.metrics.path)
     assert [r['epoch'] for r in records] == [0, 1, 2, 3]
     assert [('knn_top1' in r) for r in records] == [True, False, True, True]    # epoch 0, every 2, the last
     uniform = monitored.model.uniform_loss
@@ -65,7 +68,7 @@ def test_knn_monitor_leaves_the_weights_unchanged_and_writes_metrics(tmp_path):
         assert r['knn_top1'] == r['knn_top1_k3'] and 0 <= r['knn_top1_k5'] <= 1
     assert records[3]['loss'] == pytest.approx(monitored.epoch_info['loss'])
     # without the monitor: the same per-epoch losses, no kNN entries, no epoch-0 line
-    assert without_wall(read_metrics(plain.metrics_path)) == [
+    assert without_wall(read_metrics(plain.metrics.path)) == [
         {k: v for k, v in r.items() if not k.startswith('knn') and k != 'wall_s'} for r in records[1:]]
 
     # the monitor's last kNN is knn_evaluation of the last checkpoint (same features, same protocol)
@@ -82,13 +85,13 @@ def test_knn_monitor_leaves_the_weights_unchanged_and_writes_metrics(tmp_path):
 
 
 def test_metrics_are_resume_safe(tmp_path):
-    full = read_metrics(pretrain(tmp_path, 'full', 3, '--knn_interval', '1').metrics_path)
+    full = read_metrics(pretrain(tmp_path, 'full', 3, '--knn_interval', '1').metrics.path)
     stopped = pretrain(tmp_path, 'stopped', 2, '--knn_interval', '1')
-    with open(stopped.metrics_path, 'a') as f:        # killed after the metrics of epoch 3, before latest.pt
+    with open(stopped.metrics.path, 'a') as f:        # killed after the metrics of epoch 3, before latest.pt
         f.write(json.dumps({'epoch': 3, 'loss': 0.0}) + '\n{"epoch": 4, "lo')
     resumed = pretrain(tmp_path, 'stopped', 3, '--knn_interval', '1', '--resume', 'true')
     assert resumed.start_epoch == 2
-    records = read_metrics(resumed.metrics_path)
+    records = read_metrics(resumed.metrics.path)
     assert [r['epoch'] for r in records] == [0, 1, 2, 3]
     assert without_wall(records) == without_wall(full)
 
@@ -237,13 +240,14 @@ class FakeRunner:
                         record.update(loss=5.0 - epoch, loss_info=5.0 - epoch, loss_over_uniform=0.9, embed_std=0.05)
                     f.write(json.dumps(record) + '\n')
         elif processor == 'knn_evaluation':
-            with open(os.path.join(work_dir, 'log.txt'), 'a') as f:
-                f.write('[t] \tkNN k=20 t=0.1: top1 41.25%\n[t] \tkNN k=40 t=0.1: top1 40.00%\n')
+            with open(os.path.join(work_dir, 'metrics.jsonl'), 'w') as f:
+                for k, top1 in ((20, 0.4125), (40, 0.4)):
+                    f.write(json.dumps({'epoch': 0, 'k': k, 'top1': top1, 'top5': 0.9, 'class_top1': top1}) + '\n')
         else:
-            with open(os.path.join(work_dir, 'log.txt'), 'a') as f:
-                for epoch, top1 in ((5, 50.0), (10, 60.0 + seed), (15, 55.0)):
-                    f.write(f'[t] Eval epoch: {epoch}\n[t] \tmean_loss: 1.0000 | top1: {top1:.2f}% | top5: 90.00%\n'
-                            f'[t] \tBest top1: {top1:.2f}% (epoch {epoch})\n')
+            with open(os.path.join(work_dir, 'metrics.jsonl'), 'a') as f:
+                for epoch, top1 in ((5, 0.5), (10, 0.6 + seed / 100), (15, 0.55)):
+                    f.write(json.dumps({'epoch': epoch, 'top1': top1, 'top5': 0.9, 'class_top1': top1 - 0.1,
+                                        'loss': 1.0}) + '\n')
         return 0
 
 
@@ -267,12 +271,13 @@ def test_finished_runs_are_skipped_and_a_stopped_one_is_resumed(tmp_path, monkey
     assert result['stages']['linear']['resumed'] and not result['stages']['knn']['resumed']
     assert (result['row'], result['seed'], result['plan']) == ('row', 1, 'p')
     assert result['best'] == {'pretrain_knn_top1': 0.4, 'pretrain_knn_epoch': 1, 'linear_top1': 0.61,
-                              'linear_epoch': 10, 'knn_top1': 0.4125, 'knn_top1_k20': 0.4125, 'knn_top1_k40': 0.4}
+                              'linear_top5': 0.9, 'linear_class_top1': 0.51, 'linear_epoch': 10, 'knn_top1': 0.4125,
+                              'knn_top1_k20': 0.4125, 'knn_top1_k40': 0.4}
     assert result['final']['linear_top1'] == 0.55 and result['final']['linear_epoch'] == 15
     assert result['final']['pretrain_knn_drop'] == pytest.approx(0.0)
     assert [r['epoch'] for r in result['curve']] == [0, 1, 2]
-    assert result['evaluations']['linear']['curve'] == [{'epoch': 5, 'top1': 0.5}, {'epoch': 10, 'top1': 0.61},
-                                                        {'epoch': 15, 'top1': 0.55}]
+    assert [(r['epoch'], r['top1']) for r in result['evaluations']['linear']['curve']] == [(5, 0.5), (10, 0.61),
+                                                                                          (15, 0.55)]
     assert result['spec']['epochs'] == 2 and set(result) >= {'commit', 'dirty', 'wall_s', 'finished'}
 
     third = FakeRunner()
@@ -287,13 +292,16 @@ def test_finished_runs_are_skipped_and_a_stopped_one_is_resumed(tmp_path, monkey
         reproduce.run_plan(reproduce.load_plan(path, epochs=4), runner=third)
 
 
-def test_finetune_log_is_read_without_its_training_accuracy(tmp_path):
-    (tmp_path / 'log.txt').write_text(
-        '[t] \tmean_loss: 2.0000 | mean_train_top1: 0.9000 | lr: 0.100000\n[t] Eval epoch: 5\n'
-        '[t] \tmean_loss: 1.5000 | top1: 42.50% | top5: 80.00%\n[t] \tBest top1: 42.50% (epoch 5)\n'
-        '[t] \tmean_loss: 1.0000 | mean_train_top1: 0.9500 | lr: 0.100000\n')
+def test_an_evaluation_is_read_from_its_metrics_file_alone(tmp_path):
+    """The result comes from metrics.jsonl (a torn last line skipped), never from the log's wording."""
+    (tmp_path / 'log.txt').write_text('[t] Eval epoch: 5\n[t] \tmean_loss: 1.5000 | top1: 99.00%\n')
+    with pytest.raises(UserError, match='wrote no metrics'):
+        reproduce.eval_metrics(str(tmp_path), 'semi10', 'finetune_evaluation')
+    (tmp_path / 'metrics.jsonl').write_text(
+        json.dumps({'epoch': 5, 'top1': 0.425, 'top5': 0.8, 'class_top1': 0.4, 'loss': 1.5}) + '\n{"epoch": 10, "to')
     final, best, curve = reproduce.eval_metrics(str(tmp_path), 'semi10', 'finetune_evaluation')
-    assert final == best == {'semi10_top1': 0.425, 'semi10_epoch': 5} and curve == [{'epoch': 5, 'top1': 0.425}]
+    assert final == best == {'semi10_top1': 0.425, 'semi10_top5': 0.8, 'semi10_class_top1': 0.4, 'semi10_epoch': 5}
+    assert curve == [{'epoch': 5, 'top1': 0.425, 'top5': 0.8, 'class_top1': 0.4, 'loss': 1.5}]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -366,7 +374,7 @@ def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, 
     # a stopped pretraining: the stage's own command, stopped after its first epoch
     _, pretext, argv = reproduce.stages(plan, plan.row('SkeletonCLR'), 1)[0]
     subprocess.run(argv + ['--num_epoch', '1'], check=True, capture_output=True)
-    reproduce.main(['run', plan_path, '--rows', 'SkeletonCLR', '--seeds', '1', '--quiet'])
+    cli.main(['run', plan_path, '--rows', 'SkeletonCLR', '--seeds', '1', '--quiet'])
     assert 'Resumed from' in open(os.path.join(pretext, 'log.txt')).read()
     result = json.load(open(os.path.join('results', 'demo', 'SkeletonCLR__seed1.json')))
     assert result['stages']['pretext']['resumed'] and set(result['stages']) == {'pretext', 'linear', 'knn'}
@@ -384,7 +392,7 @@ def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, 
         pass
     # a rerun skips the finished run
     capsys.readouterr()
-    reproduce.main(['run', plan_path, '--rows', 'SkeletonCLR', '--seeds', '1'])
+    cli.main(['run', plan_path, '--rows', 'SkeletonCLR', '--seeds', '1'])
     assert '0 runs done, 1 already done' in capsys.readouterr().out
 
 
@@ -404,9 +412,11 @@ def test_a_recognition_row_is_one_run_tested_on_its_own_split(tmp_path, monkeypa
     done, _, failed = reproduce.run_plan(plan, runner=runner)
     assert len(done) == 4 and not failed
     result = json.load(open(reproduce.result_path(plan, supervised, 2)))
-    assert result['best'] == {'recognition_top1': 0.62, 'recognition_epoch': 10}
+    assert result['best'] == {'recognition_top1': 0.62, 'recognition_top5': 0.9, 'recognition_class_top1': 0.52,
+                              'recognition_epoch': 10}
+    assert result['curve'] == []
     assert result['final']['recognition_top1'] == 0.55 and set(result['stages']) == {'pretext'}
-    reproduce.main(['aggregate', path])
+    cli.main(['aggregate', path])
     table = open(os.path.join('results', 'sup', 'table.md')).read()
     assert 'recognition top-1 (best)' in table and '| ST-GCN + CSRE | 2 | 61.5 ± 0.7' in table
     bad = write_plan(tmp_path, {'rows': {'a': {'processor': 'recognition', 'config': 'config/ucla/recognition_stgcn.yaml',
@@ -426,7 +436,7 @@ def test_the_commit_is_dirty_for_changed_code_not_for_rewritten_results(tmp_path
     subprocess.run(git + ['init', '-q'], check=True)
     subprocess.run(git + ['add', '-A'], check=True)
     subprocess.run(git + ['commit', '-qm', 'init'], check=True)
-    monkeypatch.setattr(reproduce, 'ROOT', str(repo))
+    monkeypatch.setattr(reproduce_run, 'ROOT', str(repo))
     commit, dirty = reproduce.git_commit()
     assert len(commit) == 40 and dirty is False
     (repo / 'results' / 'plan' / 'table.md').write_text('new\n')

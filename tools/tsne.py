@@ -108,9 +108,9 @@ def select_samples(labels, classes=None, num_classes=None, max_samples=2000, see
 
 def selected_features(model, feeder, index, batch_size=64, device='cpu'):
     """L2-normalised features (n, D) float32 numpy of the samples ``index`` of ``feeder``, in that order
-    (``processor.build.extract_features``, the features linear evaluation trains on)."""
+    (``processor.build.extract_features``, the features linear evaluation trains on); ``feeder`` gives raw
+    batches (``batch_augment``)."""
     feeder.index = np.asarray(feeder.index)[index]        # the loader draws only the chosen samples
-    feeder.batch_augment = True
     loader = torch.utils.data.DataLoader(feeder, batch_size=batch_size, shuffle=False)
     model.to(device)
     feats, _, _ = extract_features(model, loader, device)
@@ -205,7 +205,8 @@ def main(argv=None):
     IO(folder, save_log=False).load_weights(model, weights, ignore)
 
     stream = args.stream or config_stream(cfg)
-    feeder = build_feeder(cfg, args.split, augment=False, stream=stream, layout=model_layout(model))
+    feeder = build_feeder(cfg, args.split, augment=False, stream=stream, layout=model_layout(model),
+                          batch_augment=True)
     index = select_samples(feeder.label, args.classes, args.num_classes, args.max_samples, args.seed)
     if len(index) < 4:
         raise UserError(f'only {len(index)} samples selected; t-SNE needs at least 4')

@@ -1,0 +1,290 @@
+"""The plan of ``tools/reproduce.py``: its YAML format (documented here, once) and its validation.
+
+Plan (YAML)::
+
+    name: ucla                         # default: the file name; names the work and results folders
+    description: NW-UCLA cross-view, the shipped small-data recipes
+    seeds: [1, 2, 3]                   # defaults for every row (a row may set its own) ...
+    epochs: 100                        # pretraining epochs (default: the config's num_epoch)
+    knn_interval: 5                    # kNN monitor during pretraining (default: the config's)
+    overrides: --num_worker 2          # extra command-line args of every pretraining
+    eval_overrides: ''                 # extra command-line args of every evaluation
+    work_dir: work_dir/reproduce/ucla  # default
+    results: results/ucla              # default
+    floor: {ridge on the data/ucla arrays: 65.3} # fixed rows (percent, first column): tools/floor.py's value
+    chance: 10.0
+    rows:
+      SkeletonCLR:
+        processor: pretrain_skeletonclr
+        config: config/ucla/pretrain_skeletonclr.yaml
+        overrides: --base_lr 0.05      # a string (split as a shell does) or a list of arguments
+        evaluations:
+          linear: config/ucla/linear_eval_skeletonclr.yaml
+          knn: {config: config/ucla/knn_skeletonclr.yaml, overrides: --knn_k 20}
+          finetune: {config: config/ucla/finetune_skeletonclr.yaml, epochs: 50}
+
+      ST-GCN + CSRE:                   # a supervised row: trained and tested by one recognition run
+        processor: recognition
+        config: config/ucla/recognition_stgcn_csre.yaml
+
+Row keys: processor, config, evaluations, overrides, eval_overrides, seeds, epochs, knn_interval,
+description.  A ``recognition`` row has no evaluations and no kNN monitor: its run (folder
+``recognition``) reports ``recognition_top1`` from its own test epochs (``eval_interval``).
+Plan-level ``overrides`` / ``eval_overrides`` come first, the row's after them (the last value wins on
+the command line; dict options merge).  An evaluation is a config path or a mapping
+with ``config``, ``processor`` (default from its name: linear -> linear_evaluation, knn ->
+knn_evaluation, finetune / semi* -> finetune_evaluation), ``overrides``, ``epochs``.  The tool sets
+``--work_dir``, ``--seed``, ``--num_epoch`` (pretraining), ``--weights`` (evaluations, the last
+pretraining checkpoint), ``--resume auto`` and ``--knn_interval`` itself; they are refused in
+overrides.  With ``knn_interval`` > 0 and no ``test_feeder_args`` in the pretraining config, the test
+split of the row's first evaluation config (kNN first) is given to pretraining.  Relative config paths
+are looked up in the current folder, then in the repository; data paths in the configs are relative
+to the current folder, as for ``main.py``.
+"""
+import os
+import re
+import shlex
+
+import yaml
+
+from processor import PROCESSORS
+from torchlight.io import UserError, closest_keys, import_class, load_config_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PLAN_KEYS = ('name', 'description', 'seeds', 'epochs', 'knn_interval', 'overrides', 'eval_overrides',
+             'work_dir', 'results', 'floor', 'chance', 'rows')
+ROW_KEYS = ('processor', 'config', 'evaluations', 'overrides', 'eval_overrides', 'seeds', 'epochs',
+            'knn_interval', 'description')
+EVAL_KEYS = ('config', 'processor', 'overrides', 'epochs')
+PRETRAINERS = sorted(p for p, path in PROCESSORS.items() if path == PROCESSORS['pretrain'])
+SUPERVISED = 'recognition'     # a row that trains a classifier and tests it itself (no evaluations)
+EVAL_PROCESSORS = {'linear': 'linear_evaluation', 'knn': 'knn_evaluation', 'finetune': 'finetune_evaluation',
+                   'semi': 'finetune_evaluation'}
+SET_BY_TOOL = {'--work_dir': 'the work folder', '-w': 'the work folder', '--seed': 'seeds:',
+               '--num_epoch': 'epochs:', '--weights': 'the last pretraining checkpoint',
+               '--resume': 'the tool (auto)', '--config': 'config:', '-c': 'config:',
+               '--knn_interval': 'knn_interval:'}
+STAGE_FILE = 'reproduce_stage.json'
+WALL_FILE = 'reproduce_wall.json'
+
+
+# ------------------------------------------------------------------------------------------------
+# the plan
+
+class Plan:
+    """A validated plan: ``name``, ``rows`` (list of dicts in plan order), folders and references."""
+
+    def __init__(self, name, rows, work_dir, results, floor, chance, source, description=''):
+        self.name, self.rows, self.work_dir, self.results = name, rows, work_dir, results
+        self.floor, self.chance, self.source, self.description = floor, chance, source, description
+
+    def row(self, name):
+        return next(r for r in self.rows if r['name'] == name)
+
+
+def slug(name):
+    """A row name as a folder / file name."""
+    return re.sub(r'[^A-Za-z0-9._+-]+', '_', name).strip('_') or 'row'
+
+
+def find_config(path, where):
+    """A relative config path from the current folder, else from the repository."""
+    if not isinstance(path, str) or not path:
+        raise UserError(f'{where}: expected a config path, got {path!r}')
+    for candidate in (path, os.path.join(ROOT, path)):
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    raise UserError(f"{where}: config '{path}' does not exist")
+
+
+def read_yaml_mapping(path, what):
+    try:
+        with open(path) as f:
+            content = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if content is None:
+        content = {}
+    if not isinstance(content, dict):
+        raise UserError(f"{what} '{path}' must be a mapping")
+    return content
+
+
+def check_keys(mapping, valid, where):
+    if not isinstance(mapping, dict):
+        raise UserError(f'{where} must be a mapping, got {mapping!r}')
+    for key in mapping:
+        if key not in valid:
+            raise UserError(f"unknown key '{key}' in {where}; closest valid keys: {closest_keys(str(key), valid)}")
+
+
+def as_tokens(value, where):
+    """Overrides as a list of command-line arguments: a string is split as a shell does."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as e:
+            raise UserError(f'{where}: {e} in {value!r}') from None
+    if isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value):
+        return [str(v).lower() if isinstance(v, bool) else str(v) for v in value]
+    raise UserError(f'{where}: expected a string or a list of command-line arguments, got {value!r}')
+
+
+_OPTIONS = {}
+
+
+def processor_options(processor):
+    """The option strings of a processor's parser (``--base_lr``, ``-c``, ...)."""
+    if processor not in _OPTIONS:
+        parser = import_class(PROCESSORS[processor]).get_parser()
+        _OPTIONS[processor] = {s for a in parser._actions for s in a.option_strings}
+    return _OPTIONS[processor]
+
+
+def check_overrides(tokens, processor, where):
+    options = processor_options(processor)
+    for token in tokens:
+        if not token.startswith('-') or re.fullmatch(r'-[\d.]+(e-?\d+)?', token):
+            continue
+        option = token.split('=')[0]
+        if option in SET_BY_TOOL:
+            raise UserError(f"{where}: '{option}' is set by the tool ({SET_BY_TOOL[option]})")
+        if option not in options:
+            close = closest_keys(option.lstrip('-'), [o.lstrip('-') for o in options if o.startswith('--')])
+            raise UserError(f"{where}: '{option}' is not an option of {processor}; closest valid keys: {close}")
+
+
+def given(mapping, key, default):
+    """``mapping[key]`` unless it is absent or null, else ``default``."""
+    value = mapping.get(key)
+    return default if value is None else value
+
+
+def check_int_list(value, where):
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise UserError(f'{where}: expected an integer or a list of integers, got {value!r}')
+    return values
+
+
+def check_epochs(value, where, minimum=1):
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise UserError(f'{where}: expected an integer >= {minimum}, got {value!r}')
+    return value
+
+
+def config_value(config, key, processor):
+    """``key`` of a config file, else the processor's default."""
+    content = load_config_file(config)
+    if key in content:
+        return content[key]
+    return import_class(PROCESSORS[processor]).get_parser().get_default(key)
+
+
+def parse_evaluation(name, value, where):
+    if isinstance(value, str):
+        value = {'config': value}
+    check_keys(value, EVAL_KEYS, where)
+    default = EVAL_PROCESSORS.get(name) or EVAL_PROCESSORS.get('semi' if name.startswith('semi') else name)
+    processor = value.get('processor', default)
+    if processor is None:
+        raise UserError(f"{where}: set 'processor' (the name '{name}' is none of {', '.join(EVAL_PROCESSORS)})")
+    if processor not in PROCESSORS or processor in PRETRAINERS:
+        evaluations = sorted(p for p in PROCESSORS if p not in PRETRAINERS)
+        raise UserError(f"{where}.processor: '{processor}' is not an evaluation processor; use one of "
+                        f"{', '.join(evaluations)}")
+    if 'config' not in value:
+        raise UserError(f"{where}: 'config' is missing")
+    config = find_config(value['config'], f'{where}.config')
+    overrides = as_tokens(value.get('overrides'), f'{where}.overrides')
+    check_overrides(overrides, processor, f'{where}.overrides')
+    return {'name': name, 'processor': processor, 'config': value['config'], 'config_path': config,
+            'overrides': overrides, 'epochs': check_epochs(value.get('epochs'), f'{where}.epochs')}
+
+
+def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
+    """Validate a plan mapping (``source``: its file, for the messages) -> ``Plan``.  ``extra_*``: arguments
+    appended to every pretraining / evaluation; ``epochs``: the pretraining epochs of every row."""
+    check_keys(content, PLAN_KEYS, f'plan {source}')
+    rows = content.get('rows')
+    if not isinstance(rows, dict) or not rows:
+        raise UserError(f"plan {source}: 'rows' must be a non-empty mapping of row names to rows")
+    name = content.get('name') or os.path.splitext(os.path.basename(source))[0]
+    if not isinstance(name, str) or slug(name) != name:
+        raise UserError(f"plan {source}: name {name!r} must be a plain folder name (letters, digits, ._+-)")
+    defaults = {k: content.get(k) for k in ('seeds', 'epochs', 'knn_interval')}
+    plan_overrides = as_tokens(content.get('overrides'), f'plan {source}: overrides')
+    plan_eval_overrides = as_tokens(content.get('eval_overrides'), f'plan {source}: eval_overrides')
+    parsed, slugs = [], {}
+    for row_name, row in rows.items():
+        where = f'plan {source}: rows.{row_name}'
+        if row is None:
+            row = {}
+        check_keys(row, ROW_KEYS, where)
+        row_name = str(row_name)
+        if slug(row_name) in slugs:
+            raise UserError(f"{where}: the row names '{slugs[slug(row_name)]}' and '{row_name}' give the same "
+                            f"folder name '{slug(row_name)}'")
+        slugs[slug(row_name)] = row_name
+        processor = row.get('processor')
+        if processor not in PRETRAINERS + [SUPERVISED]:
+            raise UserError(f"{where}.processor: {processor!r} is not a pretraining processor (or "
+                            f"{SUPERVISED}); use one of {', '.join(PRETRAINERS + [SUPERVISED])}")
+        supervised = processor == SUPERVISED
+        if 'config' not in row:
+            raise UserError(f"{where}: 'config' is missing")
+        config = find_config(row['config'], f'{where}.config')
+        seeds = check_int_list(given(row, 'seeds', given(defaults, 'seeds', [1])), f'{where}.seeds')
+        if len(set(seeds)) != len(seeds):
+            raise UserError(f'{where}.seeds: {seeds} repeats a seed')
+        row_epochs = check_epochs(epochs or given(row, 'epochs', defaults['epochs']), f'{where}.epochs')
+        if row_epochs is None:
+            row_epochs = check_epochs(config_value(config, 'num_epoch', processor), f"{row['config']}: num_epoch")
+        knn_interval = None if supervised else \
+            check_epochs(given(row, 'knn_interval', defaults['knn_interval']), f'{where}.knn_interval', 0)
+        overrides = plan_overrides + as_tokens(row.get('overrides'), f'{where}.overrides') + list(extra_pretrain)
+        check_overrides(overrides, processor, f'{where}.overrides')
+        evaluations_in = row.get('evaluations') or {}
+        if supervised and evaluations_in:
+            raise UserError(f"{where}.evaluations: a {SUPERVISED} row is tested on its config's test split "
+                            "(its best and last test top-1): drop 'evaluations'")
+        if not supervised and (not isinstance(evaluations_in, dict) or not evaluations_in):
+            raise UserError(f"{where}.evaluations: give at least one evaluation, e.g. "
+                            "{linear: config/ucla/linear_eval_skeletonclr.yaml}")
+        eval_overrides = plan_eval_overrides + as_tokens(row.get('eval_overrides'), f'{where}.eval_overrides')
+        evaluations = []
+        for eval_name, value in evaluations_in.items():
+            if slug(str(eval_name)) != eval_name or eval_name == 'pretext':
+                raise UserError(f"{where}.evaluations: {eval_name!r} is not a usable name (letters, digits, ._+-; "
+                                "not 'pretext')")
+            evaluation = parse_evaluation(eval_name, value, f'{where}.evaluations.{eval_name}')
+            evaluation['overrides'] = eval_overrides + evaluation['overrides'] + list(extra_eval)
+            check_overrides(evaluation['overrides'], evaluation['processor'], f'{where}.eval_overrides')
+            evaluations.append(evaluation)
+        parsed.append({'name': row_name, 'slug': slug(row_name), 'processor': processor, 'config': row['config'],
+                       'config_path': config, 'seeds': seeds, 'epochs': row_epochs, 'knn_interval': knn_interval,
+                       'overrides': overrides, 'evaluations': evaluations,
+                       'description': row.get('description', '')})
+    floor = content.get('floor') or {}
+    if not isinstance(floor, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in floor.values()):
+        raise UserError(f'plan {source}: floor must map row names to numbers (percent), got {floor!r}')
+    chance = content.get('chance')
+    if chance is not None and (not isinstance(chance, (int, float)) or isinstance(chance, bool)):
+        raise UserError(f'plan {source}: chance must be a number (percent), got {chance!r}')
+    for key in ('work_dir', 'results'):
+        if content.get(key) is not None and not isinstance(content[key], str):
+            raise UserError(f'plan {source}: {key} must be a folder path, got {content[key]!r}')
+    return Plan(name, parsed, content.get('work_dir') or os.path.join('work_dir', 'reproduce', name),
+                content.get('results') or os.path.join('results', name), dict(floor), chance, source,
+                content.get('description') or '')
+
+
+def load_plan(path, **kwargs):
+    if not os.path.isfile(path):
+        raise UserError(f"plan '{path}' does not exist")
+    return parse_plan(read_yaml_mapping(path, 'plan'), path, **kwargs)

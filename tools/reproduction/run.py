@@ -1,0 +1,235 @@
+"""Running a plan: every run (row x seed) is ``main.py <pretrain processor>`` then ``main.py
+<evaluation>`` for each of the row's evaluations, as subprocesses, in
+``<work_dir>/<row>/seed<k>/{pretext,<evaluation>}``.  As soon as a run has finished, its result is written
+to ``<results>/<row>__seed<k>.json``: plan, row, seed, the specification (processors, configs, overrides,
+epochs), the commands, git commit (and whether the tree was dirty), ``final`` and ``best`` metrics
+(``tools/reproduction/metrics.py``), the per-epoch ``curve`` of pretraining, each evaluation's curve, and
+the wall seconds of every stage.
+
+Resumable: a rerun skips every run whose result file exists (the committed result files are what
+carries over to another machine) and continues a stopped run where its work_dir is still there:
+finished stages are skipped (``reproduce_stage.json`` in the stage folder), a stopped stage restarts
+with ``--resume auto`` from its ``latest.pt``.  A result file or stage folder made with another
+specification (say other epochs or overrides) is an error, never silently reused: delete it, or name
+the row differently.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from tools.reproduction.metrics import eval_metrics, pretrain_metrics, read_curve, rounded
+from tools.reproduction.plan import ROOT, SUPERVISED
+from torchlight.io import UserError, load_config_file
+
+STAGE_FILE = 'reproduce_stage.json'
+WALL_FILE = 'reproduce_wall.json'
+
+def specification(row):
+    """What makes a run what it is (compared when a result or a stage folder is reused)."""
+    return {'processor': row['processor'], 'config': row['config'], 'epochs': row['epochs'],
+            'knn_interval': row['knn_interval'], 'overrides': row['overrides'],
+            'evaluations': {e['name']: {'processor': e['processor'], 'config': e['config'],
+                                        'epochs': e['epochs'], 'overrides': e['overrides']}
+                            for e in row['evaluations']}}
+
+
+def knn_test_split(row):
+    """``--test_feeder(_args)`` for the kNN monitor when the pretraining config has no test split."""
+    if not row['knn_interval'] or load_config_file(row['config_path']).get('test_feeder_args'):
+        return []
+    ordered = sorted(row['evaluations'], key=lambda e: e['processor'] != 'knn_evaluation')
+    for evaluation in ordered:
+        content = load_config_file(evaluation['config_path'])
+        if content.get('test_feeder_args'):
+            args = ['--test_feeder_args', json.dumps(content['test_feeder_args'])]
+            if content.get('test_feeder'):
+                args = ['--test_feeder', content['test_feeder']] + args
+            return args
+    raise UserError(f"row {row['name']}: knn_interval needs a test split: none in {row['config']} nor in the "
+                    "evaluation configs (give --test_feeder_args in overrides)")
+
+
+def run_dirs(plan, row, seed):
+    base = os.path.join(plan.work_dir, row['slug'], f'seed{seed}')
+    return base, os.path.join(base, SUPERVISED if row['processor'] == SUPERVISED else 'pretext')
+
+
+def result_path(plan, row, seed):
+    return os.path.join(plan.results, f"{row['slug']}__seed{seed}.json")
+
+
+def main_py():
+    return os.path.join(ROOT, 'main.py')
+
+
+def stages(plan, row, seed, python=sys.executable):
+    """[(name, work_dir, argv)]: pretraining, then each evaluation of its last checkpoint."""
+    _, pretext = run_dirs(plan, row, seed)
+    base = os.path.dirname(pretext)
+    pretrain = [python, main_py(), row['processor'], '--config', row['config_path'], '--work_dir', pretext,
+                '--seed', str(seed), '--num_epoch', str(row['epochs']), '--resume', 'auto']
+    if row['knn_interval'] is not None:
+        pretrain += ['--knn_interval', str(row['knn_interval'])] + knn_test_split(row)
+    out = [('pretext', pretext, pretrain + row['overrides'])]
+    weights = os.path.join(pretext, f"epoch{row['epochs']}_model.pt")
+    for e in row['evaluations']:
+        work_dir = os.path.join(base, e['name'])
+        argv = [python, main_py(), e['processor'], '--config', e['config_path'], '--work_dir', work_dir,
+                '--seed', str(seed), '--weights', weights, '--resume', 'auto']
+        if e['epochs'] is not None:
+            argv += ['--num_epoch', str(e['epochs'])]
+        out.append((e['name'], work_dir, argv + e['overrides']))
+    return out
+
+
+def stage_spec(row, name):
+    spec = specification(row)
+    return {k: spec[k] for k in ('processor', 'config', 'epochs', 'knn_interval', 'overrides')} \
+        if name == 'pretext' else spec['evaluations'][name]
+
+
+def subprocess_runner(argv, log_path=None):
+    """Run one stage; its output goes to the console, or to ``log_path`` (``--quiet``)."""
+    if log_path is None:
+        return subprocess.call(argv)
+    with open(log_path, 'a') as f:
+        return subprocess.call(argv, stdout=f, stderr=subprocess.STDOUT)
+
+
+def git_commit():
+    """(commit, dirty) of the repository, (None, None) outside git.  Dirty means a tracked file outside
+    results/ differs from the commit: the result files and tables a plan rewrites as it goes do not count."""
+    try:
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.',
+                                 ':(exclude)results'], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read '{path}' as JSON ({type(e).__name__}): delete it to redo that step") from None
+
+
+def write_json(obj, path):
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+
+def run_stage(name, work_dir, argv, spec, runner, quiet):
+    """Run one stage unless its folder holds a finished one; -> (wall seconds, resumed)."""
+    marker = os.path.join(work_dir, STAGE_FILE)
+    if os.path.exists(marker):
+        done = read_json(marker)
+        if done.get('spec') != spec:
+            raise UserError(f"'{work_dir}' holds a stage made with another specification ({marker}): delete "
+                            "the folder to rerun it with the plan's settings")
+        return done['wall_s'], done.get('resumed', False)
+    resumed = os.path.exists(os.path.join(work_dir, 'latest.pt'))
+    wall_file = os.path.join(work_dir, WALL_FILE)
+    spent = read_json(wall_file)['wall_s'] if os.path.exists(wall_file) else 0.0
+    os.makedirs(work_dir, exist_ok=True)
+    print(f"[reproduce] {'resume' if resumed else 'start'} {work_dir}: {shlex.join(argv[1:])}", flush=True)
+    started = time.time()
+    try:
+        rc = runner(argv, os.path.join(work_dir, 'console.txt') if quiet else None)
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted during stage '{name}' ({work_dir}): rerun the plan to resume it") from None
+    finally:
+        spent += time.time() - started
+        write_json({'wall_s': spent}, wall_file)
+    if rc != 0:
+        raise UserError(f"stage '{name}' failed (exit {rc}); see {os.path.join(work_dir, 'log.txt')} "
+                        "(rerun the plan to resume it)")
+    write_json({'spec': spec, 'wall_s': spent, 'resumed': resumed, 'command': argv[1:]}, marker)
+    return spent, resumed
+
+
+def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.executable):
+    """Pretraining and evaluations of one row x seed -> the result dict (also written to its file)."""
+    spec = specification(row)
+    result = {'plan': plan.name, 'row': row['name'], 'seed': seed, 'spec': spec, 'stages': {}}
+    for name, work_dir, argv in stages(plan, row, seed, python):
+        wall, resumed = run_stage(name, work_dir, argv, stage_spec(row, name), runner, quiet)
+        result['stages'][name] = {'work_dir': work_dir, 'command': argv[1:], 'wall_s': rounded(wall, 1),
+                                  'resumed': resumed}
+    pretext = result['stages']['pretext']['work_dir']
+    supervised = row['processor'] == SUPERVISED
+    curve = [] if supervised else read_curve(pretext)
+    final, best = pretrain_metrics(curve)
+    result['evaluations'] = {}
+    if supervised:        # the training run's own test epochs
+        e_final, e_best, e_curve = eval_metrics(pretext, SUPERVISED, SUPERVISED)
+        final.update(e_final)
+        best.update(e_best)
+        result['evaluations'][SUPERVISED] = {'final': e_final, 'best': e_best, 'curve': e_curve}
+    for e in row['evaluations']:
+        e_final, e_best, e_curve = eval_metrics(result['stages'][e['name']]['work_dir'], e['name'], e['processor'])
+        final.update(e_final)
+        best.update(e_best)
+        result['evaluations'][e['name']] = {'final': e_final, 'best': e_best, 'curve': e_curve}
+    commit, dirty = git_commit()
+    result.update(final=final, best=best, curve=curve, commit=commit, dirty=dirty,
+                  wall_s=rounded(sum(s['wall_s'] for s in result['stages'].values()), 1),
+                  finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
+    write_json(result, result_path(plan, row, seed))
+    return result
+
+
+def run_plan(plan, rows=None, seeds=None, dry_run=False, keep_going=False, runner=subprocess_runner, quiet=False,
+             python=sys.executable):
+    """Every row x seed in order; skips finished runs. -> (done, skipped, failed) run names."""
+    selected = [r for r in plan.rows if not rows or r['name'] in rows or r['slug'] in rows]
+    unknown = [r for r in rows or [] if r not in {x['name'] for x in plan.rows} | {x['slug'] for x in plan.rows}]
+    if unknown:
+        raise UserError(f"--rows: no row '{unknown[0]}' in plan {plan.source}; rows: "
+                        f"{', '.join(r['name'] for r in plan.rows)}")
+    done, skipped, failed = [], [], []
+    for row in selected:
+        for seed in (seeds or row['seeds']):
+            label = f"{row['name']} seed {seed}"
+            path = result_path(plan, row, seed)
+            if os.path.exists(path):
+                if read_json(path).get('spec') != specification(row):
+                    raise UserError(f"result '{path}' was made with another specification than plan "
+                                    f"{plan.source} gives row {row['name']}: delete it to rerun, or rename the row")
+                print(f'[reproduce] {label}: done ({path})', flush=True)
+                skipped.append(label)
+                continue
+            if dry_run:
+                print(f'# {label}')
+                for _, _, argv in stages(plan, row, seed, python):
+                    print(shlex.join(argv))
+                continue
+            try:
+                result = run_one(plan, row, seed, runner, quiet, python)
+            except UserError as e:
+                if not keep_going:
+                    raise UserError(f'{label}: {e}') from e
+                print(f'[reproduce] {label}: FAILED: {e}', flush=True)
+                failed.append(label)
+                continue
+            print(f"[reproduce] {label}: {summary(result)} -> {path}", flush=True)
+            done.append(label)
+    return done, skipped, failed
+
+
+def summary(result):
+    parts = [f'{k} {100 * v:.1f}%' for k, v in result['best'].items() if k.endswith('_top1')]
+    return ', '.join(parts) + f", {result['wall_s'] / 60:.1f} min"
+
