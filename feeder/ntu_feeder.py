@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from feeder import tools
-from net.utils.layouts import LAYOUTS, get_layout
+from net.utils.layouts import LAYOUTS, flip_problem, get_layout
 from torchlight.io import UserError, read_pickle
 
 DEFAULT_LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
@@ -219,6 +219,10 @@ class Feeder(torch.utils.data.Dataset):
     def strong_aug(self, x):
         return self.normal_aug(x)
 
+    def check_layout(self):
+        """Every configured augmentation must find what it needs in the layout: a one-line error (here:
+        nothing to check)."""
+
     def views(self, batch):
         """The augmented views of a raw batch (N, C, T, V, M), one tensor per ``view_kinds`` entry."""
         batch = batch.float()
@@ -288,6 +292,27 @@ class Feeder_triple(Feeder):
                             "digits 1-6 (flip, rotate, noise, blur, axis mask, time flip), or "
                             "none | aimclr | msmclr")
         return [EXTREME_AUGMENTATIONS[d] for d in sorted(set(aug_method))]
+
+    def check_layout(self):
+        """The spatial flip needs the layout's ``flip``: a one-line error naming the augmentation to drop."""
+        missing = tools.missing_layout_fields(self.strong_ops, self.layout)
+        if not missing:
+            return
+        op, key = missing[0]
+        layout, aug = self.layout, self.aug_method
+        if isinstance(aug, (list, tuple)):
+            rest = [name for name in aug if name != op]
+            drop = f"aug_method without {op} ([{', '.join(rest)}])"
+            aug = f"[{', '.join(aug)}]"
+        else:
+            drop = ({'random_spatial_flip': "aug_method '2345' (the AimCLR set without 1, the flip)"
+                     if aug in ('12345', 'aimclr') else f"aug_method without the digit 1 (e.g. "
+                     f"'{''.join(d for d in aug if d != '1') or 'none'}')"}.get(op, 'the augmentation'))
+        state = (f"layout '{layout.name}': {flip_problem(layout)}" if layout is not None
+                 else 'no layout is known for the data')
+        raise UserError(f"train_feeder_args.aug_method={aug!r} includes {op}, which needs the layout's `{key}` "
+                        f"(left/right mirror permutation), but {state}: add `{key}` (or joint_names with left/right "
+                        f"in them) to the layout, or drop the augmentation: {drop}")
 
     def joint_noise(self, x, raw):
         """MsMCLR's random-joint noise on the view x, scaled by the range of the raw sample (or of x)."""

@@ -23,8 +23,6 @@ import time
 import numpy as np
 import torch
 
-from feeder.tools import missing_layout_fields
-from net.utils.layouts import flip_problem
 from processor.build import stream_views
 from processor.knn_evaluation import knn_top1
 from processor.monitor import LearningMonitor
@@ -133,7 +131,7 @@ class PretrainProcessor(Processor):
         if 'train' not in self.data_loader:
             raise UserError('pretraining needs train_feeder_args with data_path and label_path')
         self.model.check_batch_size(self.arg.batch_size)
-        self.preflight_layout()
+        self.train_feeder.check_layout()        # an augmentation the layout cannot serve: one line
         try:
             self.model.check_data(self.train_feeder.label, self.arg.train_feeder_args['label_path'],
                                   dataset=self.arg.dataset, class_subset=self.arg.text_class_subset)
@@ -156,32 +154,7 @@ class PretrainProcessor(Processor):
         # in eval() mode, the test feeder's preprocessing, the stream
         self.split_features = SplitFeatures(self)
 
-    # ------------------------------------------------------------------ start-up checks and notices
-    def preflight_layout(self):
-        """Every configured augmentation must find what it needs in the layout (AimCLR/MsMCLR spatial
-        flip: ``flip``): a one-line error before training instead of a traceback in the first epoch."""
-        feeder = self.train_feeder
-        missing = missing_layout_fields(getattr(feeder, 'strong_ops', ()), feeder.layout)
-        if not missing:
-            return
-        op, key = missing[0]
-        layout = feeder.layout
-        aug = getattr(feeder, 'aug_method', '')
-        if isinstance(aug, (list, tuple)):
-            rest = [name for name in aug if name != op]
-            drop = f"aug_method without {op} ([{', '.join(rest)}])"
-            aug = f"[{', '.join(aug)}]"
-        else:
-            aug = str(aug)
-            drop = ({'random_spatial_flip': "aug_method '2345' (the AimCLR set without 1, the flip)"
-                     if aug in ('12345', 'aimclr') else f"aug_method without the digit 1 (e.g. "
-                     f"'{''.join(d for d in aug if d != '1') or 'none'}')"}.get(op, 'the augmentation'))
-        state = (f"layout '{layout.name}': {flip_problem(layout)}" if layout is not None
-                 else 'no layout is known for the data')
-        raise UserError(f"train_feeder_args.aug_method={aug!r} includes {op}, which needs the layout's `{key}` "
-                        f"(left/right mirror permutation), but {state}: add `{key}` (or joint_names with left/right "
-                        f"in them) to the layout, or drop the augmentation: {drop}")
-
+    # ------------------------------------------------------------------ start-up notices
     def small_data_notice(self):
         """On a small training set, the settings derived from its size that this run does not use
         (processor/small_data.py); only for methods with a queue recipe."""
