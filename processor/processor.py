@@ -194,6 +194,7 @@ class Processor(Arguments, DataMixin, Checkpoints):
 
     def load_optimizer(self):
         self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.arg.amp == 'fp16')     # fp16 loss scaling
+        self.grad_clip = 0.0         # > 0: clip the total gradient norm (recognition's clip_grad_norm)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.arg.optimizer == 'SGD':
             self.optimizer = torch.optim.SGD(params, lr=self.arg.base_lr, momentum=self.arg.momentum,
@@ -322,16 +323,16 @@ class Processor(Arguments, DataMixin, Checkpoints):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16 if self.arg.amp == 'bf16' else torch.float16)
 
-    def backward_step(self, loss, clip_grad_norm=0.0):
-        """zero_grad, backward and step, with loss scaling for fp16; ``clip_grad_norm`` > 0 clips the total
+    def backward_step(self, loss):
+        """zero_grad, backward and step, with loss scaling for fp16; ``grad_clip`` > 0 clips the total
         gradient norm (of the unscaled gradients) first."""
         params = [p for group in self.optimizer.param_groups for p in group['params']]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         distributed.average_gradients(params)
-        if clip_grad_norm > 0:
+        if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
 

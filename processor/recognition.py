@@ -135,6 +135,7 @@ class Recognition(Processor):
 
     def load_optimizer(self):
         super().load_optimizer()
+        self.grad_clip = self.arg.clip_grad_norm
         if self.head is not None:
             self.optimizer.add_param_group({'params': list(self.head.parameters())})
 
@@ -171,7 +172,7 @@ class Recognition(Processor):
                              if torch.is_tensor(v) and v.dim() == 0 and k.startswith('loss')}
                     stats['loss_ce'] = float(loss_ce.detach())
             self.check_finite(loss, epoch, it)
-            self.backward_step(loss, self.arg.clip_grad_norm)
+            self.backward_step(loss)
             stats['loss'] = float(loss.detach())
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
