@@ -33,6 +33,7 @@ from processor.small_data import SMALL_DATA, small_data_advice
 from processor.step_scalars import StepScalars
 from torchlight.io import UserError, import_class, str2bool
 
+
 @contextlib.contextmanager
 def preserved_rng():
     """Run a block without moving the Python, NumPy, torch and CUDA random streams."""
