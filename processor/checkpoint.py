@@ -90,7 +90,7 @@ class Checkpoints:
         removed = remove_stale_temporaries(work_dir)
         self.io.open_log()                   # a log.txt that cannot be written stops the run here
         self.io.save_arg(self.arg)
-        if getattr(self, 'label_use', None):
+        if self.label_use:
             with open(os.path.join(work_dir, LABEL_FILE), 'w') as f:
                 f.write(json.dumps(self.label_use) + '\n')
         if removed:

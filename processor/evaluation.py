@@ -66,6 +66,7 @@ class ScoreReport:
 
     def __init__(self, processor):
         self.processor = processor
+        self.last = None             # (epoch, top-1) of the last test epoch
 
     def __call__(self, epoch, scores, labels, indices, save_result=False, saving=contextlib.nullcontext):
         """``saving``: a context manager around the model's save (linear evaluation folds its feature
@@ -102,7 +103,7 @@ class ScoreReport:
         """A training run's outcome as data (``result.json``): top-1 (percent) at the last evaluated epoch and
         at the best one, which is chosen on the test split (the family's habit, so optimistic), the number
         of classes and the weights evaluated; None before any test."""
-        p, last = self.processor, getattr(self, 'last', None)
+        p, last = self.processor, self.last
         if last is None or p.arg.phase != 'train':
             return None
         return {'protocol': p.protocol, 'top1_last': round(100 * last[1], 4), 'last_epoch': last[0],

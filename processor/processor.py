@@ -101,6 +101,8 @@ class Processor(Arguments, DataMixin, Checkpoints):
         self.stop_signal = None
         self.exit_status = 0                 # 128 + the signal number after a stop signal
         self.metrics = MetricsFile(arg.work_dir, enabled=self.is_main)      # results as data (metrics.jsonl)
+        self.report = None           # the protocol's ScoreReport, when it tests class scores
+        self.label_use = None        # label_use.json of an evaluation of a label-using pretraining
 
     def print_log(self, text):
         self.io.print_log(text)
@@ -308,7 +310,7 @@ class Processor(Arguments, DataMixin, Checkpoints):
 
     def report_result(self):
         """After a complete training run that tested: its closing line and ``result.json``."""
-        result = self.report.result() if isinstance(getattr(self, 'report', None), ScoreReport) else None
+        result = self.report.result() if self.report is not None else None
         if result and self.is_main:
             self.print_log(ScoreReport.summary(result))
             self.io.save_json(result, 'result.json')
