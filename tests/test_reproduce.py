@@ -121,9 +121,10 @@ def demo_row(**changes):
 
 def test_the_shipped_plans_parse():
     ucla = reproduce.load_plan(os.path.join(ROOT, 'config/reproduce/ucla.yaml'))
-    assert [r['name'] for r in ucla.rows] == ['SkeletonCLR', 'AimCLR', 'MsMCLR', 'MICA']
+    assert [r['name'] for r in ucla.rows] == ['SkeletonCLR', 'AimCLR', 'MsMCLR', 'MICA', 'SkeleMixCLR',
+                                              'MICA on SkeleMixCLR']
     assert all(r['seeds'] == [1, 2, 3] and r['epochs'] == 100 and r['knn_interval'] > 0 for r in ucla.rows)
-    assert [e['processor'] for r in ucla.rows for e in r['evaluations']] == ['linear_evaluation'] * 4
+    assert [e['processor'] for r in ucla.rows for e in r['evaluations']] == ['linear_evaluation'] * 6
     assert ucla.floor == {'ridge on the data/ucla arrays': 65.3} and ucla.chance == 10.0
     assert ucla.work_dir == os.path.join('work_dir', 'reproduce', 'ucla')
     assert ucla.results == os.path.join('results', 'ucla')
