@@ -220,7 +220,7 @@ def rules():
 # ------------------------------------------------------------------------------------------------ processor options
 # every numeric processor option (enums are the parsers' own ``choices``)
 PROCESSOR_RULES = {
-    'num_epoch': POSITIVE_INT, 'device': ListOf(Int(0)), 'seed': Int(0, 2 ** 32 - 1),
+    'num_epoch': Int(0), 'device': ListOf(Int(0)), 'seed': Int(0, 2 ** 32 - 1),
     'log_interval': POSITIVE_INT, 'save_interval': Int(), 'eval_interval': Int(),
     'num_worker': Int(0), 'batch_size': POSITIVE_INT, 'test_batch_size': POSITIVE_INT,
     'show_topk': ListOf(POSITIVE_INT), 'base_lr': Float(0), 'step': ListOf(Int(0)), 'lr_decay_rate': Float(0, open_low=True),

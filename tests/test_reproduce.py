@@ -444,3 +444,16 @@ def test_the_commit_is_dirty_for_changed_code_not_for_rewritten_results(tmp_path
     assert reproduce.git_commit() == (commit, False)
     (repo / 'net' / 'model.py').write_text('x = 2\n')
     assert reproduce.git_commit() == (commit, True)
+
+
+def test_lowest_embedding_std_and_every_run_in_the_table():
+    from tools.reproduction.metrics import pretrain_metrics
+    from tools.reproduction.table import table
+    curve = [{'epoch': 0, 'knn_top1': 0.2}, {'epoch': 1, 'embed_std': 0.02}, {'epoch': 2, 'embed_std': 0.004},
+             {'epoch': 3, 'embed_std': 0.01, 'knn_top1': 0.4}]
+    final = pretrain_metrics(curve)[0]
+    assert final['embed_std_min'] == 0.004 and final['embed_std'] == 0.01
+    runs = [{'row': 'A', 'seed': s, 'final': dict(final, embed_std_min=v), 'best': {}} for s, v in ((1, 0.004), (2, 0.008))]
+    text = table(runs)
+    assert '| A | 2 |' in text and '| 0.0060 ± 0.0028 |' in text          # mean ± std over the seeds
+    assert '| A | 1 |' in text.split('Every run:')[1] and '| 0.0040 |' in text.split('Every run:')[1]

@@ -54,13 +54,17 @@ def largest_drop(values):
 
 
 def pretrain_metrics(curve):
-    """(final, best) of the pretraining curve (metrics.jsonl records)."""
+    """(final, best) of the pretraining curve (metrics.jsonl records); ``embed_std_min`` is the lowest
+    epoch's embedding std (the narrow-cone measure of docs/METHODS.md, "Every seed learns")."""
     final, best = {}, {}
     trained = [r for r in curve if r['epoch'] > 0]
     if trained:
         for key in ('loss', 'loss_over_uniform', 'embed_std'):
             if key in trained[-1]:
                 final[key] = trained[-1][key]
+        stds = [r['embed_std'] for r in trained if 'embed_std' in r]
+        if stds:
+            final['embed_std_min'] = min(stds)
     knn = [(r['epoch'], r['knn_top1']) for r in curve if 'knn_top1' in r]
     if knn:
         final['pretrain_knn_top1'] = knn[-1][1]
