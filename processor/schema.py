@@ -12,6 +12,7 @@ import inspect
 import math
 import numbers
 
+from feeder.tools import STREAMS
 from torchlight.io import UserError, closest_keys, import_class
 
 
@@ -214,6 +215,7 @@ def rules():
         'random_rot': BOOL, 'rot_theta': Float(0), 'sampling': Enum(*Feeder_supervised.SAMPLINGS),
         'ucla_train': BOOL, 'random_view': BOOL, 'repeat': POSITIVE_INT,
         'label_percent': Float(0, 1, open_low=True), 'semi_seed': Int(0),
+        'batch_augment': BOOL, 'stream': Enum(*STREAMS),      # modes the processor passes to the feeder
     }
 
 

@@ -39,7 +39,7 @@ def test_build_model_for_inference_keeps_only_the_query_encoder():
     supervised = build.build_model({'model': 'net.st_gcn.Model', 'model_args': {
         k: v for k, v in MODEL_ARGS.items() if k not in ('base_encoder', 'pretrain')}}, for_inference=True)
     assert build.inference_encoder(supervised) is supervised
-    with pytest.raises(UserError, match='model_args do not fit net.st_gcn.Model'):
+    with pytest.raises(UserError, match="model_args: unknown key 'nope'"):
         build.build_model({'model': 'net.st_gcn.Model', 'model_args': {'nope': 1}})
     with pytest.raises(UserError, match="model 'torch.nn.Linear' is neither a method .* nor an encoder"):
         build.build_model({'model': 'torch.nn.Linear', 'model_args': {}})

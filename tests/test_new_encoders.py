@@ -353,4 +353,4 @@ def test_bad_model_value_through_main_is_one_line(tmp_path, capsys):
                '--work_dir', str(tmp_path / 'run'), '--train_feeder_args', train, '--test_feeder_args', train,
                '--model_args', 'num_heads=0'])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and 'model_args.num_heads=0' in err, err
+    assert rc == 2 and len(err.splitlines()) == 1 and 'model_args.num_heads' in err and 'got 0' in err, err
