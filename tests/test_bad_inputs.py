@@ -381,7 +381,7 @@ def test_label_percent_outside_zero_one(tmp_path, capsys, percent):
     cfg['train_feeder_args']['label_percent'] = percent
     (tmp_path / 'semi.yaml').write_text(yaml.safe_dump(cfg))
     err = run_main(capsys, 'finetune_evaluation', '--config', str(tmp_path / 'semi.yaml'))
-    one_line(err, f'label_percent={percent}', '(0, 1]')
+    one_line(err, 'label_percent', f'got {percent}', '(0, 1]')
 
 
 def test_unknown_view(tmp_path):
@@ -549,7 +549,7 @@ def test_gpu_device_without_a_gpu(tmp_path, capsys, monkeypatch):
 def mica_config(tmp_path, **text):
     cfg = yaml.safe_load(open(write_config(tmp_path)))
     cfg['model'] = 'net.mica.MICA'
-    cfg['model_args'].update(dict(num_frames=12, shuffle_bn_groups=0, harmonizer_heads=2), **text)
+    cfg['model_args'].update(dict(num_frames=12, shuffle_bn_groups=1, harmonizer_heads=2), **text)
     path = tmp_path / 'mica.yaml'
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
