@@ -77,6 +77,17 @@ class LinearEvaluation(Processor):
             self.feature_scale = train.std(dim=0).clamp_min(1e-6)
         return (feats - self.feature_shift) / self.feature_scale
 
+    def extra_state(self):
+        """The standardisation statistics, so that a resumed run uses the ones it trained with (an
+        augmenting feeder draws other features each time they are computed)."""
+        if self.feature_shift is None:
+            return {}
+        return {'feature_norm': [self.feature_shift.cpu(), self.feature_scale.cpu()]}
+
+    def load_extra_state(self, extra):
+        if 'feature_norm' in extra:
+            self.feature_shift, self.feature_scale = (t.to(self.dev) for t in extra['feature_norm'])
+
     @contextlib.contextmanager
     def folded_fc(self):
         """With ``feature_norm: standardize``, ``fc`` holds W / std and b - W mean / std inside the block,
