@@ -65,7 +65,7 @@ import warnings
 
 import numpy as np
 
-from torchlight.io import check_finite
+from torchlight.io import StagedFiles, check_finite
 from torchlight.progress import Progress
 
 
@@ -403,6 +403,25 @@ class SplitWriter:
         self.arrays = {}
         save_labels(staged.path(os.path.join(self.folder, f'{self.part}_label.pkl')), self.names, self.labels)
         return n
+
+
+def write_splits(writers, fill):
+    """Run ``fill()``, which adds the samples to ``writers`` (a dict of :class:`SplitWriter`), then move
+    every split into place together (``StagedFiles``); on any error remove the partial files instead.
+    Reports each split's exclusions and returns ``{key: samples written}``."""
+    try:
+        fill()
+        with StagedFiles() as staged:
+            counts = {key: writer.close(staged) for key, writer in writers.items()}
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for writer in writers.values():
+        if writer.excluded:
+            print(f'{writer.folder}: {writer.part}: {len(writer.excluded)} samples excluded '
+                  f'(more than {100 * writer.max_missing:.0f}% missing joints)')
+    return counts
 
 
 def has_skeleton(seq, name):

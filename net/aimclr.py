@@ -50,7 +50,40 @@ class EnergyAttentionDrop(nn.Module):
         return threshold_drop(x, att, self.keep_prob)
 
 
-class AimCLR(MoCo):
+class MinedMoCo(MoCo):
+    """MoCo with AimCLR's nearest-neighbour mining (NNM) and a divergence term (AimCLR's D3M, MsMCLR's
+    L_Ms) added to InfoNCE; the base of AimCLR and MsMCLR.
+
+    mining_epoch (1000: never) and topk: from the 0-based epoch ``mining_epoch`` on (the reference's
+    ``epoch > mining_epoch`` in 1-based epochs) the query's InfoNCE takes as positives the ``topk``
+    queue entries nearest to every branch (eq. 9 of AimCLR).  infonce_warmup_epochs /
+    divergence_ramp_epochs (0 / 0, the references: weight 1 from the first step): the divergence
+    weight ``divergence_weight`` (net/losses.py), a small-data schedule (docs/METHODS.md)."""
+
+    forward_keywords = ('epoch',)
+    reference_keys = ('mining_epoch', 'topk')
+
+    def __init__(self, *args, mining_epoch=1000, topk=1, infonce_warmup_epochs=0, divergence_ramp_epochs=0,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mining_epoch, self.topk = mining_epoch, topk
+        self.infonce_warmup_epochs = infonce_warmup_epochs
+        self.divergence_ramp_epochs = divergence_ramp_epochs
+
+    def query_infonce(self, logits, branch_logits, epoch):
+        """InfoNCE of the normal query's ``logits``; with NNM, positives mined over it and ``branch_logits``."""
+        if epoch >= self.mining_epoch:
+            mask = nearest_neighbour_mask([logits[:, 1:]] + [l[:, 1:] for l in branch_logits], self.topk)
+            return multi_positive_infonce(logits, mask)
+        return self.contrastive_loss(logits)
+
+    def total_loss(self, loss_info, loss_divergence, epoch):
+        """L = L_info + w(epoch) L_divergence, w = 1 in the references."""
+        return loss_info + loss_divergence * divergence_weight(epoch, self.infonce_warmup_epochs,
+                                                               self.divergence_ramp_epochs)
+
+
+class AimCLR(MinedMoCo):
     """``model: net.aimclr.AimCLR`` with the reference ``model_args`` (plus MoCo's optional keys).
 
     ``forward(im_q, im_k, im_q_extreme, epoch)`` (the views of ``Feeder_triple``, the 0-based epoch):
@@ -59,20 +92,13 @@ class AimCLR(MoCo):
     query's distribution over [positive, queue] to the extreme and the dropped-extreme views:
     L = L_info + (L_d3m(extreme) + L_d3m(extreme, dropped)) / 2.
 
-    Extra args: keep_prob (EADM threshold, 0.7 in the reference), mining_epoch (1000: never), topk (1),
-    infonce_warmup_epochs / divergence_ramp_epochs (0 / 0, the reference: D3M at weight 1 from the first
-    step): D3M's weight ``divergence_weight`` (net/losses.py), a small-data schedule (docs/METHODS.md).
+    Extra args: keep_prob (EADM threshold, 0.7 in the reference) and ``MinedMoCo``'s mining and
+    divergence-schedule keys.
     The reference's top-level ``mining_epoch`` / ``topk`` keys are mapped here (``reference_keys``).  The state dict holds exactly the
     reference's keys (``encoder_q.*``, ``encoder_k.*``, ``queue``, ``queue_ptr``)."""
 
-    forward_keywords = ('epoch',)
-    reference_keys = ('mining_epoch', 'topk')
-
-    def __init__(self, *args, keep_prob=0.7, mining_epoch=1000, topk=1, infonce_warmup_epochs=0, divergence_ramp_epochs=0, **kwargs):
+    def __init__(self, *args, keep_prob=0.7, **kwargs):
         super().__init__(*args, **kwargs)
-        self.mining_epoch, self.topk = mining_epoch, topk
-        self.infonce_warmup_epochs = infonce_warmup_epochs
-        self.divergence_ramp_epochs = divergence_ramp_epochs
         if self.pretrain:
             self.drop = EnergyAttentionDrop(keep_prob)
 
@@ -90,16 +116,11 @@ class AimCLR(MoCo):
         logits = info_nce_logits(q, k, self.queue, self.T)
         logits_e = info_nce_logits(q_e, k, self.queue, self.T)
         logits_ed = info_nce_logits(q_ed, k, self.queue, self.T)
-        if epoch >= self.mining_epoch:
-            mask = nearest_neighbour_mask([logits[:, 1:], logits_e[:, 1:], logits_ed[:, 1:]], self.topk)
-            loss_info = multi_positive_infonce(logits, mask)
-        else:
-            loss_info = self.contrastive_loss(logits)
+        loss_info = self.query_infonce(logits, [logits_e, logits_ed], epoch)
         loss_d3m = (distribution_cross_entropy(logits, logits_e) + distribution_cross_entropy(logits, logits_ed)) / 2
         self.enqueue(k)
         return {
-            'loss': loss_info + loss_d3m * divergence_weight(epoch, self.infonce_warmup_epochs,
-                                                           self.divergence_ramp_epochs),
+            'loss': self.total_loss(loss_info, loss_d3m, epoch),
             'loss_info': loss_info.detach(),
             'loss_d3m': loss_d3m.detach(),
             'acc_pos': (logits.argmax(dim=1) == 0).float().mean(),

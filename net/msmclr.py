@@ -11,14 +11,15 @@ from the normal branch's distribution over [positive, queue] (eqs. 4-5, detached
 """
 import torch
 
-from net.losses import distribution_cross_entropy, divergence_weight, multi_positive_infonce, nearest_neighbour_mask
-from net.moco import MoCo, embedding_std, info_nce_logits
+from net.aimclr import MinedMoCo
+from net.losses import distribution_cross_entropy
+from net.moco import embedding_std, info_nce_logits
 from net.msm_attention import MsMAttention
 
 MS_LOSSES = ('d3m', 'infonce')
 
 
-class MsMCLR(MoCo):
+class MsMCLR(MinedMoCo):
     """``model: net.msmclr.MsMCLR``; MoCo's ``model_args`` plus the ablation switches:
 
     msm_attention: MsM attention on the strong branch (Table 4; False pools x~ directly);
@@ -26,18 +27,12 @@ class MsMCLR(MoCo):
     diff_mode: all | frame | node (Table 5); reduction: channel reduction in the attention;
     ms_loss: 'd3m' (eqs. 6-9) or 'infonce' (every strong embedding trained by eq. 3 alone; Table 7).
     The strong augmentation set is the feeder's ``aug_method`` (none | aimclr | msmclr; Table 6).
-    mining_epoch (1000: never, the paper's equations have no mining) and topk: AimCLR's mining;
-    infonce_warmup_epochs / divergence_ramp_epochs (0 / 0, the paper): L_Ms's weight, as AimCLR's D3M."""
-
-    forward_keywords = ('epoch',)
-    reference_keys = ('mining_epoch', 'topk')
+    ``MinedMoCo``'s keys: mining_epoch (1000: never, the paper's equations have no mining), topk, and
+    L_Ms's weight schedule (0 / 0, the paper)."""
 
     def __init__(self, *args, msm_attention=True, multi_scale=True, diff_mode='all', reduction=2,
-                 ms_loss='d3m', mining_epoch=1000, topk=1, infonce_warmup_epochs=0, divergence_ramp_epochs=0, **kwargs):
+                 ms_loss='d3m', **kwargs):
         super().__init__(*args, **kwargs)
-        self.mining_epoch, self.topk = mining_epoch, topk
-        self.infonce_warmup_epochs = infonce_warmup_epochs
-        self.divergence_ramp_epochs = divergence_ramp_epochs
         if ms_loss not in MS_LOSSES:
             raise ValueError(f"model_args.ms_loss={ms_loss!r}: use one of {', '.join(MS_LOSSES)}")
         self.ms_loss = ms_loss
@@ -63,11 +58,7 @@ class MsMCLR(MoCo):
             k = self.embed_key(im_k)
         logits = info_nce_logits(q, k, self.queue, self.T)
         scale_logits = {name: info_nce_logits(z, k, self.queue, self.T) for name, z in strong.items()}
-        if epoch >= self.mining_epoch:
-            mask = nearest_neighbour_mask([logits[:, 1:]] + [l[:, 1:] for l in scale_logits.values()], self.topk)
-            loss_info = multi_positive_infonce(logits, mask)
-        else:
-            loss_info = self.contrastive_loss(logits)
+        loss_info = self.query_infonce(logits, list(scale_logits.values()), epoch)
         if self.ms_loss == 'd3m':
             scale_losses = {name: distribution_cross_entropy(logits, l) for name, l in scale_logits.items()}
         else:
@@ -75,8 +66,7 @@ class MsMCLR(MoCo):
         loss_ms = sum(scale_losses.values()) / len(scale_losses)
         self.enqueue(k)
         out = {
-            'loss': loss_info + loss_ms * divergence_weight(epoch, self.infonce_warmup_epochs,
-                                                           self.divergence_ramp_epochs),
+            'loss': self.total_loss(loss_info, loss_ms, epoch),
             'loss_info': loss_info.detach(),
             'loss_ms': loss_ms.detach(),
             'acc_pos': (logits.argmax(dim=1) == 0).float().mean(),

@@ -28,10 +28,10 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from feeder.ntu_feeder import load_labels  # noqa: E402
-from feeder.preprocess import (SplitWriter, add_preprocess_arguments, has_skeleton, normalize_dataset,  # noqa: E402
+from feeder.preprocess import (SplitWriter, write_splits, add_preprocess_arguments, has_skeleton, normalize_dataset,  # noqa: E402
                                resolve_length, select_bodies)
 from net.utils.layouts import get_layout  # noqa: E402
-from torchlight.io import StagedFiles, UserError, run_tool  # noqa: E402
+from torchlight.io import UserError, run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 MAX_BODY = 4          # bodies read per frame
@@ -209,7 +209,7 @@ def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None
         sequences = pool.imap(read_xyz, paths, chunksize=8)
     else:
         pool, sequences = None, map(read_xyz, paths)
-    try:
+    def fill():
         for job, seq in zip(Progress(jobs, desc='ntu .skeleton', enabled=progress), sequences):
             _, name, label, dests = job
             if not has_skeleton(seq, name):
@@ -219,19 +219,12 @@ def gendata(data_path, out_folder, datasets=('ntu60', 'ntu120'), benchmarks=None
         if not any(writer.names for writer in writers.values()):
             raise ValueError(f"all {len(jobs)} .skeleton files in '{data_path}' hold no skeleton (all joints "
                              "zero): nothing written; check the files or --data-path")
-        with StagedFiles() as staged:          # every split moves into place together, or none does
-            counts = {key: writer.close(staged) for key, writer in writers.items()}
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
+
+    try:
+        counts = write_splits(writers, fill)
     finally:
         if pool is not None:
             pool.terminate()
-    for (d, b, part), writer in writers.items():
-        if writer.excluded:
-            print(f'{os.path.join(out_folder, d, b)}: {part}: {len(writer.excluded)} samples excluded '
-                  f'(more than {100 * max_missing:.0f}% missing joints)')
     return counts
 
 

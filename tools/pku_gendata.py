@@ -19,10 +19,10 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from feeder.preprocess import (SplitWriter, add_preprocess_arguments, has_skeleton, resolve_length,  # noqa: E402
+from feeder.preprocess import (SplitWriter, write_splits, add_preprocess_arguments, has_skeleton, resolve_length,  # noqa: E402
                                select_bodies)
 from net.utils.layouts import get_layout  # noqa: E402
-from torchlight.io import StagedFiles, UserError, run_tool  # noqa: E402
+from torchlight.io import UserError, run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 NUM_CLASS = {1: 51, 2: 41}
@@ -136,7 +136,7 @@ def gendata(skeleton_path, label_path, split_file, out_folder, part=1, length=50
     writers = {p: SplitWriter(folder, p, sum(len(labels[v]) for v, q in videos if q == p), layout,
                               NUM_PERSON, MAX_FRAME, length, preprocess=preprocess, max_missing=max_missing)
                for p in ('train', 'val')}
-    try:
+    def fill():
         for video, p in Progress(videos, desc=f'pku part{part}', enabled=progress):
             seq = read_pku_skeleton(os.path.join(skeleton_path, video + '.txt'))
             for index, (label, start, end, _) in enumerate(labels[video]):
@@ -148,16 +148,8 @@ def gendata(skeleton_path, label_path, split_file, out_folder, part=1, length=50
                 clip = select_bodies(clip.transpose(3, 1, 2, 0), NUM_PERSON)
                 if has_skeleton(clip, name):
                     writers[p].add(name, label, clip)
-        with StagedFiles() as staged:          # both splits move into place together, or neither does
-            counts = {p: w.close(staged) for p, w in writers.items()}
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    for p, w in writers.items():
-        if w.excluded:
-            print(f'{folder}: {p}: {len(w.excluded)} samples excluded '
-                  f'(more than {100 * max_missing:.0f}% missing joints)')
+
+    counts = write_splits(writers, fill)
     return counts
 
 
