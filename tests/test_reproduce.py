@@ -122,14 +122,15 @@ def demo_row(**changes):
 def test_the_shipped_plans_parse():
     ucla = reproduce.load_plan(os.path.join(ROOT, 'config/reproduce/ucla.yaml'))
     assert [r['name'] for r in ucla.rows] == ['SkeletonCLR', 'AimCLR', 'MsMCLR', 'MICA', 'SkeleMixCLR',
-                                              'MICA on SkeleMixCLR']
-    assert all(r['seeds'] == [1, 2, 3] and r['epochs'] == 100 and r['knn_interval'] > 0 for r in ucla.rows)
-    assert [e['processor'] for r in ucla.rows for e in r['evaluations']] == ['linear_evaluation'] * 6
+                                              'MICA on SkeleMixCLR', 'untrained ST-GCN', 'untrained ST-GCN, 64 frames']
+    assert all(r['seeds'] == [1, 2, 3] and r['epochs'] == 100 and r['knn_interval'] > 0 for r in ucla.rows[:6])
+    assert all(r['processor'] == 'untrained' and r['epochs'] == 0 for r in ucla.rows[6:])
+    assert [e['processor'] for r in ucla.rows for e in r['evaluations']] == ['linear_evaluation'] * 8
     assert ucla.floor == {'ridge on the data/ucla arrays': 65.3} and ucla.chance == 10.0
     assert ucla.work_dir == os.path.join('work_dir', 'reproduce', 'ucla')
     assert ucla.results == os.path.join('results', 'ucla')
     demo = reproduce.load_plan(os.path.join(ROOT, 'config/reproduce/demo.yaml'))
-    assert demo.name == 'demo' and [r['name'] for r in demo.rows] == ['SkeletonCLR', 'MICA']
+    assert demo.name == 'demo' and [r['name'] for r in demo.rows] == ['SkeletonCLR', 'MICA', 'untrained ST-GCN']
 
 
 def test_every_shipped_plan_row_parses_and_builds_its_models():
@@ -391,6 +392,12 @@ def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, 
         assert os.path.exists(os.path.join('results', 'demo', 'curves.png'))
     except ImportError:
         pass
+    # the untrained encoder under the same probes, beside it in the table
+    cli.main(['run', plan_path, '--rows', 'untrained ST-GCN', '--seeds', '1', '--quiet'])
+    floor = json.load(open(os.path.join('results', 'demo', 'untrained_ST-GCN__seed1.json')))
+    assert set(floor['stages']) == {'linear', 'knn'} and floor['curve'] == []
+    assert 0 < floor['best']['linear_top1'] <= 1 and 0 < floor['final']['knn_top1'] <= 1
+    assert '| untrained ST-GCN | 1 |' in open(os.path.join('results', 'demo', 'table.md')).read()
     # a rerun skips the finished run
     capsys.readouterr()
     cli.main(['run', plan_path, '--rows', 'SkeletonCLR', '--seeds', '1'])
@@ -424,6 +431,36 @@ def test_a_recognition_row_is_one_run_tested_on_its_own_split(tmp_path, monkeypa
                                                'evaluations': {'linear': LINEAR}}}}, name='bad.yaml')
     with pytest.raises(UserError, match=r"rows.a.evaluations: a recognition row is tested on its config's test split"):
         reproduce.load_plan(bad)
+
+
+def test_an_untrained_row_evaluates_random_weights_under_the_same_probe(tmp_path, monkeypatch):
+    """An ``untrained`` row: no pretraining stage, each evaluation of ``--weights random`` with the
+    row's seed, the plan's evaluation overrides, a row of its own in the table."""
+    monkeypatch.chdir(tmp_path)
+    path = write_plan(tmp_path, {'name': 'floor', 'seeds': [1, 2], 'epochs': 2, 'knn_interval': 1,
+                                 'eval_overrides': '--num_worker 0', 'rows': {
+                                     'SkeletonCLR': demo_row(),
+                                     'untrained ST-GCN': {'processor': 'untrained', 'evaluations': {'linear': LINEAR}}}})
+    plan = reproduce.load_plan(path, epochs=5)
+    untrained = plan.row('untrained ST-GCN')
+    assert untrained['epochs'] == 0 and untrained['knn_interval'] is None
+    ((name, work_dir, argv),) = reproduce.stages(plan, untrained, 2, python='py')
+    assert name == 'linear' and argv[2] == 'linear_evaluation'
+    assert argv[argv.index('--weights') + 1] == 'random' and argv[argv.index('--seed') + 1] == '2'
+    assert argv[-2:] == ['--num_worker', '0']
+    done, _, failed = reproduce.run_plan(plan, runner=FakeRunner())
+    assert len(done) == 4 and not failed
+    result = json.load(open(reproduce.result_path(plan, untrained, 1)))
+    assert set(result['stages']) == {'linear'} and result['curve'] == []
+    assert result['best']['linear_top1'] == 0.61
+    cli.main(['aggregate', path])
+    table = open(os.path.join('results', 'floor', 'table.md')).read()
+    assert '| untrained ST-GCN | 2 | 61.5 ± 0.7 |' in table
+    for key, value in (('config', 'config/ucla/pretrain_skeletonclr.yaml'), ('epochs', 3), ('overrides', '--base_lr 1')):
+        bad = write_plan(tmp_path, {'rows': {'u': {'processor': 'untrained', key: value,
+                                                   'evaluations': {'linear': LINEAR}}}}, name='bad.yaml')
+        with pytest.raises(UserError, match=rf"rows.u.{key}: an untrained row has no pretraining; drop '{key}'"):
+            reproduce.load_plan(bad)
 
 
 def test_the_commit_is_dirty_for_changed_code_not_for_rewritten_results(tmp_path, monkeypatch):

@@ -27,9 +27,17 @@ Plan (YAML)::
         processor: recognition
         config: config/ucla/recognition_stgcn_csre.yaml
 
+      untrained ST-GCN:                # the encoder with random weights under the same probes
+        processor: untrained
+        evaluations:
+          linear: config/ucla/linear_eval_skeletonclr.yaml
+
 Row keys: processor, config, evaluations, overrides, eval_overrides, seeds, epochs, knn_interval,
 description.  A ``recognition`` row has no evaluations and no kNN monitor: its run (folder
-``recognition``) reports ``recognition_top1`` from its own test epochs (``eval_interval``).
+``recognition``) reports ``recognition_top1`` from its own test epochs (``eval_interval``).  An
+``untrained`` row (no config, no overrides) has no pretraining: its evaluations run on the evaluation
+config's encoder with random weights (``--weights random``, seeded as every run), the baseline a
+pretrained row must beat under the same probe.
 Plan-level ``overrides`` / ``eval_overrides`` come first, the row's after them (the last value wins on
 the command line; dict options merge).  An evaluation is a config path or a mapping
 with ``config``, ``processor`` (default from its name: linear -> linear_evaluation, knn ->
@@ -58,6 +66,7 @@ ROW_KEYS = ('processor', 'config', 'evaluations', 'overrides', 'eval_overrides',
 EVAL_KEYS = ('config', 'processor', 'overrides', 'epochs')
 PRETRAINERS = sorted(p for p, path in PROCESSORS.items() if path == PROCESSORS['pretrain'])
 SUPERVISED = 'recognition'     # a row that trains a classifier and tests it itself (no evaluations)
+UNTRAINED = 'untrained'        # a row that evaluates the randomly initialised encoder (no pretraining)
 EVAL_PROCESSORS = {'linear': 'linear_evaluation', 'knn': 'knn_evaluation', 'finetune': 'finetune_evaluation',
                    'semi': 'finetune_evaluation'}
 SET_BY_TOOL = {'--work_dir': 'the work folder', '-w': 'the work folder', '--seed': 'seeds:',
@@ -231,23 +240,31 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
                             f"folder name '{slug(row_name)}'")
         slugs[slug(row_name)] = row_name
         processor = row.get('processor')
-        if processor not in PRETRAINERS + [SUPERVISED]:
+        kinds = PRETRAINERS + [SUPERVISED, UNTRAINED]
+        if processor not in kinds:
             raise UserError(f"{where}.processor: {processor!r} is not a pretraining processor (or "
-                            f"{SUPERVISED}); use one of {', '.join(PRETRAINERS + [SUPERVISED])}")
-        supervised = processor == SUPERVISED
-        if 'config' not in row:
+                            f"{SUPERVISED}, {UNTRAINED}); use one of {', '.join(kinds)}")
+        supervised, untrained = processor == SUPERVISED, processor == UNTRAINED
+        if untrained:
+            for key in ('config', 'overrides', 'epochs', 'knn_interval'):
+                if row.get(key) is not None:
+                    raise UserError(f"{where}.{key}: an {UNTRAINED} row has no pretraining; drop '{key}'")
+        elif 'config' not in row:
             raise UserError(f"{where}: 'config' is missing")
-        config = find_config(row['config'], f'{where}.config')
+        config = None if untrained else find_config(row['config'], f'{where}.config')
         seeds = check_int_list(given(row, 'seeds', given(defaults, 'seeds', [1])), f'{where}.seeds')
         if len(set(seeds)) != len(seeds):
             raise UserError(f'{where}.seeds: {seeds} repeats a seed')
-        row_epochs = check_epochs(epochs or given(row, 'epochs', defaults['epochs']), f'{where}.epochs')
-        if row_epochs is None:
-            row_epochs = check_epochs(config_value(config, 'num_epoch', processor), f"{row['config']}: num_epoch")
-        knn_interval = None if supervised else \
-            check_epochs(given(row, 'knn_interval', defaults['knn_interval']), f'{where}.knn_interval', 0)
-        overrides = plan_overrides + as_tokens(row.get('overrides'), f'{where}.overrides') + list(extra_pretrain)
-        check_overrides(overrides, processor, f'{where}.overrides')
+        if untrained:
+            row_epochs, knn_interval, overrides = 0, None, []
+        else:
+            row_epochs = check_epochs(epochs or given(row, 'epochs', defaults['epochs']), f'{where}.epochs')
+            if row_epochs is None:
+                row_epochs = check_epochs(config_value(config, 'num_epoch', processor), f"{row['config']}: num_epoch")
+            knn_interval = None if supervised else \
+                check_epochs(given(row, 'knn_interval', defaults['knn_interval']), f'{where}.knn_interval', 0)
+            overrides = plan_overrides + as_tokens(row.get('overrides'), f'{where}.overrides') + list(extra_pretrain)
+            check_overrides(overrides, processor, f'{where}.overrides')
         evaluations_in = row.get('evaluations') or {}
         if supervised and evaluations_in:
             raise UserError(f"{where}.evaluations: a {SUPERVISED} row is tested on its config's test split "
@@ -265,7 +282,7 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
             evaluation['overrides'] = eval_overrides + evaluation['overrides'] + list(extra_eval)
             check_overrides(evaluation['overrides'], evaluation['processor'], f'{where}.eval_overrides')
             evaluations.append(evaluation)
-        parsed.append({'name': row_name, 'slug': slug(row_name), 'processor': processor, 'config': row['config'],
+        parsed.append({'name': row_name, 'slug': slug(row_name), 'processor': processor, 'config': row.get('config'),
                        'config_path': config, 'seeds': seeds, 'epochs': row_epochs, 'knn_interval': knn_interval,
                        'overrides': overrides, 'evaluations': evaluations,
                        'description': row.get('description', '')})

@@ -21,7 +21,7 @@ import sys
 import time
 
 from tools.reproduction.metrics import eval_metrics, pretrain_metrics, read_curve, rounded
-from tools.reproduction.plan import ROOT, SUPERVISED
+from tools.reproduction.plan import ROOT, SUPERVISED, UNTRAINED
 from torchlight.io import UserError, load_config_file
 
 STAGE_FILE = 'reproduce_stage.json'
@@ -38,7 +38,7 @@ def specification(row):
 
 def knn_test_split(row):
     """``--test_feeder(_args)`` for the kNN monitor when the pretraining config has no test split."""
-    if not row['knn_interval'] or load_config_file(row['config_path']).get('test_feeder_args'):
+    if not row['knn_interval'] or row['processor'] == UNTRAINED or load_config_file(row['config_path']).get('test_feeder_args'):
         return []
     ordered = sorted(row['evaluations'], key=lambda e: e['processor'] != 'knn_evaluation')
     for evaluation in ordered:
@@ -66,15 +66,17 @@ def main_py():
 
 
 def stages(plan, row, seed, python=sys.executable):
-    """[(name, work_dir, argv)]: pretraining, then each evaluation of its last checkpoint."""
-    _, pretext = run_dirs(plan, row, seed)
-    base = os.path.dirname(pretext)
-    pretrain = [python, main_py(), row['processor'], '--config', row['config_path'], '--work_dir', pretext,
-                '--seed', str(seed), '--num_epoch', str(row['epochs']), '--resume', 'auto']
-    if row['knn_interval'] is not None:
-        pretrain += ['--knn_interval', str(row['knn_interval'])] + knn_test_split(row)
-    out = [('pretext', pretext, pretrain + row['overrides'])]
-    weights = os.path.join(pretext, f"epoch{row['epochs']}_model.pt")
+    """[(name, work_dir, argv)]: pretraining, then each evaluation of its last checkpoint (an untrained
+    row: the evaluations alone, of randomly initialised weights)."""
+    base, pretext = run_dirs(plan, row, seed)
+    out, weights = [], 'random'
+    if row['processor'] != UNTRAINED:
+        pretrain = [python, main_py(), row['processor'], '--config', row['config_path'], '--work_dir', pretext,
+                    '--seed', str(seed), '--num_epoch', str(row['epochs']), '--resume', 'auto']
+        if row['knn_interval'] is not None:
+            pretrain += ['--knn_interval', str(row['knn_interval'])] + knn_test_split(row)
+        out.append(('pretext', pretext, pretrain + row['overrides']))
+        weights = os.path.join(pretext, f"epoch{row['epochs']}_model.pt")
     for e in row['evaluations']:
         work_dir = os.path.join(base, e['name'])
         argv = [python, main_py(), e['processor'], '--config', e['config_path'], '--work_dir', work_dir,
@@ -168,9 +170,9 @@ def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.e
         wall, resumed = run_stage(name, work_dir, argv, stage_spec(row, name), runner, quiet)
         result['stages'][name] = {'work_dir': work_dir, 'command': argv[1:], 'wall_s': rounded(wall, 1),
                                   'resumed': resumed}
-    pretext = result['stages']['pretext']['work_dir']
     supervised = row['processor'] == SUPERVISED
-    curve = [] if supervised else read_curve(pretext)
+    pretext = run_dirs(plan, row, seed)[1]
+    curve = [] if supervised or row['processor'] == UNTRAINED else read_curve(pretext)
     final, best = pretrain_metrics(curve)
     result['evaluations'] = {}
     if supervised:        # the training run's own test epochs
