@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import yaml
 
-from torchlight.io import UserError, atomic_torch_save, load_resume_file, remove_stale_temporaries, to_cpu_state_dict
+from torchlight.io import UserError, atomic_torch_save, atomic_write, load_resume_file, remove_stale_temporaries, to_cpu_state_dict
 
 
 # work_dir -> file descriptor of its exclusive lock (flock on the folder, held for the process's life)
@@ -91,8 +91,8 @@ class Checkpoints:
         self.io.open_log()                   # a log.txt that cannot be written stops the run here
         self.io.save_arg(self.arg)
         if self.label_use:
-            with open(os.path.join(work_dir, LABEL_FILE), 'w') as f:
-                f.write(json.dumps(self.label_use) + '\n')
+            atomic_write(os.path.join(work_dir, LABEL_FILE), lambda f: f.write(json.dumps(self.label_use) + '\n'),
+                         mode='w')
         if removed:
             self.print_log(f'Removed {len(removed)} temporary file(s) of an interrupted write: {", ".join(removed)}')
 

@@ -11,6 +11,7 @@ import os
 from feeder.ntu_feeder import Feeder_semi
 from processor.recipes import FINETUNE, recipe_defaults
 from processor.recognition import Recognition
+from torchlight.io import atomic_write
 
 
 class FinetuneEvaluation(Recognition):
@@ -44,5 +45,5 @@ class FinetuneEvaluation(Recognition):
     def claim_work_dir(self):
         super().claim_work_dir()
         if self.semi_subset is not None and self.is_main:
-            with open(os.path.join(self.arg.work_dir, 'semi_subset.txt'), 'w') as f:
-                f.write('\n'.join(self.semi_subset) + '\n')
+            atomic_write(os.path.join(self.arg.work_dir, 'semi_subset.txt'),
+                         lambda f: f.write('\n'.join(self.semi_subset) + '\n'), mode='w')

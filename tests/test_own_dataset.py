@@ -195,6 +195,16 @@ def test_converter_split_rules_and_inputs(tmp_path):
     err = run_cli('--clips', str(clips), '--labels', str(tmp_path / 'labels.csv'), '--layout', str(layout),
                   '--out', str(tmp_path / 'x'), script='tools/custom_gendata.py')
     one_line(err, 'no split given', '--val-fraction')
+    # a conversion that cannot write one output writes none: the earlier outputs stay as they were
+    earlier = {name: (tmp_path / 'out' / name).read_bytes() for name in ('train_position.npy', 'val_label.pkl')}
+    (tmp_path / 'out' / 'report.txt').unlink()
+    (tmp_path / 'out' / 'report.txt').mkdir()
+    err = run_cli('--clips', str(clips), '--labels', str(tmp_path / 'labels.csv'), '--layout', str(layout),
+                  '--out', str(tmp_path / 'out'), '--split-by', 'view', '--val-values', 'v0', '--no-rotate',
+                  '--no-progress', '--length', '12', script='tools/custom_gendata.py')
+    one_line(err, 'report.txt', 'is a folder')
+    assert {name: (tmp_path / 'out' / name).read_bytes() for name in earlier} == earlier
+    assert not [p.name for p in (tmp_path / 'out').iterdir() if '.tmp' in p.name]
 
 
 GROUP_RUNS = {'pretrain_aimclr': ['aimclr/pretext/epoch1_model.pt', 'aimclr/linear_eval/test_result.pkl',

@@ -58,7 +58,7 @@ from feeder.preprocess import (add_preprocess_arguments, interpolate_missing_joi
 from net.text_features import DATASET_INFO, class_labels, load_descriptions  # noqa: E402
 from net.utils.layouts import get_layout  # noqa: E402
 from tools.floor import baselines, floor_line  # noqa: E402
-from torchlight.io import run_tool  # noqa: E402
+from torchlight.io import StagedFiles, atomic_write, run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 CLIP_EXTENSIONS = ('.npy', '.csv', '.txt')
@@ -321,17 +321,14 @@ def convert(args):
             pos = positions[name]
             arr[i, :, :pos.shape[1], :, :pos.shape[3]] = pos
         labels = np.array([c[1] for c in chosen], dtype=np.int64)
-        np.save(os.path.join(args.out, f'{part}_position.npy'), arr)
-        save_labels(os.path.join(args.out, f'{part}_label.pkl'), [c[0] for c in chosen], labels)
-        out[part] = (arr, labels)
+        out[part] = (arr, labels, [c[0] for c in chosen])
     num_class = len(class_names) if class_names else int(max(ids)) + 1
     info = {'dataset': args.dataset or os.path.basename(os.path.normpath(args.out)), 'num_class': num_class,
             'classes': class_names, 'layout': args.layout if isinstance(args.layout, str) else layout.name,
             'num_joint': layout.num_node, 'num_person': num_person, 'length': length,
             'train': len(out['train'][1]), 'val': len(out['val'][1]),
             'rotated': not args.no_rotate and layout.shoulders is not None}
-    with open(os.path.join(args.out, DATASET_INFO), 'w', encoding='utf-8') as f:
-        yaml.safe_dump(info, f, sort_keys=False)
+    info_text = yaml.safe_dump(info, sort_keys=False)
     lines = [f"{args.out}: dataset {info['dataset']!r}, {num_class} classes, layout {layout.name!r} "
              f"({layout.num_node} joints), {num_person} person(s), {length} frames ({args.preprocess})"]
     names = class_names or [str(c) for c in range(num_class)]
@@ -354,11 +351,16 @@ def convert(args):
     if joint_bridged.any():
         worst = [j for j in np.argsort(-joint_bridged, kind='stable')[:3] if joint_bridged[j]]
         lines.append('most bridged: ' + ', '.join(f'{layout.joint(j)} {joint_bridged[j]}' for j in worst))
-    info['baselines'] = baselines(*out['train'], *out['val'], num_class, args.out)
+    info['baselines'] = baselines(*out['train'][:2], *out['val'][:2], num_class, args.out)
     lines.append(floor_line(info['baselines']))
     text = '\n'.join(lines)
-    with open(os.path.join(args.out, 'report.txt'), 'w', encoding='utf-8') as f:
-        f.write(text + '\n')
+    with StagedFiles() as staged:              # every output moves into place together, or none does
+        for part, (arr, labels, sample_names) in out.items():
+            np.save(staged.path(os.path.join(args.out, f'{part}_position.npy')), arr)
+            save_labels(staged.path(os.path.join(args.out, f"{part}_label.pkl")), sample_names, labels)
+        for name, content in ((DATASET_INFO, info_text), ('report.txt', text + '\n')):
+            with open(staged.path(os.path.join(args.out, name)), 'w', encoding='utf-8') as f:
+                f.write(content)
     print(text)
     return info
 
@@ -480,10 +482,11 @@ def make_example(folder, per_class=(40, 10), seed=0):
                 else:
                     np.save(os.path.join(clips, f'{clip_name}.npy'), clip.astype(np.float32))
                 rows.append((clip_name, name, f's{k % 5 + 1}', split))
-    with open(os.path.join(folder, 'labels.csv'), 'w', newline='', encoding='utf-8') as f:
+    def write_csv(f):
         writer = csv.writer(f)
         writer.writerow(['name', 'label', 'subject', 'split'])
         writer.writerows(rows)
+    atomic_write(os.path.join(folder, 'labels.csv'), write_csv, mode='w')
     layout = {'name': 'example20', 'joint_names': list(EXAMPLE_JOINTS), 'edges': [list(e) for e in EXAMPLE_EDGES],
               'center': 'spine', 'origin': 'neck',
               'parts': [['pelvis', 'spine'], ['neck', 'head'], ['r_hip', 'r_knee'], ['r_ankle', 'r_foot'],

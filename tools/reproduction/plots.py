@@ -4,6 +4,8 @@ requirements-analysis.txt``); without it the table is still written, with a noti
 import os
 import statistics
 
+from torchlight.io import atomic_write
+
 def series(runs, key):
     """(epochs, per-seed value lists aligned on the epochs) of a curve key."""
     per_seed = [{r_['epoch']: r_[key] for r_ in r.get('curve', []) if key in r_} for r in runs]
@@ -55,7 +57,7 @@ def plot_curves(groups, path, plan=None, band='minmax'):
     fig.suptitle(f"{plan.name if plan else 'results'}: mean over seeds, band {band_name}")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=110, format='png'))
     plt.close(fig)
     return True
 

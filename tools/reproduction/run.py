@@ -22,7 +22,7 @@ import time
 
 from tools.reproduction.metrics import eval_metrics, pretrain_metrics, read_curve, rounded
 from tools.reproduction.plan import ROOT, SUPERVISED, UNTRAINED
-from torchlight.io import UserError, load_config_file
+from torchlight.io import UserError, atomic_write, load_config_file
 
 STAGE_FILE = 'reproduce_stage.json'
 WALL_FILE = 'reproduce_wall.json'
@@ -124,12 +124,9 @@ def read_json(path):
 
 
 def write_json(obj, path):
+    """``obj`` as indented JSON, written atomically (``torchlight.io.atomic_write``)."""
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-        f.write('\n')
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1) + '\n'), mode='w')
 
 
 

@@ -9,7 +9,7 @@ import statistics
 from tools.reproduction.metrics import pretrain_metrics
 from tools.reproduction.plots import plot_curves
 from tools.reproduction.run import read_json
-from torchlight.io import UserError
+from torchlight.io import UserError, atomic_write
 
 def column_keys(results):
     """[(key, 'final'|'best', header, scale, format)] in table order, for the metrics the results hold."""
@@ -120,8 +120,7 @@ def aggregate(plan, results_dir=None, band='minmax', command=None):
     if not results:
         raise UserError(f"no result files (*__seed*.json) in '{folder}': run the plan first")
     text = table(results, plan, command)
-    with open(os.path.join(folder, 'table.md'), 'w') as f:
-        f.write(text)
+    atomic_write(os.path.join(folder, 'table.md'), lambda f: f.write(text), mode='w')
     plot_curves(grouped(results, plan), os.path.join(folder, 'curves.png'), plan, band)
     return text
 
