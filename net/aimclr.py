@@ -97,6 +97,8 @@ class AimCLR(MinedMoCo):
     The reference's top-level ``mining_epoch`` / ``topk`` keys are mapped here (``reference_keys``).  The state dict holds exactly the
     reference's keys (``encoder_q.*``, ``encoder_k.*``, ``queue``, ``queue_ptr``)."""
 
+    capture_safe = True          # tools/benchmark.py --count-ops: no host synchronisation in the step
+
     def __init__(self, *args, keep_prob=0.7, **kwargs):
         super().__init__(*args, **kwargs)
         if self.pretrain:

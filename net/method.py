@@ -18,6 +18,8 @@ contrastive methods; a method with no queue keeps the defaults):
   that is not a multiple of it).
 * ``check_data(labels, label_path, dataset, class_subset)``: a method that reads side inputs about the
   classes (MICA's text feature file) checks them against the training data (ValueError).
+* ``capture_safe``: True when the training step reads nothing back to the host and keeps its buffers at
+  fixed addresses (with ``defer_enqueue``), so ``--cuda_graph true`` may capture it (processor/train_step.py).
 """
 import torch.nn as nn
 
@@ -25,6 +27,8 @@ import torch.nn as nn
 class PretrainingMethod(nn.Module):
     forward_keywords = ()
     reference_keys = ()
+    capture_safe = False
+    defer_enqueue = False
 
     @property
     def classifier(self):

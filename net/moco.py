@@ -118,6 +118,7 @@ class MoCo(PretrainingMethod):
             param_k.requires_grad = False
         self.register_buffer('queue', F.normalize(torch.randn(feature_dim, queue_size), dim=0))
         self.register_buffer('queue_ptr', torch.zeros(1, dtype=torch.long))
+        self.pending_keys = None
 
     def build_neck(self, encoder):
         """Hook for a method: the module to attach as ``encoder.neck`` (on the ``encode`` map, shape kept,
@@ -169,13 +170,31 @@ class MoCo(PretrainingMethod):
         The columns ptr .. ptr + N - 1 are indexed on the device (no read of the pointer by the host, the
         same shapes every step: capture-safe); K is a multiple of N, so they never wrap.  Out of place (one
         copy of the queue per step, where the reference clones it for every logits call): the previous
-        queue tensor, saved by autograd for this step's backward, is left intact."""
+        queue tensor, saved by autograd for this step's backward, is left intact.  With ``defer_enqueue``
+        (a CUDA graph, processor/train_step.py) the keys wait for ``flush_enqueue`` after backward."""
         keys = self.gather_keys(keys)
-        batch_size = keys.shape[0]
-        self.check_batch_size(batch_size)
-        columns = self.queue_ptr + torch.arange(batch_size, device=keys.device)
-        self.queue = self.queue.index_copy(1, columns, keys.T.to(self.queue.dtype))
-        self.queue_ptr.add_(batch_size).remainder_(self.K)
+        self.check_batch_size(keys.shape[0])
+        if self.defer_enqueue:
+            self.pending_keys = keys
+            return
+        self.write_queue(keys, in_place=False)
+
+    @torch.no_grad()
+    def flush_enqueue(self):
+        """The deferred ``enqueue`` of this step, written into the queue buffer in place (its address is
+        what a captured graph reads); after backward, when autograd no longer needs the old values."""
+        if self.pending_keys is not None:
+            keys, self.pending_keys = self.pending_keys, None
+            self.write_queue(keys, in_place=True)
+
+    def write_queue(self, keys, in_place):
+        columns = self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)
+        values = keys.T.to(self.queue.dtype)
+        if in_place:
+            self.queue.index_copy_(1, columns, values)
+        else:
+            self.queue = self.queue.index_copy(1, columns, values)
+        self.queue_ptr.add_(keys.shape[0]).remainder_(self.K)
 
     def embed_query(self, x):
         """L2-normalised query embeddings (per-sub-batch BatchNorm when shuffle_bn_groups > 1)."""

@@ -30,6 +30,8 @@ class MsMCLR(MinedMoCo):
     ``MinedMoCo``'s keys: mining_epoch (1000: never, the paper's equations have no mining), topk, and
     L_Ms's weight schedule (0 / 0, the paper)."""
 
+    capture_safe = True          # tools/benchmark.py --count-ops: no host synchronisation in the step
+
     def __init__(self, *args, msm_attention=True, multi_scale=True, diff_mode='all', reduction=2,
                  ms_loss='d3m', **kwargs):
         super().__init__(*args, **kwargs)

@@ -10,6 +10,8 @@ class SkeletonCLR(MoCo):
     ``forward(im_q, im_k)`` returns a dict of losses and diagnostics in pretraining
     (``loss`` is what is optimised), and logits for ``pretrain: False``."""
 
+    capture_safe = True          # tools/benchmark.py --count-ops: no host synchronisation in the step
+
     def forward(self, im_q, im_k=None):
         if not self.pretrain:
             return self.forward_eval(im_q, im_k)

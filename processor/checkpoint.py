@@ -55,6 +55,17 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def portable_optimizer_state(optimizer):
+    """``optimizer.state_dict()`` with a captured step's tensor learning rates as floats and its
+    implementation flags as the optimizer's defaults (processor/train_step.py), so any run resumes it."""
+    state = optimizer.state_dict()
+    for group in state['param_groups']:
+        if torch.is_tensor(group['lr']):
+            group['lr'] = float(group['lr'])
+            group.update({k: optimizer.defaults[k] for k in ('fused', 'foreach', 'capturable') if k in group})
+    return state
+
+
 class Checkpoints:
     """Part of ``Processor``: the work_dir claim, ``latest.pt`` and ``maybe_resume``."""
 
@@ -102,7 +113,7 @@ class Checkpoints:
         name, keys, pos, has_gauss, cached = np.random.get_state()
         return {
             'model': to_cpu_state_dict(self.model.state_dict()),
-            'optimizer': self.optimizer.state_dict(),
+            'optimizer': portable_optimizer_state(self.optimizer),
             'epoch': next_epoch,
             'meta_info': dict(self.meta_info),
             'best': dict(self.best),

@@ -31,6 +31,7 @@ from processor.processor import Processor, every
 from processor.recipes import KNN, PRETRAIN, recipe_defaults
 from processor.small_data import SMALL_DATA, small_data_advice
 from processor.step_scalars import StepScalars
+from processor.train_step import TrainStep
 from torchlight.io import UserError, import_class, str2bool
 
 
@@ -80,6 +81,9 @@ class PretrainProcessor(Processor):
         parser.add_argument('--dataset', default=None,
                             help="this run's dataset name, checked by the method against its side inputs (default: "
                                  'dataset.yaml next to the training label file, when there is one)')
+        parser.add_argument('--cuda_graph', type=str2bool, default=False,
+                            help='capture the training step as a CUDA graph and replay it (CUDA, one process, amp '
+                                 'none or bf16; processor/train_step.py, docs/PERFORMANCE.md)')
         parser.add_argument('--text_class_subset', type=str2bool, default=False,
                             help="allow a method's class-level side input (a text feature file) with more classes "
                                  'than num_class (its first num_class classes are used); false: that is an error')
@@ -92,6 +96,21 @@ class PretrainProcessor(Processor):
         self.halt = None                   # the monitor's stop message under collapse_stop
         super().__init__(argv, name)
         self.monitor = self.new_monitor()
+        self.train_step = self.make_train_step()
+
+    def make_train_step(self):
+        """The step of ``train_epoch`` (processor/train_step.py), eager or as a CUDA graph (``cuda_graph``)."""
+        if self.arg.cuda_graph and self.trains():
+            why = ('a capture-safe method (capture_safe: SkeletonCLR, AimCLR, MsMCLR)'
+                   if not self.model.capture_safe else 'a CUDA device' if self.dev.type != 'cuda'
+                   else 'one process (not torchrun)' if self.world > 1
+                   else "amp none or bf16 (fp16's loss scaler reads its scale on the host)" if self.arg.amp == 'fp16'
+                   else "compile: none (reduce-overhead is torch.compile's own CUDA graphs)"
+                   if self.arg.compile != 'none' else None)
+            if why:
+                raise UserError(f'cuda_graph: true needs {why}; this run has device {self.dev.type}, '
+                                f'{self.world} process(es), amp {self.arg.amp}, compile {self.arg.compile}')
+        return TrainStep(self, cuda_graph=self.arg.cuda_graph and self.trains())
 
     def load_model(self):
         self.map_reference_keys()
@@ -237,12 +256,7 @@ class PretrainProcessor(Processor):
         progress = self.iterate(loader, f'epoch {epoch + 1}/{self.arg.num_epoch}')
         for it, (raw, label, index) in enumerate(progress):
             lr = self.adjust_lr(epoch, it / max(1, len(loader)))
-            views = self.make_views(raw)
-            with self.autocast():
-                keywords = {k: label.to(self.dev) if k == 'label' else epoch for k in self.model.forward_keywords}
-                out = self.model(*views, **keywords)
-            loss = out['loss'].float()
-            self.backward_step(loss)
+            out, loss = self.train_step(raw, label, epoch)
             scalars.add(out, loss, it)
             self.meta_info['iter'] = it
             self.meta_info['global_step'] += 1

@@ -224,7 +224,10 @@ class Processor(Arguments, DataMixin, Checkpoints):
     def adjust_lr(self, epoch, fraction=0.0):
         self.lr = self.learning_rate(epoch, fraction)
         for group in self.optimizer.param_groups:
-            group['lr'] = self.lr
+            if torch.is_tensor(group['lr']):           # a captured step's (processor/train_step.py)
+                group['lr'].fill_(self.lr)
+            else:
+                group['lr'] = self.lr
         return self.lr
 
     # ------------------------------------------------------------------ checkpoints and resume

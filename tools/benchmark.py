@@ -164,7 +164,8 @@ def build_processor(config, cfg, mode, args, device, folder):
         'work_dir': os.path.join(folder, 'work_dir'), 'phase': 'train', 'resume': False, 'weights': None,
         'num_epoch': 1, 'batch_size': batch, 'test_batch_size': batch, 'model_args': model_args,
         'train_feeder_args': data, 'data_on_device': True, 'num_worker': 0, 'amp': args.amp,
-        'compile': args.compile, 'print_log': False, 'save_log': False, 'progress_bar': False,
+        'compile': args.compile, 'cuda_graph': args.cuda_graph, 'print_log': False, 'save_log': False,
+        'progress_bar': False,
         'eval_interval': -1, 'save_interval': -1, 'knn_interval': 0, 'cache_features': False,
         'device': [device.index or 0],
     }
@@ -352,7 +353,7 @@ def benchmark(config, args, device):
         'config': config, 'model': cfg['model'], 'mode': mode, 'batch_size': batch,
         'samples_per_second': batch / median, 'seconds_per_iteration': {'median': median, 'min': min(totals), 'max': max(totals)},
         'peak_memory_gib': peak_memory(device), 'data_fraction': min(1.0, data_time / sum(totals)),
-        'amp': args.amp, 'compile': args.compile, 'implementation': args.implementation or 'config',
+        'amp': args.amp, 'compile': args.compile, 'cuda_graph': args.cuda_graph, 'implementation': args.implementation or 'config',
         'data': args.data, 'data_placement': 'device-resident', 'top_ops': top_ops,
         'processor': PROCESSOR_OF_MODE[mode],
         'shape': list(loader.dataset.data.shape[1:]),
@@ -387,6 +388,8 @@ def main(argv=None):
     parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='mixed precision')
     parser.add_argument('--compile', default='none', choices=('none', 'default', 'reduce-overhead', 'max-autotune'),
                         help='torch.compile mode (reduce-overhead: CUDA graphs)')
+    parser.add_argument('--cuda-graph', action='store_true',
+                        help='pretraining: the training step captured as a CUDA graph (cuda_graph: true)')
     parser.add_argument('--implementation', choices=('auto', 'fast', 'reference'), default=None,
                         help="ST-GCN implementation (default: the config's, i.e. auto: fast on CUDA)")
     parser.add_argument('--profile', type=int, default=0, metavar='K',

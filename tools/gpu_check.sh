@@ -17,6 +17,9 @@ for impl in reference fast; do
   $B --config $CONFIGS --batch-size 128 --implementation $impl --amp bf16 --json "$OUT/bf16_$impl.json" | tee -a "$OUT/bench.txt"
 done
 $B --config config/ntu60/xsub/pretrain_skeletonclr.yaml --batch-size 512 --amp bf16 --json "$OUT/bf16_fast_b512.json" | tee -a "$OUT/bench.txt"
+for amp in none bf16; do
+  $B --config config/ntu60/xsub/pretrain_skeletonclr.yaml config/ntu60/xsub/pretrain_aimclr.yaml config/ntu60/xsub/pretrain_msmclr.yaml --batch-size 128 --amp $amp --cuda-graph --json "$OUT/${amp}_cuda_graph.json" | tee -a "$OUT/bench.txt"
+done
 $B --config config/ntu60/xsub/pretrain_skeletonclr.yaml --batch-size 128 --amp bf16 --compile default --json "$OUT/bf16_fast_compile.json" | tee -a "$OUT/bench.txt"
 $B --config config/ntu60/xsub/linear_eval_skeletonclr.yaml --batch-size 1024 --mode inference --amp bf16 --json "$OUT/inference.json" | tee -a "$OUT/bench.txt"
 $B --config config/ntu60/xsub/pretrain_skeletonclr.yaml --batch-size 128 --amp bf16 --iters 5 --profile 15 | tee "$OUT/profile.txt"
