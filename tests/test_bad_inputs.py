@@ -178,24 +178,17 @@ def test_non_numeric_joint_value_names_file_and_line(tmp_path):
     one_line(err, 'S001C001P001R001A001.skeleton', 'line 7', 'non-numeric joint value')
 
 
-def test_body_count_that_lies_points_at_the_count_line(tmp_path):
+@pytest.mark.parametrize('line, value, expected', [
+    (1, '2', ('line 30', 'expected 10 body info values', 'body count 2 on line 2')),     # frame 1 claims 2 bodies, holds 1
+    (0, '1', ('line 30', 'unexpected data after the last frame', '1 frames declared on line 1')),   # 1 frame, holds 2
+])
+def test_a_count_that_lies_points_at_its_line(tmp_path, line, value, expected):
     lines = skeleton_text(2)
-    lines[1] = '2'                                       # frame 1 claims 2 bodies but holds 1
+    lines[line] = value
     src = write_skeletons(tmp_path / 'raw', {'S001C001P001R001A001': lines})
     err = ntu_tool_error('--data-path', src, '--out-folder', str(tmp_path / 'out'), '--ignored-sample-path',
                          '--no-progress')
-    one_line(err, 'S001C001P001R001A001.skeleton', 'line 30', 'expected 10 body info values',
-             'body count 2 on line 2')
-
-
-def test_frame_count_that_lies_names_the_extra_data(tmp_path):
-    lines = skeleton_text(2)
-    lines[0] = '1'                                       # declares 1 frame, holds 2
-    src = write_skeletons(tmp_path / 'raw', {'S001C001P001R001A001': lines})
-    err = ntu_tool_error('--data-path', src, '--out-folder', str(tmp_path / 'out'), '--ignored-sample-path',
-                         '--no-progress')
-    one_line(err, 'S001C001P001R001A001.skeleton', 'line 30', 'unexpected data after the last frame',
-             '1 frames declared on line 1')
+    one_line(err, 'S001C001P001R001A001.skeleton', *expected)
 
 
 def test_all_zero_skeleton_file_is_skipped_with_a_warning_naming_it(tmp_path):
