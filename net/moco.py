@@ -188,6 +188,7 @@ class MoCo(PretrainingMethod):
             self.write_queue(keys, in_place=True)
 
     def write_queue(self, keys, in_place):
+        """Write ``keys`` at the pointer (a new buffer, or ``in_place`` into the current one) and advance it."""
         columns = self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)
         values = keys.T.to(self.queue.dtype)
         if in_place:

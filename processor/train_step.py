@@ -4,10 +4,11 @@ optimizer step, as one function of the batch.
 ``TrainStep(processor)`` runs it eagerly.  ``cuda_graph=True`` (``--cuda_graph true``) makes it
 capture-safe and replays it as a CUDA graph (``torch.cuda.CUDAGraph``): the batch is copied into
 static buffers, the learning rate is a device tensor filled each step (fused SGD, or Adam/AdamW with
-``capturable``), the MoCo queue is written in place after backward (``defer_enqueue``), the random draws of the augmentations and of shuffle-BN come from the device
-generator (the graph advances its offset on every replay), and nothing reads a value back to the host.
+``capturable``), the MoCo queue is written in place after backward (``defer_enqueue``), the random
+draws of the augmentations and of shuffle-BN come from the device generator (the graph advances its
+offset on every replay), and nothing reads a value back to the host.
 Python values the step depends on per epoch (AimCLR's mining epoch, the divergence weight) are baked
-into the graph, so it is captured again at each epoch's first batch.  The first ``warmup`` steps of the
+into the graph, so it is captured again at each epoch's first batch.  The first ``WARMUP_STEPS`` steps of the
 run are eager on a side stream (they create the optimizer state and the autograd buffers the capture
 needs); every step, eager or replayed, is a training step of the run.
 
