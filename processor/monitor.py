@@ -11,6 +11,8 @@ A pure function of the records, so a finished run's curve can be replayed throug
   ``patience`` epochs in a row;
 * ``no_gain``: the kNN monitor not above its epoch-0 value (the untrained encoder) after
   ``knn_evaluations`` evaluations;
+* ``knn_fall``: the kNN monitor more than ``knn_fall`` (top-1, a fraction) below its best so far, the
+  second failure mode of the stability plan (an encoder that left the cone, then got worse);
 * ``uniform_<term>``: a loss term the model names in ``uniform_terms`` (e.g. MICA's FM term) within
   ``margin`` of its uniform value for ``patience`` epochs.
 """
@@ -26,10 +28,14 @@ ADVICE = {
                  'run and use the small-data recipe',
     'no_gain': 'the kNN monitor is not above the untrained encoder (epoch 0): the encoder has not learned; check '
                'the recipe and the data before training longer',
+    'knn_fall': 'the encoder got worse while training on (on NW-UCLA, MsMCLR seed 3 fell from 46.6% to 30.2% '
+                'between epochs 15 and 20 at full lr): try lr_schedule cosine or a lower base_lr; the '
+                'encoder of the best kNN epoch was better (docs/METHODS.md, "Every seed learns")',
     'uniform': 'this loss term stays at its uniform value: it teaches nothing (MICA: check the text features '
                'and descriptions match the classes)',
 }
 CONE_KINDS = ('narrow_cone', 'creeping', 'collapsed')
+WARN_ONLY = ('knn_fall',)                 # warned and recorded; collapse_stop does not stop on these
 
 
 @dataclass
@@ -44,12 +50,13 @@ class LearningMonitor:
     std_floor: float = 1e-4
     patience: int = 3
     knn_evaluations: int = 3
+    knn_fall: float = 0.12
     uniform_terms: dict = field(default_factory=dict)
     active: dict = field(default_factory=dict)          # kind -> first epoch
     collapse_epochs: int = 0
     _ratios: list = field(default_factory=list)
     _knn0: float = None
-    _knn: list = field(default_factory=list)
+    _knn: list = field(default_factory=list)           # (knn_top1, epoch) after epoch 0
     _stuck: dict = field(default_factory=dict)
 
     def update(self, record):
@@ -58,10 +65,15 @@ class LearningMonitor:
             if epoch == 0:
                 self._knn0 = record['knn_top1']
             else:
-                self._knn.append(record['knn_top1'])
+                if self._knn and max(self._knn)[0] - record['knn_top1'] > self.knn_fall:
+                    best, at = max(self._knn)
+                    found.append(('knn_fall', f'kNN top-1 {100 * record["knn_top1"]:.1f}%, '
+                                              f'{100 * (best - record["knn_top1"]):.1f} points below its best, '
+                                              f'{100 * best:.1f}% at epoch {at}'))
+                self._knn.append((record['knn_top1'], epoch))
                 if (self._knn0 is not None and len(self._knn) >= self.knn_evaluations
-                        and max(self._knn) <= self._knn0):
-                    found.append(('no_gain', f'kNN top-1 {100 * max(self._knn):.1f}% at best over '
+                        and max(self._knn)[0] <= self._knn0):
+                    found.append(('no_gain', f'kNN top-1 {100 * max(self._knn)[0]:.1f}% at best over '
                                              f'{len(self._knn)} evaluations, epoch 0: {100 * self._knn0:.1f}%'))
         std = record.get('embed_std')
         ratio = record.get('loss_over_uniform')

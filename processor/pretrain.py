@@ -25,7 +25,7 @@ import torch
 
 from processor.build import stream_views
 from processor.knn_evaluation import knn_top1
-from processor.monitor import LearningMonitor
+from processor.monitor import WARN_ONLY, LearningMonitor
 from processor.evaluation import SplitFeatures
 from processor.processor import Processor, every
 from processor.recipes import KNN, PRETRAIN, recipe_defaults
@@ -68,7 +68,8 @@ class PretrainProcessor(Processor):
                             help='epochs in a collapsed state before the warning (and the stop)')
         parser.add_argument('--collapse_stop', type=str2bool, default=False,
                             help="stop the run (one-line error, exit 2, the epoch's encoder saved) at the monitor's "
-                                 'first warning: narrow cone, creeping loss, collapse, no kNN gain over epoch 0')
+                                 'first warning: narrow cone, creeping loss, collapse, no kNN gain over epoch 0 '
+                                 '(a kNN fall only warns)')
         parser.add_argument('--cone_std', type=float, default=0.002,
                             help='monitor: warn when the embedding std is below this in the first cone_epochs epochs')
         parser.add_argument('--cone_epochs', type=int, default=10, help='monitor: see cone_std')
@@ -289,16 +290,17 @@ class PretrainProcessor(Processor):
 
     def watch(self, record):
         """Feed the epoch's record to the monitor (processor/monitor.py): one line per new warning, the
-        active warnings into the record; with ``collapse_stop`` a cone or no-gain warning ends the run."""
+        active warnings into the record; with ``collapse_stop`` a warning other than a kNN fall ends the run."""
         new, active = self.monitor.update(record)
         record['collapse_epochs'] = self.monitor.collapse_epochs
         if active:
             record['warnings'] = active
         for kind, text in new:
             self.print_log(f'WARNING: {kind} at epoch {record["epoch"]}: {text} (docs/METHODS.md, "Every seed learns")')
-        if new and self.arg.collapse_stop:
+        stops = [kind for kind, _ in new if kind not in WARN_ONLY]
+        if stops and self.arg.collapse_stop:
             model_file = os.path.join(self.arg.work_dir, f'epoch{record["epoch"]}_model.pt')
-            self.halt = (f'{new[0][0]} at epoch {record["epoch"]} (collapse_stop: true): run stopped early; its '
+            self.halt = (f'{stops[0]} at epoch {record["epoch"]} (collapse_stop: true): run stopped early; its '
                          f'encoder is {model_file}')
 
     def test_epoch(self, epoch, save_result=False):

@@ -51,3 +51,13 @@ def test_detector_is_silent_on_a_healthy_run(tmp_path):
     proc = run(tmp_path)          # the same recipe on distinct samples
     proc.start()
     assert proc.monitor.active == {}, proc.epoch_info
+
+
+def test_a_kNN_fall_warns_but_does_not_stop_the_run(tmp_path):
+    proc = run(tmp_path, '--collapse_stop', 'true')
+    proc.watch(dict(epoch=15, embed_std=0.014, loss_over_uniform=0.77, knn_top1=0.466))
+    record = dict(epoch=20, embed_std=0.014, loss_over_uniform=0.77, knn_top1=0.302)
+    proc.watch(record)
+    assert record['warnings'] == ['knn_fall'] and proc.halt is None
+    assert 'WARNING: knn_fall at epoch 20: kNN top-1 30.2%, 16.4 points below its best, 46.6% at epoch 15' in \
+        open(tmp_path / 'run' / 'log.txt').read()

@@ -73,3 +73,22 @@ def test_a_term_stuck_at_its_uniform_value():
     moving = LearningMonitor(uniform_terms={'loss_fm': 2.3026}, patience=2)
     assert moving.update(record(1, 0.01, 0.8, loss_fm=2.30))[0] == []
     assert moving.update(record(2, 0.01, 0.8, loss_fm=1.5))[0] == []
+
+
+def test_a_kNN_fall_after_leaving_the_cone():
+    """The stability plan's second failure mode (MsMCLR seed 3: out of the cone, kNN 46.6% at epoch 15,
+    30.2% at 20) is flagged at epoch 20; the plan's other runs and the H200 runs (largest fall 9.5 points)
+    are not."""
+    stability = os.path.join(RESULTS, '..', 'ucla_stability')
+    for path in sorted(glob.glob(os.path.join(stability, '*__seed*.json'))):
+        with open(path) as f:
+            result = json.load(f)
+        kinds = replay(result['curve'])
+        expected = {'knn_fall': 20} if (result['row'], result['seed']) == ('MsMCLR', 3) else {}
+        assert {k: v for k, v in kinds.items() if k == 'knn_fall'} == expected, path
+    for name, records in curves():
+        assert 'knn_fall' not in replay(records), name
+    monitor = LearningMonitor()
+    for epoch, knn in ((0, 0.15), (5, 0.40), (10, 0.30), (15, 0.45)):
+        assert monitor.update(record(epoch, 0.01, 0.8, knn_top1=knn))[0] == []     # 10 points: noise
+    assert [k for k, _ in monitor.update(record(20, 0.01, 0.8, knn_top1=0.32))[0]] == ['knn_fall']
