@@ -197,6 +197,7 @@ BAD_PLANS = [
     ({'rows': {'a': demo_row(seeds='1')}}, r"rows.a.seeds: expected an integer or a list of integers, got '1'"),
     ({'rows': {}}, r"'rows' must be a non-empty mapping"),
     ({'rows': {'a': demo_row()}, 'floor': {'ridge': 'high'}}, r'floor must map row names to numbers'),
+    ({'rows': {'a': demo_row()}, 'target': {'pretrain_knn_top1': 'high'}}, r'target must map metric names'),
 ]
 
 
@@ -346,6 +347,25 @@ def test_aggregation_table_mean_std_floor_and_chance(tmp_path):
     assert open(os.path.join(folder, 'table.md')).read() == text
     assert reproduce.largest_drop([0.3, 0.5, 0.2, 0.6, 0.55]) == pytest.approx(0.3)
     assert reproduce.mean_std([1.0, 2.0, 4.0]) == (pytest.approx(7 / 3), pytest.approx(math.sqrt(7 / 3)))
+
+
+def test_a_plan_target_is_counted_per_row_and_each_miss_named(tmp_path):
+    folder = str(tmp_path / 'results')
+    write_results(folder)
+    falling = hand_result('A', 4, 0.5, [0.2, 0.5, 0.36], [0.9, 0.8, 0.8])      # 14 points below its best
+    reproduce.write_json(falling, os.path.join(folder, 'A__seed4.json'))
+    plan = reproduce.parse_plan({'rows': {'A': demo_row(), 'B': demo_row()},
+                                 'target': {'pretrain_knn_top1': 0.45}}, 'hand.yaml')
+    text = reproduce.aggregate(plan, folder)
+    assert 'Target of every pretrained run: pretrain_knn_top1 >= 0.45; met by 2 of 5.' in text
+    summary, runs = text.split('Every run:')
+    assert '| 2 / 4 | 25.0 |' in summary and '| 0 / 1 | 10.0 |' in summary
+    assert '| none | **no**: pretrain_knn_top1 0.4 < 0.45 |' in runs           # seed 1
+    assert '| none | yes |' in runs
+    assert '| knn_fall @ 3 | **no**: pretrain_knn_top1 0.36 < 0.45 |' in runs  # the monitor, replayed
+    plan.target = {'knn_top1': 0.3}
+    with pytest.raises(UserError, match="target metric 'knn_top1' is in no result file"):
+        reproduce.aggregate(plan, folder)
 
 
 def test_curves_png_and_the_table_without_matplotlib(tmp_path, monkeypatch, capsys):

@@ -13,6 +13,9 @@ Plan (YAML)::
     results: results/ucla              # default
     floor: {ridge on the data/ucla arrays: 65.3} # fixed rows (percent, first column): tools/floor.py's value
     chance: 10.0
+    target:                            # what every pretrained run must reach: metric of the result's
+      embed_std_min: 0.003             # 'final' (fractions, as in the result files) -> its minimum;
+      pretrain_knn_top1: 0.35          # the table counts and names the runs that miss it
     rows:
       SkeletonCLR:
         processor: pretrain_skeletonclr
@@ -60,7 +63,7 @@ from torchlight.io import UserError, closest_keys, import_class, load_config_fil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAN_KEYS = ('name', 'description', 'seeds', 'epochs', 'knn_interval', 'overrides', 'eval_overrides',
-             'work_dir', 'results', 'floor', 'chance', 'rows')
+             'work_dir', 'results', 'floor', 'chance', 'target', 'rows')
 ROW_KEYS = ('processor', 'config', 'evaluations', 'overrides', 'eval_overrides', 'seeds', 'epochs',
             'knn_interval', 'description')
 EVAL_KEYS = ('config', 'processor', 'overrides', 'epochs')
@@ -83,9 +86,10 @@ WALL_FILE = 'reproduce_wall.json'
 class Plan:
     """A validated plan: ``name``, ``rows`` (list of dicts in plan order), folders and references."""
 
-    def __init__(self, name, rows, work_dir, results, floor, chance, source, description=''):
+    def __init__(self, name, rows, work_dir, results, floor, chance, source, description='', target=None):
         self.name, self.rows, self.work_dir, self.results = name, rows, work_dir, results
         self.floor, self.chance, self.source, self.description = floor, chance, source, description
+        self.target = target or {}
 
     def row(self, name):
         return next(r for r in self.rows if r['name'] == name)
@@ -293,12 +297,18 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
     chance = content.get('chance')
     if chance is not None and (not isinstance(chance, (int, float)) or isinstance(chance, bool)):
         raise UserError(f'plan {source}: chance must be a number (percent), got {chance!r}')
+    target = content.get('target') or {}
+    if not isinstance(target, dict) or not all(isinstance(k, str) and re.fullmatch(r'[a-z0-9_]+', k)
+                                               and isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for k, v in target.items()):
+        raise UserError(f'plan {source}: target must map metric names (e.g. pretrain_knn_top1) to numbers, '
+                        f'got {target!r}')
     for key in ('work_dir', 'results'):
         if content.get(key) is not None and not isinstance(content[key], str):
             raise UserError(f'plan {source}: {key} must be a folder path, got {content[key]!r}')
     return Plan(name, parsed, content.get('work_dir') or os.path.join('work_dir', 'reproduce', name),
                 content.get('results') or os.path.join('results', name), dict(floor), chance, source,
-                content.get('description') or '')
+                content.get('description') or '', dict(target))
 
 
 def load_plan(path, **kwargs):
