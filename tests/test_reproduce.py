@@ -295,6 +295,28 @@ def test_finished_runs_are_skipped_and_a_stopped_one_is_resumed(tmp_path, monkey
         reproduce.run_plan(reproduce.load_plan(path, epochs=4), runner=third)
 
 
+def test_runs_side_by_side_give_the_results_of_runs_in_turn(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    content = {'seeds': [1, 2], 'epochs': 2, 'knn_interval': 1, 'rows': {'a': demo_row(), 'b': demo_row()}}
+    results = {}
+    for jobs in (1, 3):
+        plan = reproduce.load_plan(write_plan(tmp_path, dict(content, name=f'jobs{jobs}'), f'jobs{jobs}.yaml'))
+        runner = FakeRunner()
+        done, skipped, failed = reproduce.run_plan(plan, runner=runner, jobs=jobs)
+        assert sorted(done) == ['a seed 1', 'a seed 2', 'b seed 1', 'b seed 2'] and not skipped and not failed
+        assert len(runner.calls) == 12
+        results[jobs] = {(r['row'], r['seed']): (r['final'], r['best'], r['curve'])
+                         for r in reproduce.load_results(plan.results)}
+    assert results[1] == results[3]
+    plan = reproduce.load_plan(write_plan(tmp_path, dict(content, name='failing'), 'failing.yaml'))
+    done, _, failed = reproduce.run_plan(plan, runner=FakeRunner(fail={'knn'}), jobs=2, keep_going=True)
+    assert not done and sorted(failed) == ['a seed 1', 'a seed 2', 'b seed 1', 'b seed 2']
+    with pytest.raises(UserError, match=r"seed \d: stage 'knn' failed"):
+        reproduce.run_plan(plan, runner=FakeRunner(fail={'knn'}), jobs=2)
+    with pytest.raises(UserError, match='--jobs 0'):
+        reproduce.run_plan(plan, jobs=0)
+
+
 def test_an_evaluation_is_read_from_its_metrics_file_alone(tmp_path):
     """The result comes from metrics.jsonl (a torn last line skipped), never from the log's wording."""
     (tmp_path / 'log.txt').write_text('[t] Eval epoch: 5\n[t] \tmean_loss: 1.5000 | top1: 99.00%\n')

@@ -8,6 +8,7 @@ Usage::
 
     python tools/reproduce.py run config/reproduce/ucla.yaml              # every row x seed
     python tools/reproduce.py run config/reproduce/ucla.yaml --rows MICA --seeds 1 --dry-run
+    python tools/reproduce.py run config/reproduce/ucla.yaml --jobs 12    # every row x seed side by side (a GPU)
     python tools/reproduce.py aggregate config/reproduce/ucla.yaml        # table.md and curves.png
     python tools/reproduce.py run --name mica_ablation --row 'MICA frest=False' \\
         --processor pretrain_mica --config config/ucla/pretrain_mica.yaml \\
@@ -88,6 +89,9 @@ def main(argv=None):
     run.add_argument('--dry-run', action='store_true', help='print the commands of the runs to do, run nothing')
     run.add_argument('--keep-going', action='store_true', help='go on with the next run when one fails')
     run.add_argument('--quiet', action='store_true', help="stage output to <stage work_dir>/console.txt")
+    run.add_argument('--jobs', type=int, default=1,
+                     help='runs at a time, each its own processes (implies --quiet; one GPU is shared by them; on a '
+                          'CPU set OMP_NUM_THREADS to cores / jobs)')
     run.add_argument('--python', default=sys.executable, help='the Python that runs main.py')
     # one row on the command line
     run.add_argument('--name', default=None, help='command-line row: plan name (default cli)')
@@ -106,7 +110,7 @@ def main(argv=None):
     command = 'python tools/reproduce.py aggregate ' + (args.plan or f'--results {args.results}')
     if args.command == 'run':
         done, skipped, failed = run_plan(plan, args.rows, args.seeds, args.dry_run, args.keep_going,
-                                         quiet=args.quiet, python=args.python)
+                                         quiet=args.quiet, python=args.python, jobs=args.jobs)
         if args.dry_run:
             return
         print(f'[reproduce] {len(done)} runs done, {len(skipped)} already done, {len(failed)} failed')

@@ -13,6 +13,7 @@ with ``--resume auto`` from its ``latest.pt``.  A result file or stage folder ma
 specification (say other epochs or overrides) is an error, never silently reused: delete it, or name
 the row differently.
 """
+import concurrent.futures
 import json
 import os
 import shlex
@@ -191,14 +192,18 @@ def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.e
 
 
 def run_plan(plan, rows=None, seeds=None, dry_run=False, keep_going=False, runner=subprocess_runner, quiet=False,
-             python=sys.executable):
-    """Every row x seed in order; skips finished runs. -> (done, skipped, failed) run names."""
+             python=sys.executable, jobs=1):
+    """Every row x seed in plan order; skips finished runs; ``jobs`` > 1 runs that many side by side (each
+    its own processes, the stage output in its ``console.txt``; on one GPU they share it). -> (done,
+    skipped, failed) run names."""
     selected = [r for r in plan.rows if not rows or r['name'] in rows or r['slug'] in rows]
     unknown = [r for r in rows or [] if r not in {x['name'] for x in plan.rows} | {x['slug'] for x in plan.rows}]
     if unknown:
         raise UserError(f"--rows: no row '{unknown[0]}' in plan {plan.source}; rows: "
                         f"{', '.join(r['name'] for r in plan.rows)}")
-    done, skipped, failed = [], [], []
+    if jobs < 1:
+        raise UserError(f'--jobs {jobs}: give a number of runs at a time >= 1')
+    todo, skipped = [], []
     for row in selected:
         for seed in (seeds or row['seeds']):
             label = f"{row['name']} seed {seed}"
@@ -209,22 +214,45 @@ def run_plan(plan, rows=None, seeds=None, dry_run=False, keep_going=False, runne
                                     f"{plan.source} gives row {row['name']}: delete it to rerun, or rename the row")
                 print(f'[reproduce] {label}: done ({path})', flush=True)
                 skipped.append(label)
-                continue
-            if dry_run:
+            elif dry_run:
                 print(f'# {label}')
                 for _, _, argv in stages(plan, row, seed, python):
                     print(shlex.join(argv))
-                continue
-            try:
-                result = run_one(plan, row, seed, runner, quiet, python)
-            except UserError as e:
-                if not keep_going:
-                    raise UserError(f'{label}: {e}') from e
-                print(f'[reproduce] {label}: FAILED: {e}', flush=True)
-                failed.append(label)
-                continue
+            else:
+                todo.append((row, seed, label, path))
+    done, failed = [], []
+
+    def finished(label, path, result, error):
+        if error is None:
             print(f"[reproduce] {label}: {summary(result)} -> {path}", flush=True)
             done.append(label)
+        elif keep_going:
+            print(f'[reproduce] {label}: FAILED: {error}', flush=True)
+            failed.append(label)
+        else:
+            raise UserError(f'{label}: {error}') from error
+
+    if jobs == 1:
+        for row, seed, label, path in todo:
+            try:
+                result, error = run_one(plan, row, seed, runner, quiet, python), None
+            except UserError as e:
+                result, error = None, e
+            finished(label, path, result, error)
+        return done, skipped, failed
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(run_one, plan, row, seed, runner, True, python): (label, path)
+                   for row, seed, label, path in todo}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                error = future.exception()
+                if error is not None and not isinstance(error, UserError):
+                    raise error
+                finished(*futures[future], None if error else future.result(), error)
+        except BaseException:
+            for future in futures:            # the runs that have not started; the running ones end first
+                future.cancel()
+            raise
     return done, skipped, failed
 
 
