@@ -390,6 +390,21 @@ def test_a_plan_target_is_counted_per_row_and_each_miss_named(tmp_path):
         reproduce.aggregate(plan, folder)
 
 
+def test_the_readme_table_blocks_are_their_table_files(tmp_path):
+    from tools.reproduction.table import readme_tables
+    readme = tmp_path / 'README.md'
+    readme.write_text(open(os.path.join(ROOT, 'README.md')).read())
+    assert '<!-- table: results/ucla_stability/table.md -->' in readme.read_text()
+    assert readme_tables(str(readme), ROOT) == []        # python tools/reproduce.py readme was run
+    (tmp_path / 't.md').write_text('| a |\n')
+    readme.write_text('x\n<!-- table: t.md -->\nold\n<!-- end table -->\ny\n')
+    assert readme_tables(str(readme), str(tmp_path)) == ['t.md']
+    assert readme.read_text() == 'x\n<!-- table: t.md -->\n| a |\n<!-- end table -->\ny\n'
+    readme.write_text('<!-- table: none.md -->\n<!-- end table -->\n')
+    with pytest.raises(UserError, match="names 'none.md', which does not exist"):
+        readme_tables(str(readme), str(tmp_path))
+
+
 def test_curves_png_and_the_table_without_matplotlib(tmp_path, monkeypatch, capsys):
     pytest.importorskip('matplotlib')
     folder = str(tmp_path / 'results')

@@ -10,6 +10,7 @@ Usage::
     python tools/reproduce.py run config/reproduce/ucla.yaml --rows MICA --seeds 1 --dry-run
     python tools/reproduce.py run config/reproduce/ucla.yaml --jobs 12    # every row x seed side by side (a GPU)
     python tools/reproduce.py aggregate config/reproduce/ucla.yaml        # table.md and curves.png
+    python tools/reproduce.py readme      # the README's <!-- table: results/<plan>/table.md --> blocks
     python tools/reproduce.py run --name mica_ablation --row 'MICA frest=False' \\
         --processor pretrain_mica --config config/ucla/pretrain_mica.yaml \\
         --linear config/ucla/linear_eval_mica.yaml --seeds 1 2 3 --epochs 100 --knn-interval 5 \\
@@ -24,9 +25,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.reproduction.plan import as_tokens, load_plan, parse_plan, slug  # noqa: E402
+from tools.reproduction.plan import ROOT, as_tokens, load_plan, parse_plan, slug  # noqa: E402
 from tools.reproduction.run import run_plan  # noqa: E402
-from tools.reproduction.table import aggregate, load_results  # noqa: E402
+from tools.reproduction.table import aggregate, load_results, readme_tables  # noqa: E402
 from torchlight.io import UserError, run_tool  # noqa: E402
 
 
@@ -75,6 +76,8 @@ def main(argv=None):
     sub = parser.add_subparsers(dest='command', required=True)
     run = sub.add_parser('run', help='run the plan (row x seed), then aggregate')
     agg = sub.add_parser('aggregate', help='table.md and curves.png from the result files')
+    readme = sub.add_parser('readme', help="refresh the README's table blocks (<!-- table: <file> -->) from their files")
+    readme.add_argument('path', nargs='?', default=os.path.join(ROOT, 'README.md'), help='default: the README')
     for p in (run, agg):
         p.add_argument('plan', nargs='?', default=None, help='plan YAML (config/reproduce/*.yaml)')
         p.add_argument('--work-dir', default=None, help='work folder of the runs (default work_dir/reproduce/<plan>)')
@@ -104,6 +107,10 @@ def main(argv=None):
     run.add_argument('--eval-overrides', default=None, help='command-line row: evaluation overrides (a string)')
     run.add_argument('--knn-interval', type=int, default=None, help='command-line row: kNN monitor interval')
     args = parser.parse_args(argv)
+    if args.command == 'readme':
+        changed = readme_tables(args.path, ROOT)
+        print(f"[reproduce] {args.path}: {', '.join(changed) if changed else 'every table block is up to date'}")
+        return
     if args.command == 'aggregate' and args.plan is None and args.results is None:
         raise UserError('aggregate needs a plan file or --results <folder>')
     plan = get_plan(args) if args.plan is not None or args.command == 'run' else None

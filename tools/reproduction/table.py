@@ -5,6 +5,7 @@ replayed on each run's curve, the command that regenerates it) from the result f
 table."""
 import glob
 import os
+import re
 import statistics
 
 from processor.monitor import replay
@@ -161,4 +162,31 @@ def aggregate(plan, results_dir=None, band='minmax', command=None):
     atomic_write(os.path.join(folder, 'table.md'), lambda f: f.write(text), mode='w')
     plot_curves(grouped(results, plan), os.path.join(folder, 'curves.png'), plan, band)
     return text
+
+
+README_TABLE = re.compile(r'(<!-- table: (\S+) -->\n)(.*?)(<!-- end table -->)', re.S)
+
+
+def readme_tables(path, root):
+    """Refresh every block of ``path`` (the README) between ``<!-- table: <table.md path> -->`` and
+    ``<!-- end table -->`` from that file (relative to ``root``); -> the names of the blocks that changed."""
+    with open(path) as f:
+        text = f.read()
+    changed = []
+
+    def fill(match):
+        table_file = os.path.join(root, match.group(2))
+        if not os.path.isfile(table_file):
+            raise UserError(f"{path}: the table block names '{match.group(2)}', which does not exist "
+                            '(run tools/reproduce.py aggregate <plan> first)')
+        with open(table_file) as f:
+            body = f.read()
+        if body != match.group(3):
+            changed.append(match.group(2))
+        return match.group(1) + body + match.group(4)
+
+    new = README_TABLE.sub(fill, text)
+    if changed:
+        atomic_write(path, lambda f: f.write(new), mode='w')
+    return changed
 
