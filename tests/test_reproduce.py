@@ -317,6 +317,23 @@ def test_runs_side_by_side_give_the_results_of_runs_in_turn(tmp_path, monkeypatc
         reproduce.run_plan(plan, jobs=0)
 
 
+def test_a_result_of_other_config_contents_is_not_taken_for_a_run_of_the_new_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / 'pretrain.yaml'
+    config.write_text(f"base: {os.path.join(ROOT, 'config/demo/pretrain_skeletonclr.yaml')}\nbase_lr: 0.1\n")
+    path = write_plan(tmp_path, {'name': 'd', 'seeds': [1], 'epochs': 2, 'rows': {'row': demo_row(config=str(config))}})
+    reproduce.run_plan(reproduce.load_plan(path), runner=FakeRunner())
+    result = json.load(open(reproduce.result_path(reproduce.load_plan(path), reproduce.load_plan(path).rows[0], 1)))
+    assert set(result['config_digests']) == {'pretext', 'linear', 'knn'}
+    assert reproduce.run_plan(reproduce.load_plan(path), runner=FakeRunner())[1] == ['row seed 1']   # unchanged
+    config.write_text(config.read_text().replace('base_lr: 0.1', 'base_lr: 0.05'))       # the recipe changed
+    with pytest.raises(UserError, match=r"row__seed1.json' was made with another content of the pretext config"):
+        reproduce.run_plan(reproduce.load_plan(path), runner=FakeRunner())
+    os.remove(reproduce.result_path(reproduce.load_plan(path), reproduce.load_plan(path).rows[0], 1))
+    with pytest.raises(UserError, match=r"pretext' was made with another content of the pretext config"):
+        reproduce.run_plan(reproduce.load_plan(path), runner=FakeRunner())      # its finished stage folder too
+
+
 def test_an_evaluation_is_read_from_its_metrics_file_alone(tmp_path):
     """The result comes from metrics.jsonl (a torn last line skipped), never from the log's wording."""
     (tmp_path / 'log.txt').write_text('[t] Eval epoch: 5\n[t] \tmean_loss: 1.5000 | top1: 99.00%\n')

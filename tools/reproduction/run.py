@@ -10,10 +10,12 @@ Resumable: a rerun skips every run whose result file exists (the committed resul
 carries over to another machine) and continues a stopped run where its work_dir is still there:
 finished stages are skipped (``reproduce_stage.json`` in the stage folder), a stopped stage restarts
 with ``--resume auto`` from its ``latest.pt``.  A result file or stage folder made with another
-specification (say other epochs or overrides) is an error, never silently reused: delete it, or name
-the row differently.
+specification (say other epochs or overrides), or from other contents of its configs (the digest of each
+composed config, recorded in the result and the stage folder), is an error, never silently reused:
+delete it, or name the row differently.
 """
 import concurrent.futures
+import hashlib
 import json
 import os
 import shlex
@@ -35,6 +37,27 @@ def specification(row):
             'evaluations': {e['name']: {'processor': e['processor'], 'config': e['config'],
                                         'epochs': e['epochs'], 'overrides': e['overrides']}
                             for e in row['evaluations']}}
+
+
+def config_digests(row):
+    """{stage: sha256 (16 hex) of its composed config (``base:`` resolved)}: the contents a run was made
+    with, so that a result or stage folder made before a config (or one of its bases) changed is not
+    taken for a run of the new one."""
+    paths = ([('pretext', row['config_path'])] if row.get('config_path') else []) + \
+        [(e['name'], e['config_path']) for e in row['evaluations']]
+    return {name: hashlib.sha256(json.dumps(load_config_file(path), sort_keys=True, default=str).encode())
+            .hexdigest()[:16] for name, path in paths}
+
+
+def check_digests(made, row, where):
+    """A one-line error when ``made`` (the digests a result or stage recorded; absent in older files)
+    differs from the row's configs now."""
+    now = config_digests(row)
+    changed = [name for name, digest in (made or {}).items() if name in now and now[name] != digest]
+    if changed:
+        raise UserError(f"'{where}' was made with another content of the {changed[0]} config than "
+                        f"{row['config'] if changed[0] == 'pretext' else 'its evaluation config'} has now: move it "
+                        'aside to keep it, or delete it to rerun with the new config')
 
 
 def knn_test_split(row):
@@ -131,7 +154,7 @@ def write_json(obj, path):
 
 
 
-def run_stage(name, work_dir, argv, spec, runner, quiet):
+def run_stage(name, work_dir, argv, spec, runner, quiet, row=None):
     """Run one stage unless its folder holds a finished one; -> (wall seconds, resumed)."""
     marker = os.path.join(work_dir, STAGE_FILE)
     if os.path.exists(marker):
@@ -139,6 +162,8 @@ def run_stage(name, work_dir, argv, spec, runner, quiet):
         if done.get('spec') != spec:
             raise UserError(f"'{work_dir}' holds a stage made with another specification ({marker}): delete "
                             "the folder to rerun it with the plan's settings")
+        if row is not None and 'config_digest' in done:
+            check_digests({name: done['config_digest']}, row, work_dir)
         return done['wall_s'], done.get('resumed', False)
     resumed = os.path.exists(os.path.join(work_dir, 'latest.pt'))
     wall_file = os.path.join(work_dir, WALL_FILE)
@@ -156,7 +181,10 @@ def run_stage(name, work_dir, argv, spec, runner, quiet):
     if rc != 0:
         raise UserError(f"stage '{name}' failed (exit {rc}); see {os.path.join(work_dir, 'log.txt')} "
                         "(rerun the plan to resume it)")
-    write_json({'spec': spec, 'wall_s': spent, 'resumed': resumed, 'command': argv[1:]}, marker)
+    record = {'spec': spec, 'wall_s': spent, 'resumed': resumed, 'command': argv[1:]}
+    if row is not None and name in config_digests(row):
+        record['config_digest'] = config_digests(row)[name]
+    write_json(record, marker)
     return spent, resumed
 
 
@@ -165,7 +193,7 @@ def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.e
     spec = specification(row)
     result = {'plan': plan.name, 'row': row['name'], 'seed': seed, 'spec': spec, 'stages': {}}
     for name, work_dir, argv in stages(plan, row, seed, python):
-        wall, resumed = run_stage(name, work_dir, argv, stage_spec(row, name), runner, quiet)
+        wall, resumed = run_stage(name, work_dir, argv, stage_spec(row, name), runner, quiet, row)
         result['stages'][name] = {'work_dir': work_dir, 'command': argv[1:], 'wall_s': rounded(wall, 1),
                                   'resumed': resumed}
     supervised = row['processor'] == SUPERVISED
@@ -185,6 +213,7 @@ def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.e
         result['evaluations'][e['name']] = {'final': e_final, 'best': e_best, 'curve': e_curve}
     commit, dirty = git_commit()
     result.update(final=final, best=best, curve=curve, commit=commit, dirty=dirty,
+                  config_digests=config_digests(row),
                   wall_s=rounded(sum(s['wall_s'] for s in result['stages'].values()), 1),
                   finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
     write_json(result, result_path(plan, row, seed))
@@ -209,9 +238,11 @@ def run_plan(plan, rows=None, seeds=None, dry_run=False, keep_going=False, runne
             label = f"{row['name']} seed {seed}"
             path = result_path(plan, row, seed)
             if os.path.exists(path):
-                if read_json(path).get('spec') != specification(row):
+                made = read_json(path)
+                if made.get('spec') != specification(row):
                     raise UserError(f"result '{path}' was made with another specification than plan "
                                     f"{plan.source} gives row {row['name']}: delete it to rerun, or rename the row")
+                check_digests(made.get('config_digests'), row, path)
                 print(f'[reproduce] {label}: done ({path})', flush=True)
                 skipped.append(label)
             elif dry_run:
