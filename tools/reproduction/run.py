@@ -49,10 +49,9 @@ def config_digests(row):
             .hexdigest()[:16] for name, path in paths}
 
 
-def check_digests(made, row, where):
+def check_digests(made, now, row, where):
     """A one-line error when ``made`` (the digests a result or stage recorded; absent in older files)
-    differs from the row's configs now."""
-    now = config_digests(row)
+    differs from ``now`` (``config_digests(row)``)."""
     changed = [name for name, digest in (made or {}).items() if name in now and now[name] != digest]
     if changed:
         raise UserError(f"'{where}' was made with another content of the {changed[0]} config than "
@@ -154,16 +153,17 @@ def write_json(obj, path):
 
 
 
-def run_stage(name, work_dir, argv, spec, runner, quiet, row=None):
-    """Run one stage unless its folder holds a finished one; -> (wall seconds, resumed)."""
+def run_stage(name, work_dir, argv, spec, runner, quiet, row=None, digests=None):
+    """Run one stage unless its folder holds a finished one (made from the configs of ``digests``, when
+    given); -> (wall seconds, resumed)."""
     marker = os.path.join(work_dir, STAGE_FILE)
     if os.path.exists(marker):
         done = read_json(marker)
         if done.get('spec') != spec:
             raise UserError(f"'{work_dir}' holds a stage made with another specification ({marker}): delete "
                             "the folder to rerun it with the plan's settings")
-        if row is not None and 'config_digest' in done:
-            check_digests({name: done['config_digest']}, row, work_dir)
+        if digests and 'config_digest' in done:
+            check_digests({name: done['config_digest']}, digests, row, work_dir)
         return done['wall_s'], done.get('resumed', False)
     resumed = os.path.exists(os.path.join(work_dir, 'latest.pt'))
     wall_file = os.path.join(work_dir, WALL_FILE)
@@ -182,18 +182,18 @@ def run_stage(name, work_dir, argv, spec, runner, quiet, row=None):
         raise UserError(f"stage '{name}' failed (exit {rc}); see {os.path.join(work_dir, 'log.txt')} "
                         "(rerun the plan to resume it)")
     record = {'spec': spec, 'wall_s': spent, 'resumed': resumed, 'command': argv[1:]}
-    if row is not None and name in config_digests(row):
-        record['config_digest'] = config_digests(row)[name]
+    if digests and name in digests:
+        record['config_digest'] = digests[name]
     write_json(record, marker)
     return spent, resumed
 
 
 def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.executable):
     """Pretraining and evaluations of one row x seed -> the result dict (also written to its file)."""
-    spec = specification(row)
+    spec, digests = specification(row), config_digests(row)
     result = {'plan': plan.name, 'row': row['name'], 'seed': seed, 'spec': spec, 'stages': {}}
     for name, work_dir, argv in stages(plan, row, seed, python):
-        wall, resumed = run_stage(name, work_dir, argv, stage_spec(row, name), runner, quiet, row)
+        wall, resumed = run_stage(name, work_dir, argv, stage_spec(row, name), runner, quiet, row, digests)
         result['stages'][name] = {'work_dir': work_dir, 'command': argv[1:], 'wall_s': rounded(wall, 1),
                                   'resumed': resumed}
     supervised = row['processor'] == SUPERVISED
@@ -213,7 +213,7 @@ def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.e
         result['evaluations'][e['name']] = {'final': e_final, 'best': e_best, 'curve': e_curve}
     commit, dirty = git_commit()
     result.update(final=final, best=best, curve=curve, commit=commit, dirty=dirty,
-                  config_digests=config_digests(row),
+                  config_digests=digests,
                   wall_s=rounded(sum(s['wall_s'] for s in result['stages'].values()), 1),
                   finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
     write_json(result, result_path(plan, row, seed))
@@ -242,7 +242,7 @@ def run_plan(plan, rows=None, seeds=None, dry_run=False, keep_going=False, runne
                 if made.get('spec') != specification(row):
                     raise UserError(f"result '{path}' was made with another specification than plan "
                                     f"{plan.source} gives row {row['name']}: delete it to rerun, or rename the row")
-                check_digests(made.get('config_digests'), row, path)
+                check_digests(made.get('config_digests'), config_digests(row), row, path)
                 print(f'[reproduce] {label}: done ({path})', flush=True)
                 skipped.append(label)
             elif dry_run:
