@@ -79,7 +79,7 @@ def test_a_kNN_fall_after_leaving_the_cone():
     """The stability plan's kNN falls at full lr (MsMCLR seed 3: 46.6% at epoch 15, 30.2% at 20;
     SkeletonCLR seed 1: 46.8% at 5, 28.7% at 10, 54.1% at 15) are flagged where they happen; AimCLR
     seeds 1-3 (largest fall 4.3 points) and the H200 runs (9.5) are not."""
-    stability = os.path.join(RESULTS, '..', 'ucla_stability')
+    stability = os.path.join(RESULTS, '..', 'ucla_stability_step')
     expected = {('MsMCLR', 3): {'knn_fall': 20}, ('SkeletonCLR', 1): {'knn_fall': 10},
                 ('AimCLR', 1): {}, ('AimCLR', 2): {}, ('AimCLR', 3): {}}
     for (row, seed), kinds in expected.items():

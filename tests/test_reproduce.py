@@ -405,6 +405,11 @@ def test_a_plan_target_is_counted_per_row_and_each_miss_named(tmp_path):
     plan.target = {'knn_top1': 0.3}
     with pytest.raises(UserError, match="target metric 'knn_top1' is in no result file"):
         reproduce.aggregate(plan, folder)
+    untrained = tmp_path / 'untrained'           # no pretrained run yet: the target judges nothing, no error
+    baseline = dict(hand_result('U', 1, 0.2, [0.1], [1.0]), final={'linear_top1': 0.2}, curve=[],
+                    spec={'processor': 'untrained', 'evaluations': {'linear': {'processor': 'linear_evaluation'}}})
+    reproduce.write_json(baseline, str(untrained / 'U__seed1.json'))
+    assert '| U | 1 |' in reproduce.aggregate(plan, str(untrained))
 
 
 def test_the_readme_table_blocks_are_their_table_files(tmp_path):

@@ -98,7 +98,8 @@ def table(results, plan=None, command=None):
     groups = grouped(results, plan)
     columns = column_keys(results)
     target = plan.target if plan else {}
-    unknown = [key for key in target if not any(key in r.get('final', {}) for r in results)]
+    judged = [r for r in results if target_misses(r, target) is not None]     # none yet: nothing to check
+    unknown = [key for key in target if judged and not any(key in r.get('final', {}) for r in judged)]
     if unknown:
         raise UserError(f"plan {plan.source}: target metric {unknown[0]!r} is in no result file "
                         f"(metrics: {', '.join(sorted({k for r in results for k in r.get('final', {})}))})")
