@@ -16,6 +16,7 @@ from processor.metrics import read_metrics
 from processor.pretrain import PretrainProcessor
 from tools import reproduce as cli
 from tools import reproduction as reproduce
+from tools.reproduction import adopt as adoption
 from tools.reproduction import run as reproduce_run
 from torchlight.io import UserError
 
@@ -447,6 +448,9 @@ def test_curves_png_and_the_table_without_matplotlib(tmp_path, monkeypatch, caps
 
 def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    # the commit a result records: a clean one (the code check of adoption is tested on its own below)
+    monkeypatch.setattr(reproduce_run, 'git_commit', lambda: ('0' * 40, False))
+    monkeypatch.setattr(adoption, 'changed_code', lambda commit: [])
     subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'gen_synthetic.py'), '--out-folder',
                     'data/synthetic', '--num-train-per-class', '16', '--num-val-per-class', '8', '--length', '24',
                     '--num-person', '1'], check=True, capture_output=True)
@@ -481,6 +485,45 @@ def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, 
     capsys.readouterr()
     cli.main(['run', plan_path, '--rows', 'SkeletonCLR', '--seeds', '1'])
     assert '0 runs done, 1 already done' in capsys.readouterr().out
+    # the same run as another plan's row is adopted (every stage's config.yaml against the row's arguments,
+    # resolved again), then skipped by `run`; a row with another setting is refused, naming the key
+    content = yaml.safe_load(open(plan_path))
+    same = content['rows']['SkeletonCLR']
+    content.update(name='adopting', rows={'same': same, 'other': dict(same, overrides='--base_lr 0.05')})
+    other_plan = write_plan(tmp_path, content, 'adopting.yaml')
+    source = os.path.join('results', 'demo', 'SkeletonCLR__seed1.json')
+    cli.main(['adopt', other_plan, '--row', 'same', '--seed', '1', '--from', source])
+    adopted = json.load(open(os.path.join('results', 'adopting', 'same__seed1.json')))
+    assert adopted['adopted_from'] == {'result': source, 'plan': 'demo', 'row': 'SkeletonCLR', 'commit': '0' * 40}
+    assert adopted['row'] == 'same' and adopted['final'] == result['final'] and adopted['curve'] == result['curve']
+    capsys.readouterr()
+    cli.main(['run', other_plan, '--rows', 'same', '--seeds', '1'])
+    assert '0 runs done, 1 already done' in capsys.readouterr().out
+    assert '1 of them adopted from plan demo' in open(os.path.join('results', 'adopting', 'table.md')).read()
+    with pytest.raises(UserError, match=r"pretext stage ran with base_lr=0\.1, the row resolves to base_lr=0\.05"):
+        cli.main(['adopt', other_plan, '--row', 'other', '--seed', '1', '--from', source])
+    with pytest.raises(UserError, match='same__seed1.json.* exists'):
+        cli.main(['adopt', other_plan, '--row', 'same', '--seed', '1', '--from', source])
+    with pytest.raises(UserError, match='is seed 1, not 2'):
+        cli.main(['adopt', other_plan, '--row', 'other', '--seed', '2', '--from', source])
+
+
+def test_adoption_needs_the_code_of_the_source_commit(tmp_path):
+    """``changed_code``: the training code's files that differ from a commit in the working tree."""
+    git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@t', '-C', str(tmp_path)]
+    subprocess.run(git + ['init', '-q'], check=True)
+    (tmp_path / 'net').mkdir()
+    (tmp_path / 'net' / 'm.py').write_text('a = 1\n')
+    (tmp_path / 'notes.md').write_text('x\n')
+    subprocess.run(git + ['add', '.'], check=True)
+    subprocess.run(git + ['commit', '-qm', 'c'], check=True)
+    commit = subprocess.run(git + ['rev-parse', 'HEAD'], check=True, capture_output=True, text=True).stdout.strip()
+    (tmp_path / 'notes.md').write_text('y\n')                     # not training code
+    assert adoption.changed_code(commit, root=str(tmp_path)) == []
+    (tmp_path / 'net' / 'm.py').write_text('a = 2\n')
+    assert adoption.changed_code(commit, root=str(tmp_path)) == ['net/m.py']
+    with pytest.raises(UserError, match="cannot compare the code with commit 'f{40}'"):
+        adoption.changed_code('f' * 40, root=str(tmp_path))
 
 
 def test_a_recognition_row_is_one_run_tested_on_its_own_split(tmp_path, monkeypatch):

@@ -11,6 +11,8 @@ Usage::
     python tools/reproduce.py run config/reproduce/ucla.yaml --jobs 12    # every row x seed side by side (a GPU)
     python tools/reproduce.py aggregate config/reproduce/ucla.yaml        # table.md and curves.png
     python tools/reproduce.py readme      # the README's <!-- table: results/<plan>/table.md --> blocks
+    python tools/reproduce.py adopt config/reproduce/ucla_stability.yaml --row MsMCLR --seed 1 \
+        --from results/ucla_stability_screen/MsMCLR_cosine__seed1.json     # the same run, made in a screen
     python tools/reproduce.py run --name mica_ablation --row 'MICA frest=False' \\
         --processor pretrain_mica --config config/ucla/pretrain_mica.yaml \\
         --linear config/ucla/linear_eval_mica.yaml --seeds 1 2 3 --epochs 100 --knn-interval 5 \\
@@ -25,6 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.reproduction.adopt import adopt  # noqa: E402
 from tools.reproduction.plan import ROOT, as_tokens, load_plan, parse_plan, slug  # noqa: E402
 from tools.reproduction.run import run_plan  # noqa: E402
 from tools.reproduction.table import aggregate, load_results, readme_tables  # noqa: E402
@@ -78,6 +81,12 @@ def main(argv=None):
     agg = sub.add_parser('aggregate', help='table.md and curves.png from the result files')
     readme = sub.add_parser('readme', help="refresh the README's table blocks (<!-- table: <file> -->) from their files")
     readme.add_argument('path', nargs='?', default=os.path.join(ROOT, 'README.md'), help='default: the README')
+    adoption = sub.add_parser('adopt', help="take another plan's finished run as a row x seed of this plan, where "
+                                            'it is the same run (tools/reproduction/adopt.py)')
+    adoption.add_argument('plan', help='plan YAML of the row')
+    adoption.add_argument('--row', required=True, help="the row's name (or folder name)")
+    adoption.add_argument('--seed', type=int, required=True, help='its seed')
+    adoption.add_argument('--from', dest='source', required=True, help="the other run's result JSON")
     for p in (run, agg):
         p.add_argument('plan', nargs='?', default=None, help='plan YAML (config/reproduce/*.yaml)')
         p.add_argument('--work-dir', default=None, help='work folder of the runs (default work_dir/reproduce/<plan>)')
@@ -110,6 +119,15 @@ def main(argv=None):
     if args.command == 'readme':
         changed = readme_tables(args.path, ROOT)
         print(f"[reproduce] {args.path}: {', '.join(changed) if changed else 'every table block is up to date'}")
+        return
+    if args.command == 'adopt':
+        plan = load_plan(args.plan)
+        rows = [r for r in plan.rows if args.row in (r['name'], r['slug'])]
+        if not rows:
+            raise UserError(f"--row: no row '{args.row}' in plan {plan.source}; rows: "
+                            f"{', '.join(r['name'] for r in plan.rows)}")
+        print(f'[reproduce] {rows[0]["name"]} seed {args.seed}: adopted {args.source} -> '
+              f'{adopt(plan, rows[0], args.seed, args.source)}')
         return
     if args.command == 'aggregate' and args.plan is None and args.results is None:
         raise UserError('aggregate needs a plan file or --results <folder>')

@@ -125,6 +125,11 @@ def table(results, plan=None, command=None):
     seeds = sorted({r['seed'] for r in results})
     head = [f'{len(results)} runs, seeds {", ".join(map(str, seeds))}; mean ± sample std over seeds; '
             f'commit {", ".join(commits)}.']
+    adopted = [r for r in results if r.get('adopted_from')]
+    if adopted:
+        plans = sorted({r['adopted_from'].get('plan') or '?' for r in adopted})
+        head.append(f"{len(adopted)} of them adopted from plan {', '.join(plans)} (the same runs; `adopted_from` "
+                    'in their files).')
     if target:
         judged = [m for m in (target_misses(r, target) for r in results) if m is not None]
         head.append(f"Target of every pretrained run: {', '.join(f'{k} >= {v:g}' for k, v in target.items())}; "
