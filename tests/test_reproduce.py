@@ -506,6 +506,8 @@ def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, 
         cli.main(['adopt', other_plan, '--row', 'same', '--seed', '1', '--from', source])
     with pytest.raises(UserError, match='is seed 1, not 2'):
         cli.main(['adopt', other_plan, '--row', 'other', '--seed', '2', '--from', source])
+    with pytest.raises(UserError, match="--row: no row 'none' in plan .*adopting.yaml; rows: same, other"):
+        cli.main(['adopt', other_plan, '--row', 'none', '--seed', '1', '--from', source])
 
 
 def test_adoption_needs_the_code_of_the_source_commit(tmp_path):

@@ -11,7 +11,7 @@ Usage::
     python tools/reproduce.py run config/reproduce/ucla.yaml --jobs 12    # every row x seed side by side (a GPU)
     python tools/reproduce.py aggregate config/reproduce/ucla.yaml        # table.md and curves.png
     python tools/reproduce.py readme      # the README's <!-- table: results/<plan>/table.md --> blocks
-    python tools/reproduce.py adopt config/reproduce/ucla_stability.yaml --row MsMCLR --seed 1 \
+    python tools/reproduce.py adopt config/reproduce/ucla_stability.yaml --row MsMCLR --seed 1 \\
         --from results/ucla_stability_screen/MsMCLR_cosine__seed1.json     # the same run, made in a screen
     python tools/reproduce.py run --name mica_ablation --row 'MICA frest=False' \\
         --processor pretrain_mica --config config/ucla/pretrain_mica.yaml \\
@@ -122,12 +122,9 @@ def main(argv=None):
         return
     if args.command == 'adopt':
         plan = load_plan(args.plan)
-        rows = [r for r in plan.rows if args.row in (r['name'], r['slug'])]
-        if not rows:
-            raise UserError(f"--row: no row '{args.row}' in plan {plan.source}; rows: "
-                            f"{', '.join(r['name'] for r in plan.rows)}")
-        print(f'[reproduce] {rows[0]["name"]} seed {args.seed}: adopted {args.source} -> '
-              f'{adopt(plan, rows[0], args.seed, args.source)}')
+        row = plan.row(args.row)
+        print(f"[reproduce] {row['name']} seed {args.seed}: adopted {args.source} -> "
+              f'{adopt(plan, row, args.seed, args.source)}')
         return
     if args.command == 'aggregate' and args.plan is None and args.results is None:
         raise UserError('aggregate needs a plan file or --results <folder>')

@@ -55,8 +55,13 @@ def check_stage(name, argv, source_stage, where):
     made_processor = source_stage['command'][1] if len(source_stage.get('command', [])) > 1 else None
     if made_processor != argv[2]:
         raise UserError(f"{where}: its {name} stage ran processor {made_processor!r}, the row runs {argv[2]!r}")
-    with open(made_file) as f:
-        made = yaml.safe_load(f)
+    try:
+        with open(made_file) as f:
+            made = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read '{made_file}' ({type(e).__name__}): not a stage's config.yaml") from None
+    if not isinstance(made, dict):
+        raise UserError(f"'{made_file}' holds no argument mapping: not a stage's config.yaml")
     now = resolved_arguments(argv)
     differ = [k for k in list(now) + [k for k in made if k not in now]
               if k not in PATH_KEYS and made.get(k, '<absent>') != now.get(k, '<absent>')]

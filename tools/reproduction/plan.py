@@ -92,7 +92,12 @@ class Plan:
         self.target = target or {}
 
     def row(self, name):
-        return next(r for r in self.rows if r['name'] == name)
+        """The row of this name (or folder name); a one-line error naming the rows otherwise."""
+        found = [r for r in self.rows if name in (r['name'], r['slug'])]
+        if not found:
+            raise UserError(f"--row: no row '{name}' in plan {self.source}; rows: "
+                            f"{', '.join(r['name'] for r in self.rows)}")
+        return found[0]
 
 
 def slug(name):
