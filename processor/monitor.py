@@ -7,8 +7,9 @@ A pure function of the records, so a finished run's curve can be replayed throug
 * ``narrow_cone``: embedding std below ``cone_std`` in any of the first ``cone_epochs`` epochs;
 * ``creeping``: embedding std below ``creep_std`` while ``loss_over_uniform`` (InfoNCE / ln(K+1)) rose in
   each of the last ``creep_epochs`` epochs;
-* ``collapsed``: InfoNCE within ``margin`` of ln(K+1), or embedding std below ``std_floor``, for
-  ``patience`` epochs in a row;
+* ``collapsed``: InfoNCE within ``margin`` of ln(K+1) with the embedding std below ``cone_std``, or the std
+  below ``std_floor``, for ``patience`` epochs in a row (the loss alone is no sign: at temperature 0.2 a
+  run with a healthy std starts within 5% of ln(K+1));
 * ``no_gain``: the kNN monitor not above its epoch-0 value (the untrained encoder) after
   ``knn_evaluations`` evaluations;
 * ``knn_fall``: the kNN monitor more than ``knn_fall`` (top-1, a fraction) below its best so far: an
@@ -89,7 +90,7 @@ class LearningMonitor:
                         and all(b > a for a, b in zip(rising, rising[1:]))):
                     found.append(('creeping', f'InfoNCE {ratio:.3f} x ln(K+1), rising for {self.creep_epochs} '
                                               f'epochs, embedding std {std:.4f}'))
-                collapsed = ratio > 1.0 - self.margin or std < self.std_floor
+                collapsed = (ratio > 1.0 - self.margin and std < self.cone_std) or std < self.std_floor
                 self.collapse_epochs = self.collapse_epochs + 1 if collapsed else 0
                 if self.collapse_epochs >= self.patience:
                     found.append(('collapsed', f'for {self.collapse_epochs} epochs InfoNCE {ratio:.3f} x ln(K+1), '

@@ -63,7 +63,8 @@ class PretrainProcessor(Processor):
     def get_parser(add_help=False):
         parser = Processor.get_parser(add_help=add_help)
         parser.add_argument('--collapse_margin', type=float, default=0.05,
-                            help='collapse when the InfoNCE loss is within this fraction of ln(K+1)')
+                            help='collapse when the InfoNCE loss is within this fraction of ln(K+1) and the '
+                                 'embedding std below cone_std')
         parser.add_argument('--collapse_patience', type=int, default=3,
                             help='epochs in a collapsed state before the warning (and the stop)')
         parser.add_argument('--collapse_stop', type=str2bool, default=False,

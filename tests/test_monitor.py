@@ -5,7 +5,7 @@ import glob
 import json
 import os
 
-from processor.monitor import LearningMonitor, replay
+from processor.monitor import CONE_KINDS, LearningMonitor, replay
 
 RESULTS = os.path.join(os.path.dirname(__file__), '..', 'results', 'h200_ucla100')
 # the five runs that were in or near the cone (28-51% linear top-1 after 100 epochs)
@@ -54,6 +54,33 @@ def test_creeping_loss_under_a_narrow_std_after_the_first_epochs():
     assert kinds == [[], [], [], ['creeping']]
     healthy = LearningMonitor(cone_epochs=0)
     assert not any(healthy.update(record(e + 11, 0.01, r))[0] for e, r in enumerate(ratios))
+
+
+def test_a_loss_near_uniform_is_collapse_only_with_a_narrow_std():
+    """At temperature 0.2 (SkeleMixCLR, MICA on it) a healthy run starts within 5% of ln(K+1): the loss
+    alone does not say collapse, the loss with a std in the cone does; a std at the floor does alone."""
+    def kinds(std, ratio):
+        monitor = LearningMonitor(cone_epochs=0, patience=3)
+        return [k for e in range(11, 14) for k, _ in monitor.update(record(e, std, ratio))[0]]
+    assert kinds(0.022, 0.96) == []
+    assert kinds(0.0015, 0.96) == ['collapsed']
+    assert kinds(0.00005, 0.80) == ['collapsed']
+    assert kinds(0.0015, 0.80) == []
+
+
+def test_the_temperature_0_2_runs_on_nw_ucla_are_not_flagged_as_in_the_cone():
+    """The 6-epoch SkeleMixCLR rows of ``results/ucla_short`` (std 0.02-0.06, InfoNCE 0.90-0.96 x ln(K+1)):
+    no cone warning on any seed landed, and at least one of them is near the uniform loss for 3 epochs."""
+    short = os.path.join(RESULTS, '..', 'ucla_short')
+    runs = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(short, '*SkeleMixCLR__seed*.json')))]
+    assert runs
+    near_uniform = 0
+    for result in runs:
+        curve = result['curve']
+        assert not set(replay(curve)) & set(CONE_KINDS), (result['row'], result['seed'])
+        ratios = [r['loss_over_uniform'] for r in curve if 'loss_over_uniform' in r]
+        near_uniform += any(all(x > 0.95 for x in ratios[i:i + 3]) for i in range(len(ratios) - 2))
+    assert near_uniform
 
 
 def test_no_kNN_gain_over_the_untrained_encoder():
