@@ -3,7 +3,7 @@
 #   bash tools/gpu_reproduce.sh [jobs]          # default 12 runs at a time
 # 1. the 100-epoch plan with the shipped small-data recipes (README "Results"; goal of "every seed learns");
 # 2. the SkeleMixCLR and MICA-on-SkeleMixCLR rows of the 6- and 20-epoch plans, with their 64-frame
-#    untrained row (the rows that need ~5 min an epoch on 2 CPU cores).
+#    untrained row (about 2 and 2.5 minutes an epoch on 2 CPU cores, docs/METHODS.md "Cost on NW-UCLA").
 # Data first: python tools/ucla_gendata.py --data-path <all_sqe>  (data/ucla), and
 #   python tools/ucla_gendata.py --data-path <all_sqe> --preprocess mica --out-folder data/mica64  (64 frames).
 # Finished runs are skipped, so a stopped script resumes; then `python tools/reproduce.py readme`.
