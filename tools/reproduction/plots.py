@@ -51,7 +51,7 @@ def plot_curves(groups, path, plan=None, band='minmax'):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        if ax.lines:
+        if ax.get_legend_handles_labels()[0]:      # a run plotted (the reference lines carry no label)
             ax.legend(fontsize=8)
     band_name = 'min-max over seeds' if band != 'std' else '± 1 std over seeds'
     fig.suptitle(f"{plan.name if plan else 'results'}: mean over seeds, band {band_name}")
