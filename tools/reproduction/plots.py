@@ -51,11 +51,13 @@ def plot_curves(groups, path, plan=None, band='minmax'):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:      # a run plotted (the reference lines carry no label)
-            ax.legend(fontsize=8)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[0]))
+    if handles:                                    # one legend under both panels, clear of the curves and floors
+        fig.legend(handles, labels, loc='lower center', ncol=min(len(handles), 4), fontsize=8, frameon=False)
     band_name = 'min-max over seeds' if band != 'std' else '± 1 std over seeds'
     fig.suptitle(f"{plan.name if plan else 'results'}: mean over seeds, band {band_name}")
-    fig.tight_layout()
+    legend_rows = -(-len(handles) // 4)
+    fig.tight_layout(rect=(0, 0.05 * legend_rows, 1, 1))
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     atomic_write(path, lambda f: fig.savefig(f, dpi=110, format='png'))
     plt.close(fig)
