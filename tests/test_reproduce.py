@@ -296,6 +296,25 @@ def test_finished_runs_are_skipped_and_a_stopped_one_is_resumed(tmp_path, monkey
         reproduce.run_plan(reproduce.load_plan(path, epochs=4), runner=third)
 
 
+def test_a_killed_leg_counts_in_the_wall_time_until_its_last_write(tmp_path):
+    """A leg killed without running its ``finally`` (SIGKILL at a session's end) left ``leg_started`` in
+    the wall file; the next leg adds the time from there to the folder's last write, not zero."""
+    work_dir = tmp_path / 'pretext'
+    work_dir.mkdir()
+    killed_at = 1_000_000.0
+    (work_dir / reproduce_run.WALL_FILE).write_text(json.dumps({'wall_s': 100.0, 'leg_started': killed_at}))
+    for name, written in (('log.txt', killed_at + 50), ('latest.pt', killed_at + 40)):
+        (work_dir / name).write_text('x')
+        os.utime(work_dir / name, (written, written))
+
+    def runner(argv, console):
+        return 0
+    wall, resumed = reproduce_run.run_stage('pretext', str(work_dir), ['main.py', 'pretrain'], {}, runner, True)
+    assert resumed and 150.0 <= wall < 160.0
+    assert set(json.loads((work_dir / reproduce_run.WALL_FILE).read_text())) == {'wall_s'}
+    assert reproduce_run.wall_so_far(str(work_dir / 'none.json'), str(work_dir)) == 0.0
+
+
 def test_runs_side_by_side_give_the_results_of_runs_in_turn(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     content = {'seeds': [1, 2], 'epochs': 2, 'knn_interval': 1, 'rows': {'a': demo_row(), 'b': demo_row()}}

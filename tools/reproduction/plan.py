@@ -76,8 +76,6 @@ SET_BY_TOOL = {'--work_dir': 'the work folder', '-w': 'the work folder', '--seed
                '--num_epoch': 'epochs:', '--weights': 'the last pretraining checkpoint',
                '--resume': 'the tool (auto)', '--config': 'config:', '-c': 'config:',
                '--knn_interval': 'knn_interval:'}
-STAGE_FILE = 'reproduce_stage.json'
-WALL_FILE = 'reproduce_wall.json'
 
 
 # ------------------------------------------------------------------------------------------------

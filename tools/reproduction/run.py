@@ -153,6 +153,18 @@ def write_json(obj, path):
 
 
 
+def wall_so_far(wall_file, work_dir):
+    """Seconds a stage has run in earlier legs.  A leg killed before it could record its end (the
+    ``leg_started`` it wrote is still there) counts until the last write into its work folder."""
+    if not os.path.exists(wall_file):
+        return 0.0
+    record = read_json(wall_file)
+    if 'leg_started' not in record:
+        return record['wall_s']
+    writes = [e.stat().st_mtime for e in os.scandir(work_dir) if e.is_file() and e.name != WALL_FILE]
+    return record['wall_s'] + max([0.0] + [t - record['leg_started'] for t in writes])
+
+
 def run_stage(name, work_dir, argv, spec, runner, quiet, row=None, digests=None):
     """Run one stage unless its folder holds a finished one (made from the configs of ``digests``, when
     given); -> (wall seconds, resumed)."""
@@ -167,10 +179,11 @@ def run_stage(name, work_dir, argv, spec, runner, quiet, row=None, digests=None)
         return done['wall_s'], done.get('resumed', False)
     resumed = os.path.exists(os.path.join(work_dir, 'latest.pt'))
     wall_file = os.path.join(work_dir, WALL_FILE)
-    spent = read_json(wall_file)['wall_s'] if os.path.exists(wall_file) else 0.0
+    spent = wall_so_far(wall_file, work_dir)
     os.makedirs(work_dir, exist_ok=True)
     print(f"[reproduce] {'resume' if resumed else 'start'} {work_dir}: {shlex.join(argv[1:])}", flush=True)
     started = time.time()
+    write_json({'wall_s': spent, 'leg_started': started}, wall_file)
     try:
         rc = runner(argv, os.path.join(work_dir, 'console.txt') if quiet else None)
     except KeyboardInterrupt:
