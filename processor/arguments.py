@@ -64,6 +64,9 @@ class Arguments:
             parser.set_defaults(**default_arg)
         else:
             self.ignored_keys = []
+        # the config's own values (its base: files merged, before the command line): the reference of the
+        # size advice (processor/small_data.py)
+        self.config_values = {k: parser.get_default(k) for k in ('batch_size', 'base_lr')}
         self.arg = parse(argv)
         if self.arg.view is not None:        # CrosSCLR's name for the stream
             self.arg.stream = self.arg.view
