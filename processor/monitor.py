@@ -39,7 +39,7 @@ KNN_FALL = {
                'change on its account',
     'full': '{at_lr} on small data the encoder swings between evaluations (NW-UCLA, 20 epochs at lr '
             '0.1: SkeletonCLR seed 1 fell 18 points and recovered, MsMCLR seed 3 fell 16 at its last epoch){cure}',
-    'annealed': 'the lr is already down to {lr:.2g} ({share:.0%} of its peak{schedule}): not a swing at full lr, so a '
+    'annealed': 'the lr is already down to {lr:.2g} ({share:.1%} of its peak{schedule}): not a swing at full lr, so a '
                 'cosine schedule or a lower base_lr is not the cure, and the cause is not known; on small sets longer '
                 'pretraining has ended lower than shorter (docs/METHODS.md, "Size advice"): keep the checkpoint of the '
                 'best kNN epoch (a save_interval that writes it) and compare it with the untrained encoder',
