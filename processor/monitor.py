@@ -44,8 +44,8 @@ KNN_FALL = {
                 'pretraining has ended lower than shorter (docs/METHODS.md, "Size advice"): keep the checkpoint of the '
                 'best kNN epoch (a save_interval that writes it) and compare it with the untrained encoder',
 }
-UNIFORM = ('in every committed NW-UCLA MICA run (paper mode, 24 runs) this term stayed within 5% of its uniform value '
-           'through the first 20 epochs, healthy runs included, and the 100-epoch runs left it only at epochs 35-67 '
+UNIFORM = ('in 24 of the 25 committed NW-UCLA MICA curves (paper mode) this term stayed within 5% of its uniform value '
+           'in the first epochs, healthy runs included, and the 100-epoch runs left it only at epochs 35-67 '
            '(67-77% linear): at lambda_kl 0.01 it moves slowly, and on its own it does not say that the run fails (the '
            'kNN monitor does); the text features were checked against the classes at start-up; why it stays there, '
            'and whether it leaves on this data, is not known')
