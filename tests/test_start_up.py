@@ -96,3 +96,27 @@ def test_a_pretraining_that_reads_labels_says_so_first(tmp_path, capsys):
     assert rc == 0, err
     assert 'LABELS' not in out and not (tmp_path / 'free' / 'label_use.json').exists()
     assert 'LABELS' not in (tmp_path / 'free' / 'config.yaml').read_text()
+
+
+def test_small_data_evaluations_read_where_the_pretraining_ends(tmp_path):
+    """Every evaluation config of config/ucla/ and config/demo/ names the work_dir of a pretraining config
+    beside it, not an epoch file, so a schedule of any length (the size advice's 30 epochs, the recipe's
+    100) is read at its last checkpoint; a folder without checkpoints is a one-line error."""
+    import glob
+    import yaml
+    from processor.checkpoint import resolve_weights
+    from torchlight.io import UserError
+    for folder in ('config/ucla', 'config/demo'):
+        configs = {path: yaml.safe_load(open(path)) for path in glob.glob(os.path.join(ROOT, folder, '*.yaml'))}
+        pretext = {c.get('work_dir') for path, c in configs.items() if os.path.basename(path).startswith('pretrain')}
+        for path, config in configs.items():
+            if config.get('weights'):
+                assert config['weights'] in pretext, (path, config['weights'])
+    for epoch in (5, 30, 100):
+        (tmp_path / f'epoch{epoch}_model.pt').write_bytes(b'')
+    (tmp_path / 'best_model.pt').write_bytes(b'')
+    assert resolve_weights(str(tmp_path)) == str(tmp_path / 'epoch100_model.pt')
+    assert resolve_weights('some/file.pt') == 'some/file.pt'
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(UserError, match='a folder without epoch<N>_model.pt files'):
+        resolve_weights(str(tmp_path / 'empty'))
