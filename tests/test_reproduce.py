@@ -437,7 +437,7 @@ def test_the_readme_table_blocks_are_their_table_files(tmp_path):
     makes of the committed files (it was run), and the README stays a page of at most 200 lines."""
     from tools.reproduction.table import GENERATED_FILES, readme_tables
     texts = {name: open(os.path.join(ROOT, name)).read() for name in GENERATED_FILES}
-    assert '<!-- summary: config/reproduce/summary.yaml -->' in texts['README.md']
+    assert '<!-- summary: config/summary.yaml -->' in texts['README.md']
     assert '<!-- table: results/ucla_stability/table.md -->' in texts['docs/RESULTS.md']
     assert len(texts['README.md'].splitlines()) <= 200
     for name, text in texts.items():

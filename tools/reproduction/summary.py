@@ -1,5 +1,5 @@
 """The README's short results table: methods x datasets from committed result files, with the untrained
-encoder and the ridge floor of each column (``config/reproduce/summary.yaml``; ``tools/reproduce.py readme``
+encoder and the ridge floor of each column (``config/summary.yaml``; ``tools/reproduce.py readme``
 writes it into the README's ``<!-- summary: <spec> -->`` block).
 
 Spec (YAML)::
