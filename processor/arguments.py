@@ -62,8 +62,12 @@ class Arguments:
                                     f"{closest_keys(k, valid)}")
             self.check_types(default_arg, parser, p.config)
             parser.set_defaults(**default_arg)
+            self.config_weights = default_arg.get('weights')
         else:
             self.ignored_keys = []
+            self.config_weights = None
+        # the keys given on the command line (their values win over every file)
+        self.command_line_keys = {a[2:].split('=')[0] for a in (argv or []) if isinstance(a, str) and a.startswith('--')}
         self.arg = parse(argv)
         if self.arg.view is not None:        # CrosSCLR's name for the stream
             self.arg.stream = self.arg.view
@@ -193,6 +197,10 @@ class Arguments:
         parser.add_argument('--weights', default=None,
                             help="initial weights (a state dict file); 'random': load nothing, evaluate the "
                                  'untrained encoder (the baseline a learned one must beat, under the same protocol)')
+        parser.add_argument('--init_of', default=None,
+                            help="with --weights random: the pretraining (its run folder, a checkpoint in it, or its "
+                                 "config file) whose initialisation (weights_init) the untrained encoder takes; "
+                                 "default: the run of the config's own 'weights' checkpoint")
         parser.add_argument('--ignore_weights', type=str, default=[], nargs='+',
                             help='key prefixes dropped from the initial weights')
         parser.add_argument('--allow_label_pretraining', type=str2bool, default=False,

@@ -206,7 +206,8 @@ def rules():
         'positive_sampling': Enum(*CSRE_STRATEGIES), 'persistent_banks': BOOL, 'num_samples': Int(1, none=True),
         'channels': POSITIVE_INT, 'num_node': POSITIVE_INT,
         # feeders (feeder/ntu_feeder.py)
-        'data_path': PATH, 'label_path': PATH, 'shear_amplitude': Float(), 'temperal_padding_ratio': Int(),
+        'data_path': PATH, 'label_path': PATH, 'sample_list': Rule('path', none=True), 'shear_amplitude': Float(),
+        'temperal_padding_ratio': Int(),
         'mmap': BOOL, 'check_finite': BOOL, 'debug': BOOL, 'jitter_std': Float(0),
         'normal_extra_aug': Any('a name or a list of names: checked by the feeder against NORMAL_EXTRA'),
         'aug_method': Any('a string of digits or a list of op names: checked by Feeder_triple'),

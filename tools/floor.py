@@ -85,13 +85,19 @@ def load_split(folder, split):
     return np.asarray(x), np.asarray(labels, dtype=np.int64)
 
 
-def dataset_baselines(folder, num_class=None):
-    """``baselines`` of a converted folder (``num_class``: default the largest label + 1)."""
+def dataset_baselines(folder, num_class=None, sample_list=None):
+    """``baselines`` of a converted folder (``num_class``: default the largest label + 1); ``sample_list``:
+    only those training samples (``train_feeder_args.sample_list``)."""
     for split in ('train', 'val'):
         for suffix in ('_position.npy', '_label.pkl'):
             if not os.path.exists(os.path.join(folder, split + suffix)):
                 raise ValueError(f"'{folder}' has no {split}{suffix}: convert the dataset first (docs/DATA.md)")
     (tx, ty), (vx, vy) = load_split(folder, 'train'), load_split(folder, 'val')
+    if sample_list is not None:
+        from feeder.ntu_feeder import load_labels, select_samples
+        keep = select_samples(load_labels(os.path.join(folder, 'train_label.pkl'))[0], sample_list)
+        tx, ty = tx[keep], ty[keep]
+        folder = f'{folder} ({len(keep)} training samples of {sample_list})'
     num_class = num_class or int(max(ty.max(), vy.max())) + 1
     return baselines(tx, ty, vx, vy, num_class, folder)
 
@@ -100,8 +106,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('folder', help='a converted dataset folder ({train,val}_position.npy, _label.pkl)')
     parser.add_argument('--json', default=None, help='also write the reference points to this JSON file')
+    parser.add_argument('--sample-list', default=None,
+                        help='only the training samples named in this file (tools/subset_list.py)')
     args = parser.parse_args(argv)
-    info = dataset_baselines(args.folder)
+    info = dataset_baselines(args.folder, sample_list=args.sample_list)
     print(floor_line(info))
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:

@@ -36,11 +36,14 @@ Plan (YAML)::
           linear: config/ucla/linear_eval_skeletonclr.yaml
 
 Row keys: processor, config, evaluations, overrides, eval_overrides, seeds, epochs, knn_interval,
-description.  A ``recognition`` row has no evaluations and no kNN monitor: its run (folder
+description, init (untrained rows).  A ``recognition`` row has no evaluations and no kNN monitor: its run (folder
 ``recognition``) reports ``recognition_top1`` from its own test epochs (``eval_interval``).  An
 ``untrained`` row (no config, no overrides) has no pretraining: its evaluations run on the evaluation
 config's encoder with random weights (``--weights random``, seeded as every run), the baseline a
-pretrained row must beat under the same probe.
+pretrained row must beat under the same probe.  Its ``init`` is the initialisation of the pretraining
+it stands for: a row name (that row's ``weights_init``, passed as ``--init_of <its config>``), or
+``family`` / ``pytorch`` (``--weights_init true / false``); by default the pretraining rows evaluated
+with the same first evaluation config, which must agree on one init.
 Plan-level ``overrides`` / ``eval_overrides`` come first, the row's after them (the last value wins on
 the command line; dict options merge).  An evaluation is a config path or a mapping
 with ``config``, ``processor`` (default from its name: linear -> linear_evaluation, knn ->
@@ -65,7 +68,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PLAN_KEYS = ('name', 'description', 'seeds', 'epochs', 'knn_interval', 'overrides', 'eval_overrides',
              'work_dir', 'results', 'floor', 'chance', 'target', 'rows')
 ROW_KEYS = ('processor', 'config', 'evaluations', 'overrides', 'eval_overrides', 'seeds', 'epochs',
-            'knn_interval', 'description')
+            'knn_interval', 'description', 'init')
 EVAL_KEYS = ('config', 'processor', 'overrides', 'epochs')
 PRETRAINERS = sorted(p for p, path in PROCESSORS.items() if path == PROCESSORS['pretrain'])
 SUPERVISED = 'recognition'     # a row that trains a classifier and tests it itself (no evaluations)
@@ -252,6 +255,9 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
             raise UserError(f"{where}.processor: {processor!r} is not a pretraining processor (or "
                             f"{SUPERVISED}, {UNTRAINED}); use one of {', '.join(kinds)}")
         supervised, untrained = processor == SUPERVISED, processor == UNTRAINED
+        if not untrained and row.get('init') is not None:
+            raise UserError(f"{where}.init: only an {UNTRAINED} row has an init (a pretraining row's is its "
+                            "config's weights_init)")
         if untrained:
             for key in ('config', 'overrides', 'epochs', 'knn_interval'):
                 if row.get(key) is not None:
@@ -292,7 +298,10 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         parsed.append({'name': row_name, 'slug': slug(row_name), 'processor': processor, 'config': row.get('config'),
                        'config_path': config, 'seeds': seeds, 'epochs': row_epochs, 'knn_interval': knn_interval,
                        'overrides': overrides, 'evaluations': evaluations,
-                       'description': row.get('description', '')})
+                       'description': row.get('description', ''), 'init': row.get('init')})
+    for row in parsed:
+        if row['processor'] == UNTRAINED:
+            resolve_init(row, parsed, f"plan {source}: rows.{row['name']}.init")
     floor = content.get('floor') or {}
     if not isinstance(floor, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                               for v in floor.values()):
@@ -312,6 +321,36 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
     return Plan(name, parsed, content.get('work_dir') or os.path.join('work_dir', 'reproduce', name),
                 content.get('results') or os.path.join('results', name), dict(floor), chance, source,
                 content.get('description') or '', dict(target))
+
+
+INITS = {'family': True, 'pytorch': False}
+
+
+def resolve_init(row, rows, where):
+    """An untrained row's init (module docstring): sets ``row['init']`` (a row name, family or pytorch),
+    ``row['init_of']`` (that row's config path, or None) and ``row['weights_init']``."""
+    init = row['init']
+    if init is not None and (not isinstance(init, str) or not init):
+        raise UserError(f'{where}: expected a row name, family or pytorch, got {init!r}')
+    if init in INITS:
+        row.update(init_of=None, weights_init=INITS[init])
+        return
+    pretrained = [r for r in rows if r['processor'] in PRETRAINERS]
+    if init is not None:
+        chosen = [r for r in pretrained if init in (r['name'], r['slug'])]
+        if not chosen:
+            raise UserError(f"{where}: {init!r} is not a pretraining row of the plan, nor family / pytorch")
+    else:
+        first = row['evaluations'][0]['config_path']
+        chosen = [r for r in pretrained if any(e['config_path'] == first for e in r['evaluations'])]
+        inits = {bool(load_config_file(r['config_path']).get('weights_init', True)) for r in chosen}
+        if len(inits) != 1:
+            raise UserError(f"{where}: {'no pretraining row' if not inits else 'pretraining rows of different inits'} "
+                            f"share{'s' if not inits else ''} its evaluation config: name the pretraining it stands "
+                            'for (a row name), or family / pytorch')
+    source = chosen[0]
+    row.update(init=source['name'], init_of=source['config_path'],
+               weights_init=bool(load_config_file(source['config_path']).get('weights_init', True)))
 
 
 def load_plan(path, **kwargs):

@@ -31,8 +31,10 @@ STAGE_FILE = 'reproduce_stage.json'
 WALL_FILE = 'reproduce_wall.json'
 
 def specification(row):
-    """What makes a run what it is (compared when a result or a stage folder is reused)."""
-    return {'processor': row['processor'], 'config': row['config'], 'epochs': row['epochs'],
+    """What makes a run what it is (compared when a result or a stage folder is reused).  An untrained
+    row's ``init`` is in it unless it is the family's (the tool's only init before rows had one)."""
+    init = {} if row.get('init') in (None, 'family') else {'init': row['init']}
+    return {**init, 'processor': row['processor'], 'config': row['config'], 'epochs': row['epochs'],
             'knn_interval': row['knn_interval'], 'overrides': row['overrides'],
             'evaluations': {e['name']: {'processor': e['processor'], 'config': e['config'],
                                         'epochs': e['epochs'], 'overrides': e['overrides']}
@@ -106,6 +108,9 @@ def stages(plan, row, seed, python=sys.executable):
                 '--seed', str(seed), '--weights', weights, '--resume', 'auto']
         if e['epochs'] is not None:
             argv += ['--num_epoch', str(e['epochs'])]
+        if row['processor'] == UNTRAINED:
+            argv += ['--init_of', row['init_of']] if row['init_of'] else \
+                ['--weights_init', str(row['weights_init']).lower()]
         out.append((e['name'], work_dir, argv + e['overrides']))
     return out
 
@@ -113,7 +118,7 @@ def stages(plan, row, seed, python=sys.executable):
 def stage_spec(row, name):
     spec = specification(row)
     return {k: spec[k] for k in ('processor', 'config', 'epochs', 'knn_interval', 'overrides')} \
-        if name == 'pretext' else spec['evaluations'][name]
+        if name == 'pretext' else dict(spec['evaluations'][name], **{k: spec[k] for k in ('init',) if k in spec})
 
 
 def subprocess_runner(argv, log_path=None):
