@@ -201,6 +201,11 @@ class Arguments:
                             help="with --weights random: the pretraining (its run folder, a checkpoint in it, or its "
                                  "config file) whose initialisation (weights_init) the untrained encoder takes; "
                                  "default: the run of the config's own 'weights' checkpoint")
+        parser.add_argument('--verdict', type=str2bool, default=True,
+                            help='an evaluation of pretrained weights ends with the verdict: the untrained encoder it '
+                                 'started from under the same probe and seed (run once, cached) and the ridge floor')
+        parser.add_argument('--verdict_cache', default='work_dir/verdict_cache',
+                            help="the verdict's cache of untrained runs and floors (shared by runs)")
         parser.add_argument('--ignore_weights', type=str, default=[], nargs='+',
                             help='key prefixes dropped from the initial weights')
         parser.add_argument('--allow_label_pretraining', type=str2bool, default=False,

@@ -24,6 +24,7 @@ from processor.checkpoint import Checkpoints, check_label_use, lock_work_dir, ru
 from processor.data import DataMixin, DeviceLoader, EpochSampler, SeededDataLoader, seed_worker
 from processor.evaluation import ScoreReport, check_classifier_config
 from processor.metrics import MetricsFile
+from processor.verdict import add_verdict
 from torchlight import distributed
 from torchlight.io import IO, UserError, load_config_file, str2bool
 
@@ -48,7 +49,7 @@ def untrained_weights(weights):
 def pretraining_init(source):
     """``weights_init`` of the pretraining behind ``source`` (a run folder, a checkpoint inside one, or a
     config file): read from the run's ``config.yaml`` or the composed config; None when nothing tells."""
-    if not isinstance(source, str) or not source or untrained_weights(source):
+    if not isinstance(source, str) or not os.path.exists(source) or untrained_weights(source):
         return None
     config = source
     if os.path.isdir(source):
@@ -355,12 +356,23 @@ class Processor(Arguments, DataMixin, Checkpoints):
             print(f'error: {message}', file=sys.stderr, flush=True)
         self.finish()
 
+    # the protocols whose result.json carries the verdict of the pretrained weights (processor/verdict.py)
+    VERDICT_PROTOCOLS = ('linear_evaluation', 'knn_evaluation', 'finetune_evaluation')
+
     def report_result(self):
-        """After a complete training run that tested: its closing line and ``result.json``."""
+        """After a complete training run that tested: its closing line and ``result.json`` (with the verdict
+        of an evaluation of pretrained weights)."""
         result = self.report.result() if self.report is not None else None
         if result and self.is_main:
             self.print_log(ScoreReport.summary(result))
+            if self.protocol in self.VERDICT_PROTOCOLS:
+                result = add_verdict(self, result)
             self.io.save_json(result, 'result.json')
+
+    def primary_top1(self, outcome=None):
+        """The run's top-1 (percent) at its last evaluated epoch, None before any test."""
+        result = self.report.result() if self.report is not None else None
+        return result and result['top1_last']
 
     def finish(self):
         if self.writer is not None:
