@@ -14,6 +14,10 @@ A pure function of the records, so a finished run's curve can be replayed throug
   ``knn_evaluations`` evaluations;
 * ``knn_fall``: the kNN monitor more than ``knn_fall`` (top-1, a fraction) below its best so far: an
   encoder out of the cone that swings at full lr (a warning only: such runs also recover);
+* ``probe_below_init``: the ridge probe on the frozen features (``probe_top1``, the closed-form stand-in
+  of the standardised linear probe) below its epoch-0 value (the untrained encoder the run started from):
+  so far pretraining has made the encoder worse for a linear classifier (a warning; ``best_probe`` keeps
+  the best epoch by this probe, the one to evaluate);
 * ``uniform_<term>``: a loss term the model names in ``uniform_terms`` (e.g. MICA's FM term) within
   ``margin`` of its uniform value for ``patience`` epochs.
 """
@@ -33,11 +37,16 @@ ADVICE = {
                 'evaluations (NW-UCLA, 20 epochs at lr 0.1: SkeletonCLR seed 1 fell 18 points and recovered, '
                 'MsMCLR seed 3 fell 16 at its last epoch); an annealed lr (lr_schedule: cosine) or a lower '
                 'base_lr ends on a settled encoder (docs/METHODS.md, "Every seed learns")',
+    'probe_below_init': 'the frozen features now classify worse under a linear probe than those of the untrained '
+                        'encoder this run started from; on 100-300 clips longer pretraining did not recover '
+                        '(docs/METHODS.md, "Does pretraining help?"): evaluate the best epoch by this probe '
+                        '(best_probe in metrics.jsonl), or use a supervised recipe (CSRE) or an encoder '
+                        'pretrained on a larger set',
     'uniform': 'this loss term stays at its uniform value: it teaches nothing (MICA: check the text features '
                'and descriptions match the classes)',
 }
 CONE_KINDS = ('narrow_cone', 'creeping', 'collapsed')
-WARN_ONLY = ('knn_fall',)                 # warned and recorded; collapse_stop does not stop on these
+WARN_ONLY = ('knn_fall', 'probe_below_init')                 # warned and recorded; collapse_stop does not stop on these
 
 
 @dataclass
@@ -60,6 +69,8 @@ class LearningMonitor:
     _knn0: float = None
     _knn: list = field(default_factory=list)           # (knn_top1, epoch) after epoch 0
     _stuck: dict = field(default_factory=dict)
+    _probe0: float = None
+    best_probe: tuple = None                            # (probe_top1, epoch) of the best evaluation
 
     def update(self, record):
         epoch, found = record['epoch'], []
@@ -77,6 +88,15 @@ class LearningMonitor:
                         and max(self._knn)[0] <= self._knn0):
                     found.append(('no_gain', f'kNN top-1 {100 * max(self._knn)[0]:.1f}% at best over '
                                              f'{len(self._knn)} evaluations, epoch 0: {100 * self._knn0:.1f}%'))
+        if record.get('probe_top1') is not None:
+            probe = record['probe_top1']
+            if epoch == 0:
+                self._probe0 = probe
+            elif self._probe0 is not None and probe < self._probe0:
+                found.append(('probe_below_init', f'ridge probe top-1 {100 * probe:.1f}%, below the untrained '
+                                                  f'encoder\'s {100 * self._probe0:.1f}% (epoch 0)'))
+            if self.best_probe is None or probe > self.best_probe[0]:
+                self.best_probe = (probe, epoch)
         std = record.get('embed_std')
         ratio = record.get('loss_over_uniform')
         if std is not None and epoch >= 1:
