@@ -78,7 +78,8 @@ EVAL_PROCESSORS = {'linear': 'linear_evaluation', 'knn': 'knn_evaluation', 'fine
 SET_BY_TOOL = {'--work_dir': 'the work folder', '-w': 'the work folder', '--seed': 'seeds:',
                '--num_epoch': 'epochs:', '--weights': 'the last pretraining checkpoint',
                '--resume': 'the tool (auto)', '--config': 'config:', '-c': 'config:',
-               '--knn_interval': 'knn_interval:'}
+               '--knn_interval': 'knn_interval:', '--verdict': "the tool (false: the plan's untrained rows)",
+               '--init_of': 'init:'}
 
 
 # ------------------------------------------------------------------------------------------------

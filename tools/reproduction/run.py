@@ -104,8 +104,9 @@ def stages(plan, row, seed, python=sys.executable):
         weights = os.path.join(pretext, f"epoch{row['epochs']}_model.pt")
     for e in row['evaluations']:
         work_dir = os.path.join(base, e['name'])
+        # --verdict false: the plan's untrained rows are its comparison (paired by seed in the table)
         argv = [python, main_py(), e['processor'], '--config', e['config_path'], '--work_dir', work_dir,
-                '--seed', str(seed), '--weights', weights, '--resume', 'auto']
+                '--seed', str(seed), '--weights', weights, '--resume', 'auto', '--verdict', 'false']
         if e['epochs'] is not None:
             argv += ['--num_epoch', str(e['epochs'])]
         if row['processor'] == UNTRAINED:
