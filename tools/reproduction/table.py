@@ -59,15 +59,25 @@ def untrained_rows(plan):
     return out
 
 
+def same_probe(a, b, name):
+    """Whether two results ran evaluation ``name`` with the same config content (its recorded digest) and
+    the same overrides; a result without digests (made before they were recorded) is not known to."""
+    digests = [(r.get('config_digests') or {}).get(name) for r in (a, b)]
+    overrides = [r['spec']['evaluations'].get(name, {}).get('overrides') for r in (a, b)]
+    return None not in digests and digests[0] == digests[1] and overrides[0] == overrides[1]
+
+
 def paired_gain(runs, baseline_runs, columns):
-    """{seed: points} of a row's first evaluation top-1 (last epoch) minus its untrained row's, same seed."""
+    """{seed: points} of a row's first evaluation top-1 (last epoch) minus its untrained row's, same seed,
+    for the seeds whose two runs used the same probe (``same_probe``)."""
     keys = [c[0] for c in columns if c[1] == 'final' and c[0] != 'pretrain_knn_top1' and c[0].endswith('_top1')]
     if not keys:
         return {}
     key = keys[0]
-    base = {r['seed']: r['final'][key] for r in baseline_runs if key in r.get('final', {})}
-    return {r['seed']: 100 * (r['final'][key] - base[r['seed']]) for r in runs
-            if key in r.get('final', {}) and r['seed'] in base}
+    base = {r['seed']: r for r in baseline_runs if key in r.get('final', {})}
+    return {r['seed']: 100 * (r['final'][key] - base[r['seed']]['final'][key]) for r in runs
+            if key in r.get('final', {}) and r['seed'] in base and r.get('evaluations')
+            and same_probe(r, base[r['seed']], next(iter(r['evaluations'])))}
 
 
 def target_misses(result, target):
