@@ -34,7 +34,9 @@ import os
 
 import numpy as np
 import torch
-import yaml
+
+from torchlight.io import check_finite
+from torchlight.readers import load_npz, load_yaml
 
 PROMPT_KINDS = ('label', 'global', 'head', 'hands', 'hips', 'feet')
 TOKEN_KIND = 'global'
@@ -43,14 +45,7 @@ REGENERATE_HINT = 'python tools/gen_text_features.py --encoder {encoder} --descr
 
 
 def _read_yaml(path):
-    if not os.path.isfile(path):
-        raise ValueError(f"descriptions file '{path}' does not exist")
-    try:
-        with open(path, encoding='utf-8') as f:
-            return yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ValueError(f"descriptions file '{path}' is not valid YAML: "
-                         f"{' '.join(str(e).split())}") from None
+    return load_yaml(path, 'descriptions file')
 
 
 def load_descriptions(path):
@@ -111,11 +106,7 @@ def read_dataset_info(label_path):
     path = os.path.join(os.path.dirname(os.path.abspath(label_path)), DATASET_INFO)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding='utf-8') as f:
-            info = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"dataset file '{path}' cannot be read as YAML: {' '.join(str(e).split())}") from None
+    info = load_yaml(path, 'dataset file')
     if not isinstance(info, dict):
         raise ValueError(f"dataset file '{path}' must hold a mapping (dataset, classes)")
     return dict(info, path=path)
@@ -187,11 +178,9 @@ def load_text_features(path, encoder=None, descriptions=None):
         raise ValueError(f"text feature file '{path}' does not exist: generate it with "
                          f"python tools/gen_text_features.py --encoder {encoder or 'minilm'}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ('pooled', 'tokens', 'token_scale', 'token_mask', 'meta')}
-    except Exception as e:          # truncated (BadZipFile, EOFError), missing arrays, not an .npz
-        raise ValueError(f"cannot read text feature file '{path}' ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())}); regenerate it with python tools/gen_text_features.py") from None
+        arrays = load_npz(path, 'text feature file', ('pooled', 'tokens', 'token_scale', 'token_mask', 'meta'))
+    except ValueError as e:          # truncated (BadZipFile, EOFError), missing arrays, not an .npz
+        raise ValueError(f"{e}; regenerate it with python tools/gen_text_features.py") from None
     try:
         meta = json.loads(str(arrays['meta']))
         if not isinstance(meta, dict):
@@ -216,6 +205,16 @@ def load_text_features(path, encoder=None, descriptions=None):
     if tuple(meta.get('prompt_kinds', ())) != PROMPT_KINDS:
         raise ValueError(f"text feature file '{path}' has prompt kinds {meta.get('prompt_kinds')}, "
                          f"expected {list(PROMPT_KINDS)}: rerun {hint}")
+    pooled, tokens, mask = arrays['pooled'], arrays['tokens'], arrays['token_mask']
+    if pooled.ndim != 3 or pooled.shape[1] != len(PROMPT_KINDS) or tokens.ndim != 3 or mask.shape != tokens.shape[:2] \
+            or len(tokens) != len(pooled) or tokens.shape[2] != pooled.shape[2]:
+        raise ValueError(f"text feature file '{path}' has arrays of shapes pooled {pooled.shape}, tokens {tokens.shape}, "
+                         f"token_mask {mask.shape}; expected (C, {len(PROMPT_KINDS)}, D), (C, L, D), (C, L): rerun {hint}")
+    for key in ('pooled', 'tokens', 'token_scale'):
+        if arrays[key].dtype.kind not in ('fi' if key == 'tokens' else 'f'):
+            raise ValueError(f"text feature file '{path}': '{key}' has dtype {arrays[key].dtype}, expected numbers: "
+                             f"rerun {hint}")
+        check_finite(arrays[key], f"text feature file '{path}', array '{key}'", f'rerun {hint}')
     return {'pooled': torch.from_numpy(arrays['pooled'].astype(np.float32)),
             'tokens': torch.from_numpy(arrays['tokens'].astype(np.float32) * arrays['token_scale'].astype(np.float32)),
             'token_mask': torch.from_numpy(arrays['token_mask'].astype(bool)),

@@ -8,9 +8,9 @@ import random
 
 import numpy as np
 import torch
-import yaml
 
 from torchlight.io import UserError, atomic_torch_save, atomic_write, load_resume_file, remove_stale_temporaries, to_cpu_state_dict
+from torchlight.readers import load_yaml_mapping
 
 
 # work_dir -> file descriptor of its exclusive lock (flock on the folder, held for the process's life)
@@ -247,9 +247,11 @@ def pretraining_label_use(model, weights_path):
     if value != 255:
         return bool(value)
     try:
-        with open(os.path.join(os.path.dirname(os.path.abspath(weights_path)), 'config.yaml')) as f:
-            args = (yaml.safe_load(f) or {}).get('model_args') or {}
-    except (OSError, yaml.YAMLError, AttributeError):
+        args = load_yaml_mapping(os.path.join(os.path.dirname(os.path.abspath(weights_path)), 'config.yaml'),
+                                 'config file').get('model_args') or {}
+    except UserError:
+        return None
+    if not isinstance(args, dict):
         return None
     return bool(args.get('feature_modulation', True)) and args.get('fm_target', 'text') in ('text', 'label')
 

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-import yaml
+from torchlight.readers import load_yaml
 
 NAME_KEYS = ('joint_names', 'part_names', 'body_names')
 
@@ -265,11 +265,7 @@ def load_layout_file(path) -> Layout:
     if not os.path.isfile(path):
         raise ValueError(f"layout file '{path}' does not exist (a layout is a name: {', '.join(sorted(LAYOUTS))}, "
                          "a path to a layout file, or a dict; see docs/DATA.md, 'Layout files')")
-    try:
-        with open(path, encoding='utf-8') as f:
-            fields = yaml.safe_load(f)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"layout file '{path}' cannot be read as YAML: {' '.join(str(e).split())}") from None
+    fields = load_yaml(path, 'layout file')
     if not isinstance(fields, dict):
         raise ValueError(f"layout file '{path}' must hold a mapping of layout keys (num_node, edges, center, ...), "
                          f"got {type(fields).__name__}")
