@@ -119,6 +119,7 @@ def deep_update(base, update):
 
 class DictAction(argparse.Action):
     """``--model_args "hidden_channels=32,graph_args.layout=nw-ucla"`` merges into the dict from YAML."""
+    checked = True             # its values are read by ``parse_dict_string`` (the bounded YAML reader)
 
     def __call__(self, parser, namespace, values, option_string=None):
         try:

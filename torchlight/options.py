@@ -31,7 +31,7 @@ class Checked:
         try:
             value = self.convert(text)
         except (ValueError, TypeError, OverflowError) as e:
-            detail = str(e)
+            detail = ' '.join(str(e).split())[:200]
             raise argparse.ArgumentTypeError(f'expected {self.rule}, got {quote(text)}'
                                              + (f' ({detail})' if detail else '')) from None
         return value
@@ -185,12 +185,16 @@ def _device(value):
         device = torch.device(value)
     except (RuntimeError, ValueError) as e:
         raise ValueError(' '.join(str(e).split())[:120]) from None
-    if device.type not in ('cpu', 'cuda', 'mps'):
+    if device.type not in ('cpu', 'cuda'):
         _fail(f'device type {device.type}')
+    if device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            _fail(f'{count} CUDA device(s) visible')
     return value
 
 
-device = Checked("a torch device ('cpu', 'cuda' or 'cuda:<index>')", _device, 'cpu', ['gpu0', 'cuda:x', ''],
+device = Checked("a torch device ('cpu', 'cuda' or 'cuda:<index>')", _device, 'cpu', ['gpu0', 'cuda:x', 'cuda:99'],
                  kind='device')
 
 
