@@ -47,17 +47,17 @@ def read_pku_skeleton(path):
         if not tokens:
             continue
         if len(tokens) != 150:
-            raise ValueError(f'{path}, line {lineno}: expected 150 values (2 persons x 25 joints x xyz), '
+            raise UserError(f'{path}, line {lineno}: expected 150 values (2 persons x 25 joints x xyz), '
                              f'got {len(tokens)}')
         try:
             row = [float(x) for x in tokens]
         except ValueError:
-            raise ValueError(f'{path}, line {lineno}: non-numeric value in a skeleton row') from None
+            raise UserError(f'{path}, line {lineno}: non-numeric value in a skeleton row') from None
         if not all(math.isfinite(x) for x in row):
-            raise ValueError(f'{path}, line {lineno}: a NaN or infinite value in a skeleton row')
+            raise UserError(f'{path}, line {lineno}: a NaN or infinite value in a skeleton row')
         rows.append(row)
     if not rows:
-        raise ValueError(f'{path}: no skeleton rows')
+        raise UserError(f'{path}: no skeleton rows')
     data = np.asarray(rows).reshape(len(rows), NUM_PERSON, NUM_JOINT, 3)
     return data.transpose(3, 0, 2, 1)
 
@@ -71,18 +71,18 @@ def read_pku_labels(path, num_class):
         if not tokens:
             continue
         if len(tokens) < 3:
-            raise ValueError(f"{path}, line {lineno}: expected 'label,start_frame,end_frame,confidence', "
+            raise UserError(f"{path}, line {lineno}: expected 'label,start_frame,end_frame,confidence', "
                              f"got {quote(line.strip())}")
         try:
             label, start, end = (int(float(t)) for t in tokens[:3])
             conf = float(tokens[3]) if len(tokens) > 3 else 1.0
         except (ValueError, OverflowError):           # OverflowError: an infinite frame number
-            raise ValueError(f"{path}, line {lineno}: a field is not a finite number in "
+            raise UserError(f"{path}, line {lineno}: a field is not a finite number in "
                              f"{quote(line.strip())}") from None
         if not 1 <= label <= num_class:
-            raise ValueError(f'{path}, line {lineno}: label {label} outside 1..{num_class}')
+            raise UserError(f'{path}, line {lineno}: label {label} outside 1..{num_class}')
         if start < 0 or end < start:
-            raise ValueError(f'{path}, line {lineno}: frames {start}..{end} are not an interval of frame '
+            raise UserError(f'{path}, line {lineno}: frames {start}..{end} are not an interval of frame '
                              'numbers (0 <= start <= end)')
         actions.append((label - 1, start, end, conf))
     return actions
@@ -105,11 +105,11 @@ def read_pku_split(path):
             current = 'val'
         elif re.fullmatch(r'[A-Za-z0-9]*\d[A-Za-z0-9]*-[A-Za-z0-9]+', token):
             if current is None:
-                raise ValueError(f"{path}: video name '{token}' before any 'Training'/'Validation' header")
+                raise UserError(f"{path}: video name '{token}' before any 'Training'/'Validation' header")
             split[current].append(token)
     for key, header in (('train', 'Training'), ('val', 'Validation')):
         if not split[key]:
-            raise ValueError(f"{path}: no video names under a '{header}' header")
+            raise UserError(f"{path}: no video names under a '{header}' header")
     return split['train'], split['val']
 
 

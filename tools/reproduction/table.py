@@ -177,6 +177,9 @@ def readme_tables(path, root):
     """Refresh every block of ``path`` (the README) between ``<!-- table: <table.md path> -->`` and
     ``<!-- end table -->`` from that file (relative to ``root``); -> the names of the blocks that changed."""
     text = read_text(path, 'README')
+    if not README_TABLE.search(text):
+        raise UserError(f"'{path}' has no table block (<!-- table: <table.md path> --> ... <!-- end table -->): "
+                        'give the README that holds them')
     changed = []
 
     def fill(match):
