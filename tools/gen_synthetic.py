@@ -569,6 +569,7 @@ def main(argv=None):
                         help='probability that a body has single-joint glitches')
     parser.add_argument('--bystander-prob', type=options.fraction, default=0.15,
                         help='probability of a static second person in single-person classes')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
 
     with StagedFiles() as staged:              # both splits move into place together, or neither does
@@ -576,7 +577,7 @@ def main(argv=None):
             data, labels, names = generate(args.seed, num, length=args.length, num_person=args.num_person,
                                            split=split, noise_std=args.noise_std,
                                            glitch_prob=args.glitch_prob,
-                                           bystander_prob=args.bystander_prob, progress=True)
+                                           bystander_prob=args.bystander_prob, progress=not args.no_progress)
             check_finite(data, f'{split} split', 'the generator writes no NaN/Inf: check the noise settings')
             np.save(staged.path(os.path.join(args.out_folder, f'{split}_position.npy')), data)
             save_labels(staged.path(os.path.join(args.out_folder, f'{split}_label.pkl')), names, labels)

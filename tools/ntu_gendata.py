@@ -105,7 +105,7 @@ def read_bodies(path, max_body=MAX_BODY, num_joint=NUM_JOINT):
 
     def take_int(what):
         tokens = take(what)
-        if len(tokens) != 1 or not re.fullmatch(r'[0-9]{1,9}', tokens[0]):
+        if len(tokens) != 1 or not re.fullmatch(r'[0-9]{1,12}', tokens[0]):
             raise SkeletonFormatError(f"{path}, line {pos}: expected {what} (one integer), got "
                                       f"{quote(lines[pos - 1])}")
         return int(tokens[0])
