@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, one_line
+from conftest import ROOT, one_line, snapshot
 from torchlight import options
 from torchlight.boundary import EXIT_INTERRUPTED, MAX_LINE, run_tool
 
@@ -89,17 +89,6 @@ def run(tool, argv, cwd):
         except SystemExit as e:
             return e.code, err.getvalue()
     return 0, err.getvalue()
-
-
-def snapshot(folder):
-    """{relative path: bytes} of every file under ``folder``."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as f:
-                out[os.path.relpath(path, folder)] = f.read()
-    return out
 
 
 def assert_contract(rc, err, needles, before, after, status=2):
@@ -451,14 +440,17 @@ def test_a_resume_file_of_the_wrong_form_is_one_line_naming_file_and_key(finishe
     assert snapshot(work_dir) == before                       # config.yaml and log.txt included
 
 
+DEMO = os.path.join(ROOT, 'config', 'demo')
+
+
 @pytest.mark.parametrize('tool, argv, option', [
     ('gen_text_features', ['--encoder', 'minilm', '--device', 'cuda:x'], '--device'),
     ('gen_text_features', ['--encoder', 'minilm', '--device', 'gpu'], '--device'),
-    ('benchmark', ['--config', 'config/demo/pretrain_skeletonclr.yaml', '--threads', '-1'], '--threads'),
-    ('tsne', ['--config', 'config/demo/linear_eval_skeletonclr.yaml', '--device', 'cuda:99'], '--device'),
+    ('benchmark', ['--config', os.path.join(DEMO, 'pretrain_skeletonclr.yaml'), '--threads', '-1'], '--threads'),
+    ('tsne', ['--config', os.path.join(DEMO, 'linear_eval_skeletonclr.yaml'), '--device', 'cuda:99'], '--device'),
 ])
-def test_bad_torch_settings_are_refused_with_the_option_named(tool, argv, option):
-    tool_error(tool, *argv, cwd=ROOT, needles=[option])
+def test_bad_torch_settings_are_refused_with_the_option_named(tool, argv, option, tmp_path):
+    tool_error(tool, *argv, cwd=tmp_path, needles=[option])
 
 
 def eval_files(tmp_path, data=None, labels=None, suffix='.npy'):
@@ -587,17 +579,20 @@ def test_an_anchor_bomb_on_the_command_line_is_one_line(tmp_path):
 
 # ---------------------------------------------------------------- 4. one checker for every option
 
+README = os.path.join(ROOT, 'README.md')
+
+
 @pytest.mark.parametrize('tool, argv, option', [
-    ('negatives_probe', ['--config', 'config/demo/pretrain_skeletonclr.yaml', '--weights', 'README.md',
+    ('negatives_probe', ['--config', os.path.join(DEMO, 'pretrain_skeletonclr.yaml'), '--weights', README,
                          '--negatives', '-3'], '--negatives'),
-    ('tsne', ['--config', 'config/demo/linear_eval_skeletonclr.yaml', '--batch-size', '0'], '--batch-size'),
+    ('tsne', ['--config', os.path.join(DEMO, 'linear_eval_skeletonclr.yaml'), '--batch-size', '0'], '--batch-size'),
     ('custom_gendata', ['--make-example', 'x', '--num-person', '-1'], '--num-person'),
     ('ucla_gendata', ['--num-person', '-1'], '--num-person'),
-    ('ensemble', ['--label', 'README.md', '--results', 'README.md', '--weights', 'nan'], '--weights'),
+    ('ensemble', ['--label', README, '--results', README, '--weights', 'nan'], '--weights'),
     ('reproduce', ['run', '--seeds', '-1', '--dry-run'], '--seeds'),
 ])
-def test_tool_options_outside_their_rule_are_refused(tool, argv, option):
-    line = tool_error(tool, *argv, cwd=ROOT, needles=[option, 'expected'])
+def test_tool_options_outside_their_rule_are_refused(tool, argv, option, tmp_path):
+    line = tool_error(tool, *argv, cwd=tmp_path, needles=[option, 'expected'])
     assert 'command line' in line
 
 

@@ -200,7 +200,6 @@ def main(argv=None):
     out = args.out or os.path.join(cfg.get('work_dir') or '.', f'tsne_{args.split}.png')
     stem = os.path.splitext(out)[0]
     folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
 
     model = build_model(cfg, for_inference=True).eval()

@@ -11,6 +11,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -18,7 +19,7 @@ import yaml
 
 
 from torchlight.boundary import UserError, quote, reading, run_tool  # noqa: F401  (the boundary; re-exported)
-from torchlight.readers import (RestrictedUnpickler, SafeYamlLoader, load_yaml, parse_yaml,  # noqa: F401
+from torchlight.readers import (RestrictedUnpickler, SafeYamlLoader, check_input, load_yaml, parse_yaml,  # noqa: F401
                                 read_pickle, safe_pickle_load, yaml_error_message)
 
 
@@ -348,6 +349,14 @@ def load_resume_file(path):
     """Read a ``latest.pt`` with ``torch.load(weights_only=True)``: tensors and plain Python data only
     (plus the numpy array globals of older resume files), so a crafted file cannot run code."""
     with torch.serialization.safe_globals(_numpy_reconstruct_globals()):
+        return quiet_torch_load(path)
+
+
+def quiet_torch_load(path):
+    """``torch.load(weights_only=True)`` on the CPU without torch's warnings about the file's pickle
+    protocol (a bad file is one error line, not a warning and an error)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
         return torch.load(path, map_location='cpu', weights_only=True)
 
 
@@ -360,14 +369,15 @@ def to_cpu_state_dict(state_dict):
 def load_state_dict_file(path):
     """Read a plain state dict (safe ``weights_only`` loading); also accepts a ``latest.pt`` resume
     file (its 'model' entry)."""
-    if not os.path.isfile(path):
-        raise UserError(f"weights file '{path}' does not exist")
+    check_input(path, 'weights file')
     if os.path.getsize(path) == 0:
         raise UserError(f"weights file '{path}' is empty (0 bytes): an interrupted copy? give a complete file")
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        obj = quiet_torch_load(path)
     except Exception as e:  # truncated file, not a torch file, pickled objects
         first = (str(e).strip().splitlines() or [''])[0][:200]
+        if isinstance(e, pickle.UnpicklingError):
+            first = 'it holds objects other than tensors and plain data, which are not loaded (no code from a file runs)'
         raise UserError(f"cannot read weights file '{path}' as a state dict ({type(e).__name__}"
                         f"{': ' + first if first else ''}); it may be truncated or not a torch file") from e
     if isinstance(obj, dict) and 'model' in obj and isinstance(obj['model'], dict):
@@ -414,7 +424,8 @@ class IO:
         self.save_log = save_log
         self.print_to_screen = print_log
         self.pending = [] if defer else None     # lines held back until ``open_log`` (nothing on disk yet)
-        os.makedirs(work_dir, exist_ok=True)
+        if save_log:
+            os.makedirs(work_dir, exist_ok=True)
 
     @property
     def log_path(self):
