@@ -63,7 +63,7 @@ from net.text_features import DATASET_INFO, class_labels, load_descriptions  # n
 from net.utils.layouts import LAYOUTS, get_layout  # noqa: E402
 from tools.floor import baselines, floor_line  # noqa: E402
 from torchlight import options  # noqa: E402
-from torchlight.io import StagedFiles, run_tool  # noqa: E402
+from torchlight.io import StagedFiles, check_finite, run_tool  # noqa: E402
 from torchlight.readers import load_npy, read_lines, read_text  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
@@ -162,6 +162,9 @@ def read_clip(path, num_joint, form='frame', columns=None):
             arr = np.concatenate([arr, np.zeros(arr.shape[:3] + (1,))], axis=3)
     else:
         arr = text_clip(read_text_rows(path), path, num_joint, form, columns)
+    if np.isinf(arr).any():                   # NaN marks a missing joint; an infinite one is an error
+        raise ValueError(f'{path}: an infinite value (first at [person, frame, joint, xyz] '
+                         f'{[int(i) for i in np.argwhere(np.isinf(arr))[0]]}); fix the clip')
     return arr.transpose(3, 1, 2, 0)          # (M, T, V, C) -> (C, T, V, M)
 
 
@@ -324,6 +327,7 @@ def convert(args):
         for i, (name, _, _, _) in enumerate(chosen):
             pos = positions[name]
             arr[i, :, :pos.shape[1], :, :pos.shape[3]] = pos
+        check_finite(arr, f"{part} split of '{args.out}'", 'the converter writes no NaN/Inf: rescale the clips')
         labels = np.array([c[1] for c in chosen], dtype=np.int64)
         out[part] = (arr, labels, [c[0] for c in chosen])
     num_class = len(class_names) if class_names else int(max(ids)) + 1
