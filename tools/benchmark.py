@@ -407,7 +407,7 @@ def main(argv=None):
     parser.add_argument('--frames', type=options.positive_int, default=50, help='synthetic frames T')
     parser.add_argument('--persons', type=options.positive_int, default=None, help='synthetic persons M (default: 2, or num_person)')
     parser.add_argument('--device', type=options.device, default=None, help="'cuda', 'cuda:1' or 'cpu' (default: cuda when available)")
-    parser.add_argument('--threads', type=options.positive_int, default=None, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--threads', type=options.integer(1, 1024), default=None, help='CPU threads (torch.set_num_threads)')
     parser.add_argument('--json', type=options.output_file, default=None, help='write the results here')
     args = parser.parse_args(argv)
     if args.threads:

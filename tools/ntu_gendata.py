@@ -280,7 +280,7 @@ def main(argv=None):
                         help='missing-skeleton list(s) to skip (default: the NTU-60 and NTU-120 lists in '
                              '../shared/realdata/ntu_metadata when present; give no path to skip none)')
     add_preprocess_arguments(parser)
-    parser.add_argument('--num-workers', type=options.positive_int, default=1, help='parallel file readers (default: 1)')
+    parser.add_argument('--num-workers', type=options.integer(1, 256), default=1, help='parallel file readers (default: 1)')
     parser.add_argument('--positions-only', action='store_true',
                         help='only recompute *_position.npy from existing *_data.npy in --out-folder')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')

@@ -106,7 +106,7 @@ def main(argv=None):
     run.add_argument('--dry-run', action='store_true', help='print the commands of the runs to do, run nothing')
     run.add_argument('--keep-going', action='store_true', help='go on with the next run when one fails')
     run.add_argument('--quiet', action='store_true', help="stage output to <stage work_dir>/console.txt")
-    run.add_argument('--jobs', type=options.positive_int, default=1,
+    run.add_argument('--jobs', type=options.integer(1, 256), default=1,
                      help='runs at a time, each its own processes (implies --quiet; one GPU is shared by them; on a '
                           'CPU set OMP_NUM_THREADS to cores / jobs)')
     run.add_argument('--python', type=options.input_file, default=sys.executable, help='the Python that runs main.py')

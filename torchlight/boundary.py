@@ -175,7 +175,7 @@ def debugging():
     return os.environ.get('TORCHLIGHT_TRACEBACK', '') not in ('', '0')
 
 
-_LONG_QUOTED = re.compile(r"'([^']{80,})'")
+_LONG_QUOTED = re.compile(r"'([^']{500,})'")           # a value argparse quotes whole (paths are shorter)
 
 
 @contextlib.contextmanager

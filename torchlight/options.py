@@ -32,7 +32,8 @@ class Checked:
             value = self.convert(text)
         except (ValueError, TypeError, OverflowError) as e:
             detail = ' '.join(str(e).split())[:200]
-            raise argparse.ArgumentTypeError(f'expected {self.rule}, got {quote(text)}'
+            limit = 500 if self.kind.startswith(('input', 'output')) else 80      # a path is named whole
+            raise argparse.ArgumentTypeError(f'expected {self.rule}, got {quote(text, limit)}'
                                              + (f' ({detail})' if detail else '')) from None
         return value
 
