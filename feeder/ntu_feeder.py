@@ -18,6 +18,7 @@ import torch
 from feeder import tools
 from net.utils.layouts import LAYOUTS, flip_problem, get_layout
 from torchlight.io import UserError, read_pickle
+from torchlight.readers import load_npy
 
 DEFAULT_LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
 
@@ -98,18 +99,10 @@ def load_data(data_path, mmap=True, check_finite=True, stats=None):
     """Memory-map a (N, C, T, V, M) float array and check its rank, dtype and values. With
     ``check_finite``, a data set whose samples are all zero is an error, and the indices of the
     all-zero samples go to ``stats['empty']`` (when a dict is given)."""
-    if not os.path.isfile(data_path):
+    if not os.path.exists(data_path):
         raise UserError(f"data file '{data_path}' does not exist (create it with the gendata tools in "
                         "tools/, e.g. tools/gen_synthetic.py or tools/ucla_gendata.py; see docs/DATA.md)")
-    try:
-        data = np.load(data_path, mmap_mode='r' if mmap else None)
-    except Exception as e:
-        raise UserError(f"cannot read data file '{data_path}' as .npy: {e}") from e
-    if data.ndim != 5:
-        raise UserError(f"data file '{data_path}' has shape {data.shape}; expected 5 dimensions "
-                        "(N, C, T, V, M)")
-    if not np.issubdtype(data.dtype, np.floating):
-        raise UserError(f"data file '{data_path}' has dtype {data.dtype}; expected float32")
+    data = load_npy(data_path, 'data file', dims='N, C, T, V, M', kinds='f', mmap=mmap)
     if check_finite and len(data):
         chunk = max(1, (64 << 20) // max(1, data[0].nbytes))
         empty = []

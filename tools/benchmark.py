@@ -41,15 +41,19 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-import torch
-import yaml
-from torch.utils._python_dispatch import TorchDispatchMode
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from net.utils.layouts import get_layout  # noqa: E402
 from processor.build import load_config  # noqa: E402
+from torchlight import options  # noqa: E402
 from torchlight.io import UserError, atomic_write, run_tool  # noqa: E402
 
 MODES = ('auto', 'pretrain', 'supervised', 'linear', 'inference')
@@ -380,11 +384,11 @@ def profile(run, device, top, steps=3):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', nargs='+', required=True, help='one or more YAML configs')
+    parser.add_argument('--config', type=options.input_file, nargs='+', required=True, help='one or more YAML configs')
     parser.add_argument('--mode', choices=MODES, default='auto', help='what a step is (auto: from the config)')
-    parser.add_argument('--batch-size', type=int, default=None, help="batch size (default: the config's)")
-    parser.add_argument('--warmup', type=int, default=5, help='untimed iterations first')
-    parser.add_argument('--iters', type=int, default=20, help='timed iterations')
+    parser.add_argument('--batch-size', type=options.positive_int, default=None, help="batch size (default: the config's)")
+    parser.add_argument('--warmup', type=options.nonnegative_int, default=5, help='untimed iterations first')
+    parser.add_argument('--iters', type=options.positive_int, default=20, help='timed iterations')
     parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='mixed precision')
     parser.add_argument('--compile', default='none', choices=('none', 'default', 'reduce-overhead', 'max-autotune'),
                         help='torch.compile mode (reduce-overhead: CUDA graphs)')
@@ -392,22 +396,20 @@ def main(argv=None):
                         help='pretraining: the training step captured as a CUDA graph (cuda_graph: true)')
     parser.add_argument('--implementation', choices=('auto', 'fast', 'reference'), default=None,
                         help="ST-GCN implementation (default: the config's, i.e. auto: fast on CUDA)")
-    parser.add_argument('--profile', type=int, default=0, metavar='K',
+    parser.add_argument('--profile', type=options.nonnegative_int, default=0, metavar='K',
                         help='also profile 3 steps and print the K operators with the most self time')
     parser.add_argument('--count-ops', action='store_true',
                         help='count per training step the operators, copies and host synchronisations '
                              '(no timing; ST-GCN implementation fast unless --implementation)')
     parser.add_argument('--data', choices=('synthetic', 'config'), default='synthetic',
                         help="synthetic NTU-shaped data, or the config's data_path")
-    parser.add_argument('--num-samples', type=int, default=512, help='synthetic samples')
-    parser.add_argument('--frames', type=int, default=50, help='synthetic frames T')
-    parser.add_argument('--persons', type=int, default=None, help='synthetic persons M (default: 2, or num_person)')
-    parser.add_argument('--device', default=None, help="'cuda', 'cuda:1' or 'cpu' (default: cuda when available)")
-    parser.add_argument('--threads', type=int, default=None, help='CPU threads (torch.set_num_threads)')
-    parser.add_argument('--json', default=None, help='write the results here')
+    parser.add_argument('--num-samples', type=options.positive_int, default=512, help='synthetic samples')
+    parser.add_argument('--frames', type=options.positive_int, default=50, help='synthetic frames T')
+    parser.add_argument('--persons', type=options.positive_int, default=None, help='synthetic persons M (default: 2, or num_person)')
+    parser.add_argument('--device', type=options.device, default=None, help="'cuda', 'cuda:1' or 'cpu' (default: cuda when available)")
+    parser.add_argument('--threads', type=options.integer(1, 1024), default=None, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--json', type=options.output_file, default=None, help='write the results here')
     args = parser.parse_args(argv)
-    if args.iters < 1 or args.warmup < 0:
-        raise UserError(f'--iters must be >= 1 and --warmup >= 0 (got {args.iters}, {args.warmup})')
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -447,8 +449,7 @@ def report_counts(args, device):
               f"{r['host_syncs_per_step']:g} host syncs "
               f"({', '.join(f'{k} {v:g}' for k, v in r['host_syncs'].items()) or 'none'}); most called: {top}")
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(results, f, indent=2)
+        atomic_write(args.json, lambda f: json.dump(results, f, indent=2), mode='w')
     return results
 
 

@@ -41,12 +41,17 @@ import math
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
+
+import torch  # noqa: E402
 
 from processor.build import build_model, inference_encoder, load_config  # noqa: E402
+from torchlight import options  # noqa: E402
 from torchlight.io import DictAction, UserError, atomic_write, deep_update, run_tool  # noqa: E402
+from torchlight.readers import npy_header  # noqa: E402
 
 DEFAULT_FRAMES = 50
 DEFAULT_PERSONS = 2
@@ -80,13 +85,12 @@ def graph_layout(model_args, encoder=None):
 
 def data_shape(cfg):
     """(name, shape) of the first existing feeder data file (header only, memory-mapped), or None."""
-    import numpy as np
     for split in ('test', 'train'):
         path = (cfg.get(f'{split}_feeder_args') or {}).get('data_path')
         if path and os.path.isfile(path):
             try:
-                shape = np.load(path, mmap_mode='r').shape
-            except Exception:       # unreadable file: fall back to the defaults
+                shape, _ = npy_header(path, 'data file')
+            except ValueError:       # unreadable file: fall back to the defaults
                 continue
             if len(shape) == 5:
                 return f'{split} data file', shape
@@ -289,24 +293,21 @@ def get_parser():
     parser = argparse.ArgumentParser(
         description="Parameters and FLOPs/MACs per sample of a config's inference encoder",
         epilog=CONVENTION)
-    parser.add_argument('--config', action='append', required=True,
+    parser.add_argument('--config', type=options.input_file, action='append', required=True,
                         help='YAML config (repeat the option to compare several)')
-    parser.add_argument('--frames', type=int, default=None,
+    parser.add_argument('--frames', type=options.positive_int, default=None,
                         help='input frames T (default: the config\'s num_frames/window_size, else the data file\'s T, else 50)')
-    parser.add_argument('--joints', type=int, default=None, help='joints V (default: from the layout)')
-    parser.add_argument('--persons', type=int, default=None,
+    parser.add_argument('--joints', type=options.positive_int, default=None, help='joints V (default: from the layout)')
+    parser.add_argument('--persons', type=options.positive_int, default=None,
                         help='persons M (default: model_args.num_person, else the data file\'s M, else 2)')
     parser.add_argument('--model-args', '--model_args', dest='model_args', action=DictAction, default=None,
                         help='override model_args, e.g. "frest=False" or "hidden_channels=32"')
-    parser.add_argument('--json', default=None, help='write the results to this JSON file')
+    parser.add_argument('--json', type=options.output_file, default=None, help='write the results to this JSON file')
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    for name, value in (('--frames', args.frames), ('--joints', args.joints), ('--persons', args.persons)):
-        if value is not None and value < 1:
-            raise UserError(f'{name} must be >= 1, got {value}')
     torch.manual_seed(0)
     results = []
     for path in args.config:

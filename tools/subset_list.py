@@ -11,20 +11,19 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from torchlight.boundary import early  # noqa: E402
 
-from torchlight.boundary import run_tool  # noqa: E402
+early(__name__)              # a Ctrl-C during the imports below is one line
 
+import numpy as np  # noqa: E402
 
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text[:40]!r}')
-    return value
+from feeder.ntu_feeder import load_labels  # noqa: E402
+from torchlight import options  # noqa: E402
+from torchlight.io import atomic_write, run_tool  # noqa: E402
 
 
 def balanced_subset(labels, per_class, seed):
     """Sorted indices: ``per_class`` samples of every class (all of a smaller one), drawn with ``seed``."""
-    import numpy as np
     rng = np.random.RandomState(seed)
     chosen = [rng.choice(np.flatnonzero(labels == c), min(per_class, int((labels == c).sum())), replace=False)
               for c in np.unique(labels)]
@@ -33,19 +32,16 @@ def balanced_subset(labels, per_class, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('label_path', help="a split's label file ((sample_names, labels) pickle)")
-    parser.add_argument('--per-class', type=positive_int, required=True, help='samples kept of each class')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the draw (default 0)')
-    parser.add_argument('--out', required=True, help='the list file written (atomically)')
+    parser.add_argument('label_path', type=options.input_file, help="a split's label file ((names, labels) pickle)")
+    parser.add_argument('--per-class', type=options.positive_int, required=True, help='samples kept of each class')
+    parser.add_argument('--seed', type=options.seed, default=0, help='seed of the draw (default 0)')
+    parser.add_argument('--out', type=options.output_file, required=True, help='the list file written (atomically)')
     args = parser.parse_args(argv)
-    from feeder.ntu_feeder import load_labels
-    from torchlight.io import atomic_write
     names, labels = load_labels(args.label_path)
     picked = balanced_subset(labels, args.per_class, args.seed)
     header = (f'# {len(picked)} of {len(names)} samples of {os.path.basename(args.label_path)}: '
               f'{args.per_class} a class, seed {args.seed} (tools/subset_list.py)\n')
     text = header + ''.join(f'{names[i]}\n' for i in picked)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     atomic_write(args.out, lambda f: f.write(text), mode='w')
     print(f'{args.out}: {len(picked)} samples, {len(set(labels[picked].tolist()))} classes')
 

@@ -59,10 +59,10 @@ import os
 import re
 import shlex
 
-import yaml
-
 from processor import PROCESSORS
+from torchlight.boundary import quote
 from torchlight.io import UserError, closest_keys, import_class, load_config_file
+from torchlight.readers import load_yaml_mapping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAN_KEYS = ('name', 'description', 'seeds', 'epochs', 'knn_interval', 'overrides', 'eval_overrides',
@@ -110,29 +110,17 @@ def slug(name):
 def find_config(path, where):
     """A relative config path from the current folder, else from the repository."""
     if not isinstance(path, str) or not path:
-        raise UserError(f'{where}: expected a config path, got {path!r}')
+        raise UserError(f'{where}: expected a config path, got {quote(path)}')
     for candidate in (path, os.path.join(ROOT, path)):
         if os.path.isfile(candidate):
             return os.path.abspath(candidate)
     raise UserError(f"{where}: config '{path}' does not exist")
 
 
-def read_yaml_mapping(path, what):
-    try:
-        with open(path) as f:
-            content = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise UserError(f"{what} '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-    if content is None:
-        content = {}
-    if not isinstance(content, dict):
-        raise UserError(f"{what} '{path}' must be a mapping")
-    return content
-
 
 def check_keys(mapping, valid, where):
     if not isinstance(mapping, dict):
-        raise UserError(f'{where} must be a mapping, got {mapping!r}')
+        raise UserError(f'{where} must be a mapping, got {quote(mapping)}')
     for key in mapping:
         if key not in valid:
             raise UserError(f"unknown key '{key}' in {where}; closest valid keys: {closest_keys(str(key), valid)}")
@@ -146,10 +134,10 @@ def as_tokens(value, where):
         try:
             return shlex.split(value)
         except ValueError as e:
-            raise UserError(f'{where}: {e} in {value!r}') from None
+            raise UserError(f'{where}: {e} in {quote(value)}') from None
     if isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value):
         return [str(v).lower() if isinstance(v, bool) else str(v) for v in value]
-    raise UserError(f'{where}: expected a string or a list of command-line arguments, got {value!r}')
+    raise UserError(f'{where}: expected a string or a list of command-line arguments, got {quote(value)}')
 
 
 _OPTIONS = {}
@@ -182,10 +170,11 @@ def given(mapping, key, default):
     return default if value is None else value
 
 
-def check_int_list(value, where):
+def check_seeds(value, where):
+    """A seed or a list of seeds: integers in 0 .. 2**32 - 1 (what ``--seed`` of main.py accepts)."""
     values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise UserError(f'{where}: expected an integer or a list of integers, got {value!r}')
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 32 for v in values):
+        raise UserError(f'{where}: expected a seed or a list of seeds (integers 0 .. 2**32-1), got {quote(value)}')
     return values
 
 
@@ -193,7 +182,7 @@ def check_epochs(value, where, minimum=1):
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise UserError(f'{where}: expected an integer >= {minimum}, got {value!r}')
+        raise UserError(f'{where}: expected an integer >= {minimum}, got {quote(value)}')
     return value
 
 
@@ -235,7 +224,7 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         raise UserError(f"plan {source}: 'rows' must be a non-empty mapping of row names to rows")
     name = content.get('name') or os.path.splitext(os.path.basename(source))[0]
     if not isinstance(name, str) or slug(name) != name:
-        raise UserError(f"plan {source}: name {name!r} must be a plain folder name (letters, digits, ._+-)")
+        raise UserError(f"plan {source}: name {quote(name)} must be a plain folder name (letters, digits, ._+-)")
     defaults = {k: content.get(k) for k in ('seeds', 'epochs', 'knn_interval')}
     plan_overrides = as_tokens(content.get('overrides'), f'plan {source}: overrides')
     plan_eval_overrides = as_tokens(content.get('eval_overrides'), f'plan {source}: eval_overrides')
@@ -253,7 +242,7 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         processor = row.get('processor')
         kinds = PRETRAINERS + [SUPERVISED, UNTRAINED]
         if processor not in kinds:
-            raise UserError(f"{where}.processor: {processor!r} is not a pretraining processor (or "
+            raise UserError(f"{where}.processor: {quote(processor)} is not a pretraining processor (or "
                             f"{SUPERVISED}, {UNTRAINED}); use one of {', '.join(kinds)}")
         supervised, untrained = processor == SUPERVISED, processor == UNTRAINED
         if not untrained and row.get('init') is not None:
@@ -266,9 +255,9 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         elif 'config' not in row:
             raise UserError(f"{where}: 'config' is missing")
         config = None if untrained else find_config(row['config'], f'{where}.config')
-        seeds = check_int_list(given(row, 'seeds', given(defaults, 'seeds', [1])), f'{where}.seeds')
+        seeds = check_seeds(given(row, 'seeds', given(defaults, 'seeds', [1])), f'{where}.seeds')
         if len(set(seeds)) != len(seeds):
-            raise UserError(f'{where}.seeds: {seeds} repeats a seed')
+            raise UserError(f'{where}.seeds: {quote(seeds)} repeats a seed')
         if untrained:
             row_epochs, knn_interval, overrides = 0, None, []
         else:
@@ -290,7 +279,7 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         evaluations = []
         for eval_name, value in evaluations_in.items():
             if slug(str(eval_name)) != eval_name or eval_name == 'pretext':
-                raise UserError(f"{where}.evaluations: {eval_name!r} is not a usable name (letters, digits, ._+-; "
+                raise UserError(f"{where}.evaluations: {quote(eval_name)} is not a usable name (letters, digits, ._+-; "
                                 "not 'pretext')")
             evaluation = parse_evaluation(eval_name, value, f'{where}.evaluations.{eval_name}')
             evaluation['overrides'] = eval_overrides + evaluation['overrides'] + list(extra_eval)
@@ -306,19 +295,19 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
     floor = content.get('floor') or {}
     if not isinstance(floor, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                               for v in floor.values()):
-        raise UserError(f'plan {source}: floor must map row names to numbers (percent), got {floor!r}')
+        raise UserError(f'plan {source}: floor must map row names to numbers (percent), got {quote(floor)}')
     chance = content.get('chance')
     if chance is not None and (not isinstance(chance, (int, float)) or isinstance(chance, bool)):
-        raise UserError(f'plan {source}: chance must be a number (percent), got {chance!r}')
+        raise UserError(f'plan {source}: chance must be a number (percent), got {quote(chance)}')
     target = content.get('target') or {}
     if not isinstance(target, dict) or not all(isinstance(k, str) and re.fullmatch(r'[a-z0-9_]+', k)
                                                and isinstance(v, (int, float)) and not isinstance(v, bool)
                                                for k, v in target.items()):
         raise UserError(f'plan {source}: target must map metric names (e.g. pretrain_knn_top1) to numbers, '
-                        f'got {target!r}')
+                        f'got {quote(target)}')
     for key in ('work_dir', 'results'):
         if content.get(key) is not None and not isinstance(content[key], str):
-            raise UserError(f'plan {source}: {key} must be a folder path, got {content[key]!r}')
+            raise UserError(f'plan {source}: {key} must be a folder path, got {quote(content[key])}')
     return Plan(name, parsed, content.get('work_dir') or os.path.join('work_dir', 'reproduce', name),
                 content.get('results') or os.path.join('results', name), dict(floor), chance, source,
                 content.get('description') or '', dict(target))
@@ -357,4 +346,4 @@ def resolve_init(row, rows, where):
 def load_plan(path, **kwargs):
     if not os.path.isfile(path):
         raise UserError(f"plan '{path}' does not exist")
-    return parse_plan(read_yaml_mapping(path, 'plan'), path, **kwargs)
+    return parse_plan(load_yaml_mapping(path, 'plan'), path, **kwargs)

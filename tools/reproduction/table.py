@@ -12,8 +12,10 @@ from processor.monitor import replay
 from tools.reproduction.metrics import pretrain_metrics
 from tools.reproduction.plots import plot_curves
 from tools.reproduction.plan import SUPERVISED, UNTRAINED
-from tools.reproduction.run import read_json
+from tools.reproduction.run import read_record
+from torchlight.boundary import quote
 from torchlight.io import UserError, atomic_write
+from torchlight.readers import read_text
 
 def column_keys(results):
     """[(key, 'final'|'best', header, scale, format)] in table order, for the metrics the results hold."""
@@ -114,9 +116,7 @@ def cell(values, scale=100, fmt='.1f'):
 def load_results(folder):
     results = []
     for path in sorted(glob.glob(os.path.join(folder, '*__seed*.json'))):
-        result = read_json(path)
-        if not isinstance(result, dict) or 'row' not in result or 'seed' not in result:
-            raise UserError(f"'{path}' is not a result file of tools/reproduce.py")
+        result = read_record(path, 'result')
         lowest = pretrain_metrics(result.get('curve') or [])[0].get('embed_std_min')
         if lowest is not None:                          # a metric added after some files were written
             result.setdefault('final', {}).setdefault('embed_std_min', lowest)
@@ -142,7 +142,7 @@ def table(results, plan=None, command=None):
     judged = [r for r in results if target_misses(r, target) is not None]     # none yet: nothing to check
     unknown = [key for key in target if judged and not any(key in r.get('final', {}) for r in judged)]
     if unknown:
-        raise UserError(f"plan {plan.source}: target metric {unknown[0]!r} is in no result file "
+        raise UserError(f"plan {plan.source}: target metric {quote(unknown[0])} is in no result file "
                         f"(metrics: {', '.join(sorted({k for r in results for k in r.get('final', {})}))})")
     baselines = {name: base for name, base in untrained_rows(plan).items() if base in groups}
     gains = {name: paired_gain(groups[name], groups[base], columns) for name, base in baselines.items() if name in groups}
@@ -232,8 +232,10 @@ README_TABLE = re.compile(r'(<!-- table: (\S+) -->\n)(.*?)(<!-- end table -->)',
 def readme_tables(path, root):
     """Refresh every block of ``path`` (the README) between ``<!-- table: <table.md path> -->`` and
     ``<!-- end table -->`` from that file (relative to ``root``); -> the names of the blocks that changed."""
-    with open(path) as f:
-        text = f.read()
+    text = read_text(path, 'README')
+    if not README_TABLE.search(text):
+        raise UserError(f"'{path}' has no table block (<!-- table: <table.md path> --> ... <!-- end table -->): "
+                        'give the README that holds them')
     changed = []
 
     def fill(match):
@@ -241,8 +243,7 @@ def readme_tables(path, root):
         if not os.path.isfile(table_file):
             raise UserError(f"{path}: the table block names '{match.group(2)}', which does not exist "
                             '(run tools/reproduce.py aggregate <plan> first)')
-        with open(table_file) as f:
-            body = f.read()
+        body = read_text(table_file, 'table file')
         if body != match.group(3):
             changed.append(match.group(2))
         return match.group(1) + body + match.group(4)
