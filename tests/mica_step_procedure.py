@@ -28,8 +28,11 @@ VARIANTS = {
     'paper': dict(fm_objective='part_pooled', fm_target='text', fm_embedding='query'),
     # label-free teacher, separate projection, every kind against the global embedding
     'label_free': dict(fm_objective='multi_part', fm_target='teacher', fm_embedding='projection', feature_dim=8),
-    # smoothed one-hot teacher on the averaged anchor, no harmonizer, depthwise decoupling
-    'label': dict(fm_objective='averaged', fm_target='label', harmonizer=False, decoupling='depthwise'),
+    # one-hot teacher on the averaged anchor, no harmonizer, depthwise decoupling; no smoothing: the code
+    # before built the target in float32 (``F.one_hot(...).float()``), so KL's log(target) was float32
+    # rounding for any value but 0 and 1 (the float64 target now is the fix)
+    'label': dict(fm_objective='averaged', fm_target='label', harmonizer=False, decoupling='depthwise',
+                  label_smoothing=0.0),
 }
 # per step, per mixed view: (partner shift, body groups of the nw-ucla layout, start unit, units)
 MIXES = [[(1, [0, 3], 0, 2), (2, [1, 2, 4], 1, 3)],
