@@ -167,10 +167,11 @@ class FrequencyBlock(nn.Module):
     def _complex_filter(self, weight, num_freq):
         return torch.view_as_complex(resample_filter(weight.float(), num_freq).contiguous())
 
+    @torch.no_grad()
     def spectrum_mask(self, spec, num_samples):
         """The binary mask of eq. (9) for a spectrum ``spec`` of shape (rows, num_freq, C), rows =
         num_samples * (other axis), as a float tensor of the same shape (all ones without the
-        adaptive mask)."""
+        adaptive mask); a constant of the step (no gradient flows through a threshold), so no graph."""
         if not self.adaptive_mask:
             return torch.ones(spec.shape, dtype=torch.float32, device=spec.device)
         energy = spec.real.square() + spec.imag.square()                        # |F|^2
@@ -193,12 +194,13 @@ class FrequencyBlock(nn.Module):
                 rows, length = h.permute(0, 2, 1, 3).reshape(n * v, t, c), t
             spec = torch.fft.rfft(rows, dim=1, norm='ortho')                    # eq. (7)
             num_freq = spec.shape[1]
-            out = torch.zeros_like(spec)
+            out = None
             if self.weight_global is not None:
-                out = out + self._complex_filter(self.weight_global, num_freq) * spec   # F_G
+                out = self._complex_filter(self.weight_global, num_freq) * spec         # F_G
             if self.weight_local is not None:
                 masked = spec * self.spectrum_mask(spec, n)                             # F_mask
-                out = out + self._complex_filter(self.weight_local, num_freq) * masked  # F_L
+                local = self._complex_filter(self.weight_local, num_freq) * masked      # F_L
+                out = local if out is None else out + local
             y = torch.fft.irfft(out, n=length, dim=1, norm='ortho')             # domain inversion
             if self.dim == 'joint':
                 y = y.reshape(n, t, v, c)

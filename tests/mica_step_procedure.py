@@ -93,10 +93,10 @@ def initial_state(shapes, own):
     return out
 
 
-def build(variant):
+def build(variant, **extra):
     from net.mica import MICA
     torch.manual_seed(0)
-    return MICA(**dict(COMMON, **VARIANTS[variant]))
+    return MICA(**dict(COMMON, **VARIANTS[variant], **extra))
 
 
 def run(model):

@@ -20,9 +20,14 @@ def before():
     return np.load(FIXTURE)
 
 
-@pytest.mark.parametrize('variant', list(proc.VARIANTS))
-def test_the_lean_step_equals_the_step_before_it(before, variant):
-    model = proc.build(variant).double()
+CASES = [(v, {}) for v in proc.VARIANTS] + [('paper', {'checkpoint_blocks': True})]
+
+
+@pytest.mark.parametrize('variant, extra', CASES, ids=[v + ''.join(f'-{k}' for k in e) for v, e in CASES])
+def test_the_lean_step_equals_the_step_before_it(before, variant, extra):
+    """Every variant, and the paper variant with activation checkpointing of the encoder blocks (the
+    switch that trades time for memory: the same step)."""
+    model = proc.build(variant, **extra).double()
     shapes = json.loads(str(before[f'{variant}/shapes']))
     assert shapes == {k: list(v.shape) for k, v in model.state_dict().items()}      # same parameters, same names
     model.load_state_dict(proc.initial_state(shapes, model.state_dict()))
