@@ -167,19 +167,26 @@ class FrequencyBlock(nn.Module):
     def _complex_filter(self, weight, num_freq):
         return torch.view_as_complex(resample_filter(weight.float(), num_freq).contiguous())
 
-    @torch.no_grad()
     def spectrum_mask(self, spec, num_samples):
         """The binary mask of eq. (9) for a spectrum ``spec`` of shape (rows, num_freq, C), rows =
         num_samples * (other axis), as a float tensor of the same shape (all ones without the
-        adaptive mask); a constant of the step (no gradient flows through a threshold), so no graph."""
+        adaptive mask)."""
+        keep = self.spectrum_keep(spec, num_samples)
+        return torch.ones(spec.shape, dtype=torch.float32, device=spec.device) if keep is None \
+            else keep.to(torch.float32)
+
+    @torch.no_grad()
+    def spectrum_keep(self, spec, num_samples):
+        """Eq. (9) as a boolean tensor (None without the adaptive mask: every component kept); a constant of
+        the step (no gradient flows through a threshold), so no graph is recorded."""
         if not self.adaptive_mask:
-            return torch.ones(spec.shape, dtype=torch.float32, device=spec.device)
+            return None
         energy = spec.real.square() + spec.imag.square()                        # |F|^2
         groups = num_samples if self.median_scope == 'sequence' else spec.shape[0]
         flat = energy.reshape(groups, -1)
         med = flat.median(dim=1, keepdim=True).values                           # per sequence / row
         normalised = flat / (med + EPS)                                         # eq. (8)
-        return (normalised > self.tau).to(torch.float32).reshape(energy.shape)  # eq. (9)
+        return (normalised > self.tau).reshape(energy.shape)                    # eq. (9)
 
     def forward(self, x):
         n, c, t, v = x.shape
@@ -198,7 +205,8 @@ class FrequencyBlock(nn.Module):
             if self.weight_global is not None:
                 out = self._complex_filter(self.weight_global, num_freq) * spec         # F_G
             if self.weight_local is not None:
-                masked = spec * self.spectrum_mask(spec, n)                             # F_mask
+                keep = self.spectrum_keep(spec, n)
+                masked = spec if keep is None else spec * keep                          # F_mask (spec's layout)
                 local = self._complex_filter(self.weight_local, num_freq) * masked      # F_L
                 out = local if out is None else out + local
             y = torch.fft.irfft(out, n=length, dim=1, norm='ortho')             # domain inversion
