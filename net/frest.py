@@ -181,12 +181,14 @@ class FrequencyBlock(nn.Module):
         the step (no gradient flows through a threshold), so no graph is recorded."""
         if not self.adaptive_mask:
             return None
-        energy = spec.real.square() + spec.imag.square()                        # |F|^2
+        # |F|^2 in the spectrum's memory order (rows, C, F) for an FFT along dim 1: a row group's entries are
+        # contiguous there, so the grouping is a view (the median does not depend on their order)
+        energy = (spec.real.square() + spec.imag.square()).transpose(1, 2)
         groups = num_samples if self.median_scope == 'sequence' else spec.shape[0]
         flat = energy.reshape(groups, -1)
         med = flat.median(dim=1, keepdim=True).values                           # per sequence / row
         normalised = flat / (med + EPS)                                         # eq. (8)
-        return (normalised > self.tau).reshape(energy.shape)                    # eq. (9)
+        return (normalised > self.tau).view(energy.shape).transpose(1, 2)       # eq. (9)
 
     def forward(self, x):
         n, c, t, v = x.shape
