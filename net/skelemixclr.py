@@ -98,7 +98,7 @@ class SkeleMix:
         chosen = torch.rand(groups.size(0), device=device).argsort().argsort() < count     # ranks below count
         joints = (groups & chosen[:, None]).any(dim=0)
         length = torch.randint(self.tem_l, self.tem_u + 1, (), device=device)
-        start = (torch.rand((), device=device) * (units + 1 - length)).long()             # uniform in [0, units - length]
+        start = (torch.rand((), device=device) * (units + 1 - length)).floor()            # uniform in [0, units - length]
         frame = torch.arange(units, device=device)
         rows = (frame >= start) & (frame < start + length)
         return partner, rows[:, None] & joints[None, :]
