@@ -16,10 +16,11 @@ takes ``fast`` for CUDA inputs and ``reference`` on the CPU):
   temporal convolutions and BatchNorms run in cuDNN's / oneDNN's NHWC kernels.  Same parameters,
   same state dict, results equal within float rounding (``tests/test_st_gcn.py``).
 
-``checkpoint_blocks: true`` trades time for memory in training: each block keeps only its input for
-backward and runs its forward again there (``torch.utils.checkpoint``, non-reentrant, the dropout masks
-replayed); the BatchNorms of the re-run use the batch's statistics but do not update their running
-statistics a second time, so parameters, gradients and buffers equal those of the plain step.
+``checkpoint_blocks: true`` trades time for memory in training: each block (and the neck, MICA's FreST)
+keeps only its input for backward and runs its forward again there (``torch.utils.checkpoint``,
+non-reentrant, the dropout masks replayed); the BatchNorms of the re-run use the batch's statistics but
+do not update their running statistics a second time, so parameters, gradients and buffers equal those
+of the plain step.
 """
 import contextlib
 
@@ -258,7 +259,7 @@ class Model(SkeletonEncoder):
             x = run_block(gcn, x, self.A * importance, checkpointed)
         x = x.contiguous()               # heads and necks get the reference (N*M, C', T', V) layout
         if self.neck is not None:
-            x = self.neck(x)
+            x = checkpoint(self.neck, x, use_reentrant=False) if checkpointed else self.neck(x)
         return x
 
     @staticmethod
