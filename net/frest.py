@@ -171,14 +171,24 @@ class FrequencyBlock(nn.Module):
         """The binary mask of eq. (9) for a spectrum ``spec`` of shape (rows, num_freq, C), rows =
         num_samples * (other axis), as a float tensor of the same shape (all ones without the
         adaptive mask)."""
+        keep = self.spectrum_keep(spec, num_samples)
+        return torch.ones(spec.shape, dtype=torch.float32, device=spec.device) if keep is None \
+            else keep.to(torch.float32)
+
+    @torch.no_grad()
+    def spectrum_keep(self, spec, num_samples):
+        """Eq. (9) as a boolean tensor (None without the adaptive mask: every component kept); a constant of
+        the step (no gradient flows through a threshold), so no graph is recorded."""
         if not self.adaptive_mask:
-            return torch.ones(spec.shape, dtype=torch.float32, device=spec.device)
-        energy = spec.real.square() + spec.imag.square()                        # |F|^2
+            return None
+        # |F|^2 in the spectrum's memory order (rows, C, F) for an FFT along dim 1: a row group's entries are
+        # contiguous there, so the grouping is a view (the median does not depend on their order)
+        energy = (spec.real.square() + spec.imag.square()).transpose(1, 2)
         groups = num_samples if self.median_scope == 'sequence' else spec.shape[0]
         flat = energy.reshape(groups, -1)
         med = flat.median(dim=1, keepdim=True).values                           # per sequence / row
         normalised = flat / (med + EPS)                                         # eq. (8)
-        return (normalised > self.tau).to(torch.float32).reshape(energy.shape)  # eq. (9)
+        return (normalised > self.tau).view(energy.shape).transpose(1, 2)       # eq. (9)
 
     def forward(self, x):
         n, c, t, v = x.shape
@@ -193,12 +203,14 @@ class FrequencyBlock(nn.Module):
                 rows, length = h.permute(0, 2, 1, 3).reshape(n * v, t, c), t
             spec = torch.fft.rfft(rows, dim=1, norm='ortho')                    # eq. (7)
             num_freq = spec.shape[1]
-            out = torch.zeros_like(spec)
+            out = None
             if self.weight_global is not None:
-                out = out + self._complex_filter(self.weight_global, num_freq) * spec   # F_G
+                out = self._complex_filter(self.weight_global, num_freq) * spec         # F_G
             if self.weight_local is not None:
-                masked = spec * self.spectrum_mask(spec, n)                             # F_mask
-                out = out + self._complex_filter(self.weight_local, num_freq) * masked  # F_L
+                keep = self.spectrum_keep(spec, n)
+                masked = spec if keep is None else spec * keep                          # F_mask (spec's layout)
+                local = self._complex_filter(self.weight_local, num_freq) * masked      # F_L
+                out = local if out is None else out + local
             y = torch.fft.irfft(out, n=length, dim=1, norm='ortho')             # domain inversion
             if self.dim == 'joint':
                 y = y.reshape(n, t, v, c)

@@ -114,7 +114,7 @@ class PretrainProcessor(Processor):
     def make_train_step(self):
         """The step of ``train_epoch`` (processor/train_step.py), eager or as a CUDA graph (``cuda_graph``)."""
         if self.arg.cuda_graph and self.trains():
-            why = ('a capture-safe method (capture_safe: SkeletonCLR, AimCLR, MsMCLR)'
+            why = ('a capture-safe method (capture_safe: SkeletonCLR, AimCLR, MsMCLR, SkeleMixCLR, MICA)'
                    if not self.model.capture_safe else 'a CUDA device' if self.dev.type != 'cuda'
                    else 'one process (not torchrun)' if self.world > 1
                    else "amp none or bf16 (fp16's loss scaler reads its scale on the host)" if self.arg.amp == 'fp16'

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT
-from net.mica import MICA, part_pool
+from net.mica import MICA, part_pool, part_pooling
 from net.skelemixclr import SkeleMixCLR
 from net.utils.layouts import get_layout
 
@@ -19,16 +19,19 @@ ENCODER = dict(base_encoder='net.st_gcn.Model', in_channels=3, hidden_channels=4
 
 
 def test_part_pool_by_hand():
+    """Every part in one pass: part p of sample n is the mean over its joints, the frames and the persons."""
     torch.manual_seed(0)
     fmap = torch.randn(6, 3, 4, 5, dtype=torch.float64)          # N*M = 3*2, C 3, T' 4, V 5
-    joints = [0, 3, 4]
-    pooled = part_pool(fmap, joints, 2).numpy()
+    parts = [[0, 3, 4], [1], [2, 4]]
+    pooled = part_pool(fmap, part_pooling(parts, 5), 2).numpy()
+    assert pooled.shape == (3, 3, 3)
     x = fmap.numpy()
-    want = np.zeros((3, 3))
-    for n in range(3):
-        for c in range(3):
-            want[n, c] = np.mean([x[2 * n + m, c, t, v] for m in range(2) for t in range(4) for v in joints])
-    np.testing.assert_allclose(pooled, want, rtol=1e-12)
+    for p, joints in enumerate(parts):
+        want = np.zeros((3, 3))
+        for n in range(3):
+            for c in range(3):
+                want[n, c] = np.mean([x[2 * n + m, c, t, v] for m in range(2) for t in range(4) for v in joints])
+        np.testing.assert_allclose(pooled[p], want, rtol=1e-12)
 
 
 def test_part_pooled_fm_reads_each_part_from_its_joints():

@@ -14,8 +14,9 @@ NTU-shaped set N x 3 x T x V x M generated here, with the layout's V; ``config``
 batch gather + augmentation (the feeder's ``views``), forward, loss, backward and optimiser step exactly
 as a run does them (the linear-evaluation step: frozen encoder forward + fc); ``inference`` times no-grad
 forward passes of the processor's model.  It prints and optionally writes JSON with samples
-per second, seconds per iteration (median, min, max), peak memory (CUDA: max allocated; CPU: peak RSS
-of the process), the fraction of the step spent on data (gather + augmentation), and the settings
+per second, seconds per iteration (median, min, max), peak memory (CUDA: max allocated; CPU: peak RSS,
+per config: the process's peak is reset before each, ``peak_rss_scope``), with several configs each one's
+time and memory relative to the first's, the fraction of the step spent on data (gather + augmentation), and the settings
 (batch, AMP, compile, ST-GCN implementation, device name, torch version, threads).  ``--profile K``
 adds one ``torch.profiler`` pass over a few steps and prints the K operators/kernels with the most
 self time (CUDA time on a GPU).  ``--count-ops`` times nothing: it runs ``--iters`` training steps after
@@ -54,7 +55,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from net.utils.layouts import get_layout  # noqa: E402
 from processor.build import load_config  # noqa: E402
 from torchlight import options  # noqa: E402
-from torchlight.io import UserError, atomic_write, run_tool  # noqa: E402
+from torchlight.io import DictAction, UserError, atomic_write, run_tool  # noqa: E402
 
 MODES = ('auto', 'pretrain', 'supervised', 'linear', 'inference')
 
@@ -89,7 +90,39 @@ def synthetic_files(folder, num_samples, frames, num_node, persons, num_class):
 def peak_memory(device):
     if device.type == 'cuda':
         return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20      # KiB -> GiB on Linux
+    return peak_rss()
+
+
+def status_kib(field):
+    """A ``VmRSS`` / ``VmHWM`` line of /proc/self/status in KiB, or None off Linux."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss():
+    """Start a new resident-memory peak for this process (Linux: ``5`` to /proc/self/clear_refs resets
+    VmHWM to the current RSS), so each config of one run gets its own peak; False where it cannot."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss():
+    """Peak resident memory of the process in GiB since the last ``reset_peak_rss`` (VmHWM), else since its
+    start (``ru_maxrss``)."""
+    hwm = status_kib('VmHWM')
+    if hwm is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20      # KiB -> GiB on Linux
+    return hwm / 2 ** 20
 
 
 def sync(device):
@@ -152,6 +185,7 @@ def build_processor(config, cfg, mode, args, device, folder):
     model_args = {}
     if args.implementation:                # the ST-GCN implementation (net.st_gcn.Model's switch)
         model_args['implementation'] = args.implementation
+    model_args.update(args.model_args or {})
     if mode == 'pretrain':
         queue = int(cfg.get('model_args', {}).get('queue_size', 32768))
         model_args['queue_size'] = max(batch, queue // batch * batch)
@@ -342,6 +376,8 @@ def benchmark(config, args, device):
         proc = build_processor(config, cfg, mode, args, device, tmp)
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
+        rss_start = (status_kib('VmRSS') or 0) / 2 ** 20
+        rss_reset = reset_peak_rss()
         try:
             loader = timed_steps(proc, mode, args.warmup + args.iters, device)
             top_ops = None
@@ -356,8 +392,10 @@ def benchmark(config, args, device):
     return {
         'config': config, 'model': cfg['model'], 'mode': mode, 'batch_size': batch,
         'samples_per_second': batch / median, 'seconds_per_iteration': {'median': median, 'min': min(totals), 'max': max(totals)},
-        'peak_memory_gib': peak_memory(device), 'data_fraction': min(1.0, data_time / sum(totals)),
+        'peak_memory_gib': peak_memory(device), 'peak_rss_gib': peak_rss(), 'rss_before_gib': rss_start,
+        'peak_rss_scope': 'this config' if rss_reset else 'the process', 'data_fraction': min(1.0, data_time / sum(totals)),
         'amp': args.amp, 'compile': args.compile, 'cuda_graph': args.cuda_graph, 'implementation': args.implementation or 'config',
+        'model_args': args.model_args or {},
         'data': args.data, 'data_placement': 'device-resident', 'top_ops': top_ops,
         'processor': PROCESSOR_OF_MODE[mode],
         'shape': list(loader.dataset.data.shape[1:]),
@@ -408,6 +446,8 @@ def main(argv=None):
     parser.add_argument('--persons', type=options.positive_int, default=None, help='synthetic persons M (default: 2, or num_person)')
     parser.add_argument('--device', type=options.device, default=None, help="'cuda', 'cuda:1' or 'cpu' (default: cuda when available)")
     parser.add_argument('--threads', type=options.integer(1, 1024), default=None, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--model-args', '--model_args', dest='model_args', action=DictAction, default=None,
+                        help='model_args over every config, e.g. "checkpoint_blocks=true"')
     parser.add_argument('--json', type=options.output_file, default=None, help='write the results here')
     args = parser.parse_args(argv)
     if args.threads:
@@ -428,7 +468,15 @@ def main(argv=None):
               f"data {100 * r['data_fraction']:.1f}%, amp {r['amp']}")
         for op in r['top_ops'] or []:
             print(f"    {op['percent']:5.1f}%  {op['self_ms']:9.3f} ms/step  x{op['calls']:<5d} {op['name']}")
+    for r in results[1:]:             # against the first config of the same run
+        first = results[0]
+        r['relative_to'] = {'config': first['config'],
+                            'seconds_per_iteration': r['seconds_per_iteration']['median'] / first['seconds_per_iteration']['median'],
+                            'peak_memory': r['peak_memory_gib'] / first['peak_memory_gib']}
+        print(f"{r['config']} / {first['config']}: time x{r['relative_to']['seconds_per_iteration']:.2f}, "
+              f"peak memory x{r['relative_to']['peak_memory']:.2f}")
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         atomic_write(args.json, lambda f: json.dump(results, f, indent=2), mode='w')
     return results
 
