@@ -68,6 +68,9 @@ class Arguments:
             self.config_weights = None
         # the keys given on the command line (their values win over every file)
         self.command_line_keys = {a[2:].split('=')[0] for a in (argv or []) if isinstance(a, str) and a.startswith('--')}
+        # the config's own values (its base: files merged, before the command line): the reference of the
+        # size advice (processor/small_data.py)
+        self.config_values = {k: parser.get_default(k) for k in ('batch_size', 'base_lr')}
         self.arg = parse(argv)
         if self.arg.view is not None:        # CrosSCLR's name for the stream
             self.arg.stream = self.arg.view

@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import random
+import re
 
 import numpy as np
 import torch
@@ -138,7 +139,7 @@ class Checkpoints:
                                 "auto) to continue it or choose another --work_dir")
         removed = remove_stale_temporaries(work_dir)
         self.io.open_log()                   # a log.txt that cannot be written stops the run here
-        self.io.save_arg(self.arg)
+        self.io.save_arg(self.arg, notes=self.config_notes)
         if self.label_use:
             atomic_write(os.path.join(work_dir, LABEL_FILE), lambda f: f.write(json.dumps(self.label_use) + '\n'),
                          mode='w')
@@ -276,6 +277,21 @@ class Checkpoints:
         self.print_log(f'Resumed from {path} at epoch {self.start_epoch}.')
 
 
+EPOCH_MODEL = re.compile(r'epoch(\d+)_model\.pt$')
+
+
+def resolve_weights(path):
+    """``--weights``: a state-dict file as it is, or a pretraining work_dir: its last epoch's
+    ``epoch{N}_model.pt`` (a schedule of any length; a one-line error when it holds none)."""
+    if not isinstance(path, str) or not os.path.isdir(path):
+        return path
+    epochs = [(int(m.group(1)), name) for name in os.listdir(path) for m in [EPOCH_MODEL.match(name)] if m]
+    if not epochs:
+        raise UserError(f"--weights '{path}' is a folder without epoch<N>_model.pt files: give a pretraining "
+                        'work_dir after its first saved epoch, or a checkpoint file')
+    return os.path.join(path, max(epochs)[1])
+
+
 LABEL_RECORD = 'pretrain_labels'       # a method's checkpoint record of label use in pretraining (MICA)
 LABEL_FILE = 'label_use.json'
 
@@ -299,6 +315,31 @@ def pretraining_label_use(model, weights_path):
     if not isinstance(args, dict):
         return None
     return bool(args.get('feature_modulation', True)) and args.get('fm_target', 'text') in ('text', 'label')
+
+
+def pretraining_reads_labels(processor):
+    """Why this pretraining reads the training labels (its model's ``pretrain_labels`` record), or None."""
+    state = processor.model.state_dict()
+    if LABEL_RECORD not in state or int(state[LABEL_RECORD]) != 1:
+        return None
+    target = (processor.arg.model_args or {}).get('fm_target', 'text')
+    return (f"MICA model_args.fm_target: {target}, the paper's reading: the Feature Modulation teacher is the "
+            "text of the sample's class")
+
+
+def announce_label_use(processor):
+    """A pretraining that reads the training labels says so at start-up, in the log, in the header of
+    config.yaml and in label_use.json (``claim_work_dir``)."""
+    why = pretraining_reads_labels(processor)
+    if why is None:
+        return
+    text = (f'this pretraining reads the training labels ({why}); its encoder is not self-supervised, and '
+            'its linear / kNN numbers are not comparable with label-free methods; the label-free mode: '
+            '--model_args fm_target=teacher')
+    processor.print_log(f'LABELS: {text}')
+    processor.config_notes.append(f'LABELS: {text}')
+    processor.label_use = {'pretraining_reads_labels': True, 'why': why,
+                           'label_free': '--model_args fm_target=teacher'}
 
 
 def check_label_use(processor):

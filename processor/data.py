@@ -173,8 +173,11 @@ class DataMixin:
             raise UserError(f"the {'training' if train else 'test'} split is empty: data file '{feeder.data_path}' "
                             'holds no samples (or none is selected); convert the data again or give another split')
         if train and batch_size > len(feeder):
+            advised = (getattr(self, 'size_advice', None) or {}).get('batch_size')
             raise UserError(f'batch_size={batch_size} is larger than the {len(feeder)} training samples '
-                            f"of '{feeder.data_path}' (the last incomplete batch is dropped)")
+                            f"of '{feeder.data_path}' (the last incomplete batch is dropped)"
+                            + (f': give --batch_size {advised[0]}, the size advice for this set (printed above, '
+                               'processor/small_data.py)' if advised else ''))
         if train:
             steps, dropped = divmod(len(feeder), batch_size * world)
             self.print_log(f'Training data: {len(feeder)} samples, batch_size {batch_size * world}: {steps} '
@@ -199,14 +202,26 @@ class DataMixin:
         """Whether the run reads the training split (training; kNN evaluation's memory bank)."""
         return self.arg.phase == 'train'
 
+    # whether the training split is trained on (batches, drop_last; kNN evaluation: a memory bank)
+    trains_on_train_split = True
+
+    def advise_size(self, num_samples):
+        """The size advice of this run's training set (processor/small_data.py), printed before any check of
+        the settings against the set; -> {key: (value, why)}."""
+        return {}
+
     def load_data(self):
         self.data_loader = {}
         self.train_feeder = self.test_feeder = None
+        self.size_advice = {}
         if self.loads_train_split() and self.arg.train_feeder_args:
             self.train_feeder = self.build_feeder(self.arg.train_feeder, self.arg.train_feeder_args, 'train')
             if self.train_feeder.layout is not None:
                 self.print_log(f'Skeleton: {self.train_feeder.layout.describe()}, for feeder and model')
-            self.data_loader['train'] = self.make_loader(self.train_feeder, self.arg.batch_size, True)
+            if self.trains_on_train_split and self.arg.phase == 'train':
+                self.size_advice = self.advise_size(len(self.train_feeder))
+            self.data_loader['train'] = self.make_loader(self.train_feeder, self.arg.batch_size,
+                                                         self.trains_on_train_split)
         if self.arg.test_feeder_args:
             self.test_feeder = self.build_feeder(self.arg.test_feeder, self.arg.test_feeder_args, 'test')
             self.data_loader['test'] = self.make_loader(self.test_feeder, self.arg.test_batch_size, False)

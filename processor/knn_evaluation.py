@@ -50,6 +50,7 @@ class KNNEvaluation(Processor):
     features of both splits (``SplitFeatures``, as linear evaluation extracts them)."""
 
     protocol = 'knn_evaluation'
+    trains_on_train_split = False        # the training split is the memory bank: every clip, in order
 
     @staticmethod
     def get_parser(add_help=False):

@@ -12,14 +12,17 @@ A pure function of the records, so a finished run's curve can be replayed throug
   run with a healthy std starts within 5% of ln(K+1));
 * ``no_gain``: the kNN monitor not above its epoch-0 value (the untrained encoder) after
   ``knn_evaluations`` evaluations;
-* ``knn_fall``: the kNN monitor more than ``knn_fall`` (top-1, a fraction) below its best so far: an
-  encoder out of the cone that swings at full lr (a warning only: such runs also recover);
 * ``probe_below_init``: the ridge probe on the frozen features (``probe_top1``, the closed-form stand-in
   of the standardised linear probe) below its epoch-0 value (the untrained encoder the run started from):
-  so far pretraining has made the encoder worse for a linear classifier (a warning; ``best_probe`` keeps
-  the best epoch by this probe, the one to evaluate);
+  so far pretraining has made the encoder worse for a linear classifier (a warning only; ``best_probe``
+  keeps the best epoch by this probe, the one to evaluate);
+* ``knn_fall``: the kNN monitor more than ``knn_fall`` (top-1, a fraction) below its best so far (a warning
+  only: such runs also recover);
 * ``uniform_<term>``: a loss term the model names in ``uniform_terms`` (e.g. MICA's FM term) within
-  ``margin`` of its uniform value for ``patience`` epochs.
+  ``margin`` of its uniform value for ``patience`` epochs (a warning only).
+
+The last two name the cause that was measured for the lr phase the record's ``lr`` shows (``lr_phase``:
+the warm-up, full lr, or annealed to half its peak or less), or say that it is not known.
 """
 from dataclasses import dataclass, field
 
@@ -33,20 +36,33 @@ ADVICE = {
                  'run and use the small-data recipe',
     'no_gain': 'the kNN monitor is not above the untrained encoder (epoch 0): the encoder has not learned; check '
                'the recipe and the data before training longer',
-    'knn_fall': 'the encoder got worse since its best kNN epoch: at full lr on small data it swings between '
-                'evaluations (NW-UCLA, 20 epochs at lr 0.1: SkeletonCLR seed 1 fell 18 points and recovered, '
-                'MsMCLR seed 3 fell 16 at its last epoch); an annealed lr (lr_schedule: cosine) or a lower '
-                'base_lr ends on a settled encoder (docs/METHODS.md, "Every seed learns")',
     'probe_below_init': 'the frozen features now classify worse under a linear probe than those of the untrained '
-                        'encoder this run started from; on 100-300 clips longer pretraining did not recover '
-                        '(docs/METHODS.md, "Does pretraining help?"): evaluate the best epoch by this probe '
-                        '(best_probe in metrics.jsonl), or use a supervised recipe (CSRE) or an encoder '
-                        'pretrained on a larger set',
-    'uniform': 'this loss term stays at its uniform value: it teaches nothing (MICA: check the text features '
-               'and descriptions match the classes)',
+                        'encoder this run started from (docs/METHODS.md, "Does pretraining help?"): evaluate the '
+                        'best epoch by this probe (best_probe in metrics.jsonl) beside the untrained encoder, or use '
+                        'a supervised recipe (CSRE) or an encoder pretrained on a larger set',
 }
+KNN_FALL = {
+    'warm-up': 'during the lr warm-up (lr {lr:.3g}, still rising): on NW-UCLA such a fall recovered (results/ucla_stability, '
+               'SkeletonCLR seed 1: 18 points down at epoch 10, the last warm-up epoch, 52.4% at epoch 20); nothing to '
+               'change on its account',
+    'full': '{at_lr} on small data the encoder swings between evaluations (NW-UCLA, 20 epochs at lr '
+            '0.1: SkeletonCLR seed 1 fell 18 points and recovered, MsMCLR seed 3 fell 16 at its last epoch){cure}',
+    'annealed': 'the lr is already down to {lr:.2g} ({share:.1%} of its peak{schedule}): not a swing at full lr, so a '
+                'cosine schedule or a lower base_lr is not the cure, and the cause is not known; on small sets longer '
+                'pretraining has ended lower than shorter (docs/METHODS.md, "Size advice"): keep the checkpoint of the '
+                'best kNN epoch (a save_interval that writes it) and compare it with the untrained encoder',
+}
+UNIFORM = ('in 24 of the 25 committed NW-UCLA MICA curves (paper mode) this term stayed within 5% of its uniform value '
+           'in the first epochs, healthy runs included, and the 100-epoch runs left it only at epochs 35-67 '
+           '(67-77% linear): at lambda_kl 0.01 it moves slowly, and on its own it does not say that the run fails (the '
+           'kNN monitor does); the text features were checked against the classes at start-up; why it stays there, '
+           'and whether it leaves on this data, is not known')
 CONE_KINDS = ('narrow_cone', 'creeping', 'collapsed')
-WARN_ONLY = ('knn_fall', 'probe_below_init')                 # warned and recorded; collapse_stop does not stop on these
+WARN_ONLY = ('knn_fall', 'probe_below_init')   # warned and recorded; collapse_stop does not stop on these (nor uniform_*)
+
+
+def warn_only(kind):
+    return kind in WARN_ONLY or kind.startswith('uniform_')
 
 
 @dataclass
@@ -63,6 +79,8 @@ class LearningMonitor:
     knn_evaluations: int = 3
     knn_fall: float = 0.12
     uniform_terms: dict = field(default_factory=dict)
+    warm_up_epoch: int = 0                              # the run's, for the wording (else read from the lr)
+    lr_schedule: str = None
     active: dict = field(default_factory=dict)          # kind -> first epoch
     collapse_epochs: int = 0
     _ratios: list = field(default_factory=list)
@@ -71,9 +89,32 @@ class LearningMonitor:
     _stuck: dict = field(default_factory=dict)
     _probe0: float = None
     best_probe: tuple = None                            # (probe_top1, epoch) of the best evaluation
+    _lrs: list = field(default_factory=list)
+
+    def lr_phase(self, epoch, lr):
+        """'warm-up' (within warm_up_epoch, or the lr above the last record's), 'annealed' (half its peak so far
+        or less), 'full', or None when the record has no lr."""
+        if lr is None:
+            return None
+        if epoch <= self.warm_up_epoch or (self._lrs and lr > self._lrs[-1] * (1 + 1e-6)):
+            return 'warm-up'
+        return 'annealed' if lr <= 0.5 * max(self._lrs + [lr]) else 'full'
+
+    def cause(self, kind, epoch, lr):
+        """The measured cause of a kNN fall or a uniform term in this lr phase, or that it is not known."""
+        phase = self.lr_phase(epoch, lr)
+        if kind == 'knn_fall':
+            cure = ('' if self.lr_schedule == 'cosine' else
+                    '; an annealed lr (lr_schedule: cosine) or a lower base_lr ends on a settled encoder')
+            schedule = f', lr_schedule {self.lr_schedule}' if self.lr_schedule else ''
+            at_lr = 'at full lr' + (f' (lr {lr:.3g})' if lr is not None else '')
+            return KNN_FALL[phase or 'full'].format(lr=lr or 0.0, cure=cure, schedule=schedule, at_lr=at_lr,
+                                                    share=(lr or 0.0) / max(self._lrs + [lr or 1e-12]))
+        return (f'during the lr warm-up (lr {lr:.3g}, still rising): ' if phase == 'warm-up' else '') + UNIFORM
 
     def update(self, record):
         epoch, found = record['epoch'], []
+        lr = record.get('lr')
         if 'knn_top1' in record:
             if epoch == 0:
                 self._knn0 = record['knn_top1']
@@ -82,7 +123,8 @@ class LearningMonitor:
                     best, at = max(self._knn)
                     found.append(('knn_fall', f'kNN top-1 {100 * record["knn_top1"]:.1f}%, '
                                               f'{100 * (best - record["knn_top1"]):.1f} points below its best, '
-                                              f'{100 * best:.1f}% at epoch {at}'))
+                                              f'{100 * best:.1f}% at epoch {at}: '
+                                              + self.cause('knn_fall', epoch, lr)))
                 self._knn.append((record['knn_top1'], epoch))
                 if (self._knn0 is not None and len(self._knn) >= self.knn_evaluations
                         and max(self._knn)[0] <= self._knn0):
@@ -121,15 +163,18 @@ class LearningMonitor:
                 self._stuck[term] = self._stuck.get(term, 0) + 1 if stuck else 0
                 if self._stuck[term] >= self.patience:
                     found.append((f'uniform_{term}', f'{term} {record[term]:.4f} within {self.margin:.0%} of its '
-                                                     f'uniform value {uniform:.4f} for {self._stuck[term]} epochs'))
+                                                     f'uniform value {uniform:.4f} for {self._stuck[term]} epochs: '
+                                                     + self.cause('uniform', epoch, lr)))
+        if lr is not None:
+            self._lrs.append(lr)
         new = [(kind, text) for kind, text in found if kind not in self.active]
         for kind, _ in found:
             self.active.setdefault(kind, epoch)
-        return [(kind, f'{text}: {advice(kind)}') for kind, text in new], [kind for kind, _ in found]
+        return [(kind, text if kind in KINDS_WITH_CAUSE or kind.startswith('uniform_') else f'{text}: {ADVICE[kind]}')
+                for kind, text in new], [kind for kind, _ in found]
 
 
-def advice(kind):
-    return ADVICE['uniform' if kind.startswith('uniform_') else kind]
+KINDS_WITH_CAUSE = ('knn_fall',)          # and uniform_*: their message names the cause for the lr phase
 
 
 def replay(records, **settings):

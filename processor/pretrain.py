@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from processor.build import stream_views
+from processor.checkpoint import announce_label_use
 from processor.knn_evaluation import knn_top1
-from processor.monitor import WARN_ONLY, LearningMonitor
+from processor.monitor import LearningMonitor, warn_only
 
 
 def ridge_probe(train, test):
@@ -40,7 +41,7 @@ def ridge_probe(train, test):
 from processor.evaluation import SplitFeatures
 from processor.processor import Processor, every
 from processor.recipes import KNN, PRETRAIN, recipe_defaults
-from processor.small_data import SMALL_DATA, small_data_advice
+from processor.small_data import classifier_advice, pretrain_advice
 from processor.step_scalars import StepScalars
 from processor.train_step import TrainStep
 from torchlight.io import UserError, import_class, str2bool
@@ -81,7 +82,7 @@ class PretrainProcessor(Processor):
         parser.add_argument('--collapse_stop', type=str2bool, default=False,
                             help="stop the run (one-line error, exit 2, the epoch's encoder saved) at the monitor's "
                                  'first warning: narrow cone, creeping loss, collapse, no kNN gain over epoch 0 '
-                                 '(a kNN fall only warns)')
+                                 '(a kNN fall and a loss term at its uniform value only warn)')
         parser.add_argument('--cone_std', type=float, default=0.002,
                             help='monitor: warn when the embedding std is below this in the first cone_epochs epochs')
         parser.add_argument('--cone_epochs', type=int, default=10, help='monitor: see cone_std')
@@ -129,6 +130,7 @@ class PretrainProcessor(Processor):
         self.map_reference_keys()
         self.check_processor_name()
         super().load_model()
+        announce_label_use(self)            # a pretraining that reads the labels says so first
 
     def check_processor_name(self):
         """``pretrain_<method>`` names are one generic loop: say so when the name and ``model:`` differ."""
@@ -170,7 +172,6 @@ class PretrainProcessor(Processor):
                                   dataset=self.arg.dataset, class_subset=self.arg.text_class_subset)
         except ValueError as e:
             raise UserError(str(e)) from e
-        self.small_data_notice()
         # pretraining learns no classifier: the test split serves only the kNN monitor
         test = self.data_loader.pop('test', None)
         if self.arg.knn_interval > 0 and self.arg.phase == 'train':
@@ -188,23 +189,18 @@ class PretrainProcessor(Processor):
         self.split_features = SplitFeatures(self)
 
     # ------------------------------------------------------------------ start-up notices
-    def small_data_notice(self):
-        """On a small training set, the settings derived from its size that this run does not use
-        (processor/small_data.py); only for methods with a queue recipe."""
+    def advise_size(self, num_samples):
+        """The size advice of a contrastive pretraining (processor/small_data.py: batch, lr, shuffle-BN groups,
+        queue, epochs, and the probes' batch), printed before the settings are checked against the set."""
         recipe = self.model.recipe
-        if not recipe:
-            return
-        n = len(self.train_feeder)
-        advice = small_data_advice(n, self.arg.batch_size, self.arg.base_lr, recipe.get('queue_size'),
-                                   recipe.get('shuffle_bn_groups'))
-        if not advice:
-            return
-        mine = dict(batch_size=self.arg.batch_size, base_lr=self.arg.base_lr,
-                    **{f'model_args.{k}': v for k, v in recipe.items()})
-        self.print_log(f'Notice: small training set ({n} clips, under {SMALL_DATA}): its size suggests '
-                       + '; '.join(f'{k}: {v:g} ({why}; this run: {mine[k]:g})' for k, (v, why) in advice.items())
-                       + '. The small-data recipe is config/base/method/small_data_pretrain.yaml; see docs/METHODS.md, '
-                       '"Collapse on small data".')
+        advice = pretrain_advice(num_samples, self.config_values['batch_size'], self.config_values['base_lr'],
+                                 queue='queue_size' in recipe, groups='shuffle_bn_groups' in recipe)
+        probe = classifier_advice(num_samples, self.config_values['batch_size'])
+        current = dict(batch_size=self.arg.batch_size, base_lr=self.arg.base_lr, num_epoch=self.arg.num_epoch,
+                       **{f'model_args.{k}': v for k, v in recipe.items()})
+        return self.say_size_advice('pretraining', num_samples, advice, current,
+                                    extra=f"the probes' (linear_evaluation, finetune_evaluation) batch_size "
+                                          f"{probe['batch_size'][0]}" if probe else '')
 
     def make_views(self, raw):
         return stream_views(self.train_feeder, raw.to(self.dev, non_blocking=True))     # in the run's stream
@@ -237,7 +233,8 @@ class PretrainProcessor(Processor):
         self.halt = None
         return LearningMonitor(
             cone_std=self.arg.cone_std, cone_epochs=self.arg.cone_epochs, margin=self.arg.collapse_margin,
-            patience=self.arg.collapse_patience, uniform_terms=self.model.uniform_terms)
+            patience=self.arg.collapse_patience, uniform_terms=self.model.uniform_terms,
+            warm_up_epoch=self.arg.warm_up_epoch, lr_schedule=self.arg.lr_schedule)
 
     def metrics_started(self, records):
         """The monitor replays a resumed run's records (it is a function of them); a new run's ``epoch: 0``
@@ -304,7 +301,7 @@ class PretrainProcessor(Processor):
 
     def watch(self, record):
         """Feed the epoch's record to the monitor (processor/monitor.py): one line per new warning, the
-        active warnings into the record; with ``collapse_stop`` a warning other than a kNN fall ends the run."""
+        active warnings into the record; with ``collapse_stop`` a warning other than a kNN fall or a uniform term ends the run."""
         new, active = self.monitor.update(record)
         record['collapse_epochs'] = self.monitor.collapse_epochs
         if self.monitor.best_probe is not None:
@@ -313,7 +310,7 @@ class PretrainProcessor(Processor):
             record['warnings'] = active
         for kind, text in new:
             self.print_log(f'WARNING: {kind} at epoch {record["epoch"]}: {text} (docs/METHODS.md, "Every seed learns")')
-        stops = [kind for kind, _ in new if kind not in WARN_ONLY]
+        stops = [kind for kind, _ in new if not warn_only(kind)]
         if stops and self.arg.collapse_stop:
             model_file = os.path.join(self.arg.work_dir, f'epoch{record["epoch"]}_model.pt')
             self.halt = (f'{stops[0]} at epoch {record["epoch"]} (collapse_stop: true): run stopped early; its '

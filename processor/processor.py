@@ -20,11 +20,12 @@ import yaml
 from net.utils.init import family_weights_init
 from processor.arguments import COMPILE_MODES, LEGACY_KEYS, Arguments, bool_or_auto
 from processor.build import build_model, inference_encoder, stream_views
-from processor.checkpoint import Checkpoints, check_label_use, lock_work_dir, run_files
+from processor.checkpoint import Checkpoints, check_label_use, lock_work_dir, resolve_weights, run_files
 from processor.data import DataMixin, DeviceLoader, EpochSampler, SeededDataLoader, seed_worker
 from processor.evaluation import ScoreReport, check_classifier_config
 from processor.metrics import MetricsFile
 from processor.verdict import add_verdict
+from processor.small_data import advice_line, classifier_advice, command_line, differences
 from torchlight import distributed
 from torchlight.io import IO, UserError, load_config_file, str2bool
 
@@ -123,7 +124,8 @@ class Processor(Arguments, DataMixin, Checkpoints):
         self.exit_status = 0                 # 128 + the signal number after a stop signal
         self.metrics = MetricsFile(arg.work_dir, enabled=self.is_main)      # results as data (metrics.jsonl)
         self.report = None           # the protocol's ScoreReport, when it tests class scores
-        self.label_use = None        # label_use.json of an evaluation of a label-using pretraining
+        self.label_use = None        # label_use.json: a pretraining that reads labels, or an evaluation of one
+        self.config_notes = []       # comment lines at the head of config.yaml
 
     def print_log(self, text):
         self.io.print_log(text)
@@ -217,6 +219,25 @@ class Processor(Arguments, DataMixin, Checkpoints):
             origin = f"NOT the init its pretraining started from ({source}: {init_name(found)}; --weights_init)"
         self.untrained_init = {'weights_init': bool(chosen), 'pretraining_init': found, 'source': source,
                                'note': f'{init_name(chosen)}, {origin}'}
+    def advise_size(self, num_samples):
+        """A classifier's batch for this training set (processor/small_data.py), said before the size checks."""
+        return self.say_size_advice('classifier', num_samples,
+                                    classifier_advice(num_samples, self.config_values['batch_size']),
+                                    {'batch_size': self.arg.batch_size})
+
+    def say_size_advice(self, kind, num_samples, advice, current, extra=''):
+        """One line with the advice for this set, one with the keys this run sets otherwise (and the options
+        that follow it); -> the advice."""
+        if not advice:
+            return advice
+        self.print_log('Notice: ' + advice_line(kind, num_samples, advice) + (f'; {extra}' if extra else ''))
+        differ = differences(advice, current)
+        if differ:
+            self.print_log('Notice: this run differs from the size advice in '
+                           + ', '.join(f'{k} {mine if mine is not None else "unset"} (advised {value:g})'
+                                       for k, (value, mine) in differ.items())
+                           + f'; to follow it: {command_line({k: advice[k] for k in differ})}')
+        return advice
 
     def load_weights(self):
         if untrained_weights(self.arg.weights):
@@ -227,6 +248,11 @@ class Processor(Arguments, DataMixin, Checkpoints):
             self.print_log('Notice: no --weights given: the frozen encoder is untrained (say --weights random '
                            'to mean it, or give the pretraining checkpoint)')
         if self.arg.weights:
+            found = resolve_weights(self.arg.weights)
+            if found != self.arg.weights:
+                self.print_log(f"Weights: '{self.arg.weights}' is a pretraining work_dir: its last epoch's checkpoint "
+                               f"'{found}'")
+                self.arg.weights = found
             graphs = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k.split('.')[-1] == 'A'}
             self.io.load_weights(self.model, self.arg.weights, self.arg.ignore_weights)
             check_label_use(self)

@@ -1,43 +1,105 @@
-"""Settings of a queue-based contrastive pretraining derived from the size of the training set alone: the
-one place the small-data advice comes from (docs/METHODS.md, "Collapse on small data").
+"""Settings derived from the size of the training set: the one place the size advice comes from
+(docs/METHODS.md, "Size advice").  Below ``SMALL_DATA`` clips, for ``n`` training clips:
 
-With ``n`` training clips: at least ``MIN_STEPS`` iterations per epoch (the batch a power of two, no
-smaller than two shuffle-BN groups of ``MIN_SUB_BATCH``), the learning rate per sample kept
-(``base_lr / batch_size``), shuffle-BN groups of at least ``MIN_SUB_BATCH`` clips (at least two groups),
-and a queue no larger than the set (half an epoch, a multiple of the batch, when it must change).
-Following the advice gives a run for which the advice is empty.
+* pretraining ``batch_size``: the largest power of two with at least ``MIN_STEPS`` iterations an epoch
+  (``n // batch >= 4``), at most the config's batch;
+* ``model_args.shuffle_bn_groups``: groups of ``MIN_SUB_BATCH`` (32) clips, at least two, where the batch
+  holds them (from 256 clips); below 256 clips two groups of half the batch (the fewest that still shuffle);
+* ``base_lr``: the config's lr per sample (its ``base_lr / batch_size``, the config file's values, not the
+  command line's) times the batch;
+* ``model_args.queue_size``: half the set rounded to the nearest multiple of the batch, at least one batch
+  (NW-UCLA's measured 512 keys for 1,020 clips);
+* ``num_epoch``: ``FEW_EPOCHS`` (30) up to ``FEW_CLIPS`` (300) clips, ``MANY_EPOCHS`` (100) from
+  ``MANY_CLIPS`` (1,000) clips, interpolated in log n between (a multiple of 10);
+* a classifier's batch (linear probe, finetune, supervised recognition): the largest power of two with at
+  least ``MIN_STEPS`` iterations an epoch, at most the config's batch; its lr is left as it is.
+
+Every value is satisfiable for any n >= 2 * MIN_STEPS (down to 8 clips), and following the advice gives a
+run for which it asks nothing more.
 """
+import math
+
 SMALL_DATA = 3000        # training clips below which the advice is given
 MIN_STEPS = 4            # iterations per epoch
-MIN_SUB_BATCH = 32       # clips per shuffle-BN group
+MIN_SUB_BATCH = 32       # clips per shuffle-BN group, where the batch holds two such groups
+FEW_CLIPS, FEW_EPOCHS = 300, 30          # up to FEW_CLIPS clips: FEW_EPOCHS pretraining epochs
+MANY_CLIPS, MANY_EPOCHS = 1000, 100      # from MANY_CLIPS clips: MANY_EPOCHS
 
 
 def power_of_two_at_most(value):
     return 1 << (max(1, int(value)).bit_length() - 1)
 
 
-def small_data_advice(num_samples, batch_size, base_lr, queue_size=None, groups=None):
-    """{key: (value, why)} of the settings that differ from the ones derived from ``num_samples``;
-    ``queue_size`` / ``groups`` None: the method has no queue / no shuffle-BN."""
+def advised_batch(num_samples, batch_size):
+    """The largest power of two with at least MIN_STEPS iterations an epoch, at most ``batch_size`` (2 at least)."""
+    return max(2, min(power_of_two_at_most(num_samples // MIN_STEPS), power_of_two_at_most(batch_size)))
+
+
+def advised_epochs(num_samples):
+    """Pretraining epochs for ``num_samples`` clips (FEW_EPOCHS .. MANY_EPOCHS, log-linear between)."""
+    if num_samples <= FEW_CLIPS:
+        return FEW_EPOCHS
+    if num_samples >= MANY_CLIPS:
+        return MANY_EPOCHS
+    share = math.log(num_samples / FEW_CLIPS) / math.log(MANY_CLIPS / FEW_CLIPS)
+    return int(round((FEW_EPOCHS + share * (MANY_EPOCHS - FEW_EPOCHS)) / 10)) * 10
+
+
+def pretrain_advice(num_samples, reference_batch, reference_lr, queue=True, groups=True):
+    """{key: (value, why)} of a contrastive pretraining on ``num_samples`` clips (empty from SMALL_DATA on);
+    ``reference_batch`` / ``reference_lr``: the config's; ``queue`` / ``groups``: the method has a queue /
+    shuffle-BN."""
     if num_samples >= SMALL_DATA:
         return {}
-    advice = {}
-    smallest = 2 * MIN_SUB_BATCH if groups is not None else 1
-    batch = batch_size
-    if num_samples // batch < MIN_STEPS:
-        batch = max(power_of_two_at_most(num_samples // MIN_STEPS), smallest)
-    elif groups is not None and batch < smallest:
-        batch = smallest
-    batch = min(batch, power_of_two_at_most(num_samples))
-    if batch != batch_size:
-        advice['batch_size'] = (batch, f'{num_samples // batch} iterations per epoch (at least {MIN_STEPS}) with '
-                                       f'shuffle-BN groups of {MIN_SUB_BATCH} or more')
-        advice['base_lr'] = (base_lr * batch / batch_size, f'the same lr per sample ({base_lr / batch_size:.3g})')
-    if groups is not None and batch >= smallest and not 2 <= groups <= batch // MIN_SUB_BATCH:
-        advice['model_args.shuffle_bn_groups'] = (batch // MIN_SUB_BATCH, f'shuffle-BN groups of '
-                                                  f'{MIN_SUB_BATCH} or more clips (at least two groups)')
-    if queue_size is not None and (queue_size > num_samples or queue_size % batch):
-        queue = batch * max(1, num_samples // 2 // batch)
-        advice['model_args.queue_size'] = (queue, f'no larger than the {num_samples} clips (half an epoch), a '
-                                                  f'multiple of batch_size {batch}')
+    batch = advised_batch(num_samples, reference_batch)
+    steps, left = divmod(num_samples, batch)
+    advice = {'batch_size': (batch, f'{steps} iterations an epoch, {left} clips left out in turn')}
+    advice['base_lr'] = (reference_lr * batch / reference_batch,
+                         f"the config's {reference_lr:g} at batch {reference_batch}: the same lr per sample")
+    if groups:
+        count = batch // MIN_SUB_BATCH if batch >= 2 * MIN_SUB_BATCH else 2
+        why = (f'{count} groups of {batch // count} clips' + ('' if batch >= 2 * MIN_SUB_BATCH else
+               f'; below {2 * MIN_SUB_BATCH * MIN_STEPS} clips groups of {MIN_SUB_BATCH} do not fit'))
+        advice['model_args.shuffle_bn_groups'] = (count, why)
+    if queue:
+        size = batch * max(1, int(num_samples / 2 / batch + 0.5))
+        advice['model_args.queue_size'] = (size, f'{100 * size / num_samples:.0f}% of the set: half, a multiple of '
+                                                 f'the batch')
+    epochs = advised_epochs(num_samples)
+    advice['num_epoch'] = (epochs, f'{FEW_EPOCHS} up to {FEW_CLIPS} clips, {MANY_EPOCHS} from {MANY_CLIPS}')
     return advice
+
+
+def classifier_advice(num_samples, reference_batch):
+    """{'batch_size': (value, why)} of a run that trains a classifier on ``num_samples`` items (empty from
+    SMALL_DATA on)."""
+    if num_samples >= SMALL_DATA:
+        return {}
+    batch = advised_batch(num_samples, reference_batch)
+    steps, left = divmod(num_samples, batch)
+    return {'batch_size': (batch, f'{steps} iterations an epoch, {left} left out in turn; lr unchanged')}
+
+
+def differences(advice, current):
+    """The advised keys whose value this run does not use: {key: (advised, this run's)}."""
+    out = {}
+    for key, (value, _) in advice.items():
+        mine = current.get(key)
+        same = mine is not None and (math.isclose(float(mine), float(value), rel_tol=1e-6)
+                                     if isinstance(value, float) else mine == value)
+        if not same:
+            out[key] = (value, mine)
+    return out
+
+
+def command_line(advice):
+    """The advice as command-line options (``--batch_size 16 --model_args queue_size=48,...``)."""
+    plain = [f'--{k} {v:g}' for k, (v, _) in advice.items() if not k.startswith('model_args.')]
+    nested = [f"{k.split('.', 1)[1]}={v}" for k, (v, _) in advice.items() if k.startswith('model_args.')]
+    return ' '.join(plain + ([f"--model_args {','.join(nested)}"] if nested else []))
+
+
+def advice_line(kind, num_samples, advice):
+    """One start-up line: the advice for this set, each value with its reason."""
+    return (f'size advice for {num_samples} training samples ({kind}; under {SMALL_DATA}, processor/small_data.py): '
+            + '; '.join(f'{k} {v:g} ({why})' for k, (v, why) in advice.items()))

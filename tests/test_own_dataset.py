@@ -22,6 +22,7 @@ from conftest import ROOT, one_line
 from net.text_features import check_description_rules, check_text_dataset, class_labels, load_descriptions
 from net.utils.layouts import derive_flip, get_layout, name_tokens
 from processor.pretrain import PretrainProcessor
+from processor.small_data import pretrain_advice
 from test_bad_inputs import run_cli, run_main
 from tools import class_report, custom_gendata, gen_text_features
 
@@ -78,7 +79,8 @@ def run_command(argv):
     """One guide command in-process: ``python main.py`` (with 1 epoch) or one of the tools."""
     script, args = argv[1], argv[2:]
     if script == 'main.py':
-        rc = main_module.main(args + ['--num_epoch', '1', '--progress_bar', 'false'])
+        once = ['--train_feeder_args', 'repeat=1'] if args[0] == 'recognition' else []     # each clip once
+        rc = main_module.main(args + ['--num_epoch', '1', '--progress_bar', 'false'] + once)
         assert rc == 0, f'{" ".join(argv)} exited {rc}'
     else:
         tool = {'tools/custom_gendata.py': custom_gendata,
@@ -95,7 +97,7 @@ def scratch(tmp_path_factory):
     for path, text in guide_configs().items():
         target = folder / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text.replace('epoch300_model.pt', 'epoch1_model.pt'))
+        target.write_text(text)
     return folder
 
 
@@ -122,17 +124,29 @@ def converted(scratch):
 def test_guide_has_the_whole_path():
     commands = [' '.join(c) for c in guide_commands()]
     for needle in ('--make-example', '--clips', 'pretrain_aimclr', 'linear_evaluation', 'pretrain_skeletonclr',
-                   'pretrain_msmclr', 'gen_text_features.py', 'pretrain_mica', 'recognition', 'csre'):
+                   'pretrain_msmclr', 'gen_text_features.py', 'pretrain_mica', 'fm_target=teacher', 'recognition',
+                   'recognition_ctrgcn_small_csre.yaml', '--preprocess ctrgcn'):
         assert any(needle in c for c in commands), needle
     assert set(guide_configs()) == {'my_configs/pretrain_aimclr.yaml', 'my_configs/linear_eval_aimclr.yaml',
                                     'layouts/kinect_v1.yaml'}
-    # the shipped configs are used with overrides of paths, layout, num_class and work_dir only
+    # the shipped configs are used with overrides of paths, layout, num_class, work_dir and the size advice
+    # only, and the advice written is the one for the example's 160 training clips
+    advice = {k: v for k, (v, _) in pretrain_advice(160, 128, 0.1).items()}
     for c in guide_commands():
         if c[1] == 'main.py':
             keys = [a for a in c[2:] if a.startswith('--')]
             assert set(keys) <= {'--config', '--work_dir', '--train_feeder_args', '--test_feeder_args',
-                                 '--model_args', '--train_head_args', '--weights'}, keys
+                                 '--model_args', '--weights', '--weights_init', '--batch_size', '--base_lr',
+                                 '--num_epoch'}, keys
             assert '--weights' not in keys or c[c.index('--weights') + 1] == 'random'     # the untrained row
+            if '--batch_size' in keys:
+                given = {k[2:]: float(c[c.index(k) + 1]) for k in ('--batch_size', '--base_lr', '--num_epoch')}
+                assert given == {k: advice[k] for k in given}, given
+                assert f"queue_size={advice['model_args.queue_size']}" in c[c.index('--model_args') + 1]
+    mine = yaml.safe_load(guide_configs()['my_configs/pretrain_aimclr.yaml'])
+    assert (mine['batch_size'], mine['base_lr'], mine['num_epoch'], mine['model_args']['queue_size'],
+            mine['model_args']['shuffle_bn_groups']) == tuple(advice[k] for k in (
+                'batch_size', 'base_lr', 'num_epoch', 'model_args.queue_size', 'model_args.shuffle_bn_groups'))
 
 
 def test_converter_output(converted):
@@ -212,7 +226,7 @@ GROUP_RUNS = {'pretrain_aimclr': ['aimclr/pretext/epoch1_model.pt', 'aimclr/line
               'pretrain_skeletonclr': ['skeletonclr/pretext/epoch1_model.pt'],
               'pretrain_msmclr': ['msmclr/pretext/epoch1_model.pt'],
               'pretrain_mica': ['mica/pretext/epoch1_model.pt'],
-              'recognition': ['stgcn_csre/best_model.pt']}
+              'recognition': ['ctrgcn_csre/best_model.pt']}
 
 
 @pytest.mark.parametrize('group', list(GROUP_RUNS))
@@ -228,8 +242,10 @@ def test_worked_example_runs_as_written(converted, in_scratch, group):
     for path in GROUP_RUNS[group]:
         assert (work / path).exists(), path
     if group == 'recognition':           # CSRE's start-up check says what it found, whatever it decides
-        log = (work / 'stgcn_csre' / 'log.txt').read_text()
+        log = (work / 'ctrgcn_csre' / 'log.txt').read_text()
         one_line(re.search(r'.*CSRE sample check.*', log).group(0), 'min_candidates=any', 'a bank of 160 rows')
+    if group == 'pretrain_mica':         # the label-free mode: no label-use line
+        assert 'LABELS:' not in (work / 'mica' / 'pretext' / 'log.txt').read_text()
     if group != 'pretrain_aimclr':
         return
     # the untrained row: the same probe (the small-data one of config/ucla/), the encoder not loaded
@@ -239,11 +255,15 @@ def test_worked_example_runs_as_written(converted, in_scratch, group):
     assert 'Weights: random (--weights random)' in (work / 'untrained' / 'linear_eval' / 'log.txt').read_text()
     # the start-up notices of a small pretraining set
     log = (work / 'aimclr' / 'pretext' / 'log.txt').read_text()
-    one_line(re.search(r'.*Training data:.*', log).group(0), '160 samples', 'batch_size 128',
-             '1 iteration per epoch', '32 samples dropped')
+    one_line(re.search(r'.*Training data:.*', log).group(0), '160 samples', 'batch_size 32',
+             '5 iterations per epoch', '0 samples dropped')
     one_line(re.search(r'.*Skeleton:.*', log).group(0), "layout 'example20'", '20 joints', 'flip', 'joint names')
-    one_line(re.search(r'.*Notice: small training set.*', log).group(0), '160 clips', 'small_data_pretrain.yaml',
-             'batch_size: 64', 'base_lr: 0.05', 'model_args.shuffle_bn_groups: 2', 'model_args.queue_size: 64')
+    one_line(re.search(r'.*Notice: size advice.*', log).group(0), '160 training samples', 'batch_size 32',
+             'base_lr 0.025', 'model_args.shuffle_bn_groups 2', 'model_args.queue_size 96', 'num_epoch 30',
+             "the probes' (linear_evaluation, finetune_evaluation) batch_size 32")
+    # followed in the config file: only the test's 1 epoch differs
+    one_line(re.search(r'.*differs from the size advice.*', log).group(0), 'num_epoch 1 (advised 30)',
+             'to follow it: --num_epoch 30')
     # the class report names the classes from dataset.yaml and writes next to the result
     result = work / 'aimclr' / 'linear_eval' / 'test_result.pkl'
     class_report.main(['--label', 'data/own_example/val_label.pkl', '--result', str(result)])

@@ -437,11 +437,18 @@ def test_a_plan_target_is_counted_per_row_and_each_miss_named(tmp_path):
 
 
 def test_the_readme_table_blocks_are_their_table_files(tmp_path):
-    from tools.reproduction.table import readme_tables
+    """README.md's short table and docs/RESULTS.md's tables are what `python tools/reproduce.py readme`
+    makes of the committed files (it was run), and the README stays a page of at most 200 lines."""
+    from tools.reproduction.table import GENERATED_FILES, readme_tables
+    texts = {name: open(os.path.join(ROOT, name)).read() for name in GENERATED_FILES}
+    assert '<!-- summary: config/reproduce/summary.yaml -->' in texts['README.md']
+    assert '<!-- table: results/ucla_stability/table.md -->' in texts['docs/RESULTS.md']
+    assert len(texts['README.md'].splitlines()) <= 200
+    for name, text in texts.items():
+        copy = tmp_path / os.path.basename(name)
+        copy.write_text(text)
+        assert readme_tables(str(copy), ROOT) == [], name
     readme = tmp_path / 'README.md'
-    readme.write_text(open(os.path.join(ROOT, 'README.md')).read())
-    assert '<!-- table: results/ucla_stability/table.md -->' in readme.read_text()
-    assert readme_tables(str(readme), ROOT) == []        # python tools/reproduce.py readme was run
     (tmp_path / 't.md').write_text('| a |\n')
     readme.write_text('x\n<!-- table: t.md -->\nold\n<!-- end table -->\ny\n')
     assert readme_tables(str(readme), str(tmp_path)) == ['t.md']
@@ -449,6 +456,28 @@ def test_the_readme_table_blocks_are_their_table_files(tmp_path):
     readme.write_text('<!-- table: none.md -->\n<!-- end table -->\n')
     with pytest.raises(UserError, match="names 'none.md', which does not exist"):
         readme_tables(str(readme), str(tmp_path))
+
+
+def test_the_readme_summary_table(tmp_path):
+    """The README's short table (tools/reproduction/summary.py): a column per plan and metric, rows matched by
+    the first listed name a column holds, mean ± std (seeds), '–' where there is none, the plan's floor."""
+    from tools.reproduction.summary import summary_table
+    write_results(str(tmp_path / 'results'))
+    write_plan(tmp_path, {'rows': {'A': demo_row(), 'B': demo_row()}, 'floor': {'ridge': 62.6}, 'chance': 25,
+                          'results': str(tmp_path / 'results')})
+    (tmp_path / 'summary.yaml').write_text(yaml.safe_dump({
+        'columns': [{'title': 'hand, linear', 'plan': 'plan.yaml', 'metric': 'linear_top1', 'floor': 'ridge'},
+                    {'title': 'elsewhere', 'plan': 'plan.yaml', 'results': 'none', 'metric': 'linear_top1'}],
+        'rows': {'method': ['missing', 'A'], 'untrained': 'B', 'other': 'C'}}, sort_keys=False))
+    lines = summary_table('summary.yaml', str(tmp_path)).splitlines()
+    assert lines[2:] == ['| | hand, linear | elsewhere |', '|---|---|---|', '| method | 59.0 ± 10.0 (3) | – |',
+                         '| untrained | 54.0 (1) | – |', '| other | – | – |',
+                         '| ridge floor of the arrays | 62.6 | – |', '| chance | 25.0 | 25.0 |']
+    (tmp_path / 'summary.yaml').write_text(yaml.safe_dump({'columns': [{'title': 't', 'plan': 'plan.yaml',
+                                                                        'metric': 'm', 'floor': 'nope'}],
+                                                           'rows': {'r': 'A'}}))
+    with pytest.raises(UserError, match="floor 'nope' is not a floor row"):
+        summary_table('summary.yaml', str(tmp_path))
 
 
 def test_curves_png_and_the_table_without_matplotlib(tmp_path, monkeypatch, capsys):

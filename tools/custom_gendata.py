@@ -1,6 +1,8 @@
 """Your own skeleton dataset -> the family's ``{train,val}_position.npy`` + ``{train,val}_label.pkl``.
 
     python tools/custom_gendata.py --make-example data/own_example/raw     # a generated try-out input
+    python tools/custom_gendata.py --recordings raw/joints --segments segments.csv --layout kinect_v1.yaml \
+        --out data/mydata --split-by subject --val-values s02 s04 [--repeated-ids mean] [--segment-end inclusive]
     python tools/custom_gendata.py --clips my_clips/ --labels labels.csv --layout my_layout.yaml \
         --out data/mydata --dataset mydata [--split-column split | --val-values 3 --split-by view |
         --val-fraction 0.2] [--classes classes.txt] [--text-rows joint] [--preprocess ctrgcn] [--no-rotate]
@@ -16,6 +18,10 @@ Input (docs/DATA.md, "Your own dataset"):
 - ``--labels``: a CSV ``name,label[,subject,view,split]`` with a header row naming the columns (``name``
   and ``label`` are required, other columns are free).  ``label``: a class name or an integer id.
 - ``--layout``: the layout file (``V`` joints; docs/DATA.md, "Layout files").
+- or, instead of ``--clips`` / ``--labels``: ``--recordings`` (continuous recordings, one skeleton a row after a
+  frame id) and ``--segments`` (a CSV ``recording,label,start,end[,...]``): the clips are cut from the
+  recordings (``tools/segments.py``: repeated frame ids, gaps, inclusive ends, skipped segments; docs/DATA.md,
+  "Continuous recordings").
 
 Per clip: NaN joints become missing; missing joints (NaN or all-zero xyz) inside a person's present span
 are bridged by linear interpolation over the frames where the joint is present; a clip with more than
@@ -61,9 +67,12 @@ from feeder.preprocess import (add_preprocess_arguments, interpolate_missing_joi
                                valid_span)
 from net.text_features import DATASET_INFO, class_labels, load_descriptions  # noqa: E402
 from net.utils.layouts import LAYOUTS, get_layout  # noqa: E402
+from processor.recipes import recipe  # noqa: E402
+from processor.small_data import classifier_advice, command_line, pretrain_advice  # noqa: E402
 from tools.floor import baselines, floor_line  # noqa: E402
+from tools.segments import REPEATED_IDS, SEGMENT_ENDS, cut_recordings  # noqa: E402
 from torchlight import options  # noqa: E402
-from torchlight.io import StagedFiles, check_finite, run_tool  # noqa: E402
+from torchlight.io import StagedFiles, atomic_write, check_finite, run_tool  # noqa: E402
 from torchlight.readers import load_npy, read_lines, read_text  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
@@ -248,6 +257,33 @@ def assign_splits(rows, ids, args):
                      '--val-values V ..., or --val-fraction F')
 
 
+def size_advice(num_clips, reference='config/ucla/pretrain_skeletonclr.yaml'):
+    """{'pretraining': options, 'probe': options} advised for ``num_clips`` training clips with the shipped
+    small-data recipe's batch and lr (``processor/small_data.py``); empty for a large set."""
+    values = recipe((reference,))
+    pretraining = pretrain_advice(num_clips, values['batch_size'], values['base_lr'])
+    if not pretraining:
+        return {}
+    return {'pretraining': command_line(pretraining),
+            'probe': command_line(classifier_advice(num_clips, values['batch_size']))}
+
+
+def clip_files(args, rows):
+    """{clip name: its file in --clips} for the label CSV's rows (a one-line error for a missing one)."""
+    if not os.path.isdir(args.clips):
+        raise ValueError(f"--clips '{args.clips}' is not a folder")
+    files = {}
+    for entry in sorted(os.listdir(args.clips)):
+        stem, ext = os.path.splitext(entry)
+        if ext.lower() in CLIP_EXTENSIONS:
+            files.setdefault(stem, os.path.join(args.clips, entry))
+    absent = [r['name'] for r in rows if r['name'] not in files]
+    if absent:
+        raise ValueError(f"clip {absent[0]!r} of '{args.labels}' has no file {absent[0]}.npy/.csv/.txt in "
+                         f"'{args.clips}' ({len(absent)} missing)")
+    return files
+
+
 def bridge_missing(seq):
     """NaN -> missing; missing joints inside each person's span interpolated -> (seq, missing fraction of
     person 0 before bridging, joint-frames bridged, (V,) joint-frames bridged per joint)."""
@@ -270,33 +306,28 @@ def convert(args):
     if not args.no_rotate and layout.shoulders is None:
         print(f"notice: layout '{layout.name}' has no shoulders (and no joint names to derive them): the "
               'rotation step is skipped')
-    rows = read_labels(args.labels)
+    recordings = getattr(args, 'recordings', None)
+    if recordings:                            # continuous recordings cut by a segment table (tools/segments.py)
+        rows, cut, segment_lines = cut_recordings(args, layout.num_node, read_text_rows, text_clip)
+    else:
+        rows, cut, segment_lines = read_labels(args.labels), None, []
     classes = None
     if args.classes and args.classes.lower().endswith(('.yaml', '.yml')):      # MICA's class descriptions
         classes = class_labels(load_descriptions(args.classes))
     elif args.classes:
         classes = [line.strip() for line in read_lines(args.classes, 'class-names file') if line.strip()]
+    table = args.segments if recordings else args.labels
     try:
         ids, class_names = class_ids([r['label'] for r in rows], classes)
     except ValueError as e:
-        raise ValueError(f"label CSV '{args.labels}': {e}") from None
+        raise ValueError(f"{'segment table' if recordings else 'label CSV'} '{table}': {e}") from None
     splits = assign_splits(rows, ids, args)
-    if not os.path.isdir(args.clips):
-        raise ValueError(f"--clips '{args.clips}' is not a folder")
-    files = {}
-    for entry in sorted(os.listdir(args.clips)):
-        stem, ext = os.path.splitext(entry)
-        if ext.lower() in CLIP_EXTENSIONS:
-            files.setdefault(stem, os.path.join(args.clips, entry))
-    absent = [r['name'] for r in rows if r['name'] not in files]
-    if absent:
-        raise ValueError(f"clip {absent[0]!r} of '{args.labels}' has no file {absent[0]}.npy/.csv/.txt in "
-                         f"'{args.clips}' ({len(absent)} missing)")
+    files = {name: f'{recordings} ({name})' for name in cut} if cut is not None else clip_files(args, rows)
     clips, frames, report, dropped = [], [], Counter(), Counter()
     joint_bridged = np.zeros(layout.num_node, dtype=int)
     for row, label, split in Progress(list(zip(rows, ids, splits)), desc='convert', enabled=not args.no_progress):
-        path = files[row['name']]
-        seq = read_clip(path, layout.num_node, args.text_rows, args.columns)
+        seq = cut[row['name']] if cut is not None else read_clip(files[row['name']], layout.num_node, args.text_rows,
+                                                                   args.columns)
         frames.append(seq.shape[1])
         report['nan joint-frames'] += int(np.isnan(seq).any(axis=0).sum())
         seq, missing, bridged, per_joint = bridge_missing(seq)
@@ -346,6 +377,7 @@ def convert(args):
                      f"{dropped[(c, 'train')]}, {dropped[(c, 'val')]}")
     lost = {part: sum(n for (_, p), n in dropped.items() if p == part) for part in ('train', 'val')}
     lines.append(f"total | {len(out['train'][1])} | {len(out['val'][1])} | {lost['train']}, {lost['val']}")
+    lines += segment_lines
     lines.append(f'frames per clip: min {min(frames)}, median {int(np.median(frames))}, max {max(frames)}'
                  + (f'; longer spans cut at {length}' if max(frames) > length and args.preprocess == 'ctrgcn'
                     else ''))
@@ -361,6 +393,12 @@ def convert(args):
         lines.append('most bridged: ' + ', '.join(f'{layout.joint(j)} {joint_bridged[j]}' for j in worst))
     info['baselines'] = baselines(*out['train'][:2], *out['val'][:2], num_class, args.out)
     lines.append(floor_line(info['baselines']))
+    advice = size_advice(len(out['train'][1]))
+    if advice:
+        info['size_advice'] = advice
+        lines.append(f"size advice for the {len(out['train'][1])} training clips (processor/small_data.py; each run "
+                     f"prints it too): pretraining from a config/ucla/ recipe {advice['pretraining']}; linear probe "
+                     f"{advice['probe']}")
     text = '\n'.join(lines)
     with StagedFiles() as staged:              # every output moves into place together, or none does
         for part, (arr, labels, sample_names) in out.items():
@@ -526,6 +564,16 @@ def write_example(staged, folder, per_class, seed):
     return rows
 
 
+def frame_column(text):
+    """``--frame-column``: a column index, or 'none' (the row order is the frame id)."""
+    if str(text).lower() == 'none':
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a column index or 'none', got {text!r}") from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--make-example', metavar='FOLDER', type=options.output_folder, default=None,
@@ -555,6 +603,22 @@ def main(argv=None):
                         help="the names of one joint's numbers in a text row, in order, e.g. x,y,z,confidence "
                              '(default by count: x,y | x,y,z | x,y,z,confidence); names other than x, y, z are '
                              'skipped')
+    recordings = parser.add_argument_group('continuous recordings (tools/segments.py; instead of --clips/--labels)')
+    recordings.add_argument('--recordings', default=None,
+                            help='folder of recordings, one skeleton a row: a frame id (or time) column, then the '
+                                 'joints (.txt/.csv), or .npy (T, V, C) with the row index as frame id')
+    recordings.add_argument('--segments', default=None,
+                            help='segment CSV: recording,label,start,end[,subject,split,...] with a header')
+    recordings.add_argument('--frame-column', type=frame_column, default=0,
+                            help="the column of a recording row with the frame id or time (default 0; 'none': the "
+                                 'row order)')
+    recordings.add_argument('--fps', type=float, default=None,
+                            help='frame ids and segment bounds are times in seconds at this frame rate')
+    recordings.add_argument('--repeated-ids', choices=REPEATED_IDS, default='mean',
+                            help='rows of one frame id: mean (default: readings of one skeleton, averaged), first, '
+                                 'last, or persons (row j = person j)')
+    recordings.add_argument('--segment-end', choices=SEGMENT_ENDS, default='inclusive',
+                            help="a segment's end frame: inclusive (default, PKU-MMD / UTKinect) or exclusive")
     add_preprocess_arguments(parser)
     args = parser.parse_args(argv)
     if not (args.preprocess == 'ctrgcn' and args.length is None):     # ctrgcn: the longest clip by default
@@ -562,9 +626,17 @@ def main(argv=None):
     if args.make_example:
         make_example(args.make_example)
         return
-    missing = [f'--{k}' for k in ('clips', 'labels', 'layout', 'out') if not getattr(args, k)]
+    if args.recordings or args.segments:
+        if args.clips or args.labels:
+            parser.error('--recordings/--segments cut recordings into clips: not with --clips/--labels')
+        needed = ('recordings', 'segments', 'layout', 'out')
+    else:
+        needed = ('clips', 'labels', 'layout', 'out')
+    missing = [f'--{k}' for k in needed if not getattr(args, k)]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
+    if args.fps is not None and not args.fps > 0:
+        parser.error(f'--fps must be > 0, got {args.fps}')
     convert(args)
 
 

@@ -10,7 +10,7 @@ Usage::
     python tools/reproduce.py run config/reproduce/ucla.yaml --rows MICA --seeds 1 --dry-run
     python tools/reproduce.py run config/reproduce/ucla.yaml --jobs 12    # every row x seed side by side (a GPU)
     python tools/reproduce.py aggregate config/reproduce/ucla.yaml        # table.md and curves.png
-    python tools/reproduce.py readme      # the README's <!-- table: results/<plan>/table.md --> blocks
+    python tools/reproduce.py readme      # README.md's short results table, docs/RESULTS.md's table blocks
     python tools/reproduce.py adopt config/reproduce/ucla_stability.yaml --row MsMCLR --seed 1 \\
         --from results/ucla_stability_screen/MsMCLR_cosine__seed1.json     # the same run, made in a screen
     python tools/reproduce.py run --name mica_ablation --row 'MICA frest=False' \\
@@ -33,7 +33,7 @@ early(__name__)              # a Ctrl-C during the imports below is one line
 from tools.reproduction.adopt import adopt  # noqa: E402
 from tools.reproduction.plan import ROOT, as_tokens, load_plan, parse_plan, slug  # noqa: E402
 from tools.reproduction.run import run_plan  # noqa: E402
-from tools.reproduction.table import aggregate, load_results, readme_tables  # noqa: E402
+from tools.reproduction.table import GENERATED_FILES, aggregate, load_results, readme_tables  # noqa: E402
 from torchlight import options  # noqa: E402
 from torchlight.io import UserError, run_tool  # noqa: E402
 
@@ -83,9 +83,11 @@ def main(argv=None):
     sub = parser.add_subparsers(dest='command', required=True)
     run = sub.add_parser('run', help='run the plan (row x seed), then aggregate')
     agg = sub.add_parser('aggregate', help='table.md and curves.png from the result files')
-    readme = sub.add_parser('readme', help="refresh the README's table blocks (<!-- table: <file> -->) from their files")
-    readme.add_argument('path', nargs='?', type=options.input_file, default=os.path.join(ROOT, 'README.md'),
-                        help='default: the README')
+    readme = sub.add_parser('readme', help="refresh the generated blocks of README.md (its short results table, "
+                                           '<!-- summary: <spec> -->) and docs/RESULTS.md (<!-- table: <file> -->)')
+    readme.add_argument('path', nargs='*', type=options.input_file,
+                        default=[os.path.join(ROOT, p) for p in GENERATED_FILES],
+                        help='default: README.md and docs/RESULTS.md')
     adoption = sub.add_parser('adopt', help="take another plan's finished run as a row x seed of this plan, where "
                                             'it is the same run (tools/reproduction/adopt.py)')
     adoption.add_argument('plan', type=options.input_file, help='plan YAML of the row')
@@ -122,8 +124,9 @@ def main(argv=None):
     run.add_argument('--knn-interval', type=options.nonnegative_int, default=None, help='command-line row: kNN monitor interval')
     args = parser.parse_args(argv)
     if args.command == 'readme':
-        changed = readme_tables(args.path, ROOT)
-        print(f"[reproduce] {args.path}: {', '.join(changed) if changed else 'every table block is up to date'}")
+        for path in args.path:
+            changed = readme_tables(path, ROOT)
+            print(f"[reproduce] {path}: {', '.join(changed) if changed else 'every table block is up to date'}")
         return
     if args.command == 'adopt':
         plan = load_plan(args.plan)

@@ -28,7 +28,7 @@ Outputs (``--out``, default ``<work_dir>/tsne_<split>.png``):
 Usage::
 
     python tools/tsne.py --config config/ucla/linear_eval_mica.yaml \\
-        --weights work_dir/ucla/mica_joint/pretext/epoch300_model.pt \\
+        --weights work_dir/ucla/mica_joint/pretext \\
         --class-names config/text/descriptions/ucla.yaml --out work_dir/ucla/mica_joint/tsne.png
     python tools/tsne.py --config config/ntu60/xsub/linear_eval_mica.yaml --weights W.pt \\
         --num-classes 10 --seed 0 --max-samples 2000
@@ -51,6 +51,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from processor.build import build_feeder, build_model, config_stream, load_config, model_layout  # noqa: E402
 from processor.build import extract_features  # noqa: E402
+from processor.checkpoint import resolve_weights  # noqa: E402
 from tools.class_report import load_class_names  # noqa: E402
 from torchlight import options  # noqa: E402
 from torchlight.io import IO, StagedFiles, UserError, check_finite, run_tool  # noqa: E402
@@ -193,9 +194,9 @@ def main(argv=None):
     except ImportError:
         raise UserError(SKLEARN_MISSING) from None
     cfg = load_config(args.config)
-    weights = args.weights if args.weights is not None else cfg.get('weights')
+    weights = resolve_weights(args.weights if args.weights is not None else cfg.get('weights'))
     if not weights:
-        raise UserError('give --weights (a state dict, e.g. work_dir/.../epoch300_model.pt or best_model.pt); '
+        raise UserError('give --weights (a state dict, e.g. work_dir/.../epoch30_model.pt or best_model.pt, or a pretraining work_dir); '
                         'the config has no `weights` either')
     out = args.out or os.path.join(cfg.get('work_dir') or '.', f'tsne_{args.split}.png')
     stem = os.path.splitext(out)[0]

@@ -455,11 +455,15 @@ class IO:
         elif self.save_log:
             self._append([text])
 
-    def save_arg(self, arg, filename='config.yaml'):
+    def save_arg(self, arg, filename='config.yaml', notes=()):
+        """``arg`` as YAML, after comment lines with the command line and ``notes``."""
         arg_dict = vars(arg) if not isinstance(arg, dict) else arg
 
         def write(f):
-            f.write(f"# command line: {' '.join(sys.argv)}\n\n")
+            f.write(f"# command line: {' '.join(sys.argv)}\n")
+            for note in notes:
+                f.write(f'# {note}\n')
+            f.write('\n')
             yaml.safe_dump(_plain(arg_dict), f, default_flow_style=False, sort_keys=False)
         atomic_write(os.path.join(self.work_dir, filename), write, mode='w')
 

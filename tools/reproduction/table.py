@@ -226,30 +226,37 @@ def aggregate(plan, results_dir=None, band='minmax', command=None):
     return text
 
 
-README_TABLE = re.compile(r'(<!-- table: (\S+) -->\n)(.*?)(<!-- end table -->)', re.S)
+README_TABLE = re.compile(r'(<!-- (table|summary): (\S+) -->\n)(.*?)(<!-- end \2 -->)', re.S)
+GENERATED_FILES = ('README.md', 'docs/RESULTS.md')      # the files whose blocks ``readme`` refreshes
 
 
 def readme_tables(path, root):
-    """Refresh every block of ``path`` (the README) between ``<!-- table: <table.md path> -->`` and
-    ``<!-- end table -->`` from that file (relative to ``root``); -> the names of the blocks that changed."""
+    """Refresh every block of ``path`` (the README, docs/RESULTS.md) between ``<!-- table: <table.md path> -->``
+    and ``<!-- end table -->`` from that file, and between ``<!-- summary: <spec> -->`` and ``<!-- end
+    summary -->`` with the spec's table (tools/reproduction/summary.py); paths relative to ``root``; -> the
+    names of the blocks that changed."""
+    from tools.reproduction.summary import summary_table
     text = read_text(path, 'README')
     if not README_TABLE.search(text):
-        raise UserError(f"'{path}' has no table block (<!-- table: <table.md path> --> ... <!-- end table -->): "
-                        'give the README that holds them')
+        raise UserError(f"'{path}' has no generated block (<!-- table: <table.md path> --> or <!-- summary: <spec> "
+                        '--> ... <!-- end table / summary -->): give a file that holds them')
     changed = []
 
     def fill(match):
-        table_file = os.path.join(root, match.group(2))
-        if not os.path.isfile(table_file):
-            raise UserError(f"{path}: the table block names '{match.group(2)}', which does not exist "
-                            '(run tools/reproduce.py aggregate <plan> first)')
-        body = read_text(table_file, 'table file')
-        if body != match.group(3):
-            changed.append(match.group(2))
-        return match.group(1) + body + match.group(4)
+        kind, name = match.group(2), match.group(3)
+        if kind == 'summary':
+            body = summary_table(name, root)
+        else:
+            table_file = os.path.join(root, name)
+            if not os.path.isfile(table_file):
+                raise UserError(f"{path}: the table block names '{name}', which does not exist "
+                                '(run tools/reproduce.py aggregate <plan> first)')
+            body = read_text(table_file, 'table file')
+        if body != match.group(4):
+            changed.append(name)
+        return match.group(1) + body + match.group(5)
 
     new = README_TABLE.sub(fill, text)
     if changed:
         atomic_write(path, lambda f: f.write(new), mode='w')
     return changed
-
