@@ -144,9 +144,20 @@ def fill(action, value):
     return [value] * n if isinstance(n, int) else [value]
 
 
-def argv_for(prefix, parser, values, skip=()):
+def input_modes(parser):
+    """[dests to leave out]: one entry per input mode of a tool whose parser names alternatives
+    (``parser.input_modes``: tuples of dests, one mode each, e.g. clips + labels or recordings + segments)."""
+    modes = getattr(parser, 'input_modes', None)
+    if not modes:
+        return [()]
+    return [tuple(d for other in modes if other is not mode for d in other) for mode in modes]
+
+
+def argv_for(prefix, parser, values, skip=None):
     """The command line: every input option (file / folder) from ``values``, the other required
-    options and positionals from their type's example; ``values`` may give any option by dest."""
+    options and positionals from their type's example; ``values`` may give any option by dest; ``skip``:
+    dests left out (default: those of all but the first input mode)."""
+    skip = input_modes(parser)[0] if skip is None else skip
     positional, optional = [], []
     for action in parser._actions:
         if isinstance(action, FLAG_ACTIONS) or action.dest in skip:
@@ -227,16 +238,17 @@ def test_hostile_file_content_is_one_line_naming_the_file(tool, kind, tmp_path):
     for prefix, parser in entry_points(tool):
         if not any(kind_of(a) in ('input', 'input-folder') for a in parser._actions):
             continue
-        tried += 1
-        before = snapshot(tmp_path)
-        with guard(60):
-            rc, err = run(tool, argv_for(prefix, parser, values), values['work'])
-        line = assert_contract(rc, err, [values['inputs']], before, snapshot(tmp_path))
-        assert not marker.exists(), 'a crafted pickle ran code'
-        if kind == 'duplicate_yaml' and 'YAML' in line:
-            assert 'duplicate key' in line, line
-        if kind == 'anchor_bomb' and 'YAML' in line:
-            assert 'YAML bomb' in line, line
+        for skip in input_modes(parser):
+            tried += 1
+            before = snapshot(tmp_path)
+            with guard(60):
+                rc, err = run(tool, argv_for(prefix, parser, values, skip), values['work'])
+            line = assert_contract(rc, err, [values['inputs']], before, snapshot(tmp_path))
+            assert not marker.exists(), 'a crafted pickle ran code'
+            if kind == 'duplicate_yaml' and 'YAML' in line:
+                assert 'duplicate key' in line, line
+            if kind == 'anchor_bomb' and 'YAML' in line:
+                assert 'YAML bomb' in line, line
     if tried == 0:
         pytest.skip(f'tools/{tool}.py reads no input file')
 

@@ -564,14 +564,17 @@ def write_example(staged, folder, per_class, seed):
     return rows
 
 
-def frame_column(text):
-    """``--frame-column``: a column index, or 'none' (the row order is the frame id)."""
+def _frame_column(text):
+    """``--frame-column``: a column index >= 0, or 'none' (the row order is the frame id)."""
     if str(text).lower() == 'none':
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a column index or 'none', got {text!r}") from None
+    value = int(text)
+    if value < 0:
+        raise ValueError(f'a column index must be >= 0, got {value}')
+    return value
+
+
+frame_column = options.Checked("a column index >= 0 or 'none'", _frame_column, '0', bad=('-1',))
 
 
 def main(argv=None):
@@ -603,16 +606,17 @@ def main(argv=None):
                         help="the names of one joint's numbers in a text row, in order, e.g. x,y,z,confidence "
                              '(default by count: x,y | x,y,z | x,y,z,confidence); names other than x, y, z are '
                              'skipped')
+    parser.input_modes = [('clips', 'labels'), ('recordings', 'segments')]      # one or the other
     recordings = parser.add_argument_group('continuous recordings (tools/segments.py; instead of --clips/--labels)')
-    recordings.add_argument('--recordings', default=None,
+    recordings.add_argument('--recordings', type=options.input_folder, default=None,
                             help='folder of recordings, one skeleton a row: a frame id (or time) column, then the '
                                  'joints (.txt/.csv), or .npy (T, V, C) with the row index as frame id')
-    recordings.add_argument('--segments', default=None,
+    recordings.add_argument('--segments', type=options.input_file, default=None,
                             help='segment CSV: recording,label,start,end[,subject,split,...] with a header')
     recordings.add_argument('--frame-column', type=frame_column, default=0,
                             help="the column of a recording row with the frame id or time (default 0; 'none': the "
                                  'row order)')
-    recordings.add_argument('--fps', type=float, default=None,
+    recordings.add_argument('--fps', type=options.positive_float, default=None,
                             help='frame ids and segment bounds are times in seconds at this frame rate')
     recordings.add_argument('--repeated-ids', choices=REPEATED_IDS, default='mean',
                             help='rows of one frame id: mean (default: readings of one skeleton, averaged), first, '
