@@ -41,7 +41,7 @@ def ridge_probe(train, test):
 from processor.evaluation import SplitFeatures
 from processor.processor import Processor, every
 from processor.recipes import KNN, PRETRAIN, recipe_defaults
-from processor.small_data import classifier_advice, pretrain_advice
+from processor.small_data import classifier_advice, measured_line, pretrain_advice
 from processor.step_scalars import StepScalars
 from processor.train_step import TrainStep
 from torchlight.io import UserError, import_class, str2bool
@@ -198,9 +198,13 @@ class PretrainProcessor(Processor):
         probe = classifier_advice(num_samples, self.config_values['batch_size'])
         current = dict(batch_size=self.arg.batch_size, base_lr=self.arg.base_lr, num_epoch=self.arg.num_epoch,
                        **{f'model_args.{k}': v for k, v in recipe.items()})
-        return self.say_size_advice('pretraining', num_samples, advice, current,
+        said = self.say_size_advice('pretraining', num_samples, advice, current,
                                     extra=f"the probes' (linear_evaluation, finetune_evaluation) batch_size "
                                           f"{probe['batch_size'][0]}" if probe else '')
+        line = measured_line(num_samples, self.name, label_free=self.arg.model_args.get('fm_target') == 'teacher')
+        if line:
+            self.print_log(f'Notice: {line}')
+        return said
 
     def make_views(self, raw):
         return stream_views(self.train_feeder, raw.to(self.dev, non_blocking=True))     # in the run's stream

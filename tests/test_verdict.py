@@ -142,3 +142,26 @@ def test_plan_untrained_rows_take_the_init_of_the_pretraining_they_stand_for():
     assert argv[argv.index('--weights_init') + 1] == 'true' and '--init_of' not in argv
     with pytest.raises(UserError, match="rows.U.init: 'B' is not a pretraining row"):
         plan(init='B')
+
+
+def test_pretraining_says_at_start_up_what_was_measured_at_its_size(tmp_path):
+    """processor/small_data.py's measured line: the ladder rung nearest the set's size, the method's paired
+    gain over its untrained init from the committed result files; a loss is said plainly with what to do."""
+    import shutil
+    from processor.small_data import LADDER_PLAN, measured_line
+    (tmp_path / 'config' / 'reproduce').mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, LADDER_PLAN), tmp_path / LADDER_PLAN)
+    results = tmp_path / 'results' / 'ucla_ladder'
+    results.mkdir(parents=True)
+    learned = json.load(open(os.path.join(ROOT, 'results/ucla_ladder/SkeletonCLR_300_clips__seed1.json')))
+    untrained = json.load(open(os.path.join(ROOT, 'results/ucla_ladder/untrained_ST-GCN_300_clips__seed1.json')))
+    assert measured_line(280, 'pretrain_aimclr', root=str(tmp_path)).startswith('measured: AimCLR was not measured yet')
+    for gain, words in ((0.05, '+5.0 points against its untrained init (1 of 1 seeds above)'),
+                        (-0.08, '-8.0 points against its untrained init (0 of 1 seeds above); at this size '
+                                'pretraining with it did NOT beat the encoder it starts from')):
+        learned['final']['linear_top1'] = untrained['final']['linear_top1'] + gain
+        (results / 'SkeletonCLR_300_clips__seed1.json').write_text(json.dumps(learned))
+        (results / 'untrained_ST-GCN_300_clips__seed1.json').write_text(json.dumps(untrained))
+        line = measured_line(280, 'pretrain_skeletonclr', root=str(tmp_path))
+        assert 'NW-UCLA subset of 300 clips' in line and words in line, line
+    assert measured_line(5000, 'pretrain_skeletonclr', root=str(tmp_path)) is None
