@@ -80,7 +80,8 @@ class ScoreReport:
         standardisation into ``fc`` there)."""
         p = self.processor
         if not torch.isfinite(scores).all():
-            message = (f'the test scores hold NaN/Inf at epoch {epoch + 1}: the weights are not finite '
+            weights = f" of weights '{p.arg.weights}'" if p.arg.weights else ''
+            message = (f'the test scores{weights} hold NaN/Inf at epoch {epoch + 1}: the weights are not finite '
                        f'(check --weights and base_lr); no best_model.pt or test_result.pkl written from them')
             p.print_log(f'ERROR: {message}')
             raise UserError(message)
