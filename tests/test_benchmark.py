@@ -112,6 +112,7 @@ def test_several_configs_get_their_own_peak_and_ratios_to_the_first(tmp_path):
                                     '--warmup', '0', '--iters', '1', '--num-samples', '8', '--frames', '16',
                                     '--threads', '1', '--model-args', 'checkpoint_blocks=true', '--json', str(out)])
     assert 'relative_to' not in first and second['relative_to']['config'] == first['config']
+    assert first['cpu_seconds_per_iteration'] > 0 and len(first['load_average']) == 3
     assert second['relative_to']['peak_memory'] == pytest.approx(second['peak_memory_gib'] / first['peak_memory_gib'])
     assert second['model_args'] == {'checkpoint_blocks': True}
     assert json.loads(out.read_text())[1]['relative_to'] == second['relative_to']

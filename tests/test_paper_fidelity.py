@@ -317,8 +317,8 @@ def test_adaptive_mask_kept_fraction_varies_across_sequences():
     than a white-noise one (the mask relaxes for clean low-frequency motion, tightens for noise)."""
     torch.manual_seed(0)
     T, V, C = 32, 4, 64
-    rows = torch.cat([torch.randn(V, T, C), torch.randn(V, T, C).cumsum(dim=1)])   # sample 0 white, 1 smooth
-    spec = torch.fft.rfft(rows, dim=1, norm='ortho')
+    maps = torch.stack([torch.randn(C, T, V), torch.randn(C, T, V).cumsum(dim=1)])    # sample 0 white, 1 smooth
+    spec = torch.fft.rfft(maps, dim=2, norm='ortho')
     half = kept_fraction(FrequencyBlock(C, T, dim='frame', tau=1.0).spectrum_mask(spec, 2), 2)
     torch.testing.assert_close(half, torch.full((2,), 0.5), atol=0.01, rtol=0)
     kept = kept_fraction(FrequencyBlock(C, T, dim='frame', tau=2.0).spectrum_mask(spec, 2), 2)

@@ -15,8 +15,9 @@ batch gather + augmentation (the feeder's ``views``), forward, loss, backward an
 as a run does them (the linear-evaluation step: frozen encoder forward + fc); ``inference`` times no-grad
 forward passes of the processor's model.  It prints and optionally writes JSON with samples
 per second, seconds per iteration (median, min, max), peak memory (CUDA: max allocated; CPU: peak RSS,
-per config: the process's peak is reset before each, ``peak_rss_scope``), with several configs each one's
-time and memory relative to the first's, the fraction of the step spent on data (gather + augmentation), and the settings
+per config: the process's peak is reset before each, ``peak_rss_scope``), the CPU seconds of the process
+per iteration and the load average (on a shared machine the wall time includes waits for a core), with
+several configs each one's time and memory relative to the first's, the fraction of the step spent on data (gather + augmentation), and the settings
 (batch, AMP, compile, ST-GCN implementation, device name, torch version, threads).  ``--profile K``
 adds one ``torch.profiler`` pass over a few steps and prints the K operators/kernels with the most
 self time (CUDA time on a GPU).  ``--count-ops`` times nothing: it runs ``--iters`` training steps after
@@ -155,12 +156,13 @@ class TimedLoader:
         return self.steps
 
     def __iter__(self):
-        self.marks, self.data_times = [], []
+        self.marks, self.cpu_marks, self.data_times = [], [], []
         batches = iter(self.loader)
         for _ in range(self.steps):
             sync(self.device)
             started = time.perf_counter()
             self.marks.append(started)
+            self.cpu_marks.append(time.process_time())
             try:
                 batch = next(batches)
             except StopIteration:
@@ -171,10 +173,17 @@ class TimedLoader:
             yield batch
         sync(self.device)
         self.marks.append(time.perf_counter())
+        self.cpu_marks.append(time.process_time())
 
     @property
     def step_times(self):
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+    @property
+    def cpu_times(self):
+        """CPU seconds of the process (all its threads) per step: on a machine shared with other jobs the
+        wall time also counts the waits for a core."""
+        return [b - a for a, b in zip(self.cpu_marks, self.cpu_marks[1:])]
 
 
 def build_processor(config, cfg, mode, args, device, folder):
@@ -392,6 +401,8 @@ def benchmark(config, args, device):
     return {
         'config': config, 'model': cfg['model'], 'mode': mode, 'batch_size': batch,
         'samples_per_second': batch / median, 'seconds_per_iteration': {'median': median, 'min': min(totals), 'max': max(totals)},
+        'cpu_seconds_per_iteration': statistics.median(loader.cpu_times[args.warmup:]),
+        'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None,
         'peak_memory_gib': peak_memory(device), 'peak_rss_gib': peak_rss(), 'rss_before_gib': rss_start,
         'peak_rss_scope': 'this config' if rss_reset else 'the process', 'data_fraction': min(1.0, data_time / sum(totals)),
         'amp': args.amp, 'compile': args.compile, 'cuda_graph': args.cuda_graph, 'implementation': args.implementation or 'config',
@@ -464,7 +475,8 @@ def main(argv=None):
         results.append(r)
         s = r['seconds_per_iteration']
         print(f"{config}: {r['mode']} batch {r['batch_size']} on {r['device']}: {r['samples_per_second']:.1f} samples/s, "
-              f"{s['median']:.4f} s/iter (min {s['min']:.4f}, max {s['max']:.4f}), peak {r['peak_memory_gib']:.2f} GiB, "
+              f"{s['median']:.4f} s/iter (min {s['min']:.4f}, max {s['max']:.4f}; CPU {r['cpu_seconds_per_iteration']:.4f} s), "
+              f"peak {r['peak_memory_gib']:.2f} GiB, "
               f"data {100 * r['data_fraction']:.1f}%, amp {r['amp']}")
         for op in r['top_ops'] or []:
             print(f"    {op['percent']:5.1f}%  {op['self_ms']:9.3f} ms/step  x{op['calls']:<5d} {op['name']}")
@@ -472,8 +484,10 @@ def main(argv=None):
         first = results[0]
         r['relative_to'] = {'config': first['config'],
                             'seconds_per_iteration': r['seconds_per_iteration']['median'] / first['seconds_per_iteration']['median'],
+                            'cpu_seconds_per_iteration': r['cpu_seconds_per_iteration'] / first['cpu_seconds_per_iteration'],
                             'peak_memory': r['peak_memory_gib'] / first['peak_memory_gib']}
-        print(f"{r['config']} / {first['config']}: time x{r['relative_to']['seconds_per_iteration']:.2f}, "
+        print(f"{r['config']} / {first['config']}: time x{r['relative_to']['seconds_per_iteration']:.2f} "
+              f"(CPU time x{r['relative_to']['cpu_seconds_per_iteration']:.2f}), "
               f"peak memory x{r['relative_to']['peak_memory']:.2f}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
