@@ -9,19 +9,23 @@ MoCo core (K 32768, tau 0.2, m 0.999), with
   stays part of the encoder at evaluation (``encoder_q.neck.*``);
 * Feature Modulation (section 4.1, eq. L_KL, Algorithm 1): frozen text embeddings of the class
   descriptions are the anchors of the skeleton-language domain; the student is the distribution over
-  the anchors of the query embedding (``fm_embedding: query``: z_q itself, Algorithm 1's shapes, with
-  ``feature_dim`` = the text width; ``projection``: a separate Linear(hidden_dim, text width)), with
+  the anchors of the query embedding (``fm_embedding: query``: z_q itself, Algorithm 1's shapes, at the
+  text width or, narrower, against the anchors in their principal subspace; ``projection``: a separate
+  Linear(hidden_dim, text width)), with
   Gaussian noise on the student and the anchors in training; the teacher P(X) (``fm_target``):
   ``text`` (paper mode, uses labels) softmax(anchors[y] . anchors^T / tau_t), the sample's class text
   embedding z_t against the anchors; ``teacher`` (label-free) the momentum key embedding's distribution
   (sharper tau_t, detached); ``label`` the smoothed one-hot class; L_KL = KL(teacher || student), one
   term per prompt kind averaged: ``fm_objective: part_pooled`` (as GAP, which section 5.2 follows: the
-  body-part kinds are read from part features pooled over the layout's ``text_parts`` joints, one
-  Linear per part; section 5.2's "multi-part contrastive learning objective"), ``multi_part`` (every
+  body-part kinds are read from part features pooled over the layout's ``text_parts`` joints, through one
+  Linear per part or the FM head, ``part_head``; section 5.2's "multi-part contrastive learning
+  objective"), ``multi_part`` (every
   kind against the one global embedding) or one term on the averaged anchor (``averaged``);
-* the modality harmonizer (section 4.2): cross-attention with the frame-level skeleton features as
-  queries and the word-level text features of the descriptions as keys/values, added back to the
-  skeleton feature on the FM path.
+* the modality harmonizer (section 4.2): cross-attention (inner width ``harmonizer_width``) with the
+  frame-level skeleton features as queries and the word-level text features of the descriptions as
+  keys/values, added back to the skeleton feature on the FM path.
+Table 3's size of the paper configs (docs/METHODS.md): ``part_head: shared``, ``harmonizer_width: 128``,
+z_q at SkeleMixCLR's 128, FreST's depthwise decoupling.
 L = L_base + lambda L_KL (section 4.3; L_base = L_info, or SkeleMixCLR's L).  The text stack is not needed at run time: the anchors and
 token features are read from a file made by ``tools/gen_text_features.py``.
 """
