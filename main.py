@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Entry point: ``python main.py <processor> --config <file.yaml> [--key value ...]``."""
-import argparse
-import signal
 import sys
 
-from processor import PROCESSORS
-from torchlight import distributed
-from torchlight.boundary import EXPECTED_ERRORS, debugging, report
-from torchlight.io import import_class
+from torchlight.boundary import early, run_guarded
+
+early(__name__)              # a Ctrl-C during the imports below is one line
+
+import argparse  # noqa: E402
+
+from processor import PROCESSORS  # noqa: E402
+from torchlight import distributed  # noqa: E402
+from torchlight.io import import_class  # noqa: E402
 
 
 def main(argv=None):
@@ -22,26 +25,23 @@ def main(argv=None):
     if name not in PROCESSORS:
         print(f"error: unknown processor '{name}'; choose from {', '.join(sorted(PROCESSORS))}", file=sys.stderr)
         return 2
-    processor = None
-    try:
+    made = []
+
+    def run():                 # bad input at set-up, training, evaluation, resume or saving: one line
         processor_class = import_class(PROCESSORS[name])
         if '-h' in rest or '--help' in rest:
             processor_class.get_parser(add_help=True).parse_args(['--help'])
-        processor = processor_class(rest, name=name)
-        processor.start()
-    except EXPECTED_ERRORS as e:         # bad input, at set-up, training, evaluation, resume or saving
-        if debugging():
-            raise
-        close(processor, wait=False)
-        return report(e)
-    except KeyboardInterrupt:
-        # Ctrl-C before the training loop installed its handler (set-up, data loading): nothing to save
-        print('error: interrupted (SIGINT) before training started; nothing was saved', file=sys.stderr)
-        close(processor, wait=False)
-        return 128 + signal.SIGINT
-    close(processor)
+        made.append(processor_class(rest, name=name))
+        made[0].start()
+
+    # Ctrl-C before the training loop installed its handler (set-up, data loading): nothing to save
+    status = run_guarded(run, cleanup=lambda: close(made[0] if made else None, wait=False),
+                         interrupted='interrupted (SIGINT) before training started; nothing was saved')
+    if status:
+        return status
+    close(made[0])
     # 128 + signal number after a SIGTERM / SIGINT stop (latest.pt saved), so job scripts see the stop
-    return processor.exit_status
+    return made[0].exit_status
 
 
 def close(processor, wait=True):
@@ -54,6 +54,7 @@ def close(processor, wait=True):
     except Exception:
         if wait:
             raise
+
 
 if __name__ == '__main__':
     sys.exit(main())

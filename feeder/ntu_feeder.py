@@ -18,6 +18,7 @@ import torch
 from feeder import tools
 from net.utils.layouts import LAYOUTS, flip_problem, get_layout
 from torchlight.io import UserError, read_pickle
+from torchlight.readers import load_npy
 
 DEFAULT_LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
 
@@ -98,18 +99,10 @@ def load_data(data_path, mmap=True, check_finite=True, stats=None):
     """Memory-map a (N, C, T, V, M) float array and check its rank, dtype and values. With
     ``check_finite``, a data set whose samples are all zero is an error, and the indices of the
     all-zero samples go to ``stats['empty']`` (when a dict is given)."""
-    if not os.path.isfile(data_path):
+    if not os.path.exists(data_path):
         raise UserError(f"data file '{data_path}' does not exist (create it with the gendata tools in "
                         "tools/, e.g. tools/gen_synthetic.py or tools/ucla_gendata.py; see docs/DATA.md)")
-    try:
-        data = np.load(data_path, mmap_mode='r' if mmap else None)
-    except Exception as e:
-        raise UserError(f"cannot read data file '{data_path}' as .npy: {e}") from e
-    if data.ndim != 5:
-        raise UserError(f"data file '{data_path}' has shape {data.shape}; expected 5 dimensions "
-                        "(N, C, T, V, M)")
-    if not np.issubdtype(data.dtype, np.floating):
-        raise UserError(f"data file '{data_path}' has dtype {data.dtype}; expected float32")
+    data = load_npy(data_path, 'data file', dims='N, C, T, V, M', kinds='f', mmap=mmap)
     if check_finite and len(data):
         chunk = max(1, (64 << 20) // max(1, data[0].nbytes))
         empty = []
@@ -128,6 +121,27 @@ def load_data(data_path, mmap=True, check_finite=True, stats=None):
     return data
 
 
+def select_samples(names, list_path):
+    """Sorted indices into ``names`` of the sample names listed in ``list_path`` (one a line, ``#`` starts a
+    comment); an unknown or repeated name is an error naming the file."""
+    if not os.path.isfile(list_path):
+        raise UserError(f"sample_list '{list_path}' does not exist")
+    try:
+        with open(list_path, encoding='utf-8') as f:
+            wanted = [line.split('#')[0].strip() for line in f]
+    except (OSError, UnicodeError) as e:
+        raise UserError(f"sample_list '{list_path}': cannot read it as UTF-8 text ({type(e).__name__})") from None
+    wanted = [w for w in wanted if w]
+    position = {str(n): i for i, n in enumerate(names)}
+    missing = [w for w in wanted if w not in position]
+    if missing:
+        raise UserError(f"sample_list '{list_path}': {len(missing)} name(s) are not in the label file, first "
+                        f"{missing[0]!r}")
+    if len(set(wanted)) != len(wanted) or not wanted:
+        raise UserError(f"sample_list '{list_path}': {'repeats a name' if wanted else 'lists no sample'}")
+    return np.sort(np.array([position[w] for w in wanted], dtype=np.int64))
+
+
 class Feeder(torch.utils.data.Dataset):
     """Base feeder: data, labels, checks, and the view recipe.
 
@@ -144,12 +158,15 @@ class Feeder(torch.utils.data.Dataset):
             ``joint_jitter`` (N(0, ``jitter_std``^2) on every coordinate) and ``random_rotate`` (AimCLR's
             rotation); MICA section 5.2's "temporal cropping, joint jittering, and random rotation".
             Default none (the family's shear + crop).
+        sample_list: a text file of sample names, one a line: only these samples are used (a training
+            subset, e.g. config/ucla/subsets/); every name must be in the label file.
     """
     view_kinds = ('normal',)
 
     def __init__(self, data_path, label_path, shear_amplitude=0.5, temperal_padding_ratio=6,
                  mmap=True, layout=None, num_class=None, check_finite=True, debug=False,
-                 normal_extra_aug=(), jitter_std=0.01, batch_augment=False, stream='joint', **unused):
+                 normal_extra_aug=(), jitter_std=0.01, batch_augment=False, stream='joint', sample_list=None,
+                 **unused):
         self.data_path = data_path
         self.label_path = label_path
         self.shear_amplitude = shear_amplitude
@@ -178,7 +195,8 @@ class Feeder(torch.utils.data.Dataset):
             raise UserError(f"data file '{data_path}' has V={V} joints but layout '{self.layout.name}' "
                             f"has V={self.layout.num_node}: feeder and model use one layout "
                             "(train_feeder_args.layout, else model_args.graph_args.layout); set it to the data's")
-        self.index = np.arange(len(self.label))
+        self.index = np.arange(len(self.label)) if sample_list is None else \
+            select_samples(self.sample_name, sample_list)
         self.batch_augment = batch_augment      # True: items are raw (data, label, index), views() augments
         if stream not in tools.STREAMS:
             raise UserError(f"stream/view '{stream}' is unknown; use one of {', '.join(tools.STREAMS)}")

@@ -65,7 +65,8 @@ import warnings
 
 import numpy as np
 
-from torchlight.io import StagedFiles, check_finite
+from torchlight import options
+from torchlight.io import StagedFiles, UserError, check_finite
 from torchlight.progress import Progress
 
 
@@ -170,7 +171,7 @@ def cropped_to_valid_span(seq, layout, length):
 
 def add_preprocess_arguments(parser):
     """``--length``, ``--preprocess`` and ``--max-missing`` of the data tools (tools/*_gendata.py)."""
-    parser.add_argument('--length', type=int, default=None,
+    parser.add_argument('--length', type=options.positive_int, default=None,
                         help='frames of *_position.npy (default: 50, with --preprocess mica 64, with --preprocess '
                              'ctrgcn the zero-padded native length: NTU 300, NW-UCLA and your own data the longest '
                              'clip; a longer clip is resampled (50-frame, mica) or cut (ctrgcn) to it)')
@@ -178,7 +179,7 @@ def add_preprocess_arguments(parser):
                         help="family: the 50-frame step (default); mica: MICA's section 5.2 preprocessing; "
                              "ctrgcn: CTR-GCN's (one origin per sequence, native frames zero-padded) for the "
                              "recognition configs")
-    parser.add_argument('--max-missing', type=float, default=0.3,
+    parser.add_argument('--max-missing', type=options.fraction, default=0.3,
                         help="drop a clip with more than this fraction of person 0's joint-frames missing "
                              '(default 0.3): tools/custom_gendata.py always (1 keeps every clip), the NTU, PKU '
                              'and NW-UCLA tools with --preprocess mica only')
@@ -190,7 +191,7 @@ def resolve_length(args, native=None):
     ``--length``)."""
     if args.length is None:
         if args.preprocess == 'ctrgcn' and native is None:
-            raise SystemExit('error: --preprocess ctrgcn needs --length (the frames to zero-pad to) with this tool')
+            raise UserError('--preprocess ctrgcn needs --length (the frames to zero-pad to) with this tool')
         args.length = {'mica': 64, 'ctrgcn': native}.get(args.preprocess, 50)
     return args
 

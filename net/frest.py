@@ -8,7 +8,8 @@ frames T) does:
 1. decoupling module (the paper's "spatial / temporal decoupling module", form not given):
    ``decoupling='linear'`` (default) ``nn.Linear(C, C)`` over channels; ``'depthwise'`` a per-channel
    scale and bias (2C parameters, no C x C product); ``'none'`` the identity;
-2. reshape to (N*T, V, C) for FreS or (N*V, T, C) for FreT;
+2. (the paper's reshape to (N*T, V, C) for FreS or (N*V, T, C) for FreT: here the map stays (N, C, T, V)
+   and the transforms run along its V (resp. T) axis, the same transforms without a copy);
 3. ``F = rfft`` along V (resp. T), ``norm='ortho'`` (eq. 7, the DFT);
 4. energy ``E = |F|^2``, normalised ``E_hat = E / (median(E) + eps)``, eps = 1e-8 (eq. 8);
 5. binary mask ``M = 1[E_hat > tau]`` and ``F_mask = F * M`` (eq. 9); all ones with
@@ -17,9 +18,10 @@ frames T) does:
    N(0, filter_std^2) with ``filter_std`` 0.02 (section 5.2: "normal distributions with a standard
    deviation of 0.02"; section 4.2's "sigma^2 = 0.01" would be std 0.1: ``filter_std=0.1``);
    ``F_G = W_g * F``, ``F_L = W_l * F_mask`` (eq. 11);
-   ``F_out = F_G + F_L`` (a switched-off filter is not created and contributes nothing);
-7. domain inversion: ``y = irfft(F_out, n=length, norm='ortho')``, reshaped back to (N, C, T, V), and
-   the residual ``out = x + y``.
+   ``F_out = F_G + F_L``, computed as ``F * (W_g + W_l * M)`` (one product with the spectrum; a
+   switched-off filter is not created and contributes nothing);
+7. domain inversion: ``y = irfft(F_out, n=length, norm='ortho')`` along the same axis, and the residual
+   ``out = x + y``.
 
 Equation numbers: the paper's text calls the DFT "Equation (7)"; the extracted text in
 ``shared/papers/mica.txt`` drops the other numbers, so (8)-(11) above are the displayed equations of
@@ -32,8 +34,8 @@ person slots, ST-GCN's layout), and a "sequence" is one person slot of one sampl
 channels and the other axis (its T frames for FreS, its V joints for FreT) -- the paper's "threshold tau
 computed from the median spectral energy of each input sequence".  Each person is its own skeleton
 sequence, so an empty second slot (zeros in the data) does not pull the median of the real person
-down.  ``median_scope='row'`` takes one median per row of the reshaped batch instead (per frame of a
-person for FreS, per joint for FreT), over its frequency components and channels.  For an even number
+down.  ``median_scope='row'`` takes one median per row of the paper's reshaped batch instead (per frame
+of a person for FreS, per joint for FreT), over its frequency components and channels.  For an even number
 of entries ``torch.median`` returns the lower of the two middle values (not their mean, as numpy does).
 
 tau (step 5) is a constructor argument (YAML ``tau_f``).  tau = 1 keeps the components above the
@@ -44,8 +46,10 @@ exponential and the kept fraction is 2^-tau (25% at tau = 2, 6% at tau = 4), whi
 (energy falling with frequency, e.g. a random walk) keeps more of its components.  The default is 2
 (docs/METHODS.md).
 
-The FFTs run in float32 even under autocast (the frequency part runs with autocast disabled on
-``x.float()``; the result is cast back to ``x.dtype``).  Any T and V work: the filters are created for
+The FFTs run in float32 even under autocast (the frequency part runs with autocast disabled on the
+half-precision input cast to float32; the result is cast back to ``x.dtype``); float32 and float64 inputs
+keep their precision (before issue 44 a float64 input was cast to float32 too, so float64 parity tests
+held FreST to float32 rounding).  Any T and V work: the filters are created for
 the configured length (``num_freq = length // 2 + 1``); for another input length the complex filter is
 resampled along frequency by linear interpolation (``F.interpolate``, ``align_corners=True``).
 
@@ -75,8 +79,14 @@ def count_parameters(module, trainable_only=False):
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def at_least_float32(x):
+    """``x`` in float32 when it is half precision (AMP), else as it is (float64 stays float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class ChannelAffine(nn.Module):
-    """Per-channel scale and bias on the last axis (``decoupling='depthwise'``): 2C parameters."""
+    """Per-channel scale and bias on the channel axis 1 of (N, C, T, V) (``decoupling='depthwise'``): 2C
+    parameters."""
 
     def __init__(self, channels):
         super().__init__()
@@ -84,15 +94,22 @@ class ChannelAffine(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x):
-        return x * self.weight + self.bias
+        return x * self.weight.view(-1, 1, 1) + self.bias.view(-1, 1, 1)
+
+
+class ChannelLinear(nn.Linear):
+    """``nn.Linear(C, C)`` over the channel axis 1 of (N, C, T, V) (``decoupling='linear'``)."""
+
+    def forward(self, x):
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
 def decoupling_module(kind, channels):
-    """The decoupling module before the FFT: Linear(C, C), ChannelAffine(C) or the identity."""
+    """The decoupling module before the FFT, on (N, C, T, V): Linear(C, C), ChannelAffine(C) or the identity."""
     if kind not in DECOUPLINGS:
         raise ValueError(f"model_args.decoupling={kind!r}: use one of {', '.join(DECOUPLINGS)}")
     if kind == 'linear':
-        return nn.Linear(channels, channels)
+        return ChannelLinear(channels, channels)
     return ChannelAffine(channels) if kind == 'depthwise' else nn.Identity()
 
 
@@ -164,47 +181,63 @@ class FrequencyBlock(nn.Module):
                 f'local_filter={self.weight_local is not None}, adaptive_mask={self.adaptive_mask}, '
                 f'median_scope={self.median_scope!r}, decoupling={self.decoupling!r}')
 
+    @property
+    def axis(self):
+        """The filtered axis of the (N, C, T, V) map: V (3) for FreS, T (2) for FreT."""
+        return 3 if self.dim == 'joint' else 2
+
     def _complex_filter(self, weight, num_freq):
-        return torch.view_as_complex(resample_filter(weight.float(), num_freq).contiguous())
+        """The filter (num_freq, C, 2) as complex (1, C, 1, num_freq) / (1, C, num_freq, 1): broadcast over a
+        spectrum of the (N, C, T, V) map along ``axis``."""
+        w = torch.view_as_complex(resample_filter(at_least_float32(weight), num_freq).contiguous()).T
+        return w.reshape(1, w.size(0), 1, num_freq) if self.axis == 3 else w.reshape(1, w.size(0), num_freq, 1)
 
     def spectrum_mask(self, spec, num_samples):
-        """The binary mask of eq. (9) for a spectrum ``spec`` of shape (rows, num_freq, C), rows =
-        num_samples * (other axis), as a float tensor of the same shape (all ones without the
-        adaptive mask)."""
+        """The binary mask of eq. (9) for a spectrum ``spec`` of the (N, C, T, V) map along ``axis`` (N =
+        ``num_samples`` sequences), as a float tensor of the same shape (all ones without the adaptive mask)."""
+        keep = self.spectrum_keep(spec, num_samples)
+        return torch.ones(spec.shape, dtype=torch.float32, device=spec.device) if keep is None \
+            else keep.to(torch.float32)
+
+    @torch.no_grad()
+    def spectrum_keep(self, spec, num_samples):
+        """Eq. (9) as a boolean tensor (None without the adaptive mask: every component kept); a constant of
+        the step (no gradient flows through a threshold), so no graph is recorded.  ``sequence``: one
+        median over all entries of a sequence (contiguous in the (N, C, ...) spectrum); ``row``: one per
+        frame (FreS) or joint (FreT), over its frequencies and channels."""
         if not self.adaptive_mask:
-            return torch.ones(spec.shape, dtype=torch.float32, device=spec.device)
+            return None
         energy = spec.real.square() + spec.imag.square()                        # |F|^2
-        groups = num_samples if self.median_scope == 'sequence' else spec.shape[0]
-        flat = energy.reshape(groups, -1)
+        if self.median_scope == 'row':            # rows of the other axis first: (N, rows, C, F)
+            energy = energy.permute(0, 2, 1, 3) if self.axis == 3 else energy.permute(0, 3, 1, 2)
+            flat = energy.reshape(-1, energy.shape[2] * energy.shape[3])
+        else:
+            flat = energy.reshape(num_samples, -1)
         med = flat.median(dim=1, keepdim=True).values                           # per sequence / row
-        normalised = flat / (med + EPS)                                         # eq. (8)
-        return (normalised > self.tau).to(torch.float32).reshape(energy.shape)  # eq. (9)
+        keep = (flat / (med + EPS) > self.tau).view(energy.shape)               # eqs. (8), (9)
+        if self.median_scope == 'row':
+            keep = keep.permute(0, 2, 1, 3) if self.axis == 3 else keep.permute(0, 2, 3, 1)
+        return keep
 
     def forward(self, x):
-        n, c, t, v = x.shape
         if self.weight_global is None and self.weight_local is None:
             return x  # F_out = 0: nothing is added
-        h = self.proj(x.permute(0, 2, 3, 1))  # (N, T, V, C), decoupling projection
+        axis = self.axis
         with torch.autocast(device_type=x.device.type, enabled=False):
-            h = h.float()
-            if self.dim == 'joint':
-                rows, length = h.reshape(n * t, v, c), v
+            h = self.proj(at_least_float32(x))                                  # decoupling, (N, C, T, V)
+            length = h.shape[axis]
+            spec = torch.fft.rfft(h, dim=axis, norm='ortho')                    # eq. (7)
+            num_freq = spec.shape[axis]
+            if self.weight_local is None:
+                filters = self._complex_filter(self.weight_global, num_freq)                  # F_G
             else:
-                rows, length = h.permute(0, 2, 1, 3).reshape(n * v, t, c), t
-            spec = torch.fft.rfft(rows, dim=1, norm='ortho')                    # eq. (7)
-            num_freq = spec.shape[1]
-            out = torch.zeros_like(spec)
-            if self.weight_global is not None:
-                out = out + self._complex_filter(self.weight_global, num_freq) * spec   # F_G
-            if self.weight_local is not None:
-                masked = spec * self.spectrum_mask(spec, n)                             # F_mask
-                out = out + self._complex_filter(self.weight_local, num_freq) * masked  # F_L
-            y = torch.fft.irfft(out, n=length, dim=1, norm='ortho')             # domain inversion
-            if self.dim == 'joint':
-                y = y.reshape(n, t, v, c)
-            else:
-                y = y.reshape(n, v, t, c).permute(0, 2, 1, 3)
-            y = y.permute(0, 3, 1, 2)                                           # (N, C, T, V)
+                local = self._complex_filter(self.weight_local, num_freq)
+                keep = self.spectrum_keep(spec, x.shape[0])                     # F_mask = F * M
+                if keep is not None:
+                    local = local * keep
+                filters = local if self.weight_global is None else \
+                    self._complex_filter(self.weight_global, num_freq) + local               # W_g + W_l M
+            y = torch.fft.irfft(spec * filters, n=length, dim=axis, norm='ortho')  # F_G + F_L, inversion
         return x + y.to(x.dtype)
 
 

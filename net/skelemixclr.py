@@ -15,7 +15,7 @@ negative:
 import torch
 import torch.nn.functional as F
 
-from feeder.tools import SKELEMIX_MODES, skelemix, skelemix_mask
+from feeder.tools import SKELEMIX_MODES, skelemix
 from net.moco import MoCo, embedding_std, info_nce_logits
 
 SPATIAL_MODES = ('semantic', 'random')
@@ -54,8 +54,10 @@ def parse_swap_cfg(swap_cfg):
 
 
 class SkeleMix:
-    """Mixing settings and the draw of one mixed view's partner and region (host-side draws from torch's
-    CPU generator: no device synchronisation)."""
+    """Mixing settings and the draw of one mixed view's partner and region.  The draws are device random
+    ops of fixed shapes (no value read back to the host), so the step is capture-safe: the partner shift,
+    the number of groups and the time window are 0-d device tensors, the groups are chosen by the ranks of
+    a random permutation, and the region is built by comparisons."""
 
     def __init__(self, swap_cfg, layout):
         (self.spa_l, self.spa_u, self.tem_l, self.tem_u, self.repeat, self.weight,
@@ -66,25 +68,40 @@ class SkeleMix:
             raise ValueError(f"model_args.swap_cfg.swap_params: spa_u={self.spa_u} body parts, but layout "
                              f"'{layout.name}' has {len(self.bodies)} body groups (its `bodies`): lower spa_u or "
                              'add bodies to the layout')
+        if self.spatial_mode == 'semantic':       # spa_l..spa_u of the layout's body groups
+            self.groups, self.count = self.bodies, (self.spa_l, self.spa_u)
+        else:                                     # 10-15 single joints (the reference's range), capped at V
+            self.groups = [[j] for j in range(self.num_node)]
+            self.count = (min(RANDOM_JOINTS[0], self.num_node), min(RANDOM_JOINTS[1], self.num_node))
 
-    def draw(self, batch_size, units):
-        """(shift, joints, start, length): partner i -> (i + shift) % N with shift in [1, N-2] (the
-        reference's ``torch.randint(1, N - 1)``), the mixed joints (sorted), the time window in units."""
+    def group_matrix(self):
+        """(G, V) boolean membership of the joints in the groups a draw chooses from."""
+        member = torch.zeros(len(self.groups), self.num_node, dtype=torch.bool)
+        for g, joints in enumerate(self.groups):
+            member[g, joints] = True
+        return member
+
+    def draw(self, batch_size, units, groups):
+        """(partner (N,), mask (T', V)) on the device of ``groups`` (``group_matrix``): partner i ->
+        (i + shift) % N with shift uniform in [1, N-2] (the reference's ``torch.randint(1, N - 1)``), a
+        uniformly random subset of ``count`` groups (count uniform in its range), and ``length`` (uniform in
+        [tem_l, tem_u]) time units from a uniform start."""
         if batch_size < 3:
             raise ValueError(f'SkeleMixCLR needs batch_size >= 3 (partner shift in [1, N-2]), got {batch_size}')
         if self.tem_u > units:
             raise ValueError(f'model_args.swap_cfg.swap_params: tem_u={self.tem_u} time units, but the encoder '
                              f'maps the clip to {units}: lower tem_l/tem_u or use longer clips (64 frames: 16 units)')
-        randint = lambda low, high: int(torch.randint(low, high + 1, (1,)))     # inclusive, as random.randint
-        shift = randint(1, batch_size - 2)
-        if self.spatial_mode == 'semantic':
-            chosen = torch.randperm(len(self.bodies))[:randint(self.spa_l, self.spa_u)].tolist()
-            joints = sorted(j for b in chosen for j in self.bodies[b])
-        else:
-            count = randint(min(RANDOM_JOINTS[0], self.num_node), min(RANDOM_JOINTS[1], self.num_node))
-            joints = sorted(torch.randperm(self.num_node)[:count].tolist())
-        length = randint(self.tem_l, self.tem_u)
-        return shift, joints, randint(0, units - length), length
+        device = groups.device
+        shift = torch.randint(1, batch_size - 1, (), device=device)
+        partner = (torch.arange(batch_size, device=device) + shift) % batch_size
+        count = torch.randint(self.count[0], self.count[1] + 1, (), device=device)
+        chosen = torch.rand(groups.size(0), device=device).argsort().argsort() < count     # ranks below count
+        joints = (groups & chosen[:, None]).any(dim=0)
+        length = torch.randint(self.tem_l, self.tem_u + 1, (), device=device)
+        start = (torch.rand((), device=device) * (units + 1 - length)).floor()            # uniform in [0, units - length]
+        frame = torch.arange(units, device=device)
+        rows = (frame >= start) & (frame < start + length)
+        return partner, rows[:, None] & joints[None, :]
 
 
 class SkeleMixCLR(MoCo):
@@ -93,9 +110,13 @@ class SkeleMixCLR(MoCo):
     views) returns the losses; ``mixes`` gives the mixed views' draws explicitly (tests), ``details``
     adds logits, mixed views and masks to the output."""
 
+    capture_safe = True          # device draws of fixed shapes: tools/benchmark.py --count-ops reads 0 host syncs
+
     def __init__(self, *args, swap_cfg=None, head_bn='hidden', sigma=None, **kwargs):
         super().__init__(*args, head_bn=head_bn, **kwargs)      # sigma: the reference's unused argument
         self.mix = self.build_mix(swap_cfg) if self.pretrain else None
+        if self.mix is not None:          # derived from the layout: not saved
+            self.register_buffer('mix_groups', self.mix.group_matrix(), persistent=False)
         self._units = {}
 
     def build_mix(self, swap_cfg):
@@ -110,14 +131,8 @@ class SkeleMixCLR(MoCo):
 
     def draw_mixes(self, x):
         """``repeat`` (partner (N,), mask (T', V)) pairs for the query batch x."""
-        N, T, V = x.size(0), x.size(2), x.size(3)
-        units = self.time_units(T)
-        mixes = []
-        for _ in range(self.mix.repeat):
-            shift, joints, start, length = self.mix.draw(N, units)
-            partner = (torch.arange(N) + shift) % N
-            mixes.append((partner.to(x.device), skelemix_mask(units, V, joints, start, length, x.device)))
-        return mixes
+        units = self.time_units(x.size(2))
+        return [self.mix.draw(x.size(0), units, self.mix_groups) for _ in range(self.mix.repeat)]
 
     def mixed_embeddings(self, x, partner, mask):
         """(mixed view, p, c): L2-normalised head outputs of the mixed view pooled inside / outside the region."""

@@ -15,10 +15,19 @@ takes ``fast`` for CUDA inputs and ``reference`` on the CPU):
   subsets is one batched matmul with a (W, V*K) matrix: no permute or copy between the two.  The
   temporal convolutions and BatchNorms run in cuDNN's / oneDNN's NHWC kernels.  Same parameters,
   same state dict, results equal within float rounding (``tests/test_st_gcn.py``).
+
+``checkpoint_blocks: true`` trades time for memory in training: each block (and the neck, MICA's FreST)
+keeps only its input for backward and runs its forward again there (``torch.utils.checkpoint``,
+non-reentrant, the dropout masks replayed); the BatchNorms of the re-run use the batch's statistics but
+do not update their running statistics a second time, so parameters, gradients and buffers equal those
+of the plain step.
 """
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from net.utils.encoder import SkeletonEncoder
 from net.utils.graph import Graph
@@ -103,6 +112,32 @@ class st_gcn(nn.Module):
         return self.relu(x), A
 
 
+@contextlib.contextmanager
+def frozen_running_statistics(module):
+    """The BatchNorms of ``module`` normalise with the batch's statistics (training mode) but leave their
+    running statistics and counters as they are: the re-run of a checkpointed block.  (Momentum 0 keeps the
+    running statistics exactly and saves the same tensors for backward as the first run; the counter is
+    put back.)"""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
+def run_block(block, x, A, checkpointed):
+    """``block(x, A)``'s output, with activation checkpointing (``checkpointed``) or without."""
+    if not checkpointed:
+        return block(x, A)[0]
+    return checkpoint(lambda h, a: block(h, a)[0], x, A, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), frozen_running_statistics(block)))
+
+
 class Model(SkeletonEncoder):
     """ST-GCN encoder of the SkeletonCLR/AimCLR family (the ``SkeletonEncoder`` contract).
 
@@ -110,14 +145,16 @@ class Model(SkeletonEncoder):
     c, c, c, c, 2c (stride 2), 2c, 2c, 4c (stride 2), 4c, hidden_dim with c = hidden_channels.
     ``dropout`` arrives through kwargs as in the reference and applies to blocks 2-10.
     ``implementation``: 'auto' (fast on CUDA), 'fast' (channels-last, see the module docstring) or
-    'reference'.
+    'reference'.  ``checkpoint_blocks``: activation checkpointing of the blocks in training (module
+    docstring).
     """
 
     IMPLEMENTATIONS = ('auto', 'fast', 'reference')
     display_name = 'ST-GCN'
 
     def __init__(self, in_channels=3, hidden_channels=16, hidden_dim=256, num_class=60,
-                 graph_args=None, edge_importance_weighting=True, implementation='auto', **kwargs):
+                 graph_args=None, edge_importance_weighting=True, implementation='auto', checkpoint_blocks=False,
+                 **kwargs):
         super().__init__()
         for key, value in (('in_channels', in_channels), ('hidden_channels', hidden_channels),
                            ('hidden_dim', hidden_dim), ('num_class', num_class)):
@@ -130,6 +167,7 @@ class Model(SkeletonEncoder):
             raise ValueError(f"model_args.implementation must be one of {self.IMPLEMENTATIONS}, "
                              f"got {implementation!r}")
         self.implementation = implementation
+        self.checkpoint_blocks = bool(checkpoint_blocks)
         graph_args = dict(graph_args or {'layout': 'ntu-rgb+d', 'strategy': 'spatial'})
         self.graph = Graph(**graph_args)
         A = torch.tensor(self.graph.A, dtype=torch.float32, requires_grad=False)
@@ -216,11 +254,12 @@ class Model(SkeletonEncoder):
         else:
             x = x.permute(0, 1, 3, 4, 2).contiguous()
             x = x.view(N * M, C, T, V)
+        checkpointed = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for gcn, importance in zip(self.st_gcn_networks, self.edge_importance):
-            x, _ = gcn(x, self.A * importance)
+            x = run_block(gcn, x, self.A * importance, checkpointed)
         x = x.contiguous()               # heads and necks get the reference (N*M, C', T', V) layout
         if self.neck is not None:
-            x = self.neck(x)
+            x = checkpoint(self.neck, x, use_reentrant=False) if checkpointed else self.neck(x)
         return x
 
     @staticmethod

@@ -34,7 +34,10 @@ import os
 
 import numpy as np
 import torch
-import yaml
+
+from torchlight.boundary import UserError, quote
+from torchlight.io import check_finite
+from torchlight.readers import load_npz, load_yaml
 
 PROMPT_KINDS = ('label', 'global', 'head', 'hands', 'hips', 'feet')
 TOKEN_KIND = 'global'
@@ -43,14 +46,7 @@ REGENERATE_HINT = 'python tools/gen_text_features.py --encoder {encoder} --descr
 
 
 def _read_yaml(path):
-    if not os.path.isfile(path):
-        raise ValueError(f"descriptions file '{path}' does not exist")
-    try:
-        with open(path, encoding='utf-8') as f:
-            return yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ValueError(f"descriptions file '{path}' is not valid YAML: "
-                         f"{' '.join(str(e).split())}") from None
+    return load_yaml(path, 'descriptions file')
 
 
 def load_descriptions(path):
@@ -58,20 +54,20 @@ def load_descriptions(path):
     Every class needs all six kinds as non-empty strings (extra keys are kept)."""
     data = _read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get('classes'), list) or not data['classes']:
-        raise ValueError(f"descriptions file '{path}': expected a mapping with a non-empty 'classes' list")
+        raise UserError(f"descriptions file '{path}': expected a mapping with a non-empty 'classes' list")
     dataset = data.get('dataset', os.path.splitext(os.path.basename(path))[0])
     if not isinstance(dataset, str) or not dataset.strip():
-        raise ValueError(f"descriptions file '{path}': 'dataset' must be a non-empty string")
+        raise UserError(f"descriptions file '{path}': 'dataset' must be a non-empty string")
     for index, entry in enumerate(data['classes']):
         if not isinstance(entry, dict):
-            raise ValueError(f"descriptions file '{path}': class {index} is a {type(entry).__name__}, "
-                             f"expected a mapping with keys {', '.join(PROMPT_KINDS)}")
+            raise UserError(f"descriptions file '{path}': class {index} is a {type(entry).__name__}, "
+                            f"expected a mapping with keys {', '.join(PROMPT_KINDS)}")
         for kind in PROMPT_KINDS:
             value = entry.get(kind)
             if not isinstance(value, str) or not value.strip():
-                problem = 'is missing' if kind not in entry else f'must be a non-empty string, got {value!r}'
-                raise ValueError(f"descriptions file '{path}': class {index} "
-                                 f"({entry.get('label', '?')!r}) key '{kind}' {problem}")
+                problem = 'is missing' if kind not in entry else f'must be a non-empty string, got {quote(value)}'
+                raise UserError(f"descriptions file '{path}': class {index} "
+                                f"({quote(entry.get('label', '?'))}) key '{kind}' {problem}")
     return {**data, 'dataset': dataset}
 
 
@@ -87,19 +83,19 @@ def check_description_rules(descriptions, path):
     for index, entry in enumerate(descriptions['classes']):
         for kind in PROMPT_KINDS[1:]:
             text = entry[kind].strip()
-            where = f"descriptions file '{path}': class {index} ({entry['label']!r}) '{kind}'"
+            where = f"descriptions file '{path}': class {index} ({quote(entry['label'])}) '{kind}'"
             words = len(text.split())
             if not low <= words <= high:
-                raise ValueError(f'{where} has {words} words; write {low} to {high} words')
+                raise UserError(f'{where} has {words} words; write {low} to {high} words')
             if not (text[0].isupper() and text.endswith('.')):
-                raise ValueError(f'{where} must be one sentence: a capital first letter and a final full stop')
+                raise UserError(f'{where} must be one sentence: a capital first letter and a final full stop')
             if re.search(r'\d', text):
-                raise ValueError(f'{where} contains a digit; describe the motion, not the class number')
+                raise UserError(f'{where} contains a digit; describe the motion, not the class number')
     for kind in ('label', 'global'):
         values = [entry[kind].strip() for entry in descriptions['classes']]
         twice = next((v for v in values if values.count(v) > 1), None)
         if twice is not None:
-            raise ValueError(f"descriptions file '{path}': {kind} {twice!r} appears twice")
+            raise UserError(f"descriptions file '{path}': {kind} {quote(twice)} appears twice")
 
 
 DATASET_INFO = 'dataset.yaml'
@@ -111,13 +107,9 @@ def read_dataset_info(label_path):
     path = os.path.join(os.path.dirname(os.path.abspath(label_path)), DATASET_INFO)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding='utf-8') as f:
-            info = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"dataset file '{path}' cannot be read as YAML: {' '.join(str(e).split())}") from None
+    info = load_yaml(path, 'dataset file')
     if not isinstance(info, dict):
-        raise ValueError(f"dataset file '{path}' must hold a mapping (dataset, classes)")
+        raise UserError(f"dataset file '{path}' must hold a mapping (dataset, classes)")
     return dict(info, path=path)
 
 
@@ -144,27 +136,27 @@ def check_text_dataset(meta, path, anchors=None, label_classes=None, dataset=Non
     ``allow_subset``, or the labels (``label_classes`` = max label + 1) go beyond the anchors.  ``where``
     says where the run's dataset name and class names come from."""
     file_classes = int(meta.get('num_class', 0))
-    about = (f"text feature file '{path}' (dataset {meta.get('dataset')!r}, {file_classes} classes, from "
-             f"{meta.get('descriptions')!r})")
+    about = (f"text feature file '{path}' (dataset {quote(meta.get('dataset'))}, {file_classes} classes, from "
+             f"{quote(meta.get('descriptions'))})")
     fix = ("write this dataset's class descriptions and embed them with tools/gen_text_features.py, then set "
            "model_args.text_features and model_args.descriptions to them (docs/DATA.md, 'Your own dataset')")
     subset = KNOWN_SUBSETS.get((meta.get('dataset'), anchors)) if anchors is not None and anchors < file_classes \
         else None
     if dataset and meta.get('dataset') and str(dataset) not in (str(meta['dataset']), subset):
-        raise ValueError(f"{about} was made for another dataset than this run's {dataset!r}{where}: {fix}")
+        raise UserError(f"{about} was made for another dataset than this run's {quote(dataset)}{where}: {fix}")
     if anchors is not None and file_classes > anchors and not allow_subset and subset is None:
-        raise ValueError(f"{about} has more classes than the model's num_class={anchors}: MICA would silently "
-                         f"use the descriptions of its first {anchors} classes; {fix}, or set "
+        raise UserError(f"{about} has more classes than the model's num_class={anchors}: MICA would silently "
+                        f"use the descriptions of its first {anchors} classes; {fix}, or set "
                          "text_class_subset: true if those classes are this dataset's")
     used = anchors if anchors is not None else file_classes
     if label_classes is not None and label_classes > used:
-        raise ValueError(f"{about}: the training labels go up to {label_classes - 1} but only {used} classes "
-                         f"are described: {fix}")
+        raise UserError(f"{about}: the training labels go up to {label_classes - 1} but only {used} classes "
+                        f"are described: {fix}")
     if class_names and file_class_names:
         for i, (mine, theirs) in enumerate(zip(class_names, file_class_names[:used])):
             if str(mine).strip().lower() != str(theirs).strip().lower():
-                raise ValueError(f"{about} describes class {i} as {theirs!r} but this run's data{where} calls it "
-                                 f"{mine!r}: {fix}")
+                raise UserError(f"{about} describes class {i} as {quote(theirs)} but this run's data{where} calls it "
+                                f"{quote(mine)}: {fix}")
 
 
 def descriptions_checksum(path):
@@ -184,38 +176,46 @@ def load_text_features(path, encoder=None, descriptions=None):
     'meta': dict}`` (float32 tensors). With ``encoder`` ('minilm' | 'clip') or ``descriptions`` (the
     YAML path; its checksum is recomputed) given, a mismatch with the file's meta is a ValueError."""
     if not os.path.isfile(path):
-        raise ValueError(f"text feature file '{path}' does not exist: generate it with "
-                         f"python tools/gen_text_features.py --encoder {encoder or 'minilm'}")
+        raise UserError(f"text feature file '{path}' does not exist: generate it with "
+                        f"python tools/gen_text_features.py --encoder {encoder or 'minilm'}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ('pooled', 'tokens', 'token_scale', 'token_mask', 'meta')}
-    except Exception as e:          # truncated (BadZipFile, EOFError), missing arrays, not an .npz
-        raise ValueError(f"cannot read text feature file '{path}' ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())}); regenerate it with python tools/gen_text_features.py") from None
+        arrays = load_npz(path, 'text feature file', ('pooled', 'tokens', 'token_scale', 'token_mask', 'meta'))
+    except ValueError as e:          # truncated (BadZipFile, EOFError), missing arrays, not an .npz
+        raise UserError(f"{e}; regenerate it with python tools/gen_text_features.py") from None
     try:
         meta = json.loads(str(arrays['meta']))
         if not isinstance(meta, dict):
-            raise ValueError('meta is not a JSON object')
+            raise UserError('meta is not a JSON object')
     except ValueError as e:
-        raise ValueError(f"text feature file '{path}' has an unreadable meta entry ({e}); regenerate it with "
+        raise UserError(f"text feature file '{path}' has an unreadable meta entry ({e}); regenerate it with "
                          "python tools/gen_text_features.py") from None
     hint_encoder = encoder or meta.get('encoder', 'minilm')
     hint_desc = descriptions or os.path.join('config', 'text', 'descriptions',
                                              meta.get('descriptions', '<set>.yaml'))
     hint = REGENERATE_HINT.format(encoder=hint_encoder, descriptions=hint_desc)
     if encoder is not None and meta.get('encoder') != encoder:
-        raise ValueError(f"text feature file '{path}' was made with encoder {meta.get('encoder')!r}, "
-                         f"expected {encoder!r}: rerun {hint}")
+        raise UserError(f"text feature file '{path}' was made with encoder {quote(meta.get('encoder'))}, "
+                        f"expected {quote(encoder)}: rerun {hint}")
     if descriptions is not None:
         expected = descriptions_checksum(descriptions)
         if meta.get('descriptions_sha256') != expected:
-            raise ValueError(f"text feature file '{path}' was made from descriptions "
-                             f"{meta.get('descriptions')!r} with checksum "
-                             f"{meta.get('descriptions_sha256')}, but '{descriptions}' has checksum "
-                             f"{expected}: rerun {hint}")
+            raise UserError(f"text feature file '{path}' was made from descriptions "
+                            f"{quote(meta.get('descriptions'))} with checksum "
+                            f"{meta.get('descriptions_sha256')}, but '{descriptions}' has checksum "
+                            f"{expected}: rerun {hint}")
     if tuple(meta.get('prompt_kinds', ())) != PROMPT_KINDS:
-        raise ValueError(f"text feature file '{path}' has prompt kinds {meta.get('prompt_kinds')}, "
-                         f"expected {list(PROMPT_KINDS)}: rerun {hint}")
+        raise UserError(f"text feature file '{path}' has prompt kinds {meta.get('prompt_kinds')}, "
+                        f"expected {list(PROMPT_KINDS)}: rerun {hint}")
+    pooled, tokens, mask = arrays['pooled'], arrays['tokens'], arrays['token_mask']
+    if pooled.ndim != 3 or pooled.shape[1] != len(PROMPT_KINDS) or tokens.ndim != 3 or mask.shape != tokens.shape[:2] \
+            or len(tokens) != len(pooled) or tokens.shape[2] != pooled.shape[2]:
+        raise UserError(f"text feature file '{path}' has arrays of shapes pooled {pooled.shape}, tokens {tokens.shape}, "
+                        f"token_mask {mask.shape}; expected (C, {len(PROMPT_KINDS)}, D), (C, L, D), (C, L): rerun {hint}")
+    for key in ('pooled', 'tokens', 'token_scale'):
+        if arrays[key].dtype.kind not in ('fi' if key == 'tokens' else 'f'):
+            raise UserError(f"text feature file '{path}': '{key}' has dtype {arrays[key].dtype}, expected numbers: "
+                            f"rerun {hint}")
+        check_finite(arrays[key], f"text feature file '{path}', array '{key}'", f'rerun {hint}')
     return {'pooled': torch.from_numpy(arrays['pooled'].astype(np.float32)),
             'tokens': torch.from_numpy(arrays['tokens'].astype(np.float32) * arrays['token_scale'].astype(np.float32)),
             'token_mask': torch.from_numpy(arrays['token_mask'].astype(bool)),

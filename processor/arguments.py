@@ -62,8 +62,12 @@ class Arguments:
                                     f"{closest_keys(k, valid)}")
             self.check_types(default_arg, parser, p.config)
             parser.set_defaults(**default_arg)
+            self.config_weights = default_arg.get('weights')
         else:
             self.ignored_keys = []
+            self.config_weights = None
+        # the keys given on the command line (their values win over every file)
+        self.command_line_keys = {a[2:].split('=')[0] for a in (argv or []) if isinstance(a, str) and a.startswith('--')}
         # the config's own values (its base: files merged, before the command line): the reference of the
         # size advice (processor/small_data.py)
         self.config_values = {k: parser.get_default(k) for k in ('batch_size', 'base_lr')}
@@ -196,6 +200,15 @@ class Arguments:
         parser.add_argument('--weights', default=None,
                             help="initial weights (a state dict file); 'random': load nothing, evaluate the "
                                  'untrained encoder (the baseline a learned one must beat, under the same protocol)')
+        parser.add_argument('--init_of', default=None,
+                            help="with --weights random: the pretraining (its run folder, a checkpoint in it, or its "
+                                 "config file) whose initialisation (weights_init) the untrained encoder takes; "
+                                 "default: the run of the config's own 'weights' checkpoint")
+        parser.add_argument('--verdict', type=str2bool, default=True,
+                            help='an evaluation of pretrained weights ends with the verdict: the untrained encoder it '
+                                 'started from under the same probe and seed (run once, cached) and the ridge floor')
+        parser.add_argument('--verdict_cache', default='work_dir/verdict_cache',
+                            help="the verdict's cache of untrained runs and floors (shared by runs)")
         parser.add_argument('--ignore_weights', type=str, default=[], nargs='+',
                             help='key prefixes dropped from the initial weights')
         parser.add_argument('--allow_label_pretraining', type=str2bool, default=False,

@@ -9,9 +9,10 @@ import re
 
 import numpy as np
 import torch
-import yaml
 
+from torchlight.boundary import quote
 from torchlight.io import UserError, atomic_torch_save, atomic_write, load_resume_file, remove_stale_temporaries, to_cpu_state_dict
+from torchlight.readers import load_yaml_mapping
 
 
 # work_dir -> file descriptor of its exclusive lock (flock on the folder, held for the process's life)
@@ -65,6 +66,43 @@ def portable_optimizer_state(optimizer):
             group['lr'] = float(group['lr'])
             group.update({k: optimizer.defaults[k] for k in ('fused', 'foreach', 'capturable') if k in group})
     return state
+
+
+def _is_int(value, low=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_resume_state(state):
+    """The form of a resume state (``Checkpoints.state``), checked before anything is taken from it: a
+    ValueError naming the first key that is missing or of the wrong type or range."""
+    def need(ok, key, rule):
+        if not ok:
+            value = state.get(key.split('.')[0], '<missing>') if isinstance(state, dict) else state
+            raise ValueError(f"key '{key}' must be {rule}, got {quote(value, 60)}")
+    need(isinstance(state, dict), 'state', 'a mapping (not a resume checkpoint)')
+    need(isinstance(state.get('model'), dict) and all(isinstance(k, str) and torch.is_tensor(v)
+                                                      for k, v in state['model'].items()),
+         'model', 'a state dict of tensors')
+    need(_is_int(state.get('epoch')), 'epoch', 'an integer >= 0 (the next epoch)')
+    need(isinstance(state.get('optimizer', {}), dict), 'optimizer', 'an optimizer state dict')
+    need(isinstance(state.get('meta_info'), dict) and all(isinstance(k, str) and _is_int(v)
+                                                          for k, v in state['meta_info'].items()),
+         'meta_info', 'a mapping of counters (integers >= 0)')
+    best = state.get('best')
+    need(isinstance(best, dict) and isinstance(best.get('top1'), (int, float)) and not isinstance(best.get('top1'), bool)
+         and _is_int(best.get('epoch'), -1), 'best', "a mapping with 'top1' (a number) and 'epoch' (an integer)")
+    rng = state.get('rng')
+    need(isinstance(rng, dict) and isinstance(rng.get('python'), (tuple, list)) and torch.is_tensor(rng.get('torch'))
+         and isinstance(rng.get('cuda', []), (list, tuple)) and isinstance(rng.get('numpy'), (dict, tuple, list)),
+         'rng', 'the random states (python, numpy, torch, cuda)')
+    numpy_state = rng['numpy']
+    if isinstance(numpy_state, dict):
+        need(isinstance(numpy_state.get('name'), str) and torch.is_tensor(numpy_state.get('keys'))
+             and _is_int(numpy_state.get('pos')) and _is_int(numpy_state.get('has_gauss'))
+             and isinstance(numpy_state.get('cached_gaussian'), float), 'rng.numpy',
+             'a NumPy random state (name, keys, pos, has_gauss, cached_gaussian)')
+    need(isinstance(state.get('extra', {}), dict), 'extra', 'a mapping of method state')
+    need(isinstance(state.get('run', {}), dict), 'run', 'a mapping (model, optimizer, train_head)')
 
 
 class Checkpoints:
@@ -157,8 +195,7 @@ class Checkpoints:
                 continue
             try:
                 state = load_resume_file(candidate)
-                if not isinstance(state, dict) or 'model' not in state or 'epoch' not in state:
-                    raise ValueError('not a resume checkpoint')
+                check_resume_state(state)
             except Exception as e:
                 detail = ' '.join(str(e).split())[:160]
                 errors.append(f"'{candidate}' ({type(e).__name__}: {detail})")
@@ -206,6 +243,10 @@ class Checkpoints:
             if self.arg.resume == 'auto':
                 return
             raise UserError(f"--resume given but '{os.path.join(self.arg.work_dir, 'latest.pt')}' does not exist")
+        if state['epoch'] > self.arg.num_epoch:
+            raise UserError(f"cannot resume from '{path}': it is at epoch {state['epoch']}, past num_epoch "
+                            f"{self.arg.num_epoch} of this run: give --num_epoch {state['epoch']} or more to continue "
+                            "training it, or choose another --work_dir")
         self.check_resume_fits(path, state)
         try:
             self.model.load_state_dict(state['model'])
@@ -219,15 +260,19 @@ class Checkpoints:
         self.meta_info.update(state['meta_info'])
         self.best.update(state['best'])
         rng = state['rng']
-        random.setstate(_as_tuple(rng['python']))
-        numpy_state = rng['numpy']
-        if isinstance(numpy_state, dict):
-            numpy_state = (numpy_state['name'], numpy_state['keys'].numpy().astype(np.uint32), numpy_state['pos'],
-                           numpy_state['has_gauss'], numpy_state['cached_gaussian'])
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(rng['torch'])
-        if rng['cuda'] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng['cuda'])
+        try:
+            random.setstate(_as_tuple(rng['python']))
+            numpy_state = rng['numpy']
+            if isinstance(numpy_state, dict):
+                numpy_state = (numpy_state['name'], numpy_state['keys'].numpy().astype(np.uint32), numpy_state['pos'],
+                               numpy_state['has_gauss'], numpy_state['cached_gaussian'])
+            np.random.set_state(numpy_state)
+            torch.set_rng_state(rng['torch'])
+            if rng['cuda'] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng['cuda'])
+        except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as e:
+            raise UserError(f"cannot resume from '{path}': its random states are malformed ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:120]}); it was not written by this code") from None
         self.resumed = True
         self.print_log(f'Resumed from {path} at epoch {self.start_epoch}.')
 
@@ -263,9 +308,11 @@ def pretraining_label_use(model, weights_path):
     if value != 255:
         return bool(value)
     try:
-        with open(os.path.join(os.path.dirname(os.path.abspath(weights_path)), 'config.yaml')) as f:
-            args = (yaml.safe_load(f) or {}).get('model_args') or {}
-    except (OSError, yaml.YAMLError, AttributeError):
+        args = load_yaml_mapping(os.path.join(os.path.dirname(os.path.abspath(weights_path)), 'config.yaml'),
+                                 'config file').get('model_args') or {}
+    except UserError:
+        return None
+    if not isinstance(args, dict):
         return None
     return bool(args.get('feature_modulation', True)) and args.get('fm_target', 'text') in ('text', 'label')
 

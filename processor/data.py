@@ -169,6 +169,9 @@ class DataMixin:
         sampler = EpochSampler(len(feeder), seed=self.arg.seed, shuffle=train, rank=self.rank, world=world,
                                batch_size=batch_size)
         batch_size = batch_size // world
+        if not len(feeder):
+            raise UserError(f"the {'training' if train else 'test'} split is empty: data file '{feeder.data_path}' "
+                            'holds no samples (or none is selected); convert the data again or give another split')
         if train and batch_size > len(feeder):
             advised = (getattr(self, 'size_advice', None) or {}).get('batch_size')
             raise UserError(f'batch_size={batch_size} is larger than the {len(feeder)} training samples '

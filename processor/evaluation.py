@@ -45,8 +45,15 @@ class SplitFeatures:
             loader = torch.utils.data.DataLoader(feeder, batch_size=p.arg.test_batch_size, shuffle=False,
                                                  num_workers=p.arg.num_worker, generator=generator,
                                                  worker_init_fn=seed_worker)
-            self.cache[split] = extract_features(p.model, loader, p.dev,
-                                                 iterate=lambda batches: p.iterate(batches, f'features {split}'))
+            features = extract_features(p.model, loader, p.dev,
+                                        iterate=lambda batches: p.iterate(batches, f'features {split}'))
+            if not bool(torch.isfinite(features[0]).all()):
+                bad = int((~torch.isfinite(features[0])).flatten(1).any(1).nonzero()[0, 0])
+                weights = f"weights '{p.arg.weights}'" if p.arg.weights else 'the untrained encoder'
+                raise UserError(f'the {split} features of {weights} hold NaN/Inf (first in sample {bad}): the '
+                                'encoder gives no finite features (a negative BatchNorm variance, an overflow?); '
+                                'nothing is evaluated from them')
+            self.cache[split] = features
         return self.cache[split]
 
     def forget(self, split=None):
@@ -73,7 +80,8 @@ class ScoreReport:
         standardisation into ``fc`` there)."""
         p = self.processor
         if not torch.isfinite(scores).all():
-            message = (f'the test scores hold NaN/Inf at epoch {epoch + 1}: the weights are not finite '
+            weights = f" of weights '{p.arg.weights}'" if p.arg.weights else ''
+            message = (f'the test scores{weights} hold NaN/Inf at epoch {epoch + 1}: the weights are not finite '
                        f'(check --weights and base_lr); no best_model.pt or test_result.pkl written from them')
             p.print_log(f'ERROR: {message}')
             raise UserError(message)

@@ -7,6 +7,7 @@ from processor.evaluation import SplitFeatures
 from processor.metrics import score_metrics
 from processor.processor import Processor
 from processor.recipes import KNN, recipe_defaults
+from processor.verdict import add_verdict
 from torchlight.io import UserError
 
 
@@ -87,5 +88,15 @@ class KNNEvaluation(Processor):
             self.print_log(f"\tkNN k={k} t={self.arg.knn_temperature}: top1 {100 * record['top1']:.2f}% | "
                            f"top5 {100 * record['top5']:.2f}% | class top1 {100 * record['class_top1']:.2f}%")
         self.log_scalars('knn', {f'top1_k{k}': v for k, v in self.knn_accuracy.items()}, 0)
+        if self.is_main:
+            first = self.arg.knn_k[0]
+            result = {'protocol': self.protocol, 'top1_last': round(100 * self.knn_accuracy[first], 4), 'k': first,
+                      'top1_by_k': {str(k): round(100 * v, 4) for k, v in self.knn_accuracy.items()},
+                      'num_class': self.arg.model_args.get('num_class'), 'weights': self.arg.weights}
+            self.io.save_json(add_verdict(self, result), 'result.json')
         self.finish()
         return self.knn_accuracy
+
+    def primary_top1(self, outcome=None):
+        """Top-1 (percent) at the first k of ``knn_k``."""
+        return None if outcome is None else round(100 * outcome[self.arg.knn_k[0]], 4)

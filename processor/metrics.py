@@ -14,6 +14,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from torchlight.readers import read_lines
+
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -22,14 +24,14 @@ def read_metrics(path):
     records = []
     if not os.path.exists(path):
         return records
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and 'epoch' in record:
-                records.append(record)
+    for line in read_lines(path, 'metrics file'):
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get('epoch'), int) and not isinstance(record['epoch'], bool) \
+                and record['epoch'] >= 0:
+            records.append(record)
     return records
 
 

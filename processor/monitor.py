@@ -12,6 +12,10 @@ A pure function of the records, so a finished run's curve can be replayed throug
   run with a healthy std starts within 5% of ln(K+1));
 * ``no_gain``: the kNN monitor not above its epoch-0 value (the untrained encoder) after
   ``knn_evaluations`` evaluations;
+* ``probe_below_init``: the ridge probe on the frozen features (``probe_top1``, the closed-form stand-in
+  of the standardised linear probe) below its epoch-0 value (the untrained encoder the run started from):
+  so far pretraining has made the encoder worse for a linear classifier (a warning only; ``best_probe``
+  keeps the best epoch by this probe, the one to evaluate);
 * ``knn_fall``: the kNN monitor more than ``knn_fall`` (top-1, a fraction) below its best so far (a warning
   only: such runs also recover);
 * ``uniform_<term>``: a loss term the model names in ``uniform_terms`` (e.g. MICA's FM term) within
@@ -32,6 +36,10 @@ ADVICE = {
                  'run and use the small-data recipe',
     'no_gain': 'the kNN monitor is not above the untrained encoder (epoch 0): the encoder has not learned; check '
                'the recipe and the data before training longer',
+    'probe_below_init': 'the frozen features now classify worse under a linear probe than those of the untrained '
+                        'encoder this run started from (docs/METHODS.md, "Does pretraining help?"): evaluate the '
+                        'best epoch by this probe (best_probe in metrics.jsonl) beside the untrained encoder, or use '
+                        'a supervised recipe (CSRE) or an encoder pretrained on a larger set',
 }
 KNN_FALL = {
     'warm-up': 'during the lr warm-up (lr {lr:.3g}, still rising): on NW-UCLA such a fall recovered (results/ucla_stability, '
@@ -50,7 +58,7 @@ UNIFORM = ('in 24 of the 25 committed NW-UCLA MICA curves (paper mode) this term
            'kNN monitor does); the text features were checked against the classes at start-up; why it stays there, '
            'and whether it leaves on this data, is not known')
 CONE_KINDS = ('narrow_cone', 'creeping', 'collapsed')
-WARN_ONLY = ('knn_fall',)                 # warned and recorded; collapse_stop does not stop on these (nor uniform_*)
+WARN_ONLY = ('knn_fall', 'probe_below_init')   # warned and recorded; collapse_stop does not stop on these (nor uniform_*)
 
 
 def warn_only(kind):
@@ -79,6 +87,8 @@ class LearningMonitor:
     _knn0: float = None
     _knn: list = field(default_factory=list)           # (knn_top1, epoch) after epoch 0
     _stuck: dict = field(default_factory=dict)
+    _probe0: float = None
+    best_probe: tuple = None                            # (probe_top1, epoch) of the best evaluation
     _lrs: list = field(default_factory=list)
 
     def lr_phase(self, epoch, lr):
@@ -120,6 +130,15 @@ class LearningMonitor:
                         and max(self._knn)[0] <= self._knn0):
                     found.append(('no_gain', f'kNN top-1 {100 * max(self._knn)[0]:.1f}% at best over '
                                              f'{len(self._knn)} evaluations, epoch 0: {100 * self._knn0:.1f}%'))
+        if record.get('probe_top1') is not None:
+            probe = record['probe_top1']
+            if epoch == 0:
+                self._probe0 = probe
+            elif self._probe0 is not None and probe < self._probe0:
+                found.append(('probe_below_init', f'ridge probe top-1 {100 * probe:.1f}%, below the untrained '
+                                                  f'encoder\'s {100 * self._probe0:.1f}% (epoch 0)'))
+            if self.best_probe is None or probe > self.best_probe[0]:
+                self.best_probe = (probe, epoch)
         std = record.get('embed_std')
         ratio = record.get('loss_over_uniform')
         if std is not None and epoch >= 1:

@@ -27,10 +27,21 @@ from processor.build import stream_views
 from processor.checkpoint import announce_label_use
 from processor.knn_evaluation import knn_top1
 from processor.monitor import LearningMonitor, warn_only
+
+
+def ridge_probe(train, test):
+    """Top-1 (a fraction) of the ridge probe on frozen features: ``tools/floor.py``'s ridge (standardised
+    with the training split's statistics, one-hot targets, alpha by 3-fold cross-validation) fitted on
+    ``train`` = (features, labels) and scored on ``test``; a closed-form stand-in for the standardised
+    linear probe of evaluation."""
+    from tools.floor import ridge_floor
+    (xt, yt), (xv, yv) = ((f.double().cpu().numpy(), y.cpu().numpy()) for f, y in (train, test))
+    found = ridge_floor(xt, yt, xv, yv)
+    return float('nan') if found is None else found[0] / 100
 from processor.evaluation import SplitFeatures
 from processor.processor import Processor, every
 from processor.recipes import KNN, PRETRAIN, recipe_defaults
-from processor.small_data import classifier_advice, pretrain_advice
+from processor.small_data import classifier_advice, measured_line, pretrain_advice
 from processor.step_scalars import StepScalars
 from processor.train_step import TrainStep
 from torchlight.io import UserError, import_class, str2bool
@@ -104,7 +115,7 @@ class PretrainProcessor(Processor):
     def make_train_step(self):
         """The step of ``train_epoch`` (processor/train_step.py), eager or as a CUDA graph (``cuda_graph``)."""
         if self.arg.cuda_graph and self.trains():
-            why = ('a capture-safe method (capture_safe: SkeletonCLR, AimCLR, MsMCLR)'
+            why = ('a capture-safe method (capture_safe: SkeletonCLR, AimCLR, MsMCLR, SkeleMixCLR, MICA)'
                    if not self.model.capture_safe else 'a CUDA device' if self.dev.type != 'cuda'
                    else 'one process (not torchrun)' if self.world > 1
                    else "amp none or bf16 (fp16's loss scaler reads its scale on the host)" if self.arg.amp == 'fp16'
@@ -187,9 +198,13 @@ class PretrainProcessor(Processor):
         probe = classifier_advice(num_samples, self.config_values['batch_size'])
         current = dict(batch_size=self.arg.batch_size, base_lr=self.arg.base_lr, num_epoch=self.arg.num_epoch,
                        **{f'model_args.{k}': v for k, v in recipe.items()})
-        return self.say_size_advice('pretraining', num_samples, advice, current,
+        said = self.say_size_advice('pretraining', num_samples, advice, current,
                                     extra=f"the probes' (linear_evaluation, finetune_evaluation) batch_size "
                                           f"{probe['batch_size'][0]}" if probe else '')
+        line = measured_line(num_samples, self.name, label_free=self.arg.model_args.get('fm_target') == 'teacher')
+        if line:
+            self.print_log(f'Notice: {line}')
+        return said
 
     def make_views(self, raw):
         return stream_views(self.train_feeder, raw.to(self.dev, non_blocking=True))     # in the run's stream
@@ -205,14 +220,16 @@ class PretrainProcessor(Processor):
         was_training = self.model.training
         with preserved_rng():
             self.split_features.forget()
-            accuracy = knn_top1(self.split_features('knn_train')[:2], self.split_features('knn_test')[:2],
-                                self.arg.knn_k, self.arg.knn_temperature)
+            train, test = self.split_features('knn_train')[:2], self.split_features('knn_test')[:2]
+            accuracy = knn_top1(train, test, self.arg.knn_k, self.arg.knn_temperature)
+            probe = ridge_probe(train, test)
             self.split_features.forget()
         self.model.train(was_training)
         self.print_log(f'\tkNN monitor, epoch {done}: ' + ' | '.join(
-            f'k={k} top1 {100 * v:.2f}%' for k, v in accuracy.items()))
-        self.log_scalars('knn', {f'top1_k{k}': v for k, v in accuracy.items()}, done)
-        return dict({'knn_top1': accuracy[self.arg.knn_k[0]]}, **{f'knn_top1_k{k}': v for k, v in accuracy.items()})
+            f'k={k} top1 {100 * v:.2f}%' for k, v in accuracy.items()) + f' | ridge probe top1 {100 * probe:.2f}%')
+        self.log_scalars('knn', dict({f'top1_k{k}': v for k, v in accuracy.items()}, probe_top1=probe), done)
+        return dict({'knn_top1': accuracy[self.arg.knn_k[0]], 'probe_top1': probe},
+                    **{f'knn_top1_k{k}': v for k, v in accuracy.items()})
 
     def new_monitor(self):
         """A fresh ``LearningMonitor`` of this run's settings (the constructor makes one; so does a tool that
@@ -291,6 +308,8 @@ class PretrainProcessor(Processor):
         active warnings into the record; with ``collapse_stop`` a warning other than a kNN fall or a uniform term ends the run."""
         new, active = self.monitor.update(record)
         record['collapse_epochs'] = self.monitor.collapse_epochs
+        if self.monitor.best_probe is not None:
+            record['best_probe'] = self.monitor.best_probe[1]          # the best epoch by the ridge probe
         if active:
             record['warnings'] = active
         for kind, text in new:

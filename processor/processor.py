@@ -24,9 +24,10 @@ from processor.checkpoint import Checkpoints, check_label_use, lock_work_dir, re
 from processor.data import DataMixin, DeviceLoader, EpochSampler, SeededDataLoader, seed_worker
 from processor.evaluation import ScoreReport, check_classifier_config
 from processor.metrics import MetricsFile
+from processor.verdict import add_verdict
 from processor.small_data import advice_line, classifier_advice, command_line, differences
 from torchlight import distributed
-from torchlight.io import IO, UserError
+from torchlight.io import IO, UserError, load_config_file, str2bool
 
 # the pieces of the processor, importable from here as before the split
 __all__ = ['Processor', 'every', 'Arguments', 'DataMixin', 'Checkpoints', 'COMPILE_MODES', 'LEGACY_KEYS',
@@ -44,6 +45,26 @@ def untrained_weights(weights):
         raise UserError(f"--weights {weights!r}: names no checkpoint; give a weights file, or --weights "
                         f"{RANDOM_WEIGHTS} to evaluate the untrained (randomly initialised) encoder")
     return isinstance(weights, str) and weights.strip().lower() == RANDOM_WEIGHTS
+
+
+def pretraining_init(source):
+    """``weights_init`` of the pretraining behind ``source`` (a run folder, a checkpoint inside one, or a
+    config file): read from the run's ``config.yaml`` or the composed config; None when nothing tells."""
+    if not isinstance(source, str) or not os.path.exists(source) or untrained_weights(source):
+        return None
+    config = source
+    if os.path.isdir(source):
+        config = os.path.join(source, 'config.yaml')
+    elif not source.endswith(('.yaml', '.yml')):
+        config = os.path.join(os.path.dirname(os.path.abspath(source)), 'config.yaml')
+    if not os.path.isfile(config):
+        return None
+    value = load_config_file(config).get('weights_init', True)      # absent: the argparse default (the family's)
+    return value if isinstance(value, bool) else str2bool(value)
+
+
+def init_name(family):
+    return "the family's init" if family else "PyTorch's init"
 
 
 def every(count, interval):
@@ -159,6 +180,7 @@ class Processor(Arguments, DataMixin, Checkpoints):
         if self.protocol is not None:
             check_classifier_config(self.arg, self.protocol)
         self.model = build_model(vars(self.arg))
+        self.resolve_untrained_init()
         if self.arg.weights_init:
             # the reference order: after the constructor (MoCo's copy of encoder_q into encoder_k), so
             # the key encoder is drawn afresh; before any --weights are loaded
@@ -173,6 +195,30 @@ class Processor(Arguments, DataMixin, Checkpoints):
             # nn.Module.compile compiles in place: parameter names, checkpoints and hooks stay the same
             self.model.compile(mode=self.arg.compile)
 
+    def resolve_untrained_init(self):
+        """``--weights random``: the untrained encoder is the one its pretraining started from, so it takes
+        the ``weights_init`` of that pretraining (``init_of``, else the run of the config's own ``weights``
+        checkpoint) unless ``--weights_init`` is given on the command line; ``self.untrained_init`` says
+        which init it is and where it came from (None for learned weights)."""
+        self.untrained_init = None
+        if not untrained_weights(self.arg.weights):
+            return
+        source = self.arg.init_of or self.config_weights
+        found = pretraining_init(source)
+        if self.arg.init_of and found is None:
+            raise UserError(f"init_of '{self.arg.init_of}': no pretraining config found (give the pretraining's run "
+                            'folder, a checkpoint beside its config.yaml, or its config file)')
+        chosen = self.arg.weights_init
+        if found is not None and 'weights_init' not in self.command_line_keys:
+            chosen = self.arg.weights_init = found
+        if found is None:
+            origin = "the evaluation config's weights_init (the pretraining's init is unknown: give --init_of)"
+        elif chosen == found:
+            origin = f"the init its pretraining started from ({source})"
+        else:
+            origin = f"NOT the init its pretraining started from ({source}: {init_name(found)}; --weights_init)"
+        self.untrained_init = {'weights_init': bool(chosen), 'pretraining_init': found, 'source': source,
+                               'note': f'{init_name(chosen)}, {origin}'}
     def advise_size(self, num_samples):
         """A classifier's batch for this training set (processor/small_data.py), said before the size checks."""
         return self.say_size_advice('classifier', num_samples,
@@ -195,10 +241,8 @@ class Processor(Arguments, DataMixin, Checkpoints):
 
     def load_weights(self):
         if untrained_weights(self.arg.weights):
-            init = ("the family's initialisation (weights_init: true)" if self.arg.weights_init
-                    else "each module's own initialisation (weights_init: false)")
-            self.print_log(f'Weights: random (--weights random): no checkpoint is loaded; the encoder keeps '
-                           f'{init}, seed {self.arg.seed}: an untrained baseline')
+            self.print_log(f"Weights: random (--weights random): no checkpoint is loaded; the encoder keeps "
+                           f"{self.untrained_init['note']}, seed {self.arg.seed}: an untrained baseline")
             return
         if not self.arg.weights and self.protocol in ('linear_evaluation', 'knn_evaluation'):
             self.print_log('Notice: no --weights given: the frozen encoder is untrained (say --weights random '
@@ -338,12 +382,23 @@ class Processor(Arguments, DataMixin, Checkpoints):
             print(f'error: {message}', file=sys.stderr, flush=True)
         self.finish()
 
+    # the protocols whose result.json carries the verdict of the pretrained weights (processor/verdict.py)
+    VERDICT_PROTOCOLS = ('linear_evaluation', 'knn_evaluation', 'finetune_evaluation')
+
     def report_result(self):
-        """After a complete training run that tested: its closing line and ``result.json``."""
+        """After a complete training run that tested: its closing line and ``result.json`` (with the verdict
+        of an evaluation of pretrained weights)."""
         result = self.report.result() if self.report is not None else None
         if result and self.is_main:
             self.print_log(ScoreReport.summary(result))
+            if self.protocol in self.VERDICT_PROTOCOLS:
+                result = add_verdict(self, result)
             self.io.save_json(result, 'result.json')
+
+    def primary_top1(self, outcome=None):
+        """The run's top-1 (percent) at its last evaluated epoch, None before any test."""
+        result = self.report.result() if self.report is not None else None
+        return result and result['top1_last']
 
     def finish(self):
         if self.writer is not None:

@@ -154,7 +154,7 @@ def rules():
     from feeder.ntu_feeder import Feeder_supervised
     from net.csre import CHOICES, STRATEGIES as CSRE_STRATEGIES
     from net.frest import DECOUPLINGS
-    from net.mica import BASE_METHODS, FM_EMBEDDINGS, FM_OBJECTIVES, FM_TARGETS
+    from net.mica import BASE_METHODS, FM_EMBEDDINGS, FM_OBJECTIVES, FM_TARGETS, PART_HEADS
     from net.msm_attention import DIFF_MODES
     from net.msmclr import MS_LOSSES
     from net.st_gcn import Model as STGCN
@@ -176,7 +176,8 @@ def rules():
         'feature_modulation': BOOL, 'filter_std': Float(0), 'fm_embedding': Enum(*FM_EMBEDDINGS),
         'fm_objective': Enum(*FM_OBJECTIVES), 'fm_target': Enum(*FM_TARGETS),
         'fres': BOOL, 'fret': BOOL, 'frest': BOOL, 'global_filter': BOOL, 'local_filter': BOOL,
-        'harmonizer': BOOL, 'harmonizer_heads': POSITIVE_INT, 'label_smoothing': Float(0, 1, open_high=True),
+        'harmonizer': BOOL, 'harmonizer_heads': POSITIVE_INT, 'harmonizer_width': Int(1, none=True),
+        'part_head': Enum(*PART_HEADS), 'label_smoothing': Float(0, 1, open_high=True),
         'lambda_kl': Float(0), 'noise_std': Float(0), 'num_frames': Int(1, none=True),
         'prompts': ListOf(STR), 'tau_f': Float(0, open_low=True), 'tau_s': Float(0, open_low=True),
         'tau_t': Float(0, open_low=True), 'text_encoder': Enum(*ENCODERS),
@@ -186,6 +187,7 @@ def rules():
         'num_class': Int(1, none=True), 'dropout': Float(0, 1, open_high=True),
         'drop_out': Float(0, 1, open_high=True), 'graph_args': Rule('dict', none=True),
         'edge_importance_weighting': BOOL, 'implementation': Enum(*STGCN.IMPLEMENTATIONS),
+        'checkpoint_blocks': BOOL,
         'num_person': POSITIVE_INT, 'base_channel': POSITIVE_INT, 'adaptive': BOOL,
         'dilations': ListOf(POSITIVE_INT), 'kernel_size': POSITIVE_INT, 'topology': BOOL,
         'window_size': POSITIVE_INT, 'out_channel': POSITIVE_INT, 'conv2_channel': Int(1, none=True),
@@ -206,7 +208,8 @@ def rules():
         'positive_sampling': Enum(*CSRE_STRATEGIES), 'persistent_banks': BOOL, 'num_samples': Int(1, none=True),
         'channels': POSITIVE_INT, 'num_node': POSITIVE_INT,
         # feeders (feeder/ntu_feeder.py)
-        'data_path': PATH, 'label_path': PATH, 'shear_amplitude': Float(), 'temperal_padding_ratio': Int(),
+        'data_path': PATH, 'label_path': PATH, 'sample_list': Rule('path', none=True), 'shear_amplitude': Float(),
+        'temperal_padding_ratio': Int(),
         'mmap': BOOL, 'check_finite': BOOL, 'debug': BOOL, 'jitter_std': Float(0),
         'normal_extra_aug': Any('a name or a list of names: checked by the feeder against NORMAL_EXTRA'),
         'aug_method': Any('a string of digits or a list of op names: checked by Feeder_triple'),

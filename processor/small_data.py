@@ -18,6 +18,7 @@ Every value is satisfiable for any n >= 2 * MIN_STEPS (down to 8 clips), and fol
 run for which it asks nothing more.
 """
 import math
+import statistics
 
 SMALL_DATA = 3000        # training clips below which the advice is given
 MIN_STEPS = 4            # iterations per epoch
@@ -103,3 +104,49 @@ def advice_line(kind, num_samples, advice):
     """One start-up line: the advice for this set, each value with its reason."""
     return (f'size advice for {num_samples} training samples ({kind}; under {SMALL_DATA}, processor/small_data.py): '
             + '; '.join(f'{k} {v:g} ({why})' for k, (v, why) in advice.items()))
+
+
+# ------------------------------------------------------------------------ what was measured at this size
+LADDER_PLAN = 'config/reproduce/ucla_ladder.yaml'      # the subset ladder (docs/METHODS.md, "Does pretraining help?")
+LADDER_METHODS = {'pretrain_skeletonclr': 'SkeletonCLR', 'pretrain_aimclr': 'AimCLR', 'pretrain_mica': 'MICA'}
+
+
+def measured_line(num_samples, processor, label_free=False, root=None):
+    """One start-up line: how the shipped recipe of this method did against its untrained init on the ladder's
+    rung nearest ``num_samples`` clips (results of ``LADDER_PLAN``, paired by seed), or that it was not
+    measured there; None from SMALL_DATA clips on or for a method the ladder does not run."""
+    import os
+    method = LADDER_METHODS.get(processor)
+    if num_samples >= SMALL_DATA or method is None:
+        return None
+    if method == 'MICA' and label_free:
+        method = 'MICA label-free'
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from tools.reproduction.plan import load_plan
+    from tools.reproduction.table import column_keys, grouped, load_results, paired_gain, untrained_rows
+    plan = load_plan(os.path.join(root, LADDER_PLAN))
+    folder = os.path.join(root, plan.results)
+    results = load_results(folder) if os.path.isdir(folder) else []
+    groups, baselines = grouped(results, plan), untrained_rows(plan)
+    rungs = sorted({int(r['name'].rsplit(', ', 1)[1].split()[0]) for r in plan.rows if r['name'].startswith(method + ',')})
+    rung = min(rungs, key=lambda n: abs(math.log(n / num_samples)))
+    row = f'{method}, {rung} clips'
+    gains = {}
+    if row in groups and baselines.get(row) in groups:
+        gains = paired_gain(groups[row], groups[baselines[row]], column_keys(groups[row] + groups[baselines[row]]))
+    where = f'NW-UCLA subset of {rung} clips, {plan.rows[0]["epochs"]} epochs, {LADDER_PLAN}'
+    if not gains:
+        return (f'measured: {method} was not measured yet on the ladder rung nearest {num_samples} clips ({where}); '
+                "the evaluation's verdict says whether pretraining beat its untrained init")
+    values = list(gains.values())
+    mean = sum(values) / len(values)
+    spread = f' ± {statistics.stdev(values):.1f}' if len(values) > 1 else ''
+    text = (f'measured ({where}; {len(values)} seed{"s" if len(values) > 1 else ""}, paired): the shipped recipe of '
+            f'{method} is {mean:+.1f}{spread} points against its untrained init ({sum(v > 0 for v in values)} of '
+            f'{len(values)} seeds above)')
+    if mean <= 0:
+        text += ('; at this size pretraining with it did NOT beat the encoder it starts from: compare with the '
+                 'verdict of your evaluation, and consider supervised training with CSRE (recognition_*_csre '
+                 'configs) or an encoder pretrained on a larger set (docs/DATA.md, layout mapping)')
+    return text
+

@@ -59,6 +59,17 @@ def one_line(text, *needles):
     return lines[0]
 
 
+def snapshot(folder):
+    """{relative path: bytes} of every file under ``folder``."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, 'rb') as f:
+                out[os.path.relpath(path, folder)] = f.read()
+    return out
+
+
 def tiny_dataset(folder, n=16, V=20, T=12, num_class=4, seed=0):
     rng = np.random.RandomState(seed)
     data = rng.randn(n, 3, T, V, 1).astype(np.float32)

@@ -36,7 +36,10 @@ FAMILY_PROBE = ('--feature_norm', 'none', '--base_lr', '3.0')
 
 
 def linear(config, folder, work_dir, weights, extra=FAMILY_PROBE):
-    p = LinearEvaluation(['--config', config, '--work_dir', work_dir, '--weights', weights,
+    """The probe of a pretrained encoder; these tests compare it with their own untrained run under the same
+    probe (``ucla_random_floor``), so the verdict's untrained run is left out here (``--verdict false``); the
+    verdict's default path is tested by test_verdict.py and the demo (test_e2e_demo.py)."""
+    p = LinearEvaluation(['--config', config, '--work_dir', work_dir, '--weights', weights, '--verdict', 'false',
                           '--train_feeder_args', feeder_args(folder, 'train'),
                           '--test_feeder_args', feeder_args(folder, 'val'), '--eval_interval', '10',
                           *COMMON, *extra])

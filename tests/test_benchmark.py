@@ -26,6 +26,7 @@ def test_benchmark_reports(tmp_path, config, mode):
     assert result['samples_per_second'] > 0 and 0 <= result['data_fraction'] <= 1
     assert set(result['seconds_per_iteration']) == {'median', 'min', 'max'}
     assert result['torch'] and result['device'] == 'cpu' and result['peak_memory_gib'] > 0
+    assert result['peak_rss_gib'] == result['peak_memory_gib'] and result['peak_rss_scope'] == 'this config'
 
 
 def test_benchmark_bad_config_is_one_line_error():
@@ -88,3 +89,30 @@ def test_count_ops_skeletonclr_step_meets_the_targets(tmp_path):
     assert json.loads(out.read_text())[0]['ops_per_step'] == r['ops_per_step'] > 500
     assert r['implementation'] == 'fast' and r['host_syncs_per_step'] == 0, r['host_syncs']
     assert r['copies_per_step'] <= 40, r['copies']
+
+
+def test_count_ops_skelemixclr_and_mica_steps_make_no_host_synchronisation(tmp_path):
+    """--count-ops on the paper configs (issue 44): SkeleMixCLR's and MICA's steps read nothing back to the
+    host (the mixing draws on the device, no range checks), so both are capture-safe."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import benchmark
+    results = benchmark.main(['--count-ops', '--config', os.path.join(ROOT, 'config/ntu60/xsub/pretrain_skelemixclr.yaml'),
+                              os.path.join(ROOT, 'config/ntu60/xsub.yaml'), '--batch-size', '4', '--warmup', '1',
+                              '--iters', '1', '--num-samples', '8', '--frames', '64', '--threads', '1'])
+    for r in results:
+        assert r['host_syncs_per_step'] == 0, (r['config'], r['host_syncs'])
+
+
+def test_several_configs_get_their_own_peak_and_ratios_to_the_first(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import benchmark
+    out = tmp_path / 'results' / 'bench.json'                     # the folder is made
+    first, second = benchmark.main(['--config', os.path.join(ROOT, 'config/demo/pretrain_skeletonclr.yaml'),
+                                    os.path.join(ROOT, 'config/demo/pretrain_skeletonclr.yaml'), '--batch-size', '4',
+                                    '--warmup', '0', '--iters', '1', '--num-samples', '8', '--frames', '16',
+                                    '--threads', '1', '--model-args', 'checkpoint_blocks=true', '--json', str(out)])
+    assert 'relative_to' not in first and second['relative_to']['config'] == first['config']
+    assert first['cpu_seconds_per_iteration'] > 0 and len(first['load_average']) == 3
+    assert second['relative_to']['peak_memory'] == pytest.approx(second['peak_memory_gib'] / first['peak_memory_gib'])
+    assert second['model_args'] == {'checkpoint_blocks': True}
+    assert json.loads(out.read_text())[1]['relative_to'] == second['relative_to']

@@ -1,5 +1,6 @@
 """End-to-end on NW-UCLA: the data tool, SkeletonCLR pretraining through the shipped config, then
 linear evaluation, finetuning and semi-supervised training from the same weights (one pretraining)."""
+import json
 import os
 
 import pytest
@@ -67,3 +68,6 @@ def test_ucla_finetune_and_semi_supervised(tmp_path, ucla, ucla_skeletonclr, pro
     if train_minimum is not None:
         assert train_top1 > train_minimum, train_top1
     check_outputs(proc, work_dir, 464)
+    verdict = json.load(open(os.path.join(work_dir, 'result.json')))['verdict']      # the default path
+    assert verdict['untrained_init'] == "PyTorch's init" and verdict['learned_top1'] == round(100 * proc.report.last[1], 4)
+    assert verdict['gain_over_untrained'] == round(verdict['learned_top1'] - verdict['untrained_top1'], 2)

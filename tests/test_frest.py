@@ -59,6 +59,13 @@ def _numpy_mask(h, dim, n, tau, scope):
     return (flat / (med + 1e-8) > tau).reshape(energy.shape), flat / (med + 1e-8)
 
 
+def _as_rows(t, dim):
+    """A tensor of the (N, C, T, V) map's spectrum along V (joint) / T (frame) as the paper's rows (rows, F, C)."""
+    if dim == 'joint':                                   # (N, C, T, F) -> (N*T, F, C)
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[3], t.shape[1])
+    return t.permute(0, 3, 2, 1).reshape(-1, t.shape[2], t.shape[1])     # (N, C, F, V) -> (N*V, F, C)
+
+
 @pytest.mark.parametrize('dim', ['joint', 'frame'])
 @pytest.mark.parametrize('scope', ['sequence', 'row'])
 @pytest.mark.parametrize('tau', [0.5, 1.0, 2.0])
@@ -67,11 +74,10 @@ def test_mask_keeps_exactly_components_above_tau(dim, scope, tau):
     n, t, v = 3, 7, 5
     blk = FrequencyBlock(C, v if dim == 'joint' else t, dim=dim, tau=tau, median_scope=scope)
     x = _x(n=n, t=t, v=v, seed=2)
-    h = blk.proj(x.permute(0, 2, 3, 1))
-    rows = h.reshape(n * t, v, C) if dim == 'joint' else h.permute(0, 2, 1, 3).reshape(n * v, t, C)
-    spec = torch.fft.rfft(rows, dim=1, norm='ortho')
-    mask = blk.spectrum_mask(spec, n).numpy().astype(bool)
-    expected, normalised = _numpy_mask(h, dim, n, tau, scope)
+    h = blk.proj(x)                                      # (N, C, T, V)
+    spec = torch.fft.rfft(h, dim=3 if dim == 'joint' else 2, norm='ortho')
+    mask = _as_rows(blk.spectrum_mask(spec, n), dim).numpy().astype(bool)
+    expected, normalised = _numpy_mask(h.permute(0, 2, 3, 1), dim, n, tau, scope)
     # float32 (torch) vs float64 (numpy) rounding could only flip a value within ~1e-6 of tau; the only
     # such values are the median entries themselves (normalised = med / (med + eps) ~ 1, never > 1)
     groups = n if scope == 'sequence' else normalised.shape[0]
@@ -85,7 +91,8 @@ def test_mask_keeps_exactly_components_above_tau(dim, scope, tau):
     loc = FrequencyBlock(C, blk.length, dim=dim, tau=tau, median_scope=scope, global_filter=False)
     loc.load_state_dict({k: v_ for k, v_ in blk.state_dict().items() if 'weight_global' not in k})
     w = torch.view_as_complex(loc.weight_local.detach())
-    ref_rows = torch.fft.irfft(w * spec * torch.from_numpy(expected), n=blk.length, dim=1, norm='ortho')
+    ref_rows = torch.fft.irfft(w * _as_rows(spec, dim) * torch.from_numpy(expected), n=blk.length, dim=1,
+                               norm='ortho')
     if dim == 'joint':
         ref = ref_rows.reshape(n, t, v, C).permute(0, 3, 1, 2)
     else:
@@ -98,10 +105,10 @@ def test_median_is_per_sequence():
     'row' scopes differ in general."""
     torch.manual_seed(0)
     blk = FrequencyBlock(C, 5, dim='joint')
-    spec = torch.fft.rfft(torch.randn(2 * 6, 5, C), dim=1, norm='ortho')
+    spec = torch.fft.rfft(torch.randn(2, C, 6, 5), dim=3, norm='ortho')
     m1 = blk.spectrum_mask(spec, 2)
     scaled = spec.clone()
-    scaled[:6] *= 10.0  # sample 0 (its T = 6 rows) gets 100x the energy
+    scaled[:1] *= 10.0  # sample 0 gets 100x the energy
     torch.testing.assert_close(blk.spectrum_mask(scaled, 2), m1)
     blk_row = FrequencyBlock(C, 5, dim='joint', median_scope='row')
     assert not torch.equal(blk_row.spectrum_mask(spec, 2), m1)

@@ -18,23 +18,12 @@ hypothesis = pytest.importorskip('hypothesis')
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 import main as main_module  # noqa: E402
-from conftest import tiny_dataset, write_config  # noqa: E402
+from conftest import snapshot, tiny_dataset, write_config  # noqa: E402
 from processor import schema  # noqa: E402
 from torchlight.io import run_tool  # noqa: E402
 
 SETTINGS = settings(max_examples=12, derandomize=True, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
-
-
-def snapshot(folder):
-    """{relative path: bytes} of every file under ``folder``."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as f:
-                out[os.path.relpath(path, folder)] = f.read()
-    return out
 
 
 def assert_contract(rc, err, needle, before, after):

@@ -76,8 +76,8 @@ def test_untrained_encoder_is_an_explicit_switch(tmp_path):
             run(tmp_path, f'bad{bad}', True, '--weights', bad)
     p = run(tmp_path, 'random', True, '--weights', 'random', '--num_epoch', '1')
     log = (tmp_path / 'random' / 'log.txt').read_text()
-    assert "Weights: random (--weights random): no checkpoint is loaded; the encoder keeps the family's " \
-           'initialisation (weights_init: true), seed' in log
+    assert "Weights: random (--weights random): no checkpoint is loaded; the encoder keeps the family's init, the " \
+           "evaluation config's weights_init (the pretraining's init is unknown: give --init_of), seed" in log
     assert re.search(r'Result: top-1 \d+\.\d\d% at the last evaluated epoch \(1\); best \d+\.\d\d% \(epoch 1\), '
                      r'chosen on the test split', log)
     assert p.best['epoch'] == 1

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT
-from net.mica import MICA, part_pool
+from net.mica import MICA, part_pool, part_pooling
 from net.skelemixclr import SkeleMixCLR
 from net.utils.layouts import get_layout
 
@@ -19,16 +19,19 @@ ENCODER = dict(base_encoder='net.st_gcn.Model', in_channels=3, hidden_channels=4
 
 
 def test_part_pool_by_hand():
+    """Every part in one pass: part p of sample n is the mean over its joints, the frames and the persons."""
     torch.manual_seed(0)
     fmap = torch.randn(6, 3, 4, 5, dtype=torch.float64)          # N*M = 3*2, C 3, T' 4, V 5
-    joints = [0, 3, 4]
-    pooled = part_pool(fmap, joints, 2).numpy()
+    parts = [[0, 3, 4], [1], [2, 4]]
+    pooled = part_pool(fmap, part_pooling(parts, 5), 2).numpy()
+    assert pooled.shape == (3, 3, 3)
     x = fmap.numpy()
-    want = np.zeros((3, 3))
-    for n in range(3):
-        for c in range(3):
-            want[n, c] = np.mean([x[2 * n + m, c, t, v] for m in range(2) for t in range(4) for v in joints])
-    np.testing.assert_allclose(pooled, want, rtol=1e-12)
+    for p, joints in enumerate(parts):
+        want = np.zeros((3, 3))
+        for n in range(3):
+            for c in range(3):
+                want[n, c] = np.mean([x[2 * n + m, c, t, v] for m in range(2) for t in range(4) for v in joints])
+        np.testing.assert_allclose(pooled[p], want, rtol=1e-12)
 
 
 def test_part_pooled_fm_reads_each_part_from_its_joints():
@@ -165,3 +168,31 @@ def test_the_fm_terms_uniform_value():
     text = label_model(fm_target='text')
     assert 0 < text.uniform_terms['loss_kl'] < np.log(C)
     assert label_model(fm_target='teacher').uniform_terms == {}
+
+
+def test_principal_basis_reads_a_narrow_embedding_against_the_text_anchors():
+    """The paper configs' z_q is narrower (128) than the text (384): the anchors are read in the orthonormal
+    basis of their principal subspace, exactly (inner products kept) when they span at most that many
+    dimensions; the student logits are then z . (B^T a) = (B z) . a, a unit vector of the text space."""
+    from net.mica import principal_basis
+    torch.manual_seed(0)
+    anchors = F.normalize(torch.randn(2, 5, 3, dtype=torch.float64) @ torch.randn(3, 12, dtype=torch.float64), dim=-1)
+    basis = principal_basis(anchors, 4)                           # rank 3 <= 4: exact
+    assert basis.shape == (12, 4)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-12)
+    reduced = anchors @ basis
+    torch.testing.assert_close(reduced @ reduced.transpose(1, 2), anchors @ anchors.transpose(1, 2), rtol=0, atol=1e-12)
+    assert torch.equal(principal_basis(anchors, 4), basis)                            # signs fixed
+    assert torch.equal(principal_basis(anchors, 12), torch.eye(12, dtype=torch.float64))
+    narrow = principal_basis(F.normalize(torch.randn(2, 5, 12, dtype=torch.float64), dim=-1), 4)
+    torch.testing.assert_close(narrow.T @ narrow, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-12)
+    # in the model: feature_dim 8 < 384, part-wise FM through the shared head adds no parameter
+    model = MICA(**dict(ENCODER, feature_dim=8), num_frames=16, text_features=UCLA_TEXT, descriptions=UCLA_DESC,
+                 frest=False, harmonizer=False, fm_objective='part_pooled', part_head='shared')
+    plain = MICA(**dict(ENCODER, feature_dim=8), num_frames=16, text_features=UCLA_TEXT, descriptions=UCLA_DESC,
+                 frest=False, harmonizer=False, feature_modulation=False)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert model.fm_student_anchors.shape == (6, 10, 8) and model.part_proj is None     # 6 prompt kinds
+    out = model(torch.randn(4, 3, 16, 20, 2), torch.randn(4, 3, 16, 20, 2), label=torch.tensor([0, 1, 2, 3]))
+    out['loss'].backward()
+    assert torch.isfinite(out['loss_kl']) and model.encoder_q.fc[0].weight.grad.abs().sum() > 0

@@ -123,6 +123,17 @@ def test_a_kNN_fall_after_leaving_the_cone():
     assert [k for k, _ in monitor.update(record(20, 0.01, 0.8, knn_top1=0.32))[0]] == ['knn_fall']
 
 
+def test_probe_below_init_warns_and_keeps_the_best_epoch_by_the_probe():
+    """The ridge probe (``probe_top1``) below its epoch-0 value (the untrained encoder the run started from)
+    raises ``probe_below_init`` once, a warning only; ``best_probe`` is the best epoch by the probe."""
+    from processor.monitor import WARN_ONLY, LearningMonitor
+    monitor = LearningMonitor()
+    curve = [(0, 0.50), (5, 0.55), (10, 0.49), (15, 0.45), (20, 0.52)]
+    raised = [monitor.update({'epoch': e, 'probe_top1': p})[0] for e, p in curve]
+    assert [[kind for kind, _ in r] for r in raised] == [[], [], ['probe_below_init'], [], []]
+    assert '49.0%, below the untrained encoder\'s 50.0% (epoch 0)' in raised[2][0][1]
+    assert monitor.best_probe == (0.55, 5) and 'probe_below_init' in WARN_ONLY
+    assert replay([{'epoch': e, 'probe_top1': p} for e, p in curve[:2]]) == {}
 # ---------------------------------------------------------------- the cause a warning names (issue 43)
 
 def first_message(records, kind, **settings):

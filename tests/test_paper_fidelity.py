@@ -248,7 +248,7 @@ def test_teacher_is_detached_and_sharper(target):
 def test_harmonizer_query_and_key_sides():
     torch.manual_seed(0)
     h = ModalityHarmonizer(16, 384, num_heads=4)
-    assert (h.attention.embed_dim, h.attention.kdim, h.attention.vdim) == (16, 384, 384)
+    assert h.attention.width == 16 and h.attention.num_heads == 4
     assert h.attention.q_proj_weight.shape == (16, 16) and h.attention.k_proj_weight.shape == (16, 384)
     frames, words = torch.randn(2, 5, 16), torch.randn(7, 384)
     out = h(frames, words)
@@ -257,6 +257,37 @@ def test_harmonizer_query_and_key_sides():
     changed = frames.clone()
     changed[0, 2] += 1.0                                           # queries: the skeleton frames
     assert not torch.allclose(out[0], h(changed, words)[0]) and torch.allclose(out[1], h(changed, words)[1])
+    narrow = ModalityHarmonizer(16, 384, num_heads=4, width=8)     # inner width 8: Table 3's reading
+    assert narrow.attention.q_proj_weight.shape == (8, 16) and narrow.attention.out_proj.weight.shape == (16, 8)
+    assert narrow(frames, words).shape == (2, 16)
+
+
+@pytest.mark.parametrize('width', [None, 8])
+def test_cross_attention_is_multihead_attention_with_shared_keys(width):
+    """``CrossAttention`` computes nn.MultiheadAttention's output (keys and values repeated for every sample,
+    float64) from the same parameters; at an inner width other than C it is that attention with the
+    projections to and from the width d."""
+    from net.mica import CrossAttention
+    torch.manual_seed(0)
+    ours = CrossAttention(16, 12, num_heads=4, width=width).double()
+    d = ours.width
+    mha = torch.nn.MultiheadAttention(d, 4, kdim=12, vdim=12, batch_first=True).double()
+    state = {k: v for k, v in ours.state_dict().items()}
+    queries, words = torch.randn(3, 5, 16, dtype=torch.float64), torch.randn(7, 12, dtype=torch.float64)
+    if width is None:
+        mha.load_state_dict(state)                               # nn.MultiheadAttention's names and shapes
+        want = mha(queries, words.expand(3, -1, -1), words.expand(3, -1, -1), need_weights=False)[0]
+    else:                                                        # queries mapped to d by q_proj, back by out_proj
+        with torch.no_grad():
+            mha.q_proj_weight.copy_(torch.eye(d))
+            mha.k_proj_weight.copy_(ours.k_proj_weight)
+            mha.v_proj_weight.copy_(ours.v_proj_weight)
+            mha.in_proj_bias.copy_(torch.cat([torch.zeros(d, dtype=torch.float64), ours.in_proj_bias[d:]]))
+            mha.out_proj.weight.copy_(torch.eye(d))
+            mha.out_proj.bias.zero_()
+        q = queries @ ours.q_proj_weight.T + ours.in_proj_bias[:d]
+        want = ours.out_proj(mha(q, words.expand(3, -1, -1), words.expand(3, -1, -1), need_weights=False)[0])
+    torch.testing.assert_close(ours(queries, words), want, rtol=1e-12, atol=1e-12)
 
 
 def test_key_encoders_frest_is_momentum_updated():
@@ -286,8 +317,8 @@ def test_adaptive_mask_kept_fraction_varies_across_sequences():
     than a white-noise one (the mask relaxes for clean low-frequency motion, tightens for noise)."""
     torch.manual_seed(0)
     T, V, C = 32, 4, 64
-    rows = torch.cat([torch.randn(V, T, C), torch.randn(V, T, C).cumsum(dim=1)])   # sample 0 white, 1 smooth
-    spec = torch.fft.rfft(rows, dim=1, norm='ortho')
+    maps = torch.stack([torch.randn(C, T, V), torch.randn(C, T, V).cumsum(dim=1)])    # sample 0 white, 1 smooth
+    spec = torch.fft.rfft(maps, dim=2, norm='ortho')
     half = kept_fraction(FrequencyBlock(C, T, dim='frame', tau=1.0).spectrum_mask(spec, 2), 2)
     torch.testing.assert_close(half, torch.full((2,), 0.5), atol=0.01, rtol=0)
     kept = kept_fraction(FrequencyBlock(C, T, dim='frame', tau=2.0).spectrum_mask(spec, 2), 2)
@@ -308,11 +339,11 @@ def test_shipped_parameter_count():
     cfg = dict(load('config/ntu60/xsub/pretrain_mica.yaml')['model_args'], pretrain=False)     # 50 frames
     encoder = MICA(**cfg).encoder_q
     assert count_parameters(encoder) == 988864 and count_parameters(encoder.neck) == 152064
-    # the paper config (64 frames: T' 16, rfft 9 instead of 7)
+    # the paper config (64 frames: T' 16, rfft 9 instead of 7; Table 3's depthwise decoupling)
     cfg = dict(load('config/ntu60/xsub.yaml')['model_args'], pretrain=False)
     encoder = MICA(**cfg).encoder_q
-    assert count_parameters(encoder.neck) == 2 * (256 * 256 + 256) + 2 * (13 + 9) * 256 * 2 == 154112
-    assert count_parameters(encoder) == 990912
+    assert count_parameters(encoder.neck) == 2 * 512 + 2 * (13 + 9) * 256 * 2 == 23552
+    assert count_parameters(encoder) == 836800 + 23552
 
 
 def test_every_mica_evaluation_config_builds_the_frest_of_its_pretraining():

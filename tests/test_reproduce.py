@@ -67,10 +67,13 @@ def test_knn_monitor_leaves_the_weights_unchanged_and_writes_metrics(tmp_path):
         assert r['loss_over_uniform'] == pytest.approx(r['loss_info'] / uniform)
     for r in (records[0], records[2], records[3]):
         assert r['knn_top1'] == r['knn_top1_k3'] and 0 <= r['knn_top1_k5'] <= 1
+        assert 0 <= r['probe_top1'] <= 1                     # the ridge probe beside the kNN monitor
     assert records[3]['loss'] == pytest.approx(monitored.epoch_info['loss'])
-    # without the monitor: the same per-epoch losses, no kNN entries, no epoch-0 line
+    assert records[3]['best_probe'] == max((records[0], records[2], records[3]), key=lambda r: r['probe_top1'])['epoch']
+    # without the monitor: the same per-epoch losses, no kNN / probe entries, no epoch-0 line
     assert without_wall(read_metrics(plain.metrics.path)) == [
-        {k: v for k, v in r.items() if not k.startswith('knn') and k != 'wall_s'} for r in records[1:]]
+        {k: v for k, v in r.items() if not k.startswith(('knn', 'probe', 'best_probe')) and k != 'wall_s'}
+        for r in records[1:]]
 
     # the monitor's last kNN is knn_evaluation of the last checkpoint (same features, same protocol)
     eval_cfg = yaml.safe_load(open(write_config(tmp_path)))
@@ -195,7 +198,8 @@ BAD_PLANS = [
     ({'rows': {'a': demo_row(evaluations={'linear': 'config/demo/none.yaml'})}},
      r"rows.a.evaluations.linear.config: config 'config/demo/none.yaml' does not exist"),
     ({'rows': {'a': demo_row(evaluations={})}}, r'rows.a.evaluations: give at least one evaluation'),
-    ({'rows': {'a': demo_row(seeds='1')}}, r"rows.a.seeds: expected an integer or a list of integers, got '1'"),
+    ({'rows': {'a': demo_row(seeds='1')}}, r"rows.a.seeds: expected a seed or a list of seeds .*, got '1'"),
+    ({'rows': {'a': demo_row(seeds=[1, -3])}}, r"rows.a.seeds: expected a seed or a list of seeds \(integers 0 "),
     ({'rows': {}}, r"'rows' must be a non-empty mapping"),
     ({'rows': {'a': demo_row()}, 'floor': {'ridge': 'high'}}, r'floor must map row names to numbers'),
     ({'rows': {'a': demo_row()}, 'target': {'pretrain_knn_top1': 'high'}}, r'target must map metric names'),

@@ -122,11 +122,23 @@ def test_mix_and_masked_pool_by_hand():
 
 
 def test_draws_are_inside_the_configured_ranges():
+    """The device draws: partner (i + shift) % N with shift in [1, N-2], a window of 1-3 units, the joints
+    of 2-3 whole body groups; every value in range is reached."""
     model = SkeleMixCLR(**MODEL_ARGS)
     bodies = [set(b) for b in get_layout('ntu-rgb+d').bodies]
     torch.manual_seed(0)
-    for _ in range(30):
-        shift, joints, start, length = model.mix.draw(proc.BATCH, proc.UNITS)
-        assert 1 <= shift <= proc.BATCH - 2 and 1 <= length <= 3 and 0 <= start <= proc.UNITS - length
-        used = [b for b in bodies if b <= set(joints)]
-        assert 2 <= len(used) <= 3 and set().union(*used) == set(joints)
+    seen = {'shift': set(), 'length': set(), 'start': set(), 'groups': set()}
+    for _ in range(200):
+        partner, mask = model.mix.draw(proc.BATCH, proc.UNITS, model.mix_groups)
+        shift = int(partner[0])
+        assert torch.equal(partner, (torch.arange(proc.BATCH) + shift) % proc.BATCH) and 1 <= shift <= proc.BATCH - 2
+        rows = mask.any(dim=1).nonzero().flatten().tolist()
+        start, length = rows[0], len(rows)
+        assert rows == list(range(start, start + length)) and 1 <= length <= 3 and start + length <= proc.UNITS
+        joints = set(mask.any(dim=0).nonzero().flatten().tolist())
+        assert all(torch.equal(mask[r], mask[rows[0]]) for r in rows)
+        used = [b for b in bodies if b <= joints]
+        assert 2 <= len(used) <= 3 and set().union(*used) == joints
+        for key, value in (('shift', shift), ('length', length), ('start', start), ('groups', len(used))):
+            seen[key].add(value)
+    assert seen == {'shift': {1, 2}, 'length': {1, 2, 3}, 'start': {0, 1, 2, 3}, 'groups': {2, 3}}

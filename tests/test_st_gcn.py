@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from net.st_gcn import Model
@@ -216,3 +217,34 @@ def test_implementations_share_the_state_dict_and_bad_name_is_an_error():
         assert 'implementation' in str(e) and 'cuda' in str(e)
     else:
         raise AssertionError('expected a ValueError')
+
+
+@pytest.mark.parametrize('implementation', ['reference', 'fast'])
+def test_checkpointed_blocks_give_the_plain_step_in_float64(implementation):
+    """``checkpoint_blocks``: the same output, every parameter gradient and every buffer (BatchNorm
+    running statistics and counters: the re-run does not update them again) as the plain step, with
+    dropout on (its masks are replayed); off in eval mode and without gradients."""
+    models = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        models.append(Model(3, 8, 64, 10, NTU_GRAPH, True, implementation=implementation, dropout=0.5,
+                            checkpoint_blocks=checkpointed).double())
+    models[1].load_state_dict(models[0].state_dict())
+    x = torch.randn(4, 3, 32, 25, 2, dtype=torch.float64)
+    outputs, grads = [], []
+    for model in models:
+        torch.manual_seed(3)                             # the dropout masks
+        model.train()
+        out = model(x)
+        out.square().sum().backward()
+        outputs.append(out)
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    assert torch.equal(outputs[0], outputs[1])
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-14, msg=k)
+    plain, checkpointed = models[0].state_dict(), models[1].state_dict()
+    for k in plain:
+        assert torch.equal(plain[k], checkpointed[k]), k
+    assert int(checkpointed['st_gcn_networks.0.tcn.0.num_batches_tracked']) == 1
+    models[1].eval()
+    torch.testing.assert_close(models[1](x), models[0].eval()(x))

@@ -14,8 +14,10 @@ NTU-shaped set N x 3 x T x V x M generated here, with the layout's V; ``config``
 batch gather + augmentation (the feeder's ``views``), forward, loss, backward and optimiser step exactly
 as a run does them (the linear-evaluation step: frozen encoder forward + fc); ``inference`` times no-grad
 forward passes of the processor's model.  It prints and optionally writes JSON with samples
-per second, seconds per iteration (median, min, max), peak memory (CUDA: max allocated; CPU: peak RSS
-of the process), the fraction of the step spent on data (gather + augmentation), and the settings
+per second, seconds per iteration (median, min, max), peak memory (CUDA: max allocated; CPU: peak RSS,
+per config: the process's peak is reset before each, ``peak_rss_scope``), the CPU seconds of the process
+per iteration and the load average (on a shared machine the wall time includes waits for a core), with
+several configs each one's time and memory relative to the first's, the fraction of the step spent on data (gather + augmentation), and the settings
 (batch, AMP, compile, ST-GCN implementation, device name, torch version, threads).  ``--profile K``
 adds one ``torch.profiler`` pass over a few steps and prints the K operators/kernels with the most
 self time (CUDA time on a GPU).  ``--count-ops`` times nothing: it runs ``--iters`` training steps after
@@ -41,16 +43,20 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-import torch
-import yaml
-from torch.utils._python_dispatch import TorchDispatchMode
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from net.utils.layouts import get_layout  # noqa: E402
 from processor.build import load_config  # noqa: E402
-from torchlight.io import UserError, atomic_write, run_tool  # noqa: E402
+from torchlight import options  # noqa: E402
+from torchlight.io import DictAction, UserError, atomic_write, run_tool  # noqa: E402
 
 MODES = ('auto', 'pretrain', 'supervised', 'linear', 'inference')
 
@@ -85,7 +91,39 @@ def synthetic_files(folder, num_samples, frames, num_node, persons, num_class):
 def peak_memory(device):
     if device.type == 'cuda':
         return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20      # KiB -> GiB on Linux
+    return peak_rss()
+
+
+def status_kib(field):
+    """A ``VmRSS`` / ``VmHWM`` line of /proc/self/status in KiB, or None off Linux."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss():
+    """Start a new resident-memory peak for this process (Linux: ``5`` to /proc/self/clear_refs resets
+    VmHWM to the current RSS), so each config of one run gets its own peak; False where it cannot."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss():
+    """Peak resident memory of the process in GiB since the last ``reset_peak_rss`` (VmHWM), else since its
+    start (``ru_maxrss``)."""
+    hwm = status_kib('VmHWM')
+    if hwm is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20      # KiB -> GiB on Linux
+    return hwm / 2 ** 20
 
 
 def sync(device):
@@ -118,12 +156,13 @@ class TimedLoader:
         return self.steps
 
     def __iter__(self):
-        self.marks, self.data_times = [], []
+        self.marks, self.cpu_marks, self.data_times = [], [], []
         batches = iter(self.loader)
         for _ in range(self.steps):
             sync(self.device)
             started = time.perf_counter()
             self.marks.append(started)
+            self.cpu_marks.append(time.process_time())
             try:
                 batch = next(batches)
             except StopIteration:
@@ -134,10 +173,17 @@ class TimedLoader:
             yield batch
         sync(self.device)
         self.marks.append(time.perf_counter())
+        self.cpu_marks.append(time.process_time())
 
     @property
     def step_times(self):
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+    @property
+    def cpu_times(self):
+        """CPU seconds of the process (all its threads) per step: on a machine shared with other jobs the
+        wall time also counts the waits for a core."""
+        return [b - a for a, b in zip(self.cpu_marks, self.cpu_marks[1:])]
 
 
 def build_processor(config, cfg, mode, args, device, folder):
@@ -148,6 +194,7 @@ def build_processor(config, cfg, mode, args, device, folder):
     model_args = {}
     if args.implementation:                # the ST-GCN implementation (net.st_gcn.Model's switch)
         model_args['implementation'] = args.implementation
+    model_args.update(args.model_args or {})
     if mode == 'pretrain':
         queue = int(cfg.get('model_args', {}).get('queue_size', 32768))
         model_args['queue_size'] = max(batch, queue // batch * batch)
@@ -338,6 +385,8 @@ def benchmark(config, args, device):
         proc = build_processor(config, cfg, mode, args, device, tmp)
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
+        rss_start = (status_kib('VmRSS') or 0) / 2 ** 20
+        rss_reset = reset_peak_rss()
         try:
             loader = timed_steps(proc, mode, args.warmup + args.iters, device)
             top_ops = None
@@ -352,8 +401,12 @@ def benchmark(config, args, device):
     return {
         'config': config, 'model': cfg['model'], 'mode': mode, 'batch_size': batch,
         'samples_per_second': batch / median, 'seconds_per_iteration': {'median': median, 'min': min(totals), 'max': max(totals)},
-        'peak_memory_gib': peak_memory(device), 'data_fraction': min(1.0, data_time / sum(totals)),
+        'cpu_seconds_per_iteration': statistics.median(loader.cpu_times[args.warmup:]),
+        'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None,
+        'peak_memory_gib': peak_memory(device), 'peak_rss_gib': peak_rss(), 'rss_before_gib': rss_start,
+        'peak_rss_scope': 'this config' if rss_reset else 'the process', 'data_fraction': min(1.0, data_time / sum(totals)),
         'amp': args.amp, 'compile': args.compile, 'cuda_graph': args.cuda_graph, 'implementation': args.implementation or 'config',
+        'model_args': args.model_args or {},
         'data': args.data, 'data_placement': 'device-resident', 'top_ops': top_ops,
         'processor': PROCESSOR_OF_MODE[mode],
         'shape': list(loader.dataset.data.shape[1:]),
@@ -380,11 +433,11 @@ def profile(run, device, top, steps=3):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', nargs='+', required=True, help='one or more YAML configs')
+    parser.add_argument('--config', type=options.input_file, nargs='+', required=True, help='one or more YAML configs')
     parser.add_argument('--mode', choices=MODES, default='auto', help='what a step is (auto: from the config)')
-    parser.add_argument('--batch-size', type=int, default=None, help="batch size (default: the config's)")
-    parser.add_argument('--warmup', type=int, default=5, help='untimed iterations first')
-    parser.add_argument('--iters', type=int, default=20, help='timed iterations')
+    parser.add_argument('--batch-size', type=options.positive_int, default=None, help="batch size (default: the config's)")
+    parser.add_argument('--warmup', type=options.nonnegative_int, default=5, help='untimed iterations first')
+    parser.add_argument('--iters', type=options.positive_int, default=20, help='timed iterations')
     parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'), default='none', help='mixed precision')
     parser.add_argument('--compile', default='none', choices=('none', 'default', 'reduce-overhead', 'max-autotune'),
                         help='torch.compile mode (reduce-overhead: CUDA graphs)')
@@ -392,22 +445,22 @@ def main(argv=None):
                         help='pretraining: the training step captured as a CUDA graph (cuda_graph: true)')
     parser.add_argument('--implementation', choices=('auto', 'fast', 'reference'), default=None,
                         help="ST-GCN implementation (default: the config's, i.e. auto: fast on CUDA)")
-    parser.add_argument('--profile', type=int, default=0, metavar='K',
+    parser.add_argument('--profile', type=options.nonnegative_int, default=0, metavar='K',
                         help='also profile 3 steps and print the K operators with the most self time')
     parser.add_argument('--count-ops', action='store_true',
                         help='count per training step the operators, copies and host synchronisations '
                              '(no timing; ST-GCN implementation fast unless --implementation)')
     parser.add_argument('--data', choices=('synthetic', 'config'), default='synthetic',
                         help="synthetic NTU-shaped data, or the config's data_path")
-    parser.add_argument('--num-samples', type=int, default=512, help='synthetic samples')
-    parser.add_argument('--frames', type=int, default=50, help='synthetic frames T')
-    parser.add_argument('--persons', type=int, default=None, help='synthetic persons M (default: 2, or num_person)')
-    parser.add_argument('--device', default=None, help="'cuda', 'cuda:1' or 'cpu' (default: cuda when available)")
-    parser.add_argument('--threads', type=int, default=None, help='CPU threads (torch.set_num_threads)')
-    parser.add_argument('--json', default=None, help='write the results here')
+    parser.add_argument('--num-samples', type=options.positive_int, default=512, help='synthetic samples')
+    parser.add_argument('--frames', type=options.positive_int, default=50, help='synthetic frames T')
+    parser.add_argument('--persons', type=options.positive_int, default=None, help='synthetic persons M (default: 2, or num_person)')
+    parser.add_argument('--device', type=options.device, default=None, help="'cuda', 'cuda:1' or 'cpu' (default: cuda when available)")
+    parser.add_argument('--threads', type=options.integer(1, 1024), default=None, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--model-args', '--model_args', dest='model_args', action=DictAction, default=None,
+                        help='model_args over every config, e.g. "checkpoint_blocks=true"')
+    parser.add_argument('--json', type=options.output_file, default=None, help='write the results here')
     args = parser.parse_args(argv)
-    if args.iters < 1 or args.warmup < 0:
-        raise UserError(f'--iters must be >= 1 and --warmup >= 0 (got {args.iters}, {args.warmup})')
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -422,11 +475,22 @@ def main(argv=None):
         results.append(r)
         s = r['seconds_per_iteration']
         print(f"{config}: {r['mode']} batch {r['batch_size']} on {r['device']}: {r['samples_per_second']:.1f} samples/s, "
-              f"{s['median']:.4f} s/iter (min {s['min']:.4f}, max {s['max']:.4f}), peak {r['peak_memory_gib']:.2f} GiB, "
+              f"{s['median']:.4f} s/iter (min {s['min']:.4f}, max {s['max']:.4f}; CPU {r['cpu_seconds_per_iteration']:.4f} s), "
+              f"peak {r['peak_memory_gib']:.2f} GiB, "
               f"data {100 * r['data_fraction']:.1f}%, amp {r['amp']}")
         for op in r['top_ops'] or []:
             print(f"    {op['percent']:5.1f}%  {op['self_ms']:9.3f} ms/step  x{op['calls']:<5d} {op['name']}")
+    for r in results[1:]:             # against the first config of the same run
+        first = results[0]
+        r['relative_to'] = {'config': first['config'],
+                            'seconds_per_iteration': r['seconds_per_iteration']['median'] / first['seconds_per_iteration']['median'],
+                            'cpu_seconds_per_iteration': r['cpu_seconds_per_iteration'] / first['cpu_seconds_per_iteration'],
+                            'peak_memory': r['peak_memory_gib'] / first['peak_memory_gib']}
+        print(f"{r['config']} / {first['config']}: time x{r['relative_to']['seconds_per_iteration']:.2f} "
+              f"(CPU time x{r['relative_to']['cpu_seconds_per_iteration']:.2f}), "
+              f"peak memory x{r['relative_to']['peak_memory']:.2f}")
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         atomic_write(args.json, lambda f: json.dump(results, f, indent=2), mode='w')
     return results
 
@@ -447,8 +511,7 @@ def report_counts(args, device):
               f"{r['host_syncs_per_step']:g} host syncs "
               f"({', '.join(f'{k} {v:g}' for k, v in r['host_syncs'].items()) or 'none'}); most called: {top}")
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(results, f, indent=2)
+        atomic_write(args.json, lambda f: json.dump(results, f, indent=2), mode='w')
     return results
 
 

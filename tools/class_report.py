@@ -31,13 +31,17 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 from tools.ensemble import load_streams, topk  # noqa: E402
 from net.text_features import read_dataset_info  # noqa: E402
+from torchlight import options  # noqa: E402
 from torchlight.io import StagedFiles, UserError, run_tool  # noqa: E402
+from torchlight.readers import load_yaml, read_lines  # noqa: E402
 
 EASY_ABOVE = 0.9    # easy: accuracy > 90%
 HARD_BELOW = 0.8    # hard: accuracy < 80%; medium in between (inclusive)
@@ -83,11 +87,7 @@ def load_class_names(path, num_class=None):
     if not os.path.isfile(path):
         raise UserError(f"class-names file '{path}' does not exist")
     if path.lower().endswith(('.yaml', '.yml')):
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise UserError(f"cannot parse class-names YAML '{path}': {e}") from None
+        data = load_yaml(path, 'class-names YAML')
         classes = data.get('classes') if isinstance(data, dict) else None
         if not isinstance(classes, list) or not classes:
             raise UserError(f"class-names YAML '{path}' needs a non-empty 'classes' list "
@@ -99,8 +99,7 @@ def load_class_names(path, num_class=None):
                 raise UserError(f"class-names YAML '{path}': classes[{i}] has no non-empty 'label'")
             names.append(label.strip())
     else:
-        with open(path, encoding='utf-8') as f:
-            names = [line.strip() for line in f if line.strip()]
+        names = [line.strip() for line in read_lines(path, 'class-names file') if line.strip()]
         if not names:
             raise UserError(f"class-names file '{path}' has no names")
     if num_class is not None and len(names) != num_class:
@@ -165,7 +164,7 @@ def format_report(stats, class_names, title=''):
 
 
 def write_per_class_csv(path, stats, class_names):
-    with open(path, 'w', newline='') as f:       # path: a staged temporary (write_report)
+    with open(path, 'w', newline='', encoding='utf-8') as f:       # path: a staged temporary (write_report)
         w = csv.writer(f)
         w.writerow(['class_id', 'name', 'count', 'correct', 'accuracy'])
         for i, name in enumerate(class_names):
@@ -176,7 +175,7 @@ def write_per_class_csv(path, stats, class_names):
 
 def write_confusion_csv(path, cm, class_names):
     """Rows = true class, columns = predicted class, with a header row and column of names."""
-    with open(path, 'w', newline='') as f:
+    with open(path, 'w', newline='', encoding='utf-8') as f:
         w = csv.writer(f)
         w.writerow(['true \\ predicted'] + list(class_names))
         for name, row in zip(class_names, cm):
@@ -223,7 +222,7 @@ def write_report(out_folder, stats, class_names, title=''):
     returns ``(report_text, png_written)``."""
     text = format_report(stats, class_names, title)
     with StagedFiles() as staged:              # the files move into place together, or none does
-        with open(staged.path(os.path.join(out_folder, 'report.txt')), 'w') as f:
+        with open(staged.path(os.path.join(out_folder, 'report.txt')), 'w', encoding='utf-8') as f:
             f.write(text)
         write_per_class_csv(staged.path(os.path.join(out_folder, 'per_class.csv')), stats, class_names)
         write_confusion_csv(staged.path(os.path.join(out_folder, 'confusion_matrix.csv')), stats['confusion'],
@@ -235,11 +234,11 @@ def write_report(out_folder, stats, class_names, title=''):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--label', required=True, help="the split's *_label.pkl")
-    parser.add_argument('--result', required=True, help='test_result.pkl (or a tools/ensemble.py --out file)')
-    parser.add_argument('--class-names', default=None,
+    parser.add_argument('--label', type=options.input_file, required=True, help="the split's *_label.pkl")
+    parser.add_argument('--result', type=options.input_file, required=True, help='test_result.pkl (or a tools/ensemble.py --out file)')
+    parser.add_argument('--class-names', type=options.input_file, default=None,
                         help='description YAML (classes[i].label) or a text file with one name per line')
-    parser.add_argument('--out-folder', default=None,
+    parser.add_argument('--out-folder', type=options.output_folder, default=None,
                         help="output folder (default: report/ next to --result, i.e. in the run's work_dir)")
     args = parser.parse_args(argv)
     if args.out_folder is None:

@@ -28,6 +28,12 @@ Usage::
     python tools/complexity.py --config config/ucla/linear_eval_mica.yaml --config config/ucla/linear_eval_skeletonclr.yaml
     python tools/complexity.py --config config/ucla/recognition_ctrgcn.yaml --frames 64 --json ctrgcn.json
     python tools/complexity.py --config config/ntu60/xsub.yaml --model-args frest=False   # the base encoder
+    python tools/complexity.py --table3 [--json table3.json]     # MICA's Table 3 rows beside the paper's
+
+``--table3`` prints the three complexity rows of MICA's Table 3 (NTU-60 x-sub) beside the paper's: the
+parameters of the *pretraining* model (query and momentum key encoders with their heads and FreST, and
+the training-only modules: what the paper's 1.90 M for SkeleMixCLR counts) and the FLOPs per clip of the
+inference encoder (64 frames, two persons, the convention below); docs/METHODS.md, "Table 3's budget".
 
 T (frames) defaults to the config's own: ``model_args.num_frames`` (MICA), ``model_args.window_size``
 (HCN), the test/train feeder's ``window_size``, else the T of the feeder's data file when it exists
@@ -41,12 +47,17 @@ import math
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
+
+import torch  # noqa: E402
 
 from processor.build import build_model, inference_encoder, load_config  # noqa: E402
+from torchlight import options  # noqa: E402
 from torchlight.io import DictAction, UserError, atomic_write, deep_update, run_tool  # noqa: E402
+from torchlight.readers import npy_header  # noqa: E402
 
 DEFAULT_FRAMES = 50
 DEFAULT_PERSONS = 2
@@ -80,13 +91,12 @@ def graph_layout(model_args, encoder=None):
 
 def data_shape(cfg):
     """(name, shape) of the first existing feeder data file (header only, memory-mapped), or None."""
-    import numpy as np
     for split in ('test', 'train'):
         path = (cfg.get(f'{split}_feeder_args') or {}).get('data_path')
         if path and os.path.isfile(path):
             try:
-                shape = np.load(path, mmap_mode='r').shape
-            except Exception:       # unreadable file: fall back to the defaults
+                shape, _ = npy_header(path, 'data file')
+            except ValueError:       # unreadable file: fall back to the defaults
                 continue
             if len(shape) == 5:
                 return f'{split} data file', shape
@@ -251,6 +261,53 @@ def analyse(cfg, config_path='<config>', frames=None, joints=None, persons=None,
 
 
 # ------------------------------------------------------------------------------------------------
+# MICA's Table 3
+
+# (row, config, model_args over it, the paper's #Params in M, its FLOPs in G)
+TABLE3 = (('SkeleMixCLR', 'config/ntu60/xsub/pretrain_skelemixclr.yaml', {}, 1.90, 1.70),
+          ('+ L_FM', 'config/ntu60/xsub.yaml', {'frest': False, 'harmonizer': False}, 1.90, 1.70),
+          ('+ L_FM, FreST (MICA)', 'config/ntu60/xsub.yaml', {}, 2.08, 1.72))
+TABLE3_INPUT = dict(frames=64, persons=2)       # the paper's 64-frame NTU clips, both person slots
+
+
+def pretraining_parameters(cfg):
+    """{'params': all parameters of the config's pretraining model, 'by_module': per top-level module
+    (``encoder_q``, ``encoder_k``, training-only modules such as ``harmonizer``)}."""
+    model = build_model(cfg)
+    return {'params': count_parameters(model),
+            'by_module': {name: count_parameters(child) for name, child in model.named_children()
+                          if count_parameters(child)}}
+
+
+def table3_rows(root='.'):
+    """MICA's Table 3 complexity rows, as dicts: the row, its config and overrides, the pretraining
+    model's parameters (and by module), the inference encoder's FLOPs per clip, the paper's values."""
+    rows = []
+    for name, config, override, paper_params, paper_flops in TABLE3:
+        cfg = load_config(os.path.join(root, config))
+        cfg = dict(cfg, model_args=deep_update(dict(cfg['model_args']), override))
+        counted = pretraining_parameters(cfg)
+        flops = analyse(cfg, config, **TABLE3_INPUT)['flops']
+        rows.append({'row': name, 'config': config, 'model_args': override, **counted, 'flops': flops,
+                     'paper_params': paper_params * 1e6, 'paper_flops': paper_flops * 1e9,
+                     'params_vs_paper': counted['params'] / (paper_params * 1e6) - 1,
+                     'flops_vs_paper': flops / (paper_flops * 1e9) - 1})
+    return rows
+
+
+def format_table3(rows):
+    lines = ["MICA's Table 3 (NTU-60 x-sub): parameters of the pretraining model (query + key encoders, heads, "
+             'FreST, training-only modules); FLOPs of the inference encoder per clip (64 frames, 2 persons)', '',
+             f"{'row':<22} {'params':>10} {'paper':>7} {'vs paper':>9} {'GFLOPs':>8} {'paper':>6} {'vs paper':>9}  modules",
+             '-' * 110]
+    for r in rows:
+        modules = ', '.join(f'{k} {v:,}' for k, v in r['by_module'].items())
+        lines.append(f"{r['row']:<22} {r['params']:>10,} {r['paper_params'] / 1e6:>6.2f}M {100 * r['params_vs_paper']:>+8.1f}% "
+                     f"{r['flops'] / 1e9:>8.3f} {r['paper_flops'] / 1e9:>6.2f} {100 * r['flops_vs_paper']:>+8.1f}%  {modules}")
+    return '\n'.join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
 # output
 
 def _m(n):
@@ -289,24 +346,32 @@ def get_parser():
     parser = argparse.ArgumentParser(
         description="Parameters and FLOPs/MACs per sample of a config's inference encoder",
         epilog=CONVENTION)
-    parser.add_argument('--config', action='append', required=True,
+    parser.add_argument('--config', type=options.input_file, action='append', default=None,
                         help='YAML config (repeat the option to compare several)')
-    parser.add_argument('--frames', type=int, default=None,
+    parser.add_argument('--table3', action='store_true',
+                        help="MICA's Table 3 rows (pretraining parameters, inference FLOPs) beside the paper's")
+    parser.add_argument('--frames', type=options.positive_int, default=None,
                         help='input frames T (default: the config\'s num_frames/window_size, else the data file\'s T, else 50)')
-    parser.add_argument('--joints', type=int, default=None, help='joints V (default: from the layout)')
-    parser.add_argument('--persons', type=int, default=None,
+    parser.add_argument('--joints', type=options.positive_int, default=None, help='joints V (default: from the layout)')
+    parser.add_argument('--persons', type=options.positive_int, default=None,
                         help='persons M (default: model_args.num_person, else the data file\'s M, else 2)')
     parser.add_argument('--model-args', '--model_args', dest='model_args', action=DictAction, default=None,
                         help='override model_args, e.g. "frest=False" or "hidden_channels=32"')
-    parser.add_argument('--json', default=None, help='write the results to this JSON file')
+    parser.add_argument('--json', type=options.output_file, default=None, help='write the results to this JSON file')
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    for name, value in (('--frames', args.frames), ('--joints', args.joints), ('--persons', args.persons)):
-        if value is not None and value < 1:
-            raise UserError(f'{name} must be >= 1, got {value}')
+    if args.table3:
+        rows = table3_rows()
+        print(format_table3(rows))
+        print('\nConvention: ' + CONVENTION)
+        if args.json:
+            write_json(args.json, {'convention': CONVENTION, 'table3': rows})
+        return rows
+    if not args.config:
+        raise UserError('--config: give a config (or --table3)')
     torch.manual_seed(0)
     results = []
     for path in args.config:
@@ -322,11 +387,14 @@ def main(argv=None):
         print()
     print('Convention: ' + CONVENTION)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        atomic_write(args.json, lambda f: json.dump({'convention': CONVENTION, 'results': results}, f, indent=2),
-                     mode='w')
-        print(f'wrote {args.json}')
+        write_json(args.json, {'convention': CONVENTION, 'results': results})
     return results
+
+
+def write_json(path, data):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: json.dump(data, f, indent=2), mode='w')
+    print(f'wrote {path}')
 
 
 if __name__ == '__main__':

@@ -48,12 +48,16 @@ model reaches without learning features).
 import argparse
 import csv
 import dataclasses
+import io
 import os
 import sys
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
@@ -62,12 +66,14 @@ from feeder.preprocess import (add_preprocess_arguments, interpolate_missing_joi
                                missing_joint_fraction, preprocess_sequence, resolve_length, save_labels,
                                valid_span)
 from net.text_features import DATASET_INFO, class_labels, load_descriptions  # noqa: E402
-from net.utils.layouts import get_layout  # noqa: E402
+from net.utils.layouts import LAYOUTS, get_layout  # noqa: E402
 from processor.recipes import recipe  # noqa: E402
 from processor.small_data import classifier_advice, command_line, pretrain_advice  # noqa: E402
 from tools.floor import baselines, floor_line  # noqa: E402
 from tools.segments import REPEATED_IDS, SEGMENT_ENDS, cut_recordings  # noqa: E402
-from torchlight.io import StagedFiles, atomic_write, run_tool  # noqa: E402
+from torchlight import options  # noqa: E402
+from torchlight.io import StagedFiles, atomic_write, check_finite, run_tool  # noqa: E402
+from torchlight.readers import load_npy, read_lines, read_text  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 CLIP_EXTENSIONS = ('.npy', '.csv', '.txt')
@@ -96,18 +102,17 @@ def parse_columns(text):
 def read_text_rows(path):
     """The numeric rows of a .csv / .txt clip (comments, blank lines and a header row skipped)."""
     rows = []
-    with open(path, encoding='utf-8') as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.split('#', 1)[0].strip()
-            if not line:
+    for line_no, line in enumerate(read_lines(path, 'clip file'), 1):
+        line = line.split('#', 1)[0].strip()
+        if not line:
+            continue
+        values = [c.strip() for c in line.split(',')] if ',' in line else line.split()
+        try:
+            rows.append([float(v) if v != '' else np.nan for v in values])
+        except ValueError:
+            if not rows:                   # a header row
                 continue
-            values = [c.strip() for c in line.split(',')] if ',' in line else line.split()
-            try:
-                rows.append([float(v) if v != '' else np.nan for v in values])
-            except ValueError:
-                if not rows:                   # a header row
-                    continue
-                raise ValueError(f'{path}, line {line_no}: non-numeric value in {line[:60]!r}') from None
+            raise ValueError(f'{path}, line {line_no}: non-numeric value in {line[:60]!r}') from None
     if not rows:
         raise ValueError(f'{path}: no frames')
     width = len(rows[0])
@@ -115,6 +120,9 @@ def read_text_rows(path):
     if bad is not None:
         raise ValueError(f'{path}: row {bad + 1} has {len(rows[bad])} values, the first row {width}')
     return np.asarray(rows)
+
+
+COLUMNS = options.Checked("one joint's column names with x and y, e.g. x,y,z,confidence", parse_columns, 'x,y,z')
 
 
 def text_clip(rows, path, num_joint, form='frame', columns=None):
@@ -153,10 +161,7 @@ def read_clip(path, num_joint, form='frame', columns=None):
     """One clip file -> float64 ``(3, T, V, M)`` with NaN where a joint is missing (``form`` and
     ``columns``: how a .csv / .txt file is laid out, ``text_clip``)."""
     if path.endswith('.npy'):
-        try:
-            arr = np.load(path, allow_pickle=False).astype(np.float64)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: cannot read as .npy ({e})") from None
+        arr = np.asarray(load_npy(path, 'clip file', mmap=False), dtype=np.float64)
         if arr.ndim == 3:
             arr = arr[None]
         if arr.ndim != 4 or arr.shape[2] != num_joint or arr.shape[3] not in (2, 3):
@@ -166,16 +171,19 @@ def read_clip(path, num_joint, form='frame', columns=None):
             arr = np.concatenate([arr, np.zeros(arr.shape[:3] + (1,))], axis=3)
     else:
         arr = text_clip(read_text_rows(path), path, num_joint, form, columns)
+    if np.isinf(arr).any():                   # NaN marks a missing joint; an infinite one is an error
+        raise ValueError(f'{path}: an infinite value (first at [person, frame, joint, xyz] '
+                         f'{[int(i) for i in np.argwhere(np.isinf(arr))[0]]}); fix the clip')
     return arr.transpose(3, 1, 2, 0)          # (M, T, V, C) -> (C, T, V, M)
 
 
 def read_labels(path):
     """The label CSV -> list of dict rows (keys: the header's column names, lower case)."""
+    text = read_text(path, 'label CSV')
     try:
-        with open(path, newline='', encoding='utf-8') as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].lstrip().startswith('#')]
-    except OSError as e:
-        raise ValueError(f"label CSV '{path}': {e.strerror}") from None
+        rows = [r for r in csv.reader(io.StringIO(text, newline='')) if r and not r[0].lstrip().startswith('#')]
+    except csv.Error as e:
+        raise ValueError(f"label CSV '{path}': {e}") from None
     if not rows:
         raise ValueError(f"label CSV '{path}' is empty")
     header = [h.strip().lower() for h in rows[0]]
@@ -307,8 +315,7 @@ def convert(args):
     if args.classes and args.classes.lower().endswith(('.yaml', '.yml')):      # MICA's class descriptions
         classes = class_labels(load_descriptions(args.classes))
     elif args.classes:
-        with open(args.classes, encoding='utf-8') as f:
-            classes = [line.strip() for line in f if line.strip()]
+        classes = [line.strip() for line in read_lines(args.classes, 'class-names file') if line.strip()]
     table = args.segments if recordings else args.labels
     try:
         ids, class_names = class_ids([r['label'] for r in rows], classes)
@@ -351,6 +358,7 @@ def convert(args):
         for i, (name, _, _, _) in enumerate(chosen):
             pos = positions[name]
             arr[i, :, :pos.shape[1], :, :pos.shape[3]] = pos
+        check_finite(arr, f"{part} split of '{args.out}'", 'the converter writes no NaN/Inf: rescale the clips')
         labels = np.array([c[1] for c in chosen], dtype=np.int64)
         out[part] = (arr, labels, [c[0] for c in chosen])
     num_class = len(class_names) if class_names else int(max(ids)) + 1
@@ -503,9 +511,16 @@ def make_example(folder, per_class=(40, 10), seed=0):
     """Write ``folder/{clips/, labels.csv, layout.yaml, descriptions.yaml}``: a generated 20-joint dataset
     (joint order ``EXAMPLE_JOINTS``, not NW-UCLA's), clips as .npy and as .txt with one joint a row
     (convert with ``--text-rows joint``), a few NaN joints."""
+    with StagedFiles() as staged:             # every file moves into place at the end, or none does
+        rows = write_example(staged, folder, per_class, seed)
+    print(f'{folder}: {len(rows)} clips, labels.csv, layout.yaml, descriptions.yaml')
+    return folder
+
+
+def write_example(staged, folder, per_class, seed):
+    """The files of ``make_example`` at the temporary paths of ``staged``; -> the label rows."""
     rng = np.random.RandomState(seed)
     clips = os.path.join(folder, 'clips')
-    os.makedirs(clips, exist_ok=True)
     rows = []
     for split, count in zip(('train', 'val'), per_class):
         for label, name in enumerate(EXAMPLE_CLASSES):
@@ -516,15 +531,16 @@ def make_example(folder, per_class=(40, 10), seed=0):
                     t = rng.randint(1, len(clip) - 4)
                     clip[t:t + 3, rng.randint(0, 20)] = np.nan
                 if k % 2:                                 # one joint a row: x y z confidence
-                    write_joint_rows(os.path.join(clips, f'{clip_name}.txt'), clip)
+                    write_joint_rows(staged.path(os.path.join(clips, f'{clip_name}.txt')), clip)
                 else:
-                    np.save(os.path.join(clips, f'{clip_name}.npy'), clip.astype(np.float32))
+                    np.save(staged.path(os.path.join(clips, f'{clip_name}.npy')), clip.astype(np.float32))
                 rows.append((clip_name, name, f's{k % 5 + 1}', split))
     def write_csv(f):
         writer = csv.writer(f)
         writer.writerow(['name', 'label', 'subject', 'split'])
         writer.writerows(rows)
-    atomic_write(os.path.join(folder, 'labels.csv'), write_csv, mode='w')
+    with open(staged.path(os.path.join(folder, 'labels.csv')), 'w', newline='', encoding='utf-8') as f:
+        write_csv(f)
     layout = {'name': 'example20', 'joint_names': list(EXAMPLE_JOINTS), 'edges': [list(e) for e in EXAMPLE_EDGES],
               'center': 'spine', 'origin': 'neck',
               'parts': [['pelvis', 'spine'], ['neck', 'head'], ['r_hip', 'r_knee'], ['r_ankle', 'r_foot'],
@@ -536,68 +552,71 @@ def make_example(folder, per_class=(40, 10), seed=0):
                          ['l_hip', 'l_knee', 'l_ankle', 'l_foot'], ['r_shoulder', 'r_elbow', 'r_wrist', 'r_hand'],
                          ['l_shoulder', 'l_elbow', 'l_wrist', 'l_hand']],
               'body_names': ['trunk', 'right leg', 'left leg', 'right arm', 'left arm']}
-    with open(os.path.join(folder, 'layout.yaml'), 'w', encoding='utf-8') as f:
+    with open(staged.path(os.path.join(folder, 'layout.yaml')), 'w', encoding='utf-8') as f:
         f.write('# layout of the generated example (docs/DATA.md, "Layout files"); flip and shoulders are '
                 'derived from the joint names\n')
         yaml.safe_dump(layout, f, sort_keys=False, default_flow_style=None)
     descriptions = {'dataset': EXAMPLE_DATASET, 'classes': [
         dict(zip(('label', 'global', 'head', 'hands', 'hips', 'feet'), (name,) + EXAMPLE_DESCRIPTIONS[name]))
         for name in EXAMPLE_CLASSES]}
-    with open(os.path.join(folder, 'descriptions.yaml'), 'w', encoding='utf-8') as f:
+    with open(staged.path(os.path.join(folder, 'descriptions.yaml')), 'w', encoding='utf-8') as f:
         yaml.safe_dump(descriptions, f, sort_keys=False, width=200)
-    print(f'{folder}: {len(rows)} clips, labels.csv, layout.yaml, descriptions.yaml')
-    return folder
+    return rows
 
 
-def frame_column(text):
-    """``--frame-column``: a column index, or 'none' (the row order is the frame id)."""
+def _frame_column(text):
+    """``--frame-column``: a column index >= 0, or 'none' (the row order is the frame id)."""
     if str(text).lower() == 'none':
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a column index or 'none', got {text!r}") from None
+    value = int(text)
+    if value < 0:
+        raise ValueError(f'a column index must be >= 0, got {value}')
+    return value
+
+
+frame_column = options.Checked("a column index >= 0 or 'none'", _frame_column, '0', bad=('-1',))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--make-example', metavar='FOLDER', default=None,
+    parser.add_argument('--make-example', metavar='FOLDER', type=options.output_folder, default=None,
                         help='write a small generated input (clips/, labels.csv, layout.yaml, descriptions.yaml) '
                              'into FOLDER and stop (the worked example of docs/DATA.md)')
-    parser.add_argument('--clips', help='folder of per-clip .npy / .csv / .txt files')
-    parser.add_argument('--labels', help='label CSV: name,label[,subject,view,split] with a header')
-    parser.add_argument('--layout', help='layout file (.yaml) or layout name')
-    parser.add_argument('--out', help='output folder (e.g. data/mydata)')
-    parser.add_argument('--dataset', default=None, help='dataset name (default: the name of --out)')
-    parser.add_argument('--classes', default=None,
+    parser.add_argument('--clips', type=options.input_folder, help='folder of per-clip .npy / .csv / .txt files')
+    parser.add_argument('--labels', type=options.input_file, help='label CSV: name,label[,subject,view,split] with a header')
+    parser.add_argument('--layout', type=options.input_file_or_name(LAYOUTS), help='layout file (.yaml) or layout name')
+    parser.add_argument('--out', type=options.output_folder, help='output folder (e.g. data/mydata)')
+    parser.add_argument('--dataset', type=options.text, default=None, help='dataset name (default: the name of --out)')
+    parser.add_argument('--classes', type=options.input_file, default=None,
                         help="class names, one per line (line i = class id i), or MICA's descriptions .yaml "
                              '(its labels, in order)')
-    parser.add_argument('--split-column', default=None, help="column with train/val/test (default: 'split')")
-    parser.add_argument('--split-by', default=None, help='column whose --val-values go to val (e.g. view)')
-    parser.add_argument('--val-values', nargs='+', default=None, help='values of --split-by that go to val')
-    parser.add_argument('--val-fraction', type=float, default=None, help='class-stratified random val fraction')
-    parser.add_argument('--seed', type=int, default=0, help='seed of --val-fraction (default 0)')
-    parser.add_argument('--num-person', type=int, default=None, help='M of the output (default: the most found)')
+    parser.add_argument('--split-column', type=options.text, default=None, help="column with train/val/test (default: 'split')")
+    parser.add_argument('--split-by', type=options.text, default=None, help='column whose --val-values go to val (e.g. view)')
+    parser.add_argument('--val-values', type=options.text, nargs='+', default=None, help='values of --split-by that go to val')
+    parser.add_argument('--val-fraction', type=options.open_fraction, default=None, help='class-stratified random val fraction')
+    parser.add_argument('--seed', type=options.seed, default=0, help='seed of --val-fraction (default 0)')
+    parser.add_argument('--num-person', type=options.positive_int, default=None, help='M of the output (default: the most found)')
     parser.add_argument('--no-rotate', action='store_true', help='skip the shoulder-line rotation')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.add_argument('--text-rows', choices=TEXT_ROWS, default='frame',
                         help='what a row of a .csv / .txt clip holds: frame (default: all joints of a frame, '
                              'x y z joint after joint) or joint (one joint a row, x y z [confidence], V rows a '
                              'frame, one person)')
-    parser.add_argument('--columns', type=parse_columns, default=None,
+    parser.add_argument('--columns', type=COLUMNS, default=None,
                         help="the names of one joint's numbers in a text row, in order, e.g. x,y,z,confidence "
                              '(default by count: x,y | x,y,z | x,y,z,confidence); names other than x, y, z are '
                              'skipped')
+    parser.input_modes = [('clips', 'labels'), ('recordings', 'segments')]      # one or the other
     recordings = parser.add_argument_group('continuous recordings (tools/segments.py; instead of --clips/--labels)')
-    recordings.add_argument('--recordings', default=None,
+    recordings.add_argument('--recordings', type=options.input_folder, default=None,
                             help='folder of recordings, one skeleton a row: a frame id (or time) column, then the '
                                  'joints (.txt/.csv), or .npy (T, V, C) with the row index as frame id')
-    recordings.add_argument('--segments', default=None,
+    recordings.add_argument('--segments', type=options.input_file, default=None,
                             help='segment CSV: recording,label,start,end[,subject,split,...] with a header')
     recordings.add_argument('--frame-column', type=frame_column, default=0,
                             help="the column of a recording row with the frame id or time (default 0; 'none': the "
                                  'row order)')
-    recordings.add_argument('--fps', type=float, default=None,
+    recordings.add_argument('--fps', type=options.positive_float, default=None,
                             help='frame ids and segment bounds are times in seconds at this frame rate')
     recordings.add_argument('--repeated-ids', choices=REPEATED_IDS, default='mean',
                             help='rows of one frame id: mean (default: readings of one skeleton, averaged), first, '

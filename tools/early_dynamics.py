@@ -21,15 +21,19 @@ import math
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
+
+import torch  # noqa: E402
 
 import net.losses  # noqa: E402
 from net.losses import divergence_weight  # noqa: E402
 from processor.build import load_config  # noqa: E402
 from processor.pretrain import PretrainProcessor  # noqa: E402
-from torchlight.io import UserError, run_tool  # noqa: E402
+from torchlight import options  # noqa: E402
+from torchlight.io import StagedFiles, UserError, run_tool  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -110,18 +114,18 @@ def step_record(proc, views, epoch, it, lr):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', required=True, help='a pretraining config (config/ucla/pretrain_*.yaml)')
-    parser.add_argument('--epochs', type=int, default=3)
-    parser.add_argument('--seed', type=int, default=1)
-    parser.add_argument('--out', required=True, help='the JSON-lines file to write (one line per iteration)')
-    parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+    parser.add_argument('--config', type=options.input_file, required=True,
+                        help='a pretraining config (config/ucla/pretrain_*.yaml)')
+    parser.add_argument('--epochs', type=options.integer(1, 10_000), default=3)
+    parser.add_argument('--seed', type=options.seed, default=1)
+    parser.add_argument('--out', type=options.output_file, required=True,
+                        help='the JSON-lines file to write (one line per iteration)')
+    parser.add_argument('--set', type=options.key_value, nargs='*', default=[], metavar='KEY=VALUE',
                         help='command-line overrides of main.py, e.g. warm_up_epoch=0 model_args.queue_size=256')
     args = parser.parse_args(argv)
     overrides = []
     for item in args.set:
-        key, sep, value = item.partition('=')
-        if not sep:
-            raise UserError(f'--set {item!r}: expected KEY=VALUE')
+        key, _, value = item.partition('=')
         if key.startswith('model_args.'):
             overrides += ['--model_args', f"{key.split('.', 1)[1]}={value}"]
         else:
@@ -130,23 +134,23 @@ def main(argv=None):
     work_dir = os.path.splitext(args.out)[0] + '_work'
     proc = PretrainProcessor(['--config', args.config, '--work_dir', work_dir, '--seed', str(args.seed),
                               '--progress_bar', 'false', '--num_epoch', str(args.epochs), *overrides])
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + '.tmp'
     loader = proc.data_loader['train']
-    with open(tmp, 'w') as f:
-        for epoch in range(args.epochs):
+    with StagedFiles() as staged, open(staged.path(args.out), 'w', encoding='utf-8') as f:
+        for epoch in range(args.epochs):                # the file appears complete at the end, or not at all
             proc.model.train()
             if hasattr(loader.sampler, 'set_epoch'):
                 loader.sampler.set_epoch(epoch)
             for it, (raw, _, _) in enumerate(loader):
                 lr = proc.adjust_lr(epoch, it / max(1, len(loader)))
                 loss, record = step_record(proc, proc.make_views(raw), epoch, it, lr)
+                if not math.isfinite(float(loss)):
+                    raise UserError(f'loss is {float(loss)} at epoch {epoch + 1} iteration {it}: stopped; '
+                                    f"'{args.out}' is not written (lower base_lr or check the config)")
                 proc.backward_step(loss)
                 f.write(json.dumps(record) + '\n')
                 f.flush()
             print(f"epoch {epoch + 1}: embed_std {record['embed_std']:.4f}, mean pairwise cos "
                   f"{record['mean_pairwise_cos']:.3f}, target entropy {record['target_entropy_over_uniform']:.3f}")
-    os.replace(tmp, args.out)
 
 
 if __name__ == '__main__':

@@ -31,10 +31,14 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
 
 import numpy as np  # noqa: E402
 
 from feeder.ntu_feeder import load_labels  # noqa: E402
+from torchlight import options  # noqa: E402
 from torchlight.io import UserError, atomic_write, check_finite, read_pickle, run_tool  # noqa: E402
 
 THREE_STREAM_WEIGHTS = (0.6, 0.6, 0.4)        # joint, bone, motion
@@ -124,8 +128,10 @@ def fuse(streams, weights=None, use_softmax=False):
         if s.ndim != 2 or s.shape != shape:
             raise UserError(f'stream {i} has scores of shape {s.shape}, stream 0 has {shape}')
     fused = np.zeros(shape, dtype=np.float64)
-    for w, s in zip(weights, streams):
-        fused += float(w) * (softmax(s) if use_softmax else s)
+    with np.errstate(over='ignore', invalid='ignore'):
+        for w, s in zip(weights, streams):
+            fused += float(w) * (softmax(s) if use_softmax else s)
+    check_finite(fused, 'the fused scores', 'the weighted sum overflows: scale the scores or the --weights down')
     return fused
 
 
@@ -164,14 +170,14 @@ def save_results(path, names, scores):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--label', required=True, help="the split's *_label.pkl")
-    parser.add_argument('--results', nargs='+', required=True, help='test_result.pkl of each stream')
-    parser.add_argument('--weights', nargs='+', type=float, default=None,
+    parser.add_argument('--label', type=options.input_file, required=True, help="the split's *_label.pkl")
+    parser.add_argument('--results', type=options.input_file, nargs='+', required=True, help='test_result.pkl of each stream')
+    parser.add_argument('--weights', nargs='+', type=options.finite_float, default=None,
                         help='one weight per result file (default: 0.6 0.6 0.4 for 3 streams, 0.6 0.6 0.4 0.4 '
                              'for 4 (joint, bone, joint motion, bone motion), else 1.0 each)')
     parser.add_argument('--softmax', action='store_true',
                         help='softmax each stream over the classes before weighting (default: raw scores)')
-    parser.add_argument('--out', default=None, help='write the fused {sample_name: scores} pkl here')
+    parser.add_argument('--out', type=options.output_file, default=None, help='write the fused {sample_name: scores} pkl here')
     args = parser.parse_args(argv)
 
     weights = default_weights(len(args.results)) if args.weights is None else args.weights

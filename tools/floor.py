@@ -14,16 +14,20 @@ floors), so every printed floor names its folder and shape.
 import argparse
 import json
 import os
-import pickle
 import sys
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
 
 import numpy as np  # noqa: E402
 
-from torchlight.io import run_tool  # noqa: E402
+from feeder.ntu_feeder import load_data, load_labels  # noqa: E402
+from torchlight import options  # noqa: E402
+from torchlight.io import UserError, atomic_write, run_tool  # noqa: E402
 
 RIDGE_ALPHAS = tuple(10.0 ** k for k in range(7))       # 1 .. 1e6
 FOLDS = 3
@@ -78,34 +82,51 @@ def floor_line(info):
 
 
 def load_split(folder, split):
-    """``(positions, labels)`` of ``folder/{split}_position.npy`` and ``{split}_label.pkl``."""
-    x = np.load(os.path.join(folder, f'{split}_position.npy'), mmap_mode='r')
-    with open(os.path.join(folder, f'{split}_label.pkl'), 'rb') as f:
-        _, labels = pickle.load(f)
-    return np.asarray(x), np.asarray(labels, dtype=np.int64)
+    """``(positions, labels)`` of ``folder/{split}_position.npy`` and ``{split}_label.pkl``, read and
+    checked as the feeders read them (``load_data``: rank 5, float, finite; ``load_labels``: the
+    restricted unpickler, one non-negative integer label per clip); an empty split is refused."""
+    data_path = os.path.join(folder, f'{split}_position.npy')
+    label_path = os.path.join(folder, f'{split}_label.pkl')
+    x = load_data(data_path)
+    if not len(x):
+        raise UserError(f"data file '{data_path}' holds no clips: the {split} split is empty")
+    _, labels = load_labels(label_path, len(x), data_path)
+    return np.asarray(x), labels
 
 
-def dataset_baselines(folder, num_class=None):
-    """``baselines`` of a converted folder (``num_class``: default the largest label + 1)."""
+def dataset_baselines(folder, num_class=None, sample_list=None):
+    """``baselines`` of a converted folder (``num_class``: default the largest label + 1); ``sample_list``:
+    only those training samples (``train_feeder_args.sample_list``)."""
     for split in ('train', 'val'):
         for suffix in ('_position.npy', '_label.pkl'):
             if not os.path.exists(os.path.join(folder, split + suffix)):
-                raise ValueError(f"'{folder}' has no {split}{suffix}: convert the dataset first (docs/DATA.md)")
+                raise UserError(f"'{folder}' has no {split}{suffix}: convert the dataset first (docs/DATA.md)")
     (tx, ty), (vx, vy) = load_split(folder, 'train'), load_split(folder, 'val')
+    if tx.shape[1:] != vx.shape[1:]:
+        raise UserError(f"'{folder}': train clips have shape {tx.shape[1:]} but val clips {vx.shape[1:]}; "
+                        'convert both splits together')
+    if sample_list is not None:
+        from feeder.ntu_feeder import select_samples
+        keep = select_samples(load_labels(os.path.join(folder, 'train_label.pkl'))[0], sample_list)
+        tx, ty = tx[keep], ty[keep]
+        folder = f'{folder} ({len(keep)} training samples of {sample_list})'
     num_class = num_class or int(max(ty.max(), vy.max())) + 1
     return baselines(tx, ty, vx, vy, num_class, folder)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('folder', help='a converted dataset folder ({train,val}_position.npy, _label.pkl)')
-    parser.add_argument('--json', default=None, help='also write the reference points to this JSON file')
+    parser.add_argument('folder', type=options.input_folder,
+                        help='a converted dataset folder ({train,val}_position.npy, _label.pkl)')
+    parser.add_argument('--json', type=options.output_file, default=None,
+                        help='also write the reference points to this JSON file')
+    parser.add_argument('--sample-list', type=options.input_file, default=None,
+                        help='only the training samples named in this file (tools/subset_list.py)')
     args = parser.parse_args(argv)
-    info = dataset_baselines(args.folder)
+    info = dataset_baselines(args.folder, sample_list=args.sample_list)
     print(floor_line(info))
     if args.json:
-        with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump(info, f, indent=1)
+        atomic_write(args.json, lambda f: json.dump(info, f, indent=1), mode='w')
     return info
 
 

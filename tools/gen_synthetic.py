@@ -32,14 +32,18 @@ Usage::
 import argparse
 import dataclasses
 import os
-import pickle
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchlight.boundary import early  # noqa: E402
 
+early(__name__)              # a Ctrl-C during the imports below is one line
+
+import numpy as np  # noqa: E402
+
+from feeder.preprocess import save_labels  # noqa: E402
 from net.utils.layouts import get_layout  # noqa: E402
+from torchlight import options  # noqa: E402
 from torchlight.io import StagedFiles, check_finite, run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
@@ -553,18 +557,19 @@ def generate(seed, num_per_class, length=50, num_person=2, split='train', noise_
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--out-folder', default='data/synthetic', help='output folder')
-    parser.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
-    parser.add_argument('--num-train-per-class', type=int, default=32, help='training samples per class')
-    parser.add_argument('--num-val-per-class', type=int, default=16, help='validation samples per class')
-    parser.add_argument('--length', type=int, default=50, help='frames per sample')
-    parser.add_argument('--num-person', type=int, default=2,
+    parser.add_argument('--out-folder', type=options.output_folder, default='data/synthetic', help='output folder')
+    parser.add_argument('--seed', type=options.seed, default=0, help='random seed (same seed, same bytes)')
+    parser.add_argument('--num-train-per-class', type=options.integer(1, 100_000), default=32, help='training samples per class')
+    parser.add_argument('--num-val-per-class', type=options.integer(1, 100_000), default=16, help='validation samples per class')
+    parser.add_argument('--length', type=options.integer(1, 10_000), default=50, help='frames per sample')
+    parser.add_argument('--num-person', type=options.integer(1, 2), default=2,
                         help='bodies per sample (M); 1 drops the second person of interactions')
-    parser.add_argument('--noise-std', type=float, default=0.01, help='sensor noise, metres')
-    parser.add_argument('--glitch-prob', type=float, default=0.3,
+    parser.add_argument('--noise-std', type=options.number(0, 1), default=0.01, help='sensor noise, metres')
+    parser.add_argument('--glitch-prob', type=options.fraction, default=0.3,
                         help='probability that a body has single-joint glitches')
-    parser.add_argument('--bystander-prob', type=float, default=0.15,
+    parser.add_argument('--bystander-prob', type=options.fraction, default=0.15,
                         help='probability of a static second person in single-person classes')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
 
     with StagedFiles() as staged:              # both splits move into place together, or neither does
@@ -572,11 +577,10 @@ def main(argv=None):
             data, labels, names = generate(args.seed, num, length=args.length, num_person=args.num_person,
                                            split=split, noise_std=args.noise_std,
                                            glitch_prob=args.glitch_prob,
-                                           bystander_prob=args.bystander_prob, progress=True)
+                                           bystander_prob=args.bystander_prob, progress=not args.no_progress)
             check_finite(data, f'{split} split', 'the generator writes no NaN/Inf: check the noise settings')
             np.save(staged.path(os.path.join(args.out_folder, f'{split}_position.npy')), data)
-            with open(staged.path(os.path.join(args.out_folder, f'{split}_label.pkl')), 'wb') as f:
-                pickle.dump((names, labels), f)
+            save_labels(staged.path(os.path.join(args.out_folder, f'{split}_label.pkl')), names, labels)
             print(f'{split}: {data.shape} float32, {data.nbytes / 2 ** 20:.1f} MiB, '
                   f'{len(CLASS_NAMES)} classes -> {args.out_folder}')
 

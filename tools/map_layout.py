@@ -17,14 +17,20 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
+
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from feeder.layout_map import describe, map_clips, plan_mapping  # noqa: E402
 from net.text_features import DATASET_INFO  # noqa: E402
-from net.utils.layouts import get_layout  # noqa: E402
+from net.utils.layouts import LAYOUTS, get_layout  # noqa: E402
 from tools.floor import dataset_baselines, floor_line  # noqa: E402
-from torchlight.io import StagedFiles, UserError, run_tool  # noqa: E402
+from torchlight import options  # noqa: E402
+from torchlight.io import StagedFiles, UserError, atomic_write, run_tool  # noqa: E402
+from torchlight.readers import load_npy, load_yaml_mapping  # noqa: E402
 
 
 def map_dataset(folder, source, target, out):
@@ -42,7 +48,7 @@ def map_dataset(folder, source, target, out):
         if not os.path.isfile(path) or not os.path.isfile(os.path.join(folder, f'{split}_label.pkl')):
             raise UserError(f"'{folder}' has no {split}_position.npy / {split}_label.pkl: convert the dataset first "
                             '(docs/DATA.md)')
-        data = np.load(path, mmap_mode='r')
+        data = load_npy(path, 'data file', dims='N, C, T, V, M', kinds='f')
         try:
             arrays[split] = map_clips(np.asarray(data), source, target)
         except ValueError as e:
@@ -50,8 +56,7 @@ def map_dataset(folder, source, target, out):
     info = {}
     info_path = os.path.join(folder, DATASET_INFO)
     if os.path.isfile(info_path):
-        with open(info_path, encoding='utf-8') as f:
-            info = yaml.safe_load(f) or {}
+        info = load_yaml_mapping(info_path, 'dataset file')
     info.update(layout=target if isinstance(target, str) else target_name, num_joint=len(steps),
                 mapped_from={'folder': folder, 'layout': source if isinstance(source, str) else source_name})
     os.makedirs(out, exist_ok=True)
@@ -66,18 +71,17 @@ def map_dataset(folder, source, target, out):
         with open(staged.path(os.path.join(out, DATASET_INFO)), 'w', encoding='utf-8') as f:
             yaml.safe_dump(info, f, sort_keys=False)
     lines.append(floor_line(dataset_baselines(out)))
-    with open(os.path.join(out, 'report.txt'), 'w', encoding='utf-8') as f:
-        f.write('\n'.join(lines) + '\n')
+    atomic_write(os.path.join(out, 'report.txt'), lambda f: f.write('\n'.join(lines) + '\n'), mode='w')
     return lines
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('folder', help='a converted dataset folder ({train,val}_position.npy, _label.pkl)')
-    parser.add_argument('--from', dest='source', required=True, help="the folder's layout (a name or a layout file)")
-    parser.add_argument('--to', dest='target', required=True,
+    parser.add_argument('folder', type=options.input_folder, help='a converted dataset folder ({train,val}_position.npy, _label.pkl)')
+    parser.add_argument('--from', dest='source', type=options.input_file_or_name(LAYOUTS), required=True, help="the folder's layout (a name or a layout file)")
+    parser.add_argument('--to', dest='target', type=options.input_file_or_name(LAYOUTS), required=True,
                         help="the pretrained encoder's layout (a name or a layout file)")
-    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--out', type=options.output_folder, required=True, help='output folder')
     args = parser.parse_args(argv)
     for layout in (args.source, args.target):
         try:

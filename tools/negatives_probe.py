@@ -15,12 +15,16 @@ import os
 import sys
 import tempfile
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
+
+import torch  # noqa: E402
 
 from processor.pretrain import PretrainProcessor  # noqa: E402
-from torchlight.io import run_tool  # noqa: E402
+from torchlight import options  # noqa: E402
+from torchlight.io import check_finite, run_tool  # noqa: E402
 
 
 def embeddings(proc):
@@ -50,14 +54,22 @@ def probe(queries, keys, labels, negatives=512, seed=0):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', required=True, help='the pretraining config of the checkpoint')
-    parser.add_argument('--weights', required=True, help='a pretraining checkpoint (epoch<k>_model.pt)')
-    parser.add_argument('--negatives', type=int, default=512, help='negatives per clip (default: the queue size)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--config', type=options.input_file, required=True,
+                        help='the pretraining config of the checkpoint')
+    parser.add_argument('--weights', type=options.input_file, required=True,
+                        help='a pretraining checkpoint (epoch<k>_model.pt)')
+    parser.add_argument('--negatives', type=options.positive_int, default=512,
+                        help='negatives per clip (default: the queue size)')
+    parser.add_argument('--seed', type=options.seed, default=0)
     args = parser.parse_args(argv)
-    proc = PretrainProcessor(['--config', args.config, '--weights', args.weights, '--seed', str(args.seed),
-                              '--work_dir', tempfile.mkdtemp(), '--progress_bar', 'false', '--print_log', 'false'])
-    print(json.dumps(dict(weights=args.weights, **probe(*embeddings(proc), args.negatives, args.seed))))
+    with tempfile.TemporaryDirectory() as work_dir:            # the processor's work_dir, removed after
+        proc = PretrainProcessor(['--config', args.config, '--weights', args.weights, '--seed', str(args.seed),
+                                  '--work_dir', work_dir, '--progress_bar', 'false', '--print_log', 'false',
+                                  '--save_log', 'false'])
+        queries, keys, labels = embeddings(proc)
+    for name, values in (('queries', queries), ('keys', keys)):
+        check_finite(values, f"the {name} of weights '{args.weights}'", 'the weights give NaN/Inf embeddings: check them')
+    print(json.dumps(dict(weights=args.weights, **probe(queries, keys, labels, args.negatives, args.seed))))
 
 
 if __name__ == '__main__':

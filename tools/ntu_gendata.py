@@ -24,14 +24,19 @@ import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from torchlight.boundary import early, quote  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
 
 import numpy as np  # noqa: E402
 
-from feeder.ntu_feeder import load_labels  # noqa: E402
+from feeder.ntu_feeder import load_data, load_labels  # noqa: E402
 from feeder.preprocess import (SplitWriter, write_splits, add_preprocess_arguments, has_skeleton, normalize_dataset,  # noqa: E402
                                resolve_length, select_bodies)
 from net.utils.layouts import get_layout  # noqa: E402
-from torchlight.io import UserError, run_tool  # noqa: E402
+from torchlight import options  # noqa: E402
+from torchlight.io import StagedFiles, UserError, run_tool  # noqa: E402
+from torchlight.readers import read_lines, read_text  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 MAX_BODY = 4          # bodies read per frame
@@ -52,6 +57,7 @@ DEFAULT_IGNORED = [
                  'NTU_RGBD120_samples_with_missing_skeletons.txt'),
 ]
 
+DEFAULT_DATA_PATH = 'data/nturgb+d_skeletons'
 _NAME = re.compile(r'S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})')
 
 
@@ -85,9 +91,9 @@ def is_training(info, dataset, benchmark):
 
 def read_bodies(path, max_body=MAX_BODY, num_joint=NUM_JOINT):
     """Parse a ``.skeleton`` file (CRLF or LF) into float64 ``(max_body, T, num_joint, 3)`` xyz;
-    bodies beyond ``max_body`` are read past, absent ones are zero. Raises SkeletonFormatError."""
-    with open(path, 'r') as f:                    # universal newlines: CRLF and LF alike
-        lines = f.read().splitlines()
+    bodies beyond ``max_body`` are read past, absent ones are zero; every body has exactly ``num_joint``
+    joints (NTU's 25). Raises SkeletonFormatError."""
+    lines = read_lines(path, '.skeleton file')
     pos = 0
 
     def take(what):
@@ -99,11 +105,15 @@ def read_bodies(path, max_body=MAX_BODY, num_joint=NUM_JOINT):
 
     def take_int(what):
         tokens = take(what)
-        if len(tokens) != 1 or not tokens[0].isdigit():
-            raise SkeletonFormatError(f"{path}, line {pos}: expected {what} (one integer), got '{lines[pos - 1]}'")
+        if len(tokens) != 1 or not re.fullmatch(r'[0-9]{1,12}', tokens[0]):
+            raise SkeletonFormatError(f"{path}, line {pos}: expected {what} (one integer), got "
+                                      f"{quote(lines[pos - 1])}")
         return int(tokens[0])
 
     num_frame = take_int('the frame count')
+    if num_frame > len(lines) - 1:          # every frame has at least its body-count line
+        raise SkeletonFormatError(f'{path}, line 1: {num_frame} frames declared but the file has only '
+                                  f'{len(lines) - 1} more lines')
     data = np.zeros((max_body, num_frame, num_joint, 3))
     for t in range(num_frame):
         num_body = take_int(f'the body count of frame {t + 1}/{num_frame}')
@@ -116,6 +126,9 @@ def read_bodies(path, max_body=MAX_BODY, num_joint=NUM_JOINT):
                                           f'got {len(info)}; is the body count {num_body} on line {count_line} '
                                           'right?')
             nj = take_int(f'the joint count ({where})')
+            if nj != num_joint:
+                raise SkeletonFormatError(f'{path}, line {pos}: {nj} joints ({where}); an NTU RGB+D body has '
+                                          f'{num_joint}: not an NTU .skeleton file')
             first = pos
             rows = []
             for j in range(nj):
@@ -131,7 +144,7 @@ def read_bodies(path, max_body=MAX_BODY, num_joint=NUM_JOINT):
             except ValueError:
                 bad = next(j for j, row in enumerate(rows[:num_joint]) if not _floats(row[:3]))
                 raise SkeletonFormatError(f"{path}, line {first + bad + 1}: non-numeric joint value "
-                                          f"'{lines[first + bad]}'") from None
+                                          f"{quote(lines[first + bad])}") from None
             data[m, t, :len(xyz)] = xyz.reshape(-1, 3)
     rest = [i for i in range(pos, len(lines)) if lines[i].strip()]
     if rest:
@@ -158,8 +171,7 @@ def read_ignored(paths):
     """The union of sample names listed (whitespace separated) in the given files."""
     names = set()
     for path in paths:
-        with open(path) as f:
-            names.update(f.read().split())
+        names.update(read_text(path, 'missing-skeleton list').split())
     return names
 
 
@@ -233,36 +245,42 @@ def positions_only(out_folder, datasets, benchmarks, length=50, progress=True):
     reference ntu_gendata's) in ``<out>/<dataset>/<benchmark>/``."""
     layout = get_layout('ntu-rgb+d')
     done = 0
-    for d, b in plan_targets(datasets, benchmarks):
-        for part in ('train', 'val'):
-            folder = os.path.join(out_folder, d, b)
-            src = os.path.join(folder, f'{part}_data.npy')
-            if not os.path.exists(src):
-                continue
-            data = np.load(src, mmap_mode='r')
-            load_labels(os.path.join(folder, f'{part}_label.pkl'), len(data), src)   # exists, same count
-            out = np.lib.format.open_memmap(os.path.join(folder, f'{part}_position.npy'), mode='w+',
-                                            dtype=np.float32, shape=data.shape[:2] + (length,) + data.shape[3:])
-            normalize_dataset(data, layout, length, progress, out=out, desc=f'{d}/{b}/{part}')
-            out.flush()
-            done += 1
-    if not done:
-        raise UserError(f"no {{train,val}}_data.npy under '{out_folder}' for the chosen benchmarks")
+    with StagedFiles() as staged:            # every position file moves into place at the end, or none does
+        for d, b in plan_targets(datasets, benchmarks):
+            for part in ('train', 'val'):
+                folder = os.path.join(out_folder, d, b)
+                src = os.path.join(folder, f'{part}_data.npy')
+                if not os.path.exists(src):
+                    continue
+                data = load_data(src)                       # (N, 3, T, 25, M) float, finite
+                if data.shape[1] != 3 or data.shape[3] != layout.num_node:
+                    raise UserError(f"data file '{src}' has shape {data.shape}; expected (N, 3, T, "
+                                    f"{layout.num_node}, M)")
+                load_labels(os.path.join(folder, f'{part}_label.pkl'), len(data), src)   # exists, same count
+                out = np.lib.format.open_memmap(staged.path(os.path.join(folder, f'{part}_position.npy')),
+                                                mode='w+', dtype=np.float32,
+                                                shape=data.shape[:2] + (length,) + data.shape[3:])
+                normalize_dataset(data, layout, length, progress, out=out, desc=f'{d}/{b}/{part}')
+                out.flush()
+                del out
+                done += 1
+        if not done:
+            raise UserError(f"no {{train,val}}_data.npy under '{out_folder}' for the chosen benchmarks")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--data-path', default='data/nturgb+d_skeletons',
-                        help='folder of NTU .skeleton files (NTU-60 and/or NTU-120; any subset)')
-    parser.add_argument('--out-folder', default='data', help='output root (default: data)')
+    parser.add_argument('--data-path', type=options.input_folder, default=None,
+                        help=f'folder of NTU .skeleton files (NTU-60 and/or NTU-120; any subset; default {DEFAULT_DATA_PATH})')
+    parser.add_argument('--out-folder', type=options.output_folder, default='data', help='output root (default: data)')
     parser.add_argument('--dataset', choices=('ntu60', 'ntu120', 'both'), default='both')
     parser.add_argument('--benchmark', nargs='+', choices=('xsub', 'xview', 'xset'), default=None,
                         help='subset of benchmarks (default: all of the chosen dataset(s))')
-    parser.add_argument('--ignored-sample-path', nargs='*', default=None,
+    parser.add_argument('--ignored-sample-path', type=options.input_file, nargs='*', default=None,
                         help='missing-skeleton list(s) to skip (default: the NTU-60 and NTU-120 lists in '
                              '../shared/realdata/ntu_metadata when present; give no path to skip none)')
     add_preprocess_arguments(parser)
-    parser.add_argument('--num-workers', type=int, default=1, help='parallel file readers (default: 1)')
+    parser.add_argument('--num-workers', type=options.integer(1, 256), default=1, help='parallel file readers (default: 1)')
     parser.add_argument('--positions-only', action='store_true',
                         help='only recompute *_position.npy from existing *_data.npy in --out-folder')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -286,7 +304,7 @@ def main(argv=None):
         for p in ignored_paths:
             if not os.path.exists(p):
                 raise UserError(f"--ignored-sample-path '{p}' does not exist")
-    counts = gendata(args.data_path, args.out_folder, datasets, args.benchmark, read_ignored(ignored_paths),
+    counts = gendata(args.data_path or DEFAULT_DATA_PATH, args.out_folder, datasets, args.benchmark, read_ignored(ignored_paths),
                      args.length, args.num_workers, not args.no_progress, args.preprocess, args.max_missing)
     for (d, b, part), n in counts.items():
         print(f'{os.path.join(args.out_folder, d, b)}: {part} {n} samples')

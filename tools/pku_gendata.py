@@ -10,19 +10,25 @@ and the 50-frame ``{train,val}_position.npy`` float32 (N, 3, 50, 25, 2). See doc
         --label-path Train_Label_PKU_final --split-file cross-subject.txt
 """
 import argparse
+import math
 import os
 import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from torchlight.boundary import early, quote  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
 
 import numpy as np  # noqa: E402
 
 from feeder.preprocess import (SplitWriter, write_splits, add_preprocess_arguments, has_skeleton, resolve_length,  # noqa: E402
                                select_bodies)
 from net.utils.layouts import get_layout  # noqa: E402
+from torchlight import options  # noqa: E402
 from torchlight.io import UserError, run_tool  # noqa: E402
+from torchlight.readers import read_lines, read_text  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
 
 NUM_CLASS = {1: 51, 2: 41}
@@ -36,20 +42,22 @@ def read_pku_skeleton(path):
     zero when absent) -> float64 ``(3, T, 25, 2)``. Blank lines are ignored; a line with another
     number of values or a non-numeric value raises ValueError naming the file and line."""
     rows = []
-    with open(path, 'r') as f:
-        for lineno, line in enumerate(f, 1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if len(tokens) != 150:
-                raise ValueError(f'{path}, line {lineno}: expected 150 values (2 persons x 25 joints x xyz), '
-                                 f'got {len(tokens)}')
-            try:
-                rows.append([float(x) for x in tokens])
-            except ValueError:
-                raise ValueError(f'{path}, line {lineno}: non-numeric value in a skeleton row') from None
+    for lineno, line in enumerate(read_lines(path, 'skeleton file'), 1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 150:
+            raise UserError(f'{path}, line {lineno}: expected 150 values (2 persons x 25 joints x xyz), '
+                             f'got {len(tokens)}')
+        try:
+            row = [float(x) for x in tokens]
+        except ValueError:
+            raise UserError(f'{path}, line {lineno}: non-numeric value in a skeleton row') from None
+        if not all(math.isfinite(x) for x in row):
+            raise UserError(f'{path}, line {lineno}: a NaN or infinite value in a skeleton row')
+        rows.append(row)
     if not rows:
-        raise ValueError(f'{path}: no skeleton rows')
+        raise UserError(f'{path}: no skeleton rows')
     data = np.asarray(rows).reshape(len(rows), NUM_PERSON, NUM_JOINT, 3)
     return data.transpose(3, 0, 2, 1)
 
@@ -58,24 +66,25 @@ def read_pku_labels(path, num_class):
     """A PKU-MMD label file -> ``[(label0, start, end, confidence)]``, one tuple per line
     ``label,start_frame,end_frame,confidence`` (label 1-based in the file, 0-based here)."""
     actions = []
-    with open(path, 'r') as f:
-        for lineno, line in enumerate(f, 1):
-            tokens = [t for t in re.split(r'[,\s]+', line.strip()) if t]
-            if not tokens:
-                continue
-            if len(tokens) < 3:
-                raise ValueError(f"{path}, line {lineno}: expected 'label,start_frame,end_frame,confidence', "
-                                 f"got '{line.strip()}'")
-            try:
-                label, start, end = (int(float(t)) for t in tokens[:3])
-                conf = float(tokens[3]) if len(tokens) > 3 else 1.0
-            except ValueError:
-                raise ValueError(f"{path}, line {lineno}: non-numeric field in '{line.strip()}'") from None
-            if not 1 <= label <= num_class:
-                raise ValueError(f'{path}, line {lineno}: label {label} outside 1..{num_class}')
-            if end < start:
-                raise ValueError(f'{path}, line {lineno}: end frame {end} is before start frame {start}')
-            actions.append((label - 1, start, end, conf))
+    for lineno, line in enumerate(read_lines(path, 'label file'), 1):
+        tokens = [t for t in re.split(r'[,\s]+', line.strip()) if t]
+        if not tokens:
+            continue
+        if len(tokens) < 3:
+            raise UserError(f"{path}, line {lineno}: expected 'label,start_frame,end_frame,confidence', "
+                             f"got {quote(line.strip())}")
+        try:
+            label, start, end = (int(float(t)) for t in tokens[:3])
+            conf = float(tokens[3]) if len(tokens) > 3 else 1.0
+        except (ValueError, OverflowError):           # OverflowError: an infinite frame number
+            raise UserError(f"{path}, line {lineno}: a field is not a finite number in "
+                             f"{quote(line.strip())}") from None
+        if not 1 <= label <= num_class:
+            raise UserError(f'{path}, line {lineno}: label {label} outside 1..{num_class}')
+        if start < 0 or end < start:
+            raise UserError(f'{path}, line {lineno}: frames {start}..{end} are not an interval of frame '
+                             'numbers (0 <= start <= end)')
+        actions.append((label - 1, start, end, conf))
     return actions
 
 
@@ -85,8 +94,7 @@ def read_pku_split(path):
     Lenient: video names (tokens with a digit and a hyphen, e.g. ``0002-L``, ``A01N01-M``) separated by commas
     and/or whitespace, after a header word starting with 'train' and one starting with 'valid'
     (also 'Validataion') or 'test'; other words are ignored."""
-    with open(path, 'r') as f:
-        tokens = [t.strip(':;') for t in re.split(r'[,\s]+', f.read()) if t.strip(':;')]
+    tokens = [t.strip(':;') for t in re.split(r'[,\s]+', read_text(path, 'split file')) if t.strip(':;')]
     split = {'train': [], 'val': []}
     current = None
     for token in tokens:
@@ -97,11 +105,11 @@ def read_pku_split(path):
             current = 'val'
         elif re.fullmatch(r'[A-Za-z0-9]*\d[A-Za-z0-9]*-[A-Za-z0-9]+', token):
             if current is None:
-                raise ValueError(f"{path}: video name '{token}' before any 'Training'/'Validation' header")
+                raise UserError(f"{path}: video name '{token}' before any 'Training'/'Validation' header")
             split[current].append(token)
     for key, header in (('train', 'Training'), ('val', 'Validation')):
         if not split[key]:
-            raise ValueError(f"{path}: no video names under a '{header}' header")
+            raise UserError(f"{path}: no video names under a '{header}' header")
     return split['train'], split['val']
 
 
@@ -157,10 +165,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--part', type=int, choices=(1, 2), default=1,
                         help='PKU-MMD part: 1 (51 classes) or 2 (41 classes)')
-    parser.add_argument('--skeleton-path', required=True, help='folder of <video>.txt skeleton files')
-    parser.add_argument('--label-path', required=True, help='folder of <video>.txt label files')
-    parser.add_argument('--split-file', required=True, help='cross-subject split file (Training/Validation lists)')
-    parser.add_argument('--out-folder', default='data', help='output root (default: data)')
+    parser.add_argument('--skeleton-path', type=options.input_folder, required=True, help='folder of <video>.txt skeleton files')
+    parser.add_argument('--label-path', type=options.input_folder, required=True, help='folder of <video>.txt label files')
+    parser.add_argument('--split-file', type=options.input_file, required=True, help='cross-subject split file (Training/Validation lists)')
+    parser.add_argument('--out-folder', type=options.output_folder, default='data', help='output root (default: data)')
     add_preprocess_arguments(parser)
     parser.add_argument('--skip-missing', action='store_true',
                         help='skip split videos without skeleton/label file instead of failing')

@@ -26,11 +26,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
 
 from tools.reproduction.adopt import adopt  # noqa: E402
 from tools.reproduction.plan import ROOT, as_tokens, load_plan, parse_plan, slug  # noqa: E402
 from tools.reproduction.run import run_plan  # noqa: E402
 from tools.reproduction.table import GENERATED_FILES, aggregate, load_results, readme_tables  # noqa: E402
+from torchlight import options  # noqa: E402
 from torchlight.io import UserError, run_tool  # noqa: E402
 
 
@@ -81,42 +85,43 @@ def main(argv=None):
     agg = sub.add_parser('aggregate', help='table.md and curves.png from the result files')
     readme = sub.add_parser('readme', help="refresh the generated blocks of README.md (its short results table, "
                                            '<!-- summary: <spec> -->) and docs/RESULTS.md (<!-- table: <file> -->)')
-    readme.add_argument('path', nargs='*', default=[os.path.join(ROOT, p) for p in GENERATED_FILES],
+    readme.add_argument('path', nargs='*', type=options.input_file,
+                        default=[os.path.join(ROOT, p) for p in GENERATED_FILES],
                         help='default: README.md and docs/RESULTS.md')
     adoption = sub.add_parser('adopt', help="take another plan's finished run as a row x seed of this plan, where "
                                             'it is the same run (tools/reproduction/adopt.py)')
-    adoption.add_argument('plan', help='plan YAML of the row')
-    adoption.add_argument('--row', required=True, help="the row's name (or folder name)")
-    adoption.add_argument('--seed', type=int, required=True, help='its seed')
-    adoption.add_argument('--from', dest='source', required=True, help="the other run's result JSON")
+    adoption.add_argument('plan', type=options.input_file, help='plan YAML of the row')
+    adoption.add_argument('--row', type=options.text, required=True, help="the row's name (or folder name)")
+    adoption.add_argument('--seed', type=options.seed, required=True, help='its seed')
+    adoption.add_argument('--from', dest='source', type=options.input_file, required=True, help="the other run's result JSON")
     for p in (run, agg):
-        p.add_argument('plan', nargs='?', default=None, help='plan YAML (config/reproduce/*.yaml)')
-        p.add_argument('--work-dir', default=None, help='work folder of the runs (default work_dir/reproduce/<plan>)')
-        p.add_argument('--results', default=None, help='folder of the result files (default results/<plan>)')
+        p.add_argument('plan', nargs='?', type=options.input_file, default=None, help='plan YAML (config/reproduce/*.yaml)')
+        p.add_argument('--work-dir', type=options.output_folder, default=None, help='work folder of the runs (default work_dir/reproduce/<plan>)')
+        p.add_argument('--results', type=options.output_folder, default=None, help='folder of the result files (default results/<plan>)')
         p.add_argument('--band', choices=['minmax', 'std'], default='minmax', help='band of the seeds in the PNG')
-    run.add_argument('--pretrain-args', default=None, help='extra arguments of every pretraining (a string)')
-    run.add_argument('--eval-args', default=None, help='extra arguments of every evaluation (a string)')
-    run.add_argument('--epochs', type=int, default=None, help='pretraining epochs of every row (plan value otherwise)')
-    run.add_argument('--seeds', type=int, nargs='+', default=None,
+    run.add_argument('--pretrain-args', type=options.text, default=None, help='extra arguments of every pretraining (a string)')
+    run.add_argument('--eval-args', type=options.text, default=None, help='extra arguments of every evaluation (a string)')
+    run.add_argument('--epochs', type=options.positive_int, default=None, help='pretraining epochs of every row (plan value otherwise)')
+    run.add_argument('--seeds', type=options.seed, nargs='+', default=None,
                      help="these seeds for every row (the plan's otherwise)")
-    run.add_argument('--rows', nargs='+', default=None, help='only these rows (names or folder names)')
+    run.add_argument('--rows', type=options.text, nargs='+', default=None, help='only these rows (names or folder names)')
     run.add_argument('--dry-run', action='store_true', help='print the commands of the runs to do, run nothing')
     run.add_argument('--keep-going', action='store_true', help='go on with the next run when one fails')
     run.add_argument('--quiet', action='store_true', help="stage output to <stage work_dir>/console.txt")
-    run.add_argument('--jobs', type=int, default=1,
+    run.add_argument('--jobs', type=options.integer(1, 256), default=1,
                      help='runs at a time, each its own processes (implies --quiet; one GPU is shared by them; on a '
                           'CPU set OMP_NUM_THREADS to cores / jobs)')
-    run.add_argument('--python', default=sys.executable, help='the Python that runs main.py')
+    run.add_argument('--python', type=options.input_file, default=sys.executable, help='the Python that runs main.py')
     # one row on the command line
-    run.add_argument('--name', default=None, help='command-line row: plan name (default cli)')
-    run.add_argument('--row', default=None, help='command-line row: its name')
-    run.add_argument('--processor', default=None, help='command-line row: pretraining processor')
-    run.add_argument('--config', default=None, help='command-line row: pretraining config')
+    run.add_argument('--name', type=options.text, default=None, help='command-line row: plan name (default cli)')
+    run.add_argument('--row', type=options.text, default=None, help='command-line row: its name')
+    run.add_argument('--processor', type=options.text, default=None, help='command-line row: pretraining processor')
+    run.add_argument('--config', type=options.text, default=None, help='command-line row: pretraining config')
     for name in ('linear', 'knn', 'finetune', 'semi'):
-        run.add_argument(f'--{name}', default=None, help=f'command-line row: {name} evaluation config')
-    run.add_argument('--overrides', default=None, help='command-line row: pretraining overrides (a string)')
-    run.add_argument('--eval-overrides', default=None, help='command-line row: evaluation overrides (a string)')
-    run.add_argument('--knn-interval', type=int, default=None, help='command-line row: kNN monitor interval')
+        run.add_argument(f'--{name}', type=options.text, default=None, help=f'command-line row: {name} evaluation config')
+    run.add_argument('--overrides', type=options.text, default=None, help='command-line row: pretraining overrides (a string)')
+    run.add_argument('--eval-overrides', type=options.text, default=None, help='command-line row: evaluation overrides (a string)')
+    run.add_argument('--knn-interval', type=options.nonnegative_int, default=None, help='command-line row: kNN monitor interval')
     args = parser.parse_args(argv)
     if args.command == 'readme':
         for path in args.path:

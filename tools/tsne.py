@@ -40,16 +40,20 @@ import csv
 import os
 import sys
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from processor.build import build_feeder, build_model, config_stream, load_config, model_layout  # noqa: E402
 from processor.build import extract_features  # noqa: E402
 from processor.checkpoint import resolve_weights  # noqa: E402
 from tools.class_report import load_class_names  # noqa: E402
+from torchlight import options  # noqa: E402
 from torchlight.io import IO, StagedFiles, UserError, check_finite, run_tool  # noqa: E402
 
 
@@ -159,26 +163,27 @@ def write_csv(path, embedding, labels, index):
 
 def get_parser():
     parser = argparse.ArgumentParser(description='t-SNE of the pooled features of a trained encoder')
-    parser.add_argument('--config', required=True, help='linear-eval / recognition (or pretrain) config')
-    parser.add_argument('--weights', default=None,
+    parser.add_argument('--config', type=options.input_file, required=True, help='linear-eval / recognition (or pretrain) config')
+    parser.add_argument('--weights', type=options.input_file, default=None,
                         help="state dict to load (default: the config's `weights`)")
-    parser.add_argument('--ignore-weights', '--ignore_weights', dest='ignore_weights', nargs='*', default=None,
+    parser.add_argument('--ignore-weights', '--ignore_weights', dest='ignore_weights', type=options.text, nargs='*',
+                        default=None,
                         help="key prefixes not to load (default: the config's ignore_weights)")
     parser.add_argument('--split', choices=('test', 'train'), default='test')
     group = parser.add_mutually_exclusive_group()
-    group.add_argument('--classes', type=int, nargs='+', default=None, help='class ids to show')
-    group.add_argument('--num-classes', type=int, default=None, help='show this many random classes')
-    parser.add_argument('--seed', type=int, default=0, help='class / sample choice and t-SNE seed')
-    parser.add_argument('--max-samples', type=int, default=2000, help='random subset of at most this many')
+    group.add_argument('--classes', type=options.nonnegative_int, nargs='+', default=None, help='class ids to show')
+    group.add_argument('--num-classes', type=options.positive_int, default=None, help='show this many random classes')
+    parser.add_argument('--seed', type=options.seed, default=0, help='class / sample choice and t-SNE seed')
+    parser.add_argument('--max-samples', type=options.integer(4), default=2000, help='random subset of at most this many')
     parser.add_argument('--stream', choices=('joint', 'bone', 'motion'), default=None,
                         help="input stream (default: the config's `stream`)")
-    parser.add_argument('--class-names', default=None,
+    parser.add_argument('--class-names', type=options.input_file, default=None,
                         help='descriptions YAML (classes[i].label) or a text file with one name per line')
-    parser.add_argument('--perplexity', type=float, default=30.0)
-    parser.add_argument('--iters', type=int, default=1000, help='t-SNE iterations (scikit-learn max_iter)')
-    parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--device', default=None, help='cpu | cuda (default: cuda when available)')
-    parser.add_argument('--out', default=None, help='PNG path (default: <work_dir>/tsne_<split>.png)')
+    parser.add_argument('--perplexity', type=options.positive_float, default=30.0)
+    parser.add_argument('--iters', type=options.integer(250), default=1000, help='t-SNE iterations (scikit-learn max_iter)')
+    parser.add_argument('--batch-size', type=options.positive_int, default=64)
+    parser.add_argument('--device', type=options.device, default=None, help='cpu | cuda (default: cuda when available)')
+    parser.add_argument('--out', type=options.output_file, default=None, help='PNG path (default: <work_dir>/tsne_<split>.png)')
     return parser
 
 
@@ -196,9 +201,6 @@ def main(argv=None):
     out = args.out or os.path.join(cfg.get('work_dir') or '.', f'tsne_{args.split}.png')
     stem = os.path.splitext(out)[0]
     folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    if args.max_samples is not None and args.max_samples < 4:
-        raise UserError(f'--max-samples must be >= 4, got {args.max_samples}')
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
 
     model = build_model(cfg, for_inference=True).eval()

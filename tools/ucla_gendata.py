@@ -15,13 +15,15 @@ joint 2 of the first frame, ``feeder.preprocess.translate_sequence_ctrgcn``) zer
 """
 import argparse
 import glob
-import json
 import os
 import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from torchlight.boundary import early  # noqa: E402
+
+early(__name__)              # a Ctrl-C during the imports below is one line
 
 import numpy as np  # noqa: E402
 
@@ -29,9 +31,11 @@ from feeder.preprocess import (IncompleteSkeletonError, add_preprocess_arguments
                                resolve_length, save_labels)
 from net.utils.layouts import get_layout  # noqa: E402
 from tools.floor import dataset_baselines, floor_line  # noqa: E402
-from torchlight.boundary import describe  # noqa: E402
+from torchlight import options  # noqa: E402
+from torchlight.boundary import describe, quote  # noqa: E402
 from torchlight.io import StagedFiles, UserError, check_finite, run_tool  # noqa: E402
 from torchlight.progress import Progress  # noqa: E402
+from torchlight.readers import load_json  # noqa: E402
 
 NUM_CLASS = 10
 TRAIN_VIEWS = (1, 2)
@@ -41,12 +45,13 @@ DEFAULT_DATA_PATH = os.path.join(ROOT, '..', 'shared', 'realdata', 'nw_ucla', 'a
 
 def read_ucla_json(path, num_joint=20):
     """One ``all_sqe`` JSON -> ``(name, label0, view, seq)`` with seq float64 ``(3, T, 20, 1)``."""
+    sample = load_json(path, 'NW-UCLA sample')
     try:
-        with open(path, encoding='utf-8') as f:
-            sample = json.load(f)
         name, label = sample['file_name'], int(sample['label'])
         skel = np.asarray(sample['skeletons'], dtype=np.float64)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        if not isinstance(name, str):
+            raise TypeError(f'file_name {quote(name)} is not a name')
+    except (ValueError, KeyError, TypeError, OverflowError) as e:
         raise ValueError(f'{path}: not an all_sqe sample ({describe(e)})') from None
     if skel.ndim != 3 or skel.shape[0] < 1 or skel.shape[1:] != (num_joint, 3):
         raise ValueError(f'{path}: skeletons must be [T][{num_joint}][3] with T >= 1, got shape {skel.shape}')
@@ -108,11 +113,11 @@ def gendata(data_path, out_folder, length=50, num_person=1, progress=True, prepr
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--data-path', default=DEFAULT_DATA_PATH,
+    parser.add_argument('--data-path', type=options.input_folder, default=None,
                         help='folder of all_sqe *.json (default: ../shared/realdata/nw_ucla/all_sqe)')
-    parser.add_argument('--out-folder', default='data', help='output root (default: data)')
+    parser.add_argument('--out-folder', type=options.output_folder, default='data', help='output root (default: data)')
     add_preprocess_arguments(parser)
-    parser.add_argument('--num-person', type=int, default=1,
+    parser.add_argument('--num-person', type=options.positive_int, default=1,
                         help='M of the output; persons beyond the first are zero (default: 1)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.add_argument('--no-floor', dest='floor', action='store_false',
@@ -120,7 +125,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not (args.preprocess == 'ctrgcn' and args.length is None):     # ctrgcn: native lengths by default
         resolve_length(args)
-    counts = gendata(args.data_path, args.out_folder, args.length, args.num_person, not args.no_progress,
+    counts = gendata(args.data_path or DEFAULT_DATA_PATH, args.out_folder, args.length, args.num_person, not args.no_progress,
                      args.preprocess, args.max_missing)
     folder = os.path.join(args.out_folder, 'ucla')
     for part, n in counts.items():

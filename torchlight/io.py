@@ -11,13 +11,16 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from collections import OrderedDict
 
 import torch
 import yaml
 
 
-from torchlight.boundary import UserError, reading, run_tool  # noqa: F401  (the boundary; re-exported)
+from torchlight.boundary import UserError, quote, reading, run_tool  # noqa: F401  (the boundary; re-exported)
+from torchlight.readers import (RestrictedUnpickler, SafeYamlLoader, check_input, load_yaml, parse_yaml,  # noqa: F401
+                                read_pickle, safe_pickle_load, yaml_error_message)
 
 
 def import_class(name):
@@ -52,12 +55,11 @@ def parse_dict_string(text):
     text = text.strip()
     if text.startswith('{'):
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise argparse.ArgumentTypeError(f"cannot parse {text!r} as a mapping: "
-                                             f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
+            value = parse_yaml(text, f'the mapping {quote(text)}')
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
         if not isinstance(value, dict):
-            raise argparse.ArgumentTypeError(f'expected a mapping, got {text!r}')
+            raise argparse.ArgumentTypeError(f'expected a mapping, got {quote(text)}')
         return value
     if text.startswith('dict(') and text.endswith(')'):
         text = text[5:-1]
@@ -66,16 +68,15 @@ def parse_dict_string(text):
         if not item.strip():
             continue
         if '=' not in item:
-            raise argparse.ArgumentTypeError(f"expected key=value, got {item.strip()!r} (e.g. hidden_channels=32)")
+            raise argparse.ArgumentTypeError(f"expected key=value, got {quote(item.strip())} (e.g. hidden_channels=32)")
         key, _, raw = item.partition('=')
         key = key.strip()
         if not key or any(not part for part in key.split('.')):
-            raise argparse.ArgumentTypeError(f"expected key=value with a key name, got {item.strip()!r}")
+            raise argparse.ArgumentTypeError(f"expected key=value with a key name, got {quote(item.strip())}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as e:
-            raise argparse.ArgumentTypeError(f"cannot parse the value of '{key}' ({raw.strip()!r}): "
-                                             f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
+            value = parse_yaml(raw, f"the value of '{key}' ({quote(raw.strip())})") if raw.strip() else None
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
         target = result
         parts = key.split('.')
         for i, part in enumerate(parts[:-1]):
@@ -119,6 +120,7 @@ def deep_update(base, update):
 
 class DictAction(argparse.Action):
     """``--model_args "hidden_channels=32,graph_args.layout=nw-ucla"`` merges into the dict from YAML."""
+    checked = True             # its values are read by ``parse_dict_string`` (the bounded YAML reader)
 
     def __call__(self, parser, namespace, values, option_string=None):
         try:
@@ -129,47 +131,24 @@ class DictAction(argparse.Action):
         setattr(namespace, self.dest, deep_update(current, update))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            try:
-                key = self.construct_object(key_node, deep=True)
-                hash(key)
-            except Exception:
-                continue
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (first on line {seen[key] + 1}, again on line "
-                                f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
-def yaml_error_message(e):
-    """'line L, column C: problem' of a YAMLError (the first line of str(e) loses the position)."""
-    mark = getattr(e, 'problem_mark', None) or getattr(e, 'context_mark', None)
-    problem = getattr(e, 'problem', None) or str(e).splitlines()[0]
-    context = getattr(e, 'context', None)
-    where = f'line {mark.line + 1}, column {mark.column + 1}: ' if mark is not None else ''
-    text = f'{where}{problem}' + (f' ({context})' if context and context not in problem else '')
-    if "'\\t'" in problem:
-        text += ' (YAML does not allow tabs for indentation: use spaces)'
-    return ' '.join(text.split())
-
-
 def load_yaml_file(path, what='config file'):
-    """Parse a YAML file (duplicate keys are an error) or raise a one-line UserError naming the file,
-    line and column."""
-    try:
-        with open(path, 'r') as f:
-            return yaml.load(f, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        raise UserError(f"{what} '{path}' is not valid YAML: {yaml_error_message(e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {what} '{path}': {getattr(e, 'strerror', None) or e}") from None
+    """Parse a YAML file (``torchlight.readers.load_yaml``: duplicate keys refused, aliases bounded) or
+    raise a one-line UserError naming the file, line and column."""
+    return load_yaml(path, what)
+
+
+def check_key_names(value, where, prefix=''):
+    """Every key of every mapping in a config is a name (a string): one line naming the key's place."""
+    stack = [(value, prefix)]
+    while stack:
+        v, place = stack.pop()
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        for k, x in items:
+            if isinstance(v, dict) and not isinstance(k, str):
+                raise UserError(f"{where}: key {quote(k)}{' under ' + repr(place) if place else ''} is not a name; "
+                                'write keys as names (e.g. batch_size)')
+            stack.append((x, f'{place}.{k}' if isinstance(v, dict) and place else
+                          (str(k) if isinstance(v, dict) else f'{place}[{k}]')))
 
 
 def load_config_file(path, what='config file', _chain=()):
@@ -189,6 +168,7 @@ def load_config_file(path, what='config file', _chain=()):
         cfg = {}
     if not isinstance(cfg, dict):
         raise UserError(f"{what} '{path}' must be a mapping of keys to values")
+    check_key_names(cfg, f"{what} '{path}'")
     bases = cfg.pop('base', None)
     if bases is None:
         return cfg
@@ -208,47 +188,6 @@ def load_config_file(path, what='config file', _chain=()):
 def closest_keys(key, valid, n=3):
     matches = difflib.get_close_matches(key, list(valid), n=n, cutoff=0.5)
     return ', '.join(matches) if matches else 'none'
-
-
-# What a label / result pickle may hold: tuples, lists, dicts, str, int, float and numpy arrays and
-# scalars (the globals numpy's pickles name). Anything else (a class, a function such as os.system)
-# is refused before it is looked up, so a crafted file cannot run code.
-SAFE_PICKLE_GLOBALS = {
-    ('numpy', 'ndarray'), ('numpy', 'dtype'),
-    ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
-    ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
-    ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),
-    ('_codecs', 'encode'),                                  # bytes in protocol-2 pickles (numpy scalars)
-    ('collections', 'OrderedDict'),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only ``SAFE_PICKLE_GLOBALS`` (plus numpy's dtype classes)."""
-
-    def find_class(self, module, name):
-        if (module, name) in SAFE_PICKLE_GLOBALS or (module == 'numpy.dtypes' and name.endswith('DType')):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load '{module}.{name}' (only tuples, lists, dicts, str, "
-                                     "numbers and numpy arrays are allowed)")
-
-
-def safe_pickle_load(f):
-    """``pickle.load`` restricted to plain data (``RestrictedUnpickler``)."""
-    return RestrictedUnpickler(f).load()
-
-
-def read_pickle(path, what, made_by):
-    """Unpickle ``path`` (a ``what`` file that ``made_by`` writes) with the restricted unpickler (plain
-    data only: a crafted pickle cannot run code), or raise a one-line UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"{what} file '{path}' does not exist ({made_by})")
-    try:
-        with open(path, 'rb') as f:
-            return safe_pickle_load(f)
-    except Exception as e:
-        raise UserError(f"cannot unpickle {what} file '{path}': {type(e).__name__}: "
-                        f"{' '.join(str(e).split())[:300]}") from e
 
 
 # temporaries of this code's writes (atomic_torch_save, save_pkl, save_arg): <file>.tmp<pid>
@@ -321,7 +260,8 @@ def atomic_write(path, write, mode='wb'):
     try:
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, 'is a folder; give a file name', path)
-        with open(tmp, mode) as f:
+        os.makedirs(folder, exist_ok=True)
+        with open(tmp, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -409,6 +349,14 @@ def load_resume_file(path):
     """Read a ``latest.pt`` with ``torch.load(weights_only=True)``: tensors and plain Python data only
     (plus the numpy array globals of older resume files), so a crafted file cannot run code."""
     with torch.serialization.safe_globals(_numpy_reconstruct_globals()):
+        return quiet_torch_load(path)
+
+
+def quiet_torch_load(path):
+    """``torch.load(weights_only=True)`` on the CPU without torch's warnings about the file's pickle
+    protocol (a bad file is one error line, not a warning and an error)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
         return torch.load(path, map_location='cpu', weights_only=True)
 
 
@@ -421,14 +369,15 @@ def to_cpu_state_dict(state_dict):
 def load_state_dict_file(path):
     """Read a plain state dict (safe ``weights_only`` loading); also accepts a ``latest.pt`` resume
     file (its 'model' entry)."""
-    if not os.path.isfile(path):
-        raise UserError(f"weights file '{path}' does not exist")
+    check_input(path, 'weights file')
     if os.path.getsize(path) == 0:
         raise UserError(f"weights file '{path}' is empty (0 bytes): an interrupted copy? give a complete file")
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        obj = quiet_torch_load(path)
     except Exception as e:  # truncated file, not a torch file, pickled objects
         first = (str(e).strip().splitlines() or [''])[0][:200]
+        if isinstance(e, pickle.UnpicklingError):
+            first = 'it holds objects other than tensors and plain data, which are not loaded (no code from a file runs)'
         raise UserError(f"cannot read weights file '{path}' as a state dict ({type(e).__name__}"
                         f"{': ' + first if first else ''}); it may be truncated or not a torch file") from e
     if isinstance(obj, dict) and 'model' in obj and isinstance(obj['model'], dict):
@@ -475,7 +424,8 @@ class IO:
         self.save_log = save_log
         self.print_to_screen = print_log
         self.pending = [] if defer else None     # lines held back until ``open_log`` (nothing on disk yet)
-        os.makedirs(work_dir, exist_ok=True)
+        if save_log:
+            os.makedirs(work_dir, exist_ok=True)
 
     @property
     def log_path(self):

@@ -22,7 +22,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-import yaml
+from torchlight.boundary import quote
+from torchlight.readers import load_yaml
 
 NAME_KEYS = ('joint_names', 'part_names', 'body_names')
 
@@ -75,7 +76,7 @@ class Layout:
                                  f"(one per {key.split('_')[0]})")
         if self.joint_names is not None and len(set(self.joint_names)) != len(self.joint_names):
             twice = next(n for n in self.joint_names if self.joint_names.count(n) > 1)
-            raise ValueError(f"layout '{self.name}': joint name {twice!r} appears twice in joint_names")
+            raise ValueError(f"layout '{self.name}': joint name {quote(twice)} appears twice in joint_names")
 
     def joint(self, index) -> str:
         """'joint 4 (left_elbow)' (0-based), or 'joint 4' without joint names: for messages and reports."""
@@ -233,8 +234,8 @@ def derive_flip(joint_names):
         sided += 1
         mirror = tuple(SIDES.get(t, t) for t in key)
         if mirror not in where:
-            return None, (f"joint {i} ({joint_names[i]!r}) has no mirror joint among the joint_names "
-                          f"(looked for {'_'.join(mirror)!r})")
+            return None, (f"joint {i} ({quote(joint_names[i])}) has no mirror joint among the joint_names "
+                          f"(looked for {quote('_'.join(mirror))})")
         flip.append(where[mirror])
     if not sided:
         return None, 'no joint name has a side in it (left/right, l_/r_)'
@@ -265,11 +266,7 @@ def load_layout_file(path) -> Layout:
     if not os.path.isfile(path):
         raise ValueError(f"layout file '{path}' does not exist (a layout is a name: {', '.join(sorted(LAYOUTS))}, "
                          "a path to a layout file, or a dict; see docs/DATA.md, 'Layout files')")
-    try:
-        with open(path, encoding='utf-8') as f:
-            fields = yaml.safe_load(f)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"layout file '{path}' cannot be read as YAML: {' '.join(str(e).split())}") from None
+    fields = load_yaml(path, 'layout file')
     if not isinstance(fields, dict):
         raise ValueError(f"layout file '{path}' must hold a mapping of layout keys (num_node, edges, center, ...), "
                          f"got {type(fields).__name__}")
@@ -301,14 +298,19 @@ def get_layout(spec) -> Layout:
 def layout_from_dict(spec) -> Layout:
     """A custom layout from a dict of its fields (the body of a layout file)."""
     fields = dict(spec)
+    keys = [k for k in fields if not isinstance(k, str)]
+    if keys:
+        raise ValueError(f'a custom layout: key {quote(keys[0])} is not a name (num_node, edges, center, ...)')
     fields.setdefault('name', 'custom')
     name = fields['name']
+    if not isinstance(name, str):
+        raise ValueError(f'a custom layout: name must be a text, got {quote(name)}')
     for key in NAME_KEYS:
         if fields.get(key) is not None:
             names = fields[key]
             if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, int)) and str(n).strip()
                                                                for n in names):
-                raise ValueError(f"custom layout '{name}': {key} must be a list of non-empty names, got {names!r}")
+                raise ValueError(f"custom layout '{name}': {key} must be a list of non-empty names, got {quote(names)}")
             fields[key] = tuple(str(n) for n in names)
     joint_names = fields.get('joint_names')
     if 'num_node' not in fields and joint_names is not None:
@@ -323,15 +325,15 @@ def layout_from_dict(spec) -> Layout:
         name from joint_names."""
         if isinstance(value, str) and by_name:
             if value not in by_name:
-                raise ValueError(f"custom layout '{name}': {what} {value!r} is not one of the joint_names")
+                raise ValueError(f"custom layout '{name}': {what} {quote(value)} is not one of the joint_names")
             return by_name[value]
         if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or
                                            (isinstance(value, float) and value.is_integer())):
             raise ValueError(f"custom layout '{name}': {what} must be an integer"
-                             f"{' or a joint name' if by_name else ''}, got {value!r}")
+                             f"{' or a joint name' if by_name else ''}, got {quote(value)}")
         return int(value)
     if isinstance(fields['num_node'], str):
-        raise ValueError(f"custom layout '{name}': num_node must be an integer, got {fields['num_node']!r}")
+        raise ValueError(f"custom layout '{name}': num_node must be an integer, got {quote(fields['num_node'])}")
     fields['num_node'] = index(fields['num_node'], 'num_node')
     if fields['num_node'] <= 0:
         raise ValueError(f"custom layout '{name}': num_node must be positive, got {fields['num_node']}")
@@ -343,24 +345,24 @@ def layout_from_dict(spec) -> Layout:
             groups = fields[key]
             if not isinstance(groups, (list, tuple)) or not all(isinstance(g, (list, tuple)) for g in groups):
                 raise ValueError(f"custom layout '{name}': {key} must be a list of lists of joint indices, "
-                                 f"got {groups!r}")
+                                 f"got {quote(groups)}")
             if key == 'edges':
                 bad = next((g for g in groups if len(g) != 2), None)
                 if bad is not None:
-                    raise ValueError(f"custom layout '{name}': every edge must be a pair [i, j], got {list(bad)!r}")
+                    raise ValueError(f"custom layout '{name}': every edge must be a pair [i, j], got {quote(list(bad))}")
             fields[key] = tuple(tuple(index(j, f'{key} entry') for j in g) for g in groups)
     if fields.get('text_parts') is not None:
         parts = fields['text_parts']
         if not isinstance(parts, dict) or not all(isinstance(g, (list, tuple)) and g for g in parts.values()):
             raise ValueError(f"custom layout '{name}': text_parts must map a described part (head, hands, hips, "
-                             f"feet) to a non-empty list of joints, got {parts!r}")
+                             f"feet) to a non-empty list of joints, got {quote(parts)}")
         fields['text_parts'] = tuple((str(k), tuple(index(j, f'text_parts.{k} entry') for j in g))
                                      for k, g in parts.items())
     for key in ('flip', 'shoulders'):
         if fields.get(key) is not None:
             if not isinstance(fields[key], (list, tuple)):
                 raise ValueError(f"custom layout '{name}': {key} must be a list of joint indices, got "
-                                 f"{fields[key]!r}")
+                                 f"{quote(fields[key])}")
             fields[key] = tuple(index(j, f'{key} entry') for j in fields[key])
     if joint_names is not None:
         if fields.get('flip') is None:

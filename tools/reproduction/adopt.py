@@ -13,14 +13,17 @@ The adopted result is the source's measurements under this plan's row (its speci
 digests, so ``run`` skips it), with ``adopted_from`` naming the source result, plan, row and commit.
 """
 import os
+import re
 import subprocess
 
 import yaml
 
 from processor import PROCESSORS
 from tools.reproduction.plan import ROOT
-from tools.reproduction.run import config_digests, read_json, result_path, specification, stages, write_json
+from tools.reproduction.run import config_digests, read_record, result_path, specification, stages, write_json
+from torchlight.boundary import quote
 from torchlight.io import UserError, _plain, import_class
+from torchlight.readers import load_yaml
 
 PATH_KEYS = ('work_dir', 'config', 'weights')
 CODE = ('main.py', 'net', 'feeder', 'processor', 'torchlight')
@@ -42,24 +45,23 @@ def changed_code(commit, root=ROOT):
                              text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         reason = (getattr(e, 'stderr', None) or str(e)).strip().splitlines()
-        raise UserError(f"cannot compare the code with commit {commit!r} (git: {reason[0] if reason else e})") from None
+        raise UserError(f"cannot compare the code with commit {quote(commit)} (git: {reason[0] if reason else e})") from None
     return out.split()
 
 
 def check_stage(name, argv, source_stage, where):
     """A one-line error unless the source's stage ran ``argv``'s processor with the same arguments."""
+    if not isinstance(source_stage.get('work_dir'), str) or not isinstance(source_stage.get('command', []), list):
+        raise UserError(f"{where}: its {name} stage record has no work_dir / command: not a result file of "
+                        'tools/reproduce.py')
     made_file = os.path.join(source_stage['work_dir'], 'config.yaml')
     if not os.path.exists(made_file):
         raise UserError(f"'{made_file}' is missing: the {name} stage folder of {where} is needed to compare "
                         'its arguments (run adopt where that run was made)')
     made_processor = source_stage['command'][1] if len(source_stage.get('command', [])) > 1 else None
     if made_processor != argv[2]:
-        raise UserError(f"{where}: its {name} stage ran processor {made_processor!r}, the row runs {argv[2]!r}")
-    try:
-        with open(made_file) as f:
-            made = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read '{made_file}' ({type(e).__name__}): not a stage's config.yaml") from None
+        raise UserError(f"{where}: its {name} stage ran processor {quote(made_processor)}, the row runs {quote(argv[2])}")
+    made = load_yaml(made_file, "stage's config file")
     if not isinstance(made, dict):
         raise UserError(f"'{made_file}' holds no argument mapping: not a stage's config.yaml")
     now = resolved_arguments(argv)
@@ -67,13 +69,13 @@ def check_stage(name, argv, source_stage, where):
               if k not in PATH_KEYS and made.get(k, '<absent>') != now.get(k, '<absent>')]
     if differ:
         key = differ[0]
-        raise UserError(f"{where}: its {name} stage ran with {key}={made.get(key, '<absent>')!r}, the row resolves "
-                        f"to {key}={now.get(key, '<absent>')!r} ({len(differ)} key(s) differ): not the same run")
+        raise UserError(f"{where}: its {name} stage ran with {key}={quote(made.get(key, '<absent>'))}, the row resolves "
+                        f"to {key}={quote(now.get(key, '<absent>'))} ({len(differ)} key(s) differ): not the same run")
 
 
 def adopt(plan, row, seed, source_file):
     """Check (module docstring) and write the adopted result of ``row`` x ``seed``; -> its path."""
-    source = read_json(source_file)
+    source = read_record(source_file, 'result')
     where = f"'{source_file}'"
     target = result_path(plan, row, seed)
     if os.path.exists(target):
@@ -81,8 +83,10 @@ def adopt(plan, row, seed, source_file):
     if source.get('seed') != seed:
         raise UserError(f"{where} is seed {source.get('seed')}, not {seed}")
     if source.get('adopted_from'):
-        raise UserError(f"{where} is itself adopted: adopt its source, {source['adopted_from']['result']}")
-    if not source.get('commit') or source.get('dirty') is not False:
+        origin = source['adopted_from'].get('result') if isinstance(source['adopted_from'], dict) else None
+        raise UserError(f"{where} is itself adopted: adopt its source, {quote(origin)}")
+    if not isinstance(source.get('commit'), str) or not re.fullmatch(r'[0-9a-f]{7,40}', source['commit']) \
+            or source.get('dirty') is not False:
         raise UserError(f"{where} was made from {'a dirty tree' if source.get('dirty') else 'no known commit'}: "
                         'its code cannot be checked')
     changed = changed_code(source['commit'])

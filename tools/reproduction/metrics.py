@@ -4,6 +4,7 @@
 epoch, the number the family reports; ``final``: the last one; with ``_top5``, ``_class_top1``, ``_epoch``),
 ``knn_top1`` for a kNN evaluation (the first k of its ``knn_k``; every k as ``knn_top1_k<k>``), and from
 the pretraining curve ``pretrain_knn_top1`` (the kNN monitor, ``knn_interval``; final and best),
+``pretrain_probe_top1`` (its ridge probe; final, epoch 0 as ``pretrain_probe_init``, and best),
 ``pretrain_knn_drop`` (the largest fall below its running best along the schedule, from the initial
 encoder on), ``loss``, ``loss_over_uniform`` (InfoNCE / ln(K+1)) and ``embed_std`` (last epoch).
 Accuracies are fractions.
@@ -71,5 +72,11 @@ def pretrain_metrics(curve):
         final['pretrain_knn_drop'] = largest_drop([v for _, v in knn])
         epoch, value = max(knn, key=lambda ev: (ev[1], -ev[0]))
         best.update(pretrain_knn_top1=value, pretrain_knn_epoch=epoch)
+    probe = [(r['epoch'], r['probe_top1']) for r in curve if r.get('probe_top1') is not None]
+    if probe:
+        final['pretrain_probe_top1'] = probe[-1][1]
+        final['pretrain_probe_init'] = probe[0][1] if probe[0][0] == 0 else None
+        epoch, value = max(probe, key=lambda ev: (ev[1], -ev[0]))
+        best.update(pretrain_probe_top1=value, pretrain_probe_epoch=epoch)
     return final, best
 

@@ -36,11 +36,14 @@ Plan (YAML)::
           linear: config/ucla/linear_eval_skeletonclr.yaml
 
 Row keys: processor, config, evaluations, overrides, eval_overrides, seeds, epochs, knn_interval,
-description.  A ``recognition`` row has no evaluations and no kNN monitor: its run (folder
+description, init (untrained rows).  A ``recognition`` row has no evaluations and no kNN monitor: its run (folder
 ``recognition``) reports ``recognition_top1`` from its own test epochs (``eval_interval``).  An
 ``untrained`` row (no config, no overrides) has no pretraining: its evaluations run on the evaluation
 config's encoder with random weights (``--weights random``, seeded as every run), the baseline a
-pretrained row must beat under the same probe.
+pretrained row must beat under the same probe.  Its ``init`` is the initialisation of the pretraining
+it stands for: a row name (that row's ``weights_init``, passed as ``--init_of <its config>``), or
+``family`` / ``pytorch`` (``--weights_init true / false``); by default the pretraining rows evaluated
+with the same first evaluation config, which must agree on one init.
 Plan-level ``overrides`` / ``eval_overrides`` come first, the row's after them (the last value wins on
 the command line; dict options merge).  An evaluation is a config path or a mapping
 with ``config``, ``processor`` (default from its name: linear -> linear_evaluation, knn ->
@@ -56,16 +59,16 @@ import os
 import re
 import shlex
 
-import yaml
-
 from processor import PROCESSORS
+from torchlight.boundary import quote
 from torchlight.io import UserError, closest_keys, import_class, load_config_file
+from torchlight.readers import load_yaml_mapping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAN_KEYS = ('name', 'description', 'seeds', 'epochs', 'knn_interval', 'overrides', 'eval_overrides',
              'work_dir', 'results', 'floor', 'chance', 'target', 'rows')
 ROW_KEYS = ('processor', 'config', 'evaluations', 'overrides', 'eval_overrides', 'seeds', 'epochs',
-            'knn_interval', 'description')
+            'knn_interval', 'description', 'init')
 EVAL_KEYS = ('config', 'processor', 'overrides', 'epochs')
 PRETRAINERS = sorted(p for p, path in PROCESSORS.items() if path == PROCESSORS['pretrain'])
 SUPERVISED = 'recognition'     # a row that trains a classifier and tests it itself (no evaluations)
@@ -75,7 +78,8 @@ EVAL_PROCESSORS = {'linear': 'linear_evaluation', 'knn': 'knn_evaluation', 'fine
 SET_BY_TOOL = {'--work_dir': 'the work folder', '-w': 'the work folder', '--seed': 'seeds:',
                '--num_epoch': 'epochs:', '--weights': 'the last pretraining checkpoint',
                '--resume': 'the tool (auto)', '--config': 'config:', '-c': 'config:',
-               '--knn_interval': 'knn_interval:'}
+               '--knn_interval': 'knn_interval:', '--verdict': "the tool (false: the plan's untrained rows)",
+               '--init_of': 'init:'}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,29 +110,17 @@ def slug(name):
 def find_config(path, where):
     """A relative config path from the current folder, else from the repository."""
     if not isinstance(path, str) or not path:
-        raise UserError(f'{where}: expected a config path, got {path!r}')
+        raise UserError(f'{where}: expected a config path, got {quote(path)}')
     for candidate in (path, os.path.join(ROOT, path)):
         if os.path.isfile(candidate):
             return os.path.abspath(candidate)
     raise UserError(f"{where}: config '{path}' does not exist")
 
 
-def read_yaml_mapping(path, what):
-    try:
-        with open(path) as f:
-            content = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise UserError(f"{what} '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-    if content is None:
-        content = {}
-    if not isinstance(content, dict):
-        raise UserError(f"{what} '{path}' must be a mapping")
-    return content
-
 
 def check_keys(mapping, valid, where):
     if not isinstance(mapping, dict):
-        raise UserError(f'{where} must be a mapping, got {mapping!r}')
+        raise UserError(f'{where} must be a mapping, got {quote(mapping)}')
     for key in mapping:
         if key not in valid:
             raise UserError(f"unknown key '{key}' in {where}; closest valid keys: {closest_keys(str(key), valid)}")
@@ -142,10 +134,10 @@ def as_tokens(value, where):
         try:
             return shlex.split(value)
         except ValueError as e:
-            raise UserError(f'{where}: {e} in {value!r}') from None
+            raise UserError(f'{where}: {e} in {quote(value)}') from None
     if isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value):
         return [str(v).lower() if isinstance(v, bool) else str(v) for v in value]
-    raise UserError(f'{where}: expected a string or a list of command-line arguments, got {value!r}')
+    raise UserError(f'{where}: expected a string or a list of command-line arguments, got {quote(value)}')
 
 
 _OPTIONS = {}
@@ -178,10 +170,11 @@ def given(mapping, key, default):
     return default if value is None else value
 
 
-def check_int_list(value, where):
+def check_seeds(value, where):
+    """A seed or a list of seeds: integers in 0 .. 2**32 - 1 (what ``--seed`` of main.py accepts)."""
     values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise UserError(f'{where}: expected an integer or a list of integers, got {value!r}')
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 32 for v in values):
+        raise UserError(f'{where}: expected a seed or a list of seeds (integers 0 .. 2**32-1), got {quote(value)}')
     return values
 
 
@@ -189,7 +182,7 @@ def check_epochs(value, where, minimum=1):
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise UserError(f'{where}: expected an integer >= {minimum}, got {value!r}')
+        raise UserError(f'{where}: expected an integer >= {minimum}, got {quote(value)}')
     return value
 
 
@@ -231,7 +224,7 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         raise UserError(f"plan {source}: 'rows' must be a non-empty mapping of row names to rows")
     name = content.get('name') or os.path.splitext(os.path.basename(source))[0]
     if not isinstance(name, str) or slug(name) != name:
-        raise UserError(f"plan {source}: name {name!r} must be a plain folder name (letters, digits, ._+-)")
+        raise UserError(f"plan {source}: name {quote(name)} must be a plain folder name (letters, digits, ._+-)")
     defaults = {k: content.get(k) for k in ('seeds', 'epochs', 'knn_interval')}
     plan_overrides = as_tokens(content.get('overrides'), f'plan {source}: overrides')
     plan_eval_overrides = as_tokens(content.get('eval_overrides'), f'plan {source}: eval_overrides')
@@ -249,9 +242,12 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         processor = row.get('processor')
         kinds = PRETRAINERS + [SUPERVISED, UNTRAINED]
         if processor not in kinds:
-            raise UserError(f"{where}.processor: {processor!r} is not a pretraining processor (or "
+            raise UserError(f"{where}.processor: {quote(processor)} is not a pretraining processor (or "
                             f"{SUPERVISED}, {UNTRAINED}); use one of {', '.join(kinds)}")
         supervised, untrained = processor == SUPERVISED, processor == UNTRAINED
+        if not untrained and row.get('init') is not None:
+            raise UserError(f"{where}.init: only an {UNTRAINED} row has an init (a pretraining row's is its "
+                            "config's weights_init)")
         if untrained:
             for key in ('config', 'overrides', 'epochs', 'knn_interval'):
                 if row.get(key) is not None:
@@ -259,9 +255,9 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         elif 'config' not in row:
             raise UserError(f"{where}: 'config' is missing")
         config = None if untrained else find_config(row['config'], f'{where}.config')
-        seeds = check_int_list(given(row, 'seeds', given(defaults, 'seeds', [1])), f'{where}.seeds')
+        seeds = check_seeds(given(row, 'seeds', given(defaults, 'seeds', [1])), f'{where}.seeds')
         if len(set(seeds)) != len(seeds):
-            raise UserError(f'{where}.seeds: {seeds} repeats a seed')
+            raise UserError(f'{where}.seeds: {quote(seeds)} repeats a seed')
         if untrained:
             row_epochs, knn_interval, overrides = 0, None, []
         else:
@@ -283,7 +279,7 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         evaluations = []
         for eval_name, value in evaluations_in.items():
             if slug(str(eval_name)) != eval_name or eval_name == 'pretext':
-                raise UserError(f"{where}.evaluations: {eval_name!r} is not a usable name (letters, digits, ._+-; "
+                raise UserError(f"{where}.evaluations: {quote(eval_name)} is not a usable name (letters, digits, ._+-; "
                                 "not 'pretext')")
             evaluation = parse_evaluation(eval_name, value, f'{where}.evaluations.{eval_name}')
             evaluation['overrides'] = eval_overrides + evaluation['overrides'] + list(extra_eval)
@@ -292,29 +288,62 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
         parsed.append({'name': row_name, 'slug': slug(row_name), 'processor': processor, 'config': row.get('config'),
                        'config_path': config, 'seeds': seeds, 'epochs': row_epochs, 'knn_interval': knn_interval,
                        'overrides': overrides, 'evaluations': evaluations,
-                       'description': row.get('description', '')})
+                       'description': row.get('description', ''), 'init': row.get('init')})
+    for row in parsed:
+        if row['processor'] == UNTRAINED:
+            resolve_init(row, parsed, f"plan {source}: rows.{row['name']}.init")
     floor = content.get('floor') or {}
     if not isinstance(floor, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                               for v in floor.values()):
-        raise UserError(f'plan {source}: floor must map row names to numbers (percent), got {floor!r}')
+        raise UserError(f'plan {source}: floor must map row names to numbers (percent), got {quote(floor)}')
     chance = content.get('chance')
     if chance is not None and (not isinstance(chance, (int, float)) or isinstance(chance, bool)):
-        raise UserError(f'plan {source}: chance must be a number (percent), got {chance!r}')
+        raise UserError(f'plan {source}: chance must be a number (percent), got {quote(chance)}')
     target = content.get('target') or {}
     if not isinstance(target, dict) or not all(isinstance(k, str) and re.fullmatch(r'[a-z0-9_]+', k)
                                                and isinstance(v, (int, float)) and not isinstance(v, bool)
                                                for k, v in target.items()):
         raise UserError(f'plan {source}: target must map metric names (e.g. pretrain_knn_top1) to numbers, '
-                        f'got {target!r}')
+                        f'got {quote(target)}')
     for key in ('work_dir', 'results'):
         if content.get(key) is not None and not isinstance(content[key], str):
-            raise UserError(f'plan {source}: {key} must be a folder path, got {content[key]!r}')
+            raise UserError(f'plan {source}: {key} must be a folder path, got {quote(content[key])}')
     return Plan(name, parsed, content.get('work_dir') or os.path.join('work_dir', 'reproduce', name),
                 content.get('results') or os.path.join('results', name), dict(floor), chance, source,
                 content.get('description') or '', dict(target))
 
 
+INITS = {'family': True, 'pytorch': False}
+
+
+def resolve_init(row, rows, where):
+    """An untrained row's init (module docstring): sets ``row['init']`` (a row name, family or pytorch),
+    ``row['init_of']`` (that row's config path, or None) and ``row['weights_init']``."""
+    init = row['init']
+    if init is not None and (not isinstance(init, str) or not init):
+        raise UserError(f'{where}: expected a row name, family or pytorch, got {init!r}')
+    if init in INITS:
+        row.update(init_of=None, weights_init=INITS[init])
+        return
+    pretrained = [r for r in rows if r['processor'] in PRETRAINERS]
+    if init is not None:
+        chosen = [r for r in pretrained if init in (r['name'], r['slug'])]
+        if not chosen:
+            raise UserError(f"{where}: {init!r} is not a pretraining row of the plan, nor family / pytorch")
+    else:
+        first = row['evaluations'][0]['config_path']
+        chosen = [r for r in pretrained if any(e['config_path'] == first for e in r['evaluations'])]
+        inits = {bool(load_config_file(r['config_path']).get('weights_init', True)) for r in chosen}
+        if len(inits) != 1:
+            raise UserError(f"{where}: {'no pretraining row' if not inits else 'pretraining rows of different inits'} "
+                            f"share{'s' if not inits else ''} its evaluation config: name the pretraining it stands "
+                            'for (a row name), or family / pytorch')
+    source = chosen[0]
+    row.update(init=source['name'], init_of=source['config_path'],
+               weights_init=bool(load_config_file(source['config_path']).get('weights_init', True)))
+
+
 def load_plan(path, **kwargs):
     if not os.path.isfile(path):
         raise UserError(f"plan '{path}' does not exist")
-    return parse_plan(read_yaml_mapping(path, 'plan'), path, **kwargs)
+    return parse_plan(load_yaml_mapping(path, 'plan'), path, **kwargs)

@@ -26,13 +26,16 @@ import time
 from tools.reproduction.metrics import eval_metrics, pretrain_metrics, read_curve, rounded
 from tools.reproduction.plan import ROOT, SUPERVISED, UNTRAINED
 from torchlight.io import UserError, atomic_write, load_config_file
+from torchlight.readers import load_json
 
 STAGE_FILE = 'reproduce_stage.json'
 WALL_FILE = 'reproduce_wall.json'
 
 def specification(row):
-    """What makes a run what it is (compared when a result or a stage folder is reused)."""
-    return {'processor': row['processor'], 'config': row['config'], 'epochs': row['epochs'],
+    """What makes a run what it is (compared when a result or a stage folder is reused).  An untrained
+    row's ``init`` is in it unless it is the family's (the tool's only init before rows had one)."""
+    init = {} if row.get('init') in (None, 'family') else {'init': row['init']}
+    return {**init, 'processor': row['processor'], 'config': row['config'], 'epochs': row['epochs'],
             'knn_interval': row['knn_interval'], 'overrides': row['overrides'],
             'evaluations': {e['name']: {'processor': e['processor'], 'config': e['config'],
                                         'epochs': e['epochs'], 'overrides': e['overrides']}
@@ -102,10 +105,14 @@ def stages(plan, row, seed, python=sys.executable):
         weights = os.path.join(pretext, f"epoch{row['epochs']}_model.pt")
     for e in row['evaluations']:
         work_dir = os.path.join(base, e['name'])
+        # --verdict false: the plan's untrained rows are its comparison (paired by seed in the table)
         argv = [python, main_py(), e['processor'], '--config', e['config_path'], '--work_dir', work_dir,
-                '--seed', str(seed), '--weights', weights, '--resume', 'auto']
+                '--seed', str(seed), '--weights', weights, '--resume', 'auto', '--verdict', 'false']
         if e['epochs'] is not None:
             argv += ['--num_epoch', str(e['epochs'])]
+        if row['processor'] == UNTRAINED:
+            argv += ['--init_of', row['init_of']] if row['init_of'] else \
+                ['--weights_init', str(row['weights_init']).lower()]
         out.append((e['name'], work_dir, argv + e['overrides']))
     return out
 
@@ -113,7 +120,7 @@ def stages(plan, row, seed, python=sys.executable):
 def stage_spec(row, name):
     spec = specification(row)
     return {k: spec[k] for k in ('processor', 'config', 'epochs', 'knn_interval', 'overrides')} \
-        if name == 'pretext' else spec['evaluations'][name]
+        if name == 'pretext' else dict(spec['evaluations'][name], **{k: spec[k] for k in ('init',) if k in spec})
 
 
 def subprocess_runner(argv, log_path=None):
@@ -140,10 +147,48 @@ def git_commit():
 
 def read_json(path):
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read '{path}' as JSON ({type(e).__name__}): delete it to redo that step") from None
+        return load_json(path, 'file')
+    except UserError as e:
+        raise UserError(f'{e}: delete it to redo that step') from None
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def read_record(path, kind):
+    """A result file (``kind`` 'result'), stage file ('stage') or wall file ('wall') of this tool, its form
+    checked: a foreign or hand-edited file is one line naming it and the key, not a KeyError later."""
+    record = read_json(path)
+
+    def need(ok, key, rule):
+        if not ok:
+            raise UserError(f"'{path}' is not a {kind} file of tools/reproduce.py: {key} {rule}")
+    need(isinstance(record, dict), 'its content', 'must be a JSON object')
+    if kind == 'wall':
+        need(_number(record.get('wall_s')), "'wall_s'", 'must be a number of seconds')
+        need(_number(record.get('leg_started', 0)), "'leg_started'", 'must be a time stamp')
+        return record
+    spec = record.get('spec')
+    need(isinstance(spec, dict) and isinstance(spec.get('evaluations', {}), dict)
+         and all(isinstance(v, dict) for v in spec.get('evaluations', {}).values()), "'spec'",
+         'must be a specification (processor, config, evaluations)')
+    if kind == 'stage':
+        need(_number(record.get('wall_s')), "'wall_s'", 'must be a number of seconds')
+        return record
+    need(isinstance(record.get('row'), str), "'row'", 'must be a row name')
+    need(isinstance(record.get('seed'), int) and not isinstance(record.get('seed'), bool), "'seed'",
+         'must be an integer')
+    for key in ('final', 'best'):
+        need(isinstance(record.get(key, {}), dict) and all(_number(v) for v in record.get(key, {}).values()),
+             f"'{key}'", 'must map metric names to numbers')
+    need(isinstance(record.get('evaluations', {}), dict), "'evaluations'", 'must be a mapping')
+    need(isinstance(record.get('stages', {}), dict) and all(isinstance(v, dict) for v in record.get('stages', {}).values()),
+         "'stages'", 'must map stage names to records')
+    need(isinstance(record.get('curve') or [], list) and all(isinstance(r, dict) for r in record.get('curve') or []),
+         "'curve'", 'must be a list of metric records')
+    need(_number(record.get('wall_s', 0)), "'wall_s'", 'must be a number of seconds')
+    return record
 
 
 def write_json(obj, path):
@@ -158,7 +203,7 @@ def wall_so_far(wall_file, work_dir):
     ``leg_started`` it wrote is still there) counts until the last write into its work folder."""
     if not os.path.exists(wall_file):
         return 0.0
-    record = read_json(wall_file)
+    record = read_record(wall_file, 'wall')
     if 'leg_started' not in record:
         return record['wall_s']
     writes = [e.stat().st_mtime for e in os.scandir(work_dir) if e.is_file() and e.name != WALL_FILE]
@@ -170,7 +215,7 @@ def run_stage(name, work_dir, argv, spec, runner, quiet, row=None, digests=None)
     given); -> (wall seconds, resumed)."""
     marker = os.path.join(work_dir, STAGE_FILE)
     if os.path.exists(marker):
-        done = read_json(marker)
+        done = read_record(marker, 'stage')
         if done.get('spec') != spec:
             raise UserError(f"'{work_dir}' holds a stage made with another specification ({marker}): delete "
                             "the folder to rerun it with the plan's settings")
@@ -251,7 +296,7 @@ def run_plan(plan, rows=None, seeds=None, dry_run=False, keep_going=False, runne
             label = f"{row['name']} seed {seed}"
             path = result_path(plan, row, seed)
             if os.path.exists(path):
-                made = read_json(path)
+                made = read_record(path, 'result')
                 if made.get('spec') != specification(row):
                     raise UserError(f"result '{path}' was made with another specification than plan "
                                     f"{plan.source} gives row {row['name']}: delete it to rerun, or rename the row")

