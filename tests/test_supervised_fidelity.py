@@ -283,7 +283,6 @@ def test_shipped_csre_values_are_the_authors():
     defaults = {k: v.default for k, v in inspect.signature(CSRE).parameters.items() if k in CSRE_SHIPPED}
     paths = [p for p in glob.glob(os.path.join(ROOT, 'config', '**', 'recognition_*csre*.yaml'), recursive=True)
              if '_small' not in os.path.basename(p)]      # the small-set CPU recipe is not the authors' values
-    paths = glob.glob(os.path.join(ROOT, 'config', '**', 'recognition_*csre*.yaml'), recursive=True)
     mine = [p for p in paths if os.path.basename(p).split('_')[1] in ('stgcn', 'agcn', 'ctrgcn', 'hcn')]
     assert len(mine) == 5 * 4 * 4
     for path in mine:
