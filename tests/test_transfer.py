@@ -113,4 +113,4 @@ def test_map_layout_errors_are_one_line(tmp_path):
     one_line(run_cli(str(tmp_path), '--from', 'nw-ucla', '--to', 'ntu-rgb+d', '--out', str(tmp_path / 'o'),
                      script='tools/map_layout.py'), 'has no train_position.npy')
     one_line(run_cli(str(tmp_path), '--from', 'kinect', '--to', 'ntu-rgb+d', '--out', str(tmp_path / 'o'),
-                     script='tools/map_layout.py'), "unknown skeleton layout 'kinect'")
+                     script='tools/map_layout.py'), "argument --from: expected one of ntu-rgb+d, nw-ucla, openpose or an existing file, got 'kinect'")
