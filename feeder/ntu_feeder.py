@@ -124,13 +124,8 @@ def load_data(data_path, mmap=True, check_finite=True, stats=None):
 def select_samples(names, list_path):
     """Sorted indices into ``names`` of the sample names listed in ``list_path`` (one a line, ``#`` starts a
     comment); an unknown or repeated name is an error naming the file."""
-    if not os.path.isfile(list_path):
-        raise UserError(f"sample_list '{list_path}' does not exist")
-    try:
-        with open(list_path, encoding='utf-8') as f:
-            wanted = [line.split('#')[0].strip() for line in f]
-    except (OSError, UnicodeError) as e:
-        raise UserError(f"sample_list '{list_path}': cannot read it as UTF-8 text ({type(e).__name__})") from None
+    from torchlight.readers import read_lines
+    wanted = [line.split('#')[0].strip() for line in read_lines(list_path, 'sample_list')]
     wanted = [w for w in wanted if w]
     position = {str(n): i for i, n in enumerate(names)}
     missing = [w for w in wanted if w not in position]

@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from torchlight.io import UserError, atomic_write
+from torchlight.readers import load_json
 
 # settings that do not change what an evaluation measures (left out of the cache key)
 NOT_IN_KEY = ('work_dir', 'config', 'weights', 'init_of', 'verdict', 'verdict_cache', 'resume', 'progress_bar',
@@ -43,11 +44,8 @@ def file_digest(path, cache):
 
 
 def read_json(path):
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    """A cache record (``torchlight.readers.load_json``), None when there is none yet."""
+    return load_json(path, 'verdict cache file') if os.path.isfile(path) else None
 
 
 def write_json(obj, path):
