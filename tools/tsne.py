@@ -189,10 +189,6 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    try:
-        import sklearn.manifold  # noqa: F401    (before the features are extracted)
-    except ImportError:
-        raise UserError(SKLEARN_MISSING) from None
     cfg = load_config(args.config)
     weights = resolve_weights(args.weights if args.weights is not None else cfg.get('weights'))
     if not weights:
@@ -214,6 +210,11 @@ def main(argv=None):
     if len(index) < 4:
         raise UserError(f'only {len(index)} samples selected; t-SNE needs at least 4')
     labels = feeder.label[index]
+    class_names = load_class_names(args.class_names) if args.class_names else None
+    try:
+        import sklearn.manifold  # noqa: F401    (every input read, before the features are extracted)
+    except ImportError:
+        raise UserError(SKLEARN_MISSING) from None
     print(f'Extracting {stream} features of {len(index)} {args.split} samples '
           f'({len(np.unique(labels))} classes) on {device} ...', flush=True)
     features = selected_features(model, feeder, index, args.batch_size, device)
@@ -223,7 +224,6 @@ def main(argv=None):
     purity = knn_purity(embedding, labels, k=min(5, len(index) - 1))
     print(f't-SNE ({backend}) done; 5-NN class purity of the 2-D embedding: {purity:.3f}')
 
-    class_names = load_class_names(args.class_names) if args.class_names else None
     sample_names = [feeder.sample_name[i] for i in index]
     title = (f'{os.path.basename(args.config)} | {os.path.basename(weights)} | {args.split} | {stream} | '
              f'n={len(index)} | t-SNE {backend}')
