@@ -160,3 +160,16 @@ def test_bad_recordings_are_one_line_errors(tmp_path):
     one_line(run_cli(*args, script='tools/custom_gendata.py'), 'must name the columns recording, label, start, end',
              'missing start')
     assert not (tmp_path / 'out').exists()
+
+
+def test_segment_tables_and_npy_recordings_are_read_through_the_reader_layer(tmp_path):
+    """A non-UTF-8 segment table and a pickled .npy recording are one line naming the file (torchlight/readers)."""
+    from tools.segments import read_recording, read_segments
+    table = tmp_path / 'segments.csv'
+    table.write_bytes(b'recording,label,start,end\nr1,caf\xe9,0,9\n')
+    with pytest.raises(ValueError, match=r"segment table '.*segments.csv': not UTF-8 text \(byte 0xe9 on line 2"):
+        read_segments(str(table))
+    recording = tmp_path / 'r1.npy'
+    np.save(recording, np.array([{'a': 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"recording file '.*r1.npy'"):
+        read_recording(str(recording), 20, None, None)

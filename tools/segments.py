@@ -28,11 +28,14 @@ The rules (each counted in the report):
   among its recording's rows of the table, from 0) unless the table has a ``name`` column.
 """
 import csv
+import io
 import math
 import os
 from collections import Counter
 
 import numpy as np
+
+from torchlight.readers import load_npy, read_text
 
 REPEATED_IDS = ('mean', 'first', 'last', 'persons')
 SEGMENT_ENDS = ('inclusive', 'exclusive')
@@ -42,11 +45,8 @@ RECORDING_EXTENSIONS = ('.txt', '.csv', '.npy')
 
 def read_segments(path):
     """The segment CSV -> list of dict rows (the header's column names, lower case)."""
-    try:
-        with open(path, newline='', encoding='utf-8') as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].lstrip().startswith('#')]
-    except OSError as e:
-        raise ValueError(f"segment table '{path}': {e.strerror}") from None
+    text = read_text(path, 'segment table')
+    rows = [r for r in csv.reader(io.StringIO(text, newline='')) if r and not r[0].lstrip().startswith('#')]
     if not rows:
         raise ValueError(f"segment table '{path}' is empty")
     header = [h.strip().lower() for h in rows[0]]
@@ -87,10 +87,7 @@ def read_recording(path, num_joint, read_rows, text_clip, form='frame', columns=
     """A recording file -> (ids (R,) float, skeletons (R, M, V, 3) float64 with NaN where a joint is missing):
     one entry per skeleton row (``read_rows`` / ``text_clip``: custom_gendata's text readers)."""
     if path.lower().endswith('.npy'):
-        try:
-            arr = np.load(path, allow_pickle=False).astype(np.float64)
-        except (OSError, ValueError) as e:
-            raise ValueError(f'{path}: cannot read as .npy ({e})') from None
+        arr = np.asarray(load_npy(path, 'recording file', mmap=False), dtype=np.float64)
         if arr.ndim == 3:
             arr = arr[None]
         if arr.ndim != 4 or arr.shape[2] != num_joint or arr.shape[3] not in (2, 3):
