@@ -58,6 +58,7 @@ UNIFORM = ('in 24 of the 25 committed NW-UCLA MICA curves (paper mode) this term
            'kNN monitor does); the text features were checked against the classes at start-up; why it stays there, '
            'and whether it leaves on this data, is not known')
 CONE_KINDS = ('narrow_cone', 'creeping', 'collapsed')
+BEST_PROBE_MODEL = 'best_probe_model.pt'     # the pretraining work_dir's encoder of the best epoch by the ridge probe
 WARN_ONLY = ('knn_fall', 'probe_below_init')   # warned and recorded; collapse_stop does not stop on these (nor uniform_*)
 
 

@@ -26,7 +26,7 @@ import torch
 from processor.build import stream_views
 from processor.checkpoint import announce_label_use
 from processor.knn_evaluation import knn_top1
-from processor.monitor import LearningMonitor, warn_only
+from processor.monitor import BEST_PROBE_MODEL, LearningMonitor, warn_only
 
 
 def ridge_probe(train, test):
@@ -249,7 +249,16 @@ class PretrainProcessor(Processor):
             started = time.time()
             record = dict(epoch=0, **self.knn_monitor(0))
             self.monitor.update(record)
+            self.keep_best_probe(record)
             self.metrics.write(dict(record, wall_s=time.time() - started))
+
+    def keep_best_probe(self, record):
+        """``best_probe_model.pt``: the encoder of the best epoch so far by the ridge probe (epoch 0: the
+        untrained encoder), written when ``record`` is that epoch; evaluated with ``--weights`` or a plan's
+        ``checkpoint: best_probe``."""
+        best = self.monitor.best_probe
+        if self.is_main and record.get('probe_top1') is not None and best is not None and best[1] == record['epoch']:
+            self.io.save_model(self.model, BEST_PROBE_MODEL)
 
     def epoch_metrics(self, epoch, means, started):
         """The metrics.jsonl record of a finished epoch (runs the kNN monitor when it is due)."""
@@ -296,6 +305,7 @@ class PretrainProcessor(Processor):
             return
         record = self.epoch_metrics(epoch, means, started)
         self.watch(record)
+        self.keep_best_probe(record)
         self.metrics.write(record)
         if self.halt:
             if self.is_main:

@@ -53,7 +53,7 @@ def without_wall(records):
 
 def test_knn_monitor_leaves_the_weights_unchanged_and_writes_metrics(tmp_path):
     plain = pretrain(tmp_path, 'plain', 3)
-    monitored = pretrain(tmp_path, 'knn', 3, '--knn_interval', '2', '--knn_k', '3', '5')
+    monitored = pretrain(tmp_path, 'knn', 3, '--knn_interval', '2', '--knn_k', '3', '5', '--save_interval', '1')
     a = torch.load(tmp_path / 'plain' / 'epoch3_model.pt')
     b = torch.load(tmp_path / 'knn' / 'epoch3_model.pt')
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)     # same RNG stream
@@ -70,6 +70,11 @@ def test_knn_monitor_leaves_the_weights_unchanged_and_writes_metrics(tmp_path):
         assert 0 <= r['probe_top1'] <= 1                     # the ridge probe beside the kNN monitor
     assert records[3]['loss'] == pytest.approx(monitored.epoch_info['loss'])
     assert records[3]['best_probe'] == max((records[0], records[2], records[3]), key=lambda r: r['probe_top1'])['epoch']
+    # best_probe_model.pt: the weights of that epoch (epoch 0: the initial encoder, none of the epochs' files)
+    kept = torch.load(tmp_path / 'knn' / 'best_probe_model.pt')
+    for epoch in (1, 2, 3):
+        saved = torch.load(tmp_path / 'knn' / f'epoch{epoch}_model.pt')
+        assert all(torch.equal(kept[k], saved[k]) for k in kept) == (epoch == records[3]['best_probe'])
     # without the monitor: the same per-epoch losses, no kNN / probe entries, no epoch-0 line
     assert without_wall(read_metrics(plain.metrics.path)) == [
         {k: v for k, v in r.items() if not k.startswith(('knn', 'probe', 'best_probe')) and k != 'wall_s'}
@@ -180,6 +185,20 @@ def test_plan_defaults_overrides_and_commands(tmp_path):
     assert reproduce.load_plan(path, epochs=3).rows[1]['epochs'] == 3
 
 
+def test_an_evaluation_of_the_best_epoch_by_the_probe(tmp_path):
+    """``checkpoint: best_probe`` evaluates the pretraining's best_probe_model.pt; the other evaluations keep
+    the last checkpoint; the key is in the run's specification only when it is not the default."""
+    from tools.reproduction.run import specification
+    path = write_plan(tmp_path, {'epochs': 7, 'knn_interval': 5, 'rows': {'base': demo_row(evaluations={
+        'linear_at_best_probe': {'config': LINEAR, 'checkpoint': 'best_probe'}, 'linear': LINEAR})}})
+    row = reproduce.load_plan(path).rows[0]
+    (_, pretext, _), best, last = reproduce.stages(reproduce.load_plan(path), row, 1, python='py')
+    assert best[2][best[2].index('--weights') + 1] == os.path.join(pretext, 'best_probe_model.pt')
+    assert last[2][last[2].index('--weights') + 1] == os.path.join(pretext, 'epoch7_model.pt')
+    spec = specification(row)['evaluations']
+    assert spec['linear_at_best_probe']['checkpoint'] == 'best_probe' and 'checkpoint' not in spec['linear']
+
+
 LINEAR = 'config/demo/linear_eval_skeletonclr.yaml'
 BAD_PLANS = [
     ({'rows': {'a': demo_row()}, 'seed': [1]}, r"unknown key 'seed' in plan .*plan.yaml; closest valid keys: seeds"),
@@ -198,6 +217,10 @@ BAD_PLANS = [
     ({'rows': {'a': demo_row(evaluations={'linear': 'config/demo/none.yaml'})}},
      r"rows.a.evaluations.linear.config: config 'config/demo/none.yaml' does not exist"),
     ({'rows': {'a': demo_row(evaluations={})}}, r'rows.a.evaluations: give at least one evaluation'),
+    ({'rows': {'a': demo_row(evaluations={'linear': {'config': LINEAR, 'checkpoint': 'best'}})}},
+     r"rows.a.evaluations.linear.checkpoint: 'best' is not one of last, best_probe"),
+    ({'knn_interval': 0, 'rows': {'a': demo_row(evaluations={'linear': {'config': LINEAR, 'checkpoint': 'best_probe'}})}},
+     r"rows.a.evaluations.linear.checkpoint: best_probe needs the pretraining's ridge probe: set knn_interval"),
     ({'rows': {'a': demo_row(seeds='1')}}, r"rows.a.seeds: expected a seed or a list of seeds .*, got '1'"),
     ({'rows': {'a': demo_row(seeds=[1, -3])}}, r"rows.a.seeds: expected a seed or a list of seeds \(integers 0 "),
     ({'rows': {}}, r"'rows' must be a non-empty mapping"),

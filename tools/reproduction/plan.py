@@ -47,9 +47,10 @@ with the same first evaluation config, which must agree on one init.
 Plan-level ``overrides`` / ``eval_overrides`` come first, the row's after them (the last value wins on
 the command line; dict options merge).  An evaluation is a config path or a mapping
 with ``config``, ``processor`` (default from its name: linear -> linear_evaluation, knn ->
-knn_evaluation, finetune / semi* -> finetune_evaluation), ``overrides``, ``epochs``.  The tool sets
-``--work_dir``, ``--seed``, ``--num_epoch`` (pretraining), ``--weights`` (evaluations, the last
-pretraining checkpoint), ``--resume auto`` and ``--knn_interval`` itself; they are refused in
+knn_evaluation, finetune / semi* -> finetune_evaluation), ``overrides``, ``epochs``, ``checkpoint``
+(``last``, the default, or ``best_probe``: the best epoch by the pretraining's ridge probe, which needs
+``knn_interval``).  The tool sets ``--work_dir``, ``--seed``, ``--num_epoch`` (pretraining), ``--weights``
+(evaluations, that pretraining checkpoint), ``--resume auto`` and ``--knn_interval`` itself; they are refused in
 overrides.  With ``knn_interval`` > 0 and no ``test_feeder_args`` in the pretraining config, the test
 split of the row's first evaluation config (kNN first) is given to pretraining.  Relative config paths
 are looked up in the current folder, then in the repository; data paths in the configs are relative
@@ -69,7 +70,8 @@ PLAN_KEYS = ('name', 'description', 'seeds', 'epochs', 'knn_interval', 'override
              'work_dir', 'results', 'floor', 'chance', 'target', 'rows')
 ROW_KEYS = ('processor', 'config', 'evaluations', 'overrides', 'eval_overrides', 'seeds', 'epochs',
             'knn_interval', 'description', 'init')
-EVAL_KEYS = ('config', 'processor', 'overrides', 'epochs')
+EVAL_KEYS = ('config', 'processor', 'overrides', 'epochs', 'checkpoint')
+CHECKPOINTS = ('last', 'best_probe')   # the pretraining checkpoint an evaluation reads
 PRETRAINERS = sorted(p for p, path in PROCESSORS.items() if path == PROCESSORS['pretrain'])
 SUPERVISED = 'recognition'     # a row that trains a classifier and tests it itself (no evaluations)
 UNTRAINED = 'untrained'        # a row that evaluates the randomly initialised encoder (no pretraining)
@@ -211,8 +213,12 @@ def parse_evaluation(name, value, where):
     config = find_config(value['config'], f'{where}.config')
     overrides = as_tokens(value.get('overrides'), f'{where}.overrides')
     check_overrides(overrides, processor, f'{where}.overrides')
+    checkpoint = value.get('checkpoint', 'last')
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"{where}.checkpoint: {quote(checkpoint)} is not one of {', '.join(CHECKPOINTS)}")
     return {'name': name, 'processor': processor, 'config': value['config'], 'config_path': config,
-            'overrides': overrides, 'epochs': check_epochs(value.get('epochs'), f'{where}.epochs')}
+            'overrides': overrides, 'epochs': check_epochs(value.get('epochs'), f'{where}.epochs'),
+            'checkpoint': checkpoint}
 
 
 def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
@@ -284,6 +290,9 @@ def parse_plan(content, source, extra_pretrain=(), extra_eval=(), epochs=None):
             evaluation = parse_evaluation(eval_name, value, f'{where}.evaluations.{eval_name}')
             evaluation['overrides'] = eval_overrides + evaluation['overrides'] + list(extra_eval)
             check_overrides(evaluation['overrides'], evaluation['processor'], f'{where}.eval_overrides')
+            if evaluation['checkpoint'] == 'best_probe' and not knn_interval:
+                raise UserError(f"{where}.evaluations.{eval_name}.checkpoint: best_probe needs the pretraining's "
+                                'ridge probe: set knn_interval (plan or row) > 0')
             evaluations.append(evaluation)
         parsed.append({'name': row_name, 'slug': slug(row_name), 'processor': processor, 'config': row.get('config'),
                        'config_path': config, 'seeds': seeds, 'epochs': row_epochs, 'knn_interval': knn_interval,

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from processor.monitor import BEST_PROBE_MODEL
 from tools.reproduction.metrics import eval_metrics, pretrain_metrics, read_curve, rounded
 from tools.reproduction.plan import ROOT, SUPERVISED, UNTRAINED
 from torchlight.io import UserError, atomic_write, load_config_file
@@ -38,7 +39,8 @@ def specification(row):
     return {**init, 'processor': row['processor'], 'config': row['config'], 'epochs': row['epochs'],
             'knn_interval': row['knn_interval'], 'overrides': row['overrides'],
             'evaluations': {e['name']: {'processor': e['processor'], 'config': e['config'],
-                                        'epochs': e['epochs'], 'overrides': e['overrides']}
+                                        'epochs': e['epochs'], 'overrides': e['overrides'],
+                                        **({'checkpoint': e['checkpoint']} if e['checkpoint'] != 'last' else {})}
                             for e in row['evaluations']}}
 
 
@@ -92,7 +94,8 @@ def main_py():
 
 
 def stages(plan, row, seed, python=sys.executable):
-    """[(name, work_dir, argv)]: pretraining, then each evaluation of its last checkpoint (an untrained
+    """[(name, work_dir, argv)]: pretraining, then each evaluation of its last checkpoint or its best by the
+    ridge probe (the evaluation's ``checkpoint``; an untrained
     row: the evaluations alone, of randomly initialised weights)."""
     base, pretext = run_dirs(plan, row, seed)
     out, weights = [], 'random'
@@ -104,10 +107,11 @@ def stages(plan, row, seed, python=sys.executable):
         out.append(('pretext', pretext, pretrain + row['overrides']))
         weights = os.path.join(pretext, f"epoch{row['epochs']}_model.pt")
     for e in row['evaluations']:
+        read = os.path.join(pretext, BEST_PROBE_MODEL) if e['checkpoint'] == 'best_probe' else weights
         work_dir = os.path.join(base, e['name'])
         # --verdict false: the plan's untrained rows are its comparison (paired by seed in the table)
         argv = [python, main_py(), e['processor'], '--config', e['config_path'], '--work_dir', work_dir,
-                '--seed', str(seed), '--weights', weights, '--resume', 'auto', '--verdict', 'false']
+                '--seed', str(seed), '--weights', read, '--resume', 'auto', '--verdict', 'false']
         if e['epochs'] is not None:
             argv += ['--num_epoch', str(e['epochs'])]
         if row['processor'] == UNTRAINED:
