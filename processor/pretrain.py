@@ -27,6 +27,13 @@ from processor.build import stream_views
 from processor.checkpoint import announce_label_use
 from processor.knn_evaluation import knn_top1
 from processor.monitor import BEST_PROBE_MODEL, LearningMonitor, warn_only
+from processor.evaluation import SplitFeatures
+from processor.processor import Processor, every
+from processor.recipes import KNN, PRETRAIN, recipe_defaults
+from processor.small_data import classifier_advice, measured_line, pretrain_advice
+from processor.step_scalars import StepScalars
+from processor.train_step import TrainStep
+from torchlight.io import UserError, import_class, str2bool
 
 
 def ridge_probe(train, test):
@@ -38,13 +45,6 @@ def ridge_probe(train, test):
     (xt, yt), (xv, yv) = ((f.double().cpu().numpy(), y.cpu().numpy()) for f, y in (train, test))
     found = ridge_floor(xt, yt, xv, yv)
     return float('nan') if found is None else found[0] / 100
-from processor.evaluation import SplitFeatures
-from processor.processor import Processor, every
-from processor.recipes import KNN, PRETRAIN, recipe_defaults
-from processor.small_data import classifier_advice, measured_line, pretrain_advice
-from processor.step_scalars import StepScalars
-from processor.train_step import TrainStep
-from torchlight.io import UserError, import_class, str2bool
 
 
 @contextlib.contextmanager
