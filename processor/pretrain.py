@@ -178,8 +178,10 @@ class PretrainProcessor(Processor):
             if test is None:
                 raise UserError(f'knn_interval={self.arg.knn_interval} needs test_feeder_args with data_path and '
                                 'label_path (the kNN test split)')
+            # the bank is the pretraining's own clips (a sample_list subset too), as the probes read them
             bank_args = dict(self.arg.test_feeder_args, data_path=self.arg.train_feeder_args['data_path'],
-                             label_path=self.arg.train_feeder_args['label_path'])
+                             label_path=self.arg.train_feeder_args['label_path'],
+                             sample_list=self.arg.train_feeder_args.get('sample_list'))
             with preserved_rng():
                 bank = self.build_feeder(self.arg.test_feeder, bank_args, 'test')
                 self.data_loader['knn_train'] = self.make_loader(bank, self.arg.test_batch_size, False)

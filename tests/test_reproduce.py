@@ -105,6 +105,21 @@ def test_metrics_are_resume_safe(tmp_path):
     assert without_wall(records) == without_wall(full)
 
 
+def test_the_monitor_reads_the_pretrainings_own_clips(tmp_path):
+    """With a ``sample_list`` subset the kNN / ridge-probe bank is that subset (the clips the probes of its
+    evaluation read), not the whole training file."""
+    (tmp_path / 'subset.txt').write_text('s0\ns1\ns2\ns3\ns4\ns5\ns6\ns7\n')
+    cfg = write_config(tmp_path)
+    test = (f"data_path={tmp_path / 'data.npy'},label_path={tmp_path / 'label.pkl'},"
+            'shear_amplitude=-1,temperal_padding_ratio=-1')
+    p = PretrainProcessor(['--config', cfg, '--work_dir', str(tmp_path / 'run'), '--knn_interval', '1',
+                           '--batch_size', '4', '--test_feeder_args', test,
+                           '--train_feeder_args', f"sample_list={tmp_path / 'subset.txt'}", *QUIET])
+    bank = p.data_loader['knn_train'].dataset
+    assert len(p.data_loader['train'].dataset) == len(bank) == 8
+    assert [bank.sample_name[i] for i in bank.index] == [f's{i}' for i in range(8)]
+
+
 def test_knn_interval_needs_a_test_split(tmp_path):
     with pytest.raises(UserError, match='knn_interval=1 needs test_feeder_args'):
         PretrainProcessor(['--config', write_config(tmp_path), '--work_dir', str(tmp_path / 'run'),
