@@ -148,5 +148,8 @@ def measured_line(num_samples, processor, label_free=False, root=None):
         text += ('; at this size pretraining with it did NOT beat the encoder it starts from: compare with the '
                  'verdict of your evaluation, and consider supervised training with CSRE (recognition_*_csre '
                  'configs) or an encoder pretrained on a larger set (docs/DATA.md, layout mapping)')
+    else:
+        text += ('; on NW-UCLA only: on two other small sets (docs/METHODS.md, "Does pretraining help?") every '
+                 'self-supervised encoder ended below its untrained init, so the verdict of your evaluation decides')
     return text
 
