@@ -15,7 +15,8 @@ A pure function of the records, so a finished run's curve can be replayed throug
 * ``probe_below_init``: the ridge probe on the frozen features (``probe_top1``, the closed-form stand-in
   of the standardised linear probe) below its epoch-0 value (the untrained encoder the run started from):
   so far pretraining has made the encoder worse for a linear classifier (a warning only; ``best_probe``
-  keeps the best epoch by this probe, the one to evaluate);
+  keeps the best epoch by the same probe's cross-validated top-1 on the training clips, ``probe_cv_top1``,
+  so that no test label chooses the epoch to evaluate; curves without it: ``probe_top1``);
 * ``knn_fall``: the kNN monitor more than ``knn_fall`` (top-1, a fraction) below its best so far (a warning
   only: such runs also recover);
 * ``uniform_<term>``: a loss term the model names in ``uniform_terms`` (e.g. MICA's FM term) within
@@ -89,7 +90,7 @@ class LearningMonitor:
     _knn: list = field(default_factory=list)           # (knn_top1, epoch) after epoch 0
     _stuck: dict = field(default_factory=dict)
     _probe0: float = None
-    best_probe: tuple = None                            # (probe_top1, epoch) of the best evaluation
+    best_probe: tuple = None                            # (probe_cv_top1, epoch) of the best evaluation
     _lrs: list = field(default_factory=list)
 
     def lr_phase(self, epoch, lr):
@@ -138,8 +139,9 @@ class LearningMonitor:
             elif self._probe0 is not None and probe < self._probe0:
                 found.append(('probe_below_init', f'ridge probe top-1 {100 * probe:.1f}%, below the untrained '
                                                   f'encoder\'s {100 * self._probe0:.1f}% (epoch 0)'))
-            if self.best_probe is None or probe > self.best_probe[0]:
-                self.best_probe = (probe, epoch)
+            chosen_by = record.get('probe_cv_top1', probe)
+            if self.best_probe is None or chosen_by > self.best_probe[0]:
+                self.best_probe = (chosen_by, epoch)
         std = record.get('embed_std')
         ratio = record.get('loss_over_uniform')
         if std is not None and epoch >= 1:

@@ -37,14 +37,14 @@ from torchlight.io import UserError, import_class, str2bool
 
 
 def ridge_probe(train, test):
-    """Top-1 (a fraction) of the ridge probe on frozen features: ``tools/floor.py``'s ridge (standardised
-    with the training split's statistics, one-hot targets, alpha by 3-fold cross-validation) fitted on
-    ``train`` = (features, labels) and scored on ``test``; a closed-form stand-in for the standardised
-    linear probe of evaluation."""
-    from tools.floor import ridge_floor
+    """(test top-1, cross-validated top-1 on ``train``), fractions, of the ridge probe on frozen features:
+    ``tools/floor.py``'s ridge (standardised with the training split's statistics, one-hot targets, alpha by
+    3-fold cross-validation) fitted on ``train`` = (features, labels) and scored on ``test``; a closed-form
+    stand-in for the standardised linear probe of evaluation.  The second reads the training labels only."""
+    from tools.floor import ridge_scores
     (xt, yt), (xv, yv) = ((f.double().cpu().numpy(), y.cpu().numpy()) for f, y in (train, test))
-    found = ridge_floor(xt, yt, xv, yv)
-    return float('nan') if found is None else found[0] / 100
+    found = ridge_scores(xt, yt, xv, yv)
+    return (float('nan'), float('nan')) if found is None else (found[0] / 100, found[2] / 100)
 
 
 @contextlib.contextmanager
@@ -224,13 +224,14 @@ class PretrainProcessor(Processor):
             self.split_features.forget()
             train, test = self.split_features('knn_train')[:2], self.split_features('knn_test')[:2]
             accuracy = knn_top1(train, test, self.arg.knn_k, self.arg.knn_temperature)
-            probe = ridge_probe(train, test)
+            probe, probe_cv = ridge_probe(train, test)
             self.split_features.forget()
         self.model.train(was_training)
         self.print_log(f'\tkNN monitor, epoch {done}: ' + ' | '.join(
             f'k={k} top1 {100 * v:.2f}%' for k, v in accuracy.items()) + f' | ridge probe top1 {100 * probe:.2f}%')
-        self.log_scalars('knn', dict({f'top1_k{k}': v for k, v in accuracy.items()}, probe_top1=probe), done)
-        return dict({'knn_top1': accuracy[self.arg.knn_k[0]], 'probe_top1': probe},
+        self.log_scalars('knn', dict({f'top1_k{k}': v for k, v in accuracy.items()}, probe_top1=probe,
+                                     probe_cv_top1=probe_cv), done)
+        return dict({'knn_top1': accuracy[self.arg.knn_k[0]], 'probe_top1': probe, 'probe_cv_top1': probe_cv},
                     **{f'knn_top1_k{k}': v for k, v in accuracy.items()})
 
     def new_monitor(self):
@@ -255,9 +256,9 @@ class PretrainProcessor(Processor):
             self.metrics.write(dict(record, wall_s=time.time() - started))
 
     def keep_best_probe(self, record):
-        """``best_probe_model.pt``: the encoder of the best epoch so far by the ridge probe (epoch 0: the
-        untrained encoder), written when ``record`` is that epoch; evaluated with ``--weights`` or a plan's
-        ``checkpoint: best_probe``."""
+        """``best_probe_model.pt``: the encoder of the best epoch so far by the ridge probe's cross-validated
+        top-1 on the training clips (epoch 0: the untrained encoder; no test label chooses it), written when
+        ``record`` is that epoch; evaluated with ``--weights`` or a plan's ``checkpoint: best_probe``."""
         best = self.monitor.best_probe
         if self.is_main and record.get('probe_top1') is not None and best is not None and best[1] == record['epoch']:
             self.io.save_model(self.model, BEST_PROBE_MODEL)
@@ -321,7 +322,7 @@ class PretrainProcessor(Processor):
         new, active = self.monitor.update(record)
         record['collapse_epochs'] = self.monitor.collapse_epochs
         if self.monitor.best_probe is not None:
-            record['best_probe'] = self.monitor.best_probe[1]          # the best epoch by the ridge probe
+            record['best_probe'] = self.monitor.best_probe[1]          # the best epoch by the ridge probe (train CV)
         if active:
             record['warnings'] = active
         for kind, text in new:

@@ -134,6 +134,11 @@ def test_probe_below_init_warns_and_keeps_the_best_epoch_by_the_probe():
     assert '49.0%, below the untrained encoder\'s 50.0% (epoch 0)' in raised[2][0][1]
     assert monitor.best_probe == (0.55, 5) and 'probe_below_init' in WARN_ONLY
     assert replay([{'epoch': e, 'probe_top1': p} for e, p in curve[:2]]) == {}
+    # with the training-split cross-validated probe the best epoch is chosen by it, not by the test split
+    monitor = LearningMonitor()
+    for (e, p), cv in zip(curve, [0.40, 0.42, 0.47, 0.44, 0.43]):
+        monitor.update({'epoch': e, 'probe_top1': p, 'probe_cv_top1': cv})
+    assert monitor.best_probe == (0.47, 10)
 # ---------------------------------------------------------------- the cause a warning names (issue 43)
 
 def first_message(records, kind, **settings):

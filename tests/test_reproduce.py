@@ -69,7 +69,8 @@ def test_knn_monitor_leaves_the_weights_unchanged_and_writes_metrics(tmp_path):
         assert r['knn_top1'] == r['knn_top1_k3'] and 0 <= r['knn_top1_k5'] <= 1
         assert 0 <= r['probe_top1'] <= 1                     # the ridge probe beside the kNN monitor
     assert records[3]['loss'] == pytest.approx(monitored.epoch_info['loss'])
-    assert records[3]['best_probe'] == max((records[0], records[2], records[3]), key=lambda r: r['probe_top1'])['epoch']
+    assert records[3]['best_probe'] == max((records[0], records[2], records[3]), key=lambda r: r['probe_cv_top1'])['epoch']
+    assert all(0 <= r['probe_cv_top1'] <= 1 for r in (records[0], records[2], records[3]))
     # best_probe_model.pt: the weights of that epoch (epoch 0: the initial encoder, none of the epochs' files)
     kept = torch.load(tmp_path / 'knn' / 'best_probe_model.pt')
     for epoch in (1, 2, 3):

@@ -42,6 +42,13 @@ def _ridge_fit(x, y, alphas):
 
 def ridge_floor(train_x, train_y, val_x, val_y, alphas=RIDGE_ALPHAS, folds=FOLDS, seed=0):
     """(val top-1 %, alpha) of the ridge floor (module docstring); None without both splits."""
+    found = ridge_scores(train_x, train_y, val_x, val_y, alphas, folds, seed)
+    return found and found[:2]
+
+
+def ridge_scores(train_x, train_y, val_x, val_y, alphas=RIDGE_ALPHAS, folds=FOLDS, seed=0):
+    """(val top-1 %, alpha, cross-validated top-1 % on train at that alpha) of the ridge floor's fit; the
+    last reads the training labels only.  None without both splits."""
     if not len(val_x) or len(train_x) < folds:
         return None
     train_y, val_y = np.asarray(train_y), np.asarray(val_y)
@@ -58,7 +65,7 @@ def ridge_floor(train_x, train_y, val_x, val_y, alphas=RIDGE_ALPHAS, folds=FOLDS
             hits[i] += np.sum((xt[held] @ w).argmax(1) == train_y[held])
     best = int(np.argmax(hits))
     w = _ridge_fit(xt, target, [alphas[best]])[0]
-    return 100.0 * float(np.mean((xv @ w).argmax(1) == val_y)), alphas[best]
+    return 100.0 * float(np.mean((xv @ w).argmax(1) == val_y)), alphas[best], 100.0 * float(hits[best]) / len(xt)
 
 
 def baselines(train_x, train_y, val_x, val_y, num_class, folder):

@@ -46,8 +46,8 @@ it stands for: a row name (that row's ``weights_init``, passed as ``--init_of <i
 with the same first evaluation config, which must agree on one init.
 Plan-level ``overrides`` / ``eval_overrides`` come first, the row's after them (the last value wins on
 the command line; dict options merge).  An evaluation is a config path or a mapping
-with ``config``, ``processor`` (default from its name: linear -> linear_evaluation, knn ->
-knn_evaluation, finetune / semi* -> finetune_evaluation), ``overrides``, ``epochs``, ``checkpoint``
+with ``config``, ``processor`` (default from how its name begins: linear* -> linear_evaluation, knn* ->
+knn_evaluation, finetune* / semi* -> finetune_evaluation), ``overrides``, ``epochs``, ``checkpoint``
 (``last``, the default, or ``best_probe``: the best epoch by the pretraining's ridge probe, which needs
 ``knn_interval``).  The tool sets ``--work_dir``, ``--seed``, ``--num_epoch`` (pretraining), ``--weights``
 (evaluations, that pretraining checkpoint), ``--resume auto`` and ``--knn_interval`` itself; they are refused in
@@ -200,7 +200,7 @@ def parse_evaluation(name, value, where):
     if isinstance(value, str):
         value = {'config': value}
     check_keys(value, EVAL_KEYS, where)
-    default = EVAL_PROCESSORS.get(name) or EVAL_PROCESSORS.get('semi' if name.startswith('semi') else name)
+    default = next((EVAL_PROCESSORS[k] for k in EVAL_PROCESSORS if name.startswith(k)), None)
     processor = value.get('processor', default)
     if processor is None:
         raise UserError(f"{where}: set 'processor' (the name '{name}' is none of {', '.join(EVAL_PROCESSORS)})")
