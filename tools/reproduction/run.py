@@ -350,6 +350,9 @@ def run_plan(plan, rows=None, seeds=None, dry_run=False, keep_going=False, runne
 
 
 def summary(result):
-    parts = [f'{k} {100 * v:.1f}%' for k, v in result['best'].items() if k.endswith('_top1')]
+    """'<metric> <last>% (best <best>%), ..., <minutes> min' of a finished run."""
+    last, best = result['final'], result['best']
+    parts = [f'{k} {100 * last[k]:.1f}%' + (f' (best {100 * best[k]:.1f}%)' if best.get(k, last[k]) != last[k] else '')
+             for k in last if k.endswith('_top1')]
     return ', '.join(parts) + f", {result['wall_s'] / 60:.1f} min"
 
