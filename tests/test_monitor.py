@@ -189,3 +189,36 @@ def test_a_uniform_term_says_what_is_known_and_never_blames_the_descriptions():
         epoch, text = first_message(committed('h200_ucla100', 'MICA', seed), 'uniform_loss_kl', uniform_terms=uniform)
         assert 'warm-up' not in text and 'not known' in text
     assert warn_only('uniform_loss_kl') and warn_only('knn_fall') and not warn_only('narrow_cone')
+
+
+def probe_curves():
+    """Every committed pretraining curve that carries the ridge probe (the runs made since the probe monitor)."""
+    for path in sorted(glob.glob(os.path.join(RESULTS, '..', '*', '*__seed*.json'))):
+        with open(path) as f:
+            result = json.load(f)
+        curve = [r for r in result.get('curve') or [] if 'epoch' in r]
+        if any('probe_top1' in r for r in curve):
+            yield os.path.relpath(path, os.path.join(RESULTS, '..')), curve
+
+
+def test_the_probe_warning_and_best_epoch_replay_on_the_committed_curves():
+    """Replayed on each committed curve with the ridge probe, the monitor raises ``probe_below_init`` exactly
+    where the probe first falls below its epoch-0 value and holds the ``best_probe`` each record wrote."""
+    replayed = 0
+    for name, curve in probe_curves():
+        monitor, probe0, first_below = LearningMonitor(), None, None
+        for r in curve:
+            new, _ = monitor.update(r)
+            if 'probe_top1' in r:
+                if r['epoch'] == 0:
+                    probe0 = r['probe_top1']
+                elif first_below is None and probe0 is not None and r['probe_top1'] < probe0:
+                    first_below = r['epoch']
+                    assert 'probe_below_init' in [kind for kind, _ in new], (name, r['epoch'])
+            if 'best_probe' in r:
+                assert monitor.best_probe[1] == r['best_probe'], (name, r['epoch'])
+        assert ('probe_below_init' in replay(curve)) == (first_below is not None), name
+        replayed += 1
+    if not replayed:
+        import pytest
+        pytest.skip('no committed curve carries the ridge probe yet')
