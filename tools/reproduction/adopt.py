@@ -2,7 +2,8 @@
 counts for a row x seed of this plan when that run would compute exactly the same thing.  That is checked,
 not assumed:
 
-- every stage of the row (pretraining, each evaluation) has a stage of the source run of the same name,
+- every stage of the row (pretraining, each evaluation) has a stage of the source run of the same name
+  (the source may have more evaluations: they are left out of the adopted result),
   processor and arguments: the processor's full argument set that the source stage wrote to its
   ``config.yaml`` equals the one this plan's command resolves to now, but for ``PATH_KEYS`` (where a stage
   lives and what it reads: the folder, the config file's path, the weights' path);
@@ -95,13 +96,18 @@ def adopt(plan, row, seed, source_file):
                         f"{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}): rerun it instead")
     planned = stages(plan, row, seed)
     names = [name for name, _, _ in planned]
-    if sorted(names) != sorted(source.get('stages', {})):
-        raise UserError(f"{where} has stages {', '.join(sorted(source.get('stages', {})))}; the row has "
-                        f"{', '.join(names)}")
+    made = source.get('stages', {})
+    if not isinstance(made, dict) or not set(names) <= set(made):
+        raise UserError(f"{where} has stages {', '.join(sorted(made))}; the row has {', '.join(names)}")
     for name, _, argv in planned:
-        check_stage(name, argv, source['stages'][name], where)
+        check_stage(name, argv, made[name], where)
+    extra = [name for name in made if name not in names]       # the source's other evaluations are left out
+    kept = {part: {k: v for k, v in (source.get(part) or {}).items() if not k.startswith(tuple(f'{e}_' for e in extra))}
+            for part in ('final', 'best')}
     result = dict(source, plan=plan.name, row=row['name'], spec=specification(row),
-                  config_digests=config_digests(row),
+                  stages={n: made[n] for n in names},
+                  evaluations={n: v for n, v in (source.get('evaluations') or {}).items() if n not in extra},
+                  **kept, config_digests=config_digests(row),
                   adopted_from={'result': source_file, 'plan': source.get('plan'), 'row': source.get('row'),
                                 'commit': source['commit']})
     write_json(result, target)
