@@ -580,7 +580,9 @@ def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, 
     # resolved again), then skipped by `run`; a row with another setting is refused, naming the key
     content = yaml.safe_load(open(plan_path))
     same = content['rows']['SkeletonCLR']
-    content.update(name='adopting', rows={'same': same, 'other': dict(same, overrides='--base_lr 0.05')})
+    linear_only = dict(same, evaluations={'linear': same['evaluations']['linear']})
+    content.update(name='adopting', rows={'same': same, 'other': dict(same, overrides='--base_lr 0.05'),
+                                          'linear only': linear_only})
     other_plan = write_plan(tmp_path, content, 'adopting.yaml')
     source = os.path.join('results', 'demo', 'SkeletonCLR__seed1.json')
     cli.main(['adopt', other_plan, '--row', 'same', '--seed', '1', '--from', source])
@@ -591,13 +593,18 @@ def test_demo_plan_end_to_end_with_a_resumed_pretraining(tmp_path, monkeypatch, 
     cli.main(['run', other_plan, '--rows', 'same', '--seeds', '1'])
     assert '0 runs done, 1 already done' in capsys.readouterr().out
     assert '1 of them adopted from plan demo' in open(os.path.join('results', 'adopting', 'table.md')).read()
+    # a row with fewer evaluations takes the source's matching stages; the others are left out of its result
+    cli.main(['adopt', other_plan, '--row', 'linear only', '--seed', '1', '--from', source])
+    fewer = json.load(open(os.path.join('results', 'adopting', 'linear_only__seed1.json')))
+    assert set(fewer['stages']) == {'pretext', 'linear'} and set(fewer['evaluations']) == {'linear'}
+    assert fewer['final'] == {k: v for k, v in result['final'].items() if not k.startswith('knn_')}
     with pytest.raises(UserError, match=r"pretext stage ran with base_lr=0\.1, the row resolves to base_lr=0\.05"):
         cli.main(['adopt', other_plan, '--row', 'other', '--seed', '1', '--from', source])
     with pytest.raises(UserError, match='same__seed1.json.* exists'):
         cli.main(['adopt', other_plan, '--row', 'same', '--seed', '1', '--from', source])
     with pytest.raises(UserError, match='is seed 1, not 2'):
         cli.main(['adopt', other_plan, '--row', 'other', '--seed', '2', '--from', source])
-    with pytest.raises(UserError, match="--row: no row 'none' in plan .*adopting.yaml; rows: same, other"):
+    with pytest.raises(UserError, match="--row: no row 'none' in plan .*adopting.yaml; rows: same, other, linear only"):
         cli.main(['adopt', other_plan, '--row', 'none', '--seed', '1', '--from', source])
 
 
