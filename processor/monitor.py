@@ -38,9 +38,10 @@ ADVICE = {
     'no_gain': 'the kNN monitor is not above the untrained encoder (epoch 0): the encoder has not learned; check '
                'the recipe and the data before training longer',
     'probe_below_init': 'the frozen features now classify worse under a linear probe than those of the untrained '
-                        'encoder this run started from (docs/METHODS.md, "Does pretraining help?"): evaluate the '
-                        'best epoch by this probe (best_probe in metrics.jsonl) beside the untrained encoder, or use '
-                        'a supervised recipe (CSRE) or an encoder pretrained on a larger set',
+                        'encoder this run started from (docs/METHODS.md, "Does pretraining help?"): if it stays '
+                        'below, evaluate best_probe_model.pt (the best epoch by the probe on the training clips; '
+                        'epoch 0 is the untrained encoder) beside the last epoch, or use a supervised recipe '
+                        '(CSRE) or an encoder pretrained on a larger set',
 }
 KNN_FALL = {
     'warm-up': 'during the lr warm-up (lr {lr:.3g}, still rising): on NW-UCLA such a fall recovered (results/ucla_stability, '
