@@ -25,9 +25,9 @@ import torch
 
 from processor.build import stream_views
 from processor.checkpoint import announce_label_use
+from processor.evaluation import SplitFeatures
 from processor.knn_evaluation import knn_top1
 from processor.monitor import BEST_PROBE_MODEL, LearningMonitor, warn_only
-from processor.evaluation import SplitFeatures
 from processor.processor import Processor, every
 from processor.recipes import KNN, PRETRAIN, recipe_defaults
 from processor.small_data import classifier_advice, measured_line, pretrain_advice
