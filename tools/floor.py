@@ -2,7 +2,7 @@
 
     python tools/floor.py data/ucla            # prints the floor line (and --json FILE writes it as data)
 
-The floor (docs/DATA.md, "The ridge floor") is the val top-1 of a one-vs-all ridge regression on the
+The floor (docs/DATA.md, "Baselines") is the val top-1 of a one-vs-all ridge regression on the
 converted ``{train,val}_position.npy`` arrays themselves, flattened (3 x T x V x M numbers a clip) and
 standardised with the training split's mean and std; targets one-hot minus 1/C; the regulariser alpha
 is chosen from ``RIDGE_ALPHAS`` by 3-fold cross-validation on the training split (folds seeded), then
