@@ -13,16 +13,19 @@ A pure function of the records, so a finished run's curve can be replayed throug
 * ``no_gain``: the kNN monitor not above its epoch-0 value (the untrained encoder) after
   ``knn_evaluations`` evaluations;
 * ``probe_below_init``: the ridge probe on the frozen features (``probe_top1``, the closed-form stand-in
-  of the standardised linear probe) below its epoch-0 value (the untrained encoder the run started from):
-  so far pretraining has made the encoder worse for a linear classifier (a warning only; ``best_probe``
-  keeps the best epoch by the same probe's cross-validated top-1 on the training clips, ``probe_cv_top1``,
-  so that no test label chooses the epoch to evaluate; curves without it: ``probe_top1``);
+  of the standardised linear probe) below its epoch-0 value (the untrained encoder the run started from),
+  its message naming the lr phase and what was measured there (a warning only; ``best_probe`` keeps the
+  best epoch by the same probe's cross-validated top-1 on the training clips, ``probe_cv_top1``, so that
+  no test label chooses the epoch to evaluate; curves without it: ``probe_top1``);
+* ``probe_below_init_annealed``: the probe more than ``probe_margin`` below its epoch-0 value once the lr
+  is annealed to half its peak or less: the reading that predicted the end on the committed curves;
 * ``knn_fall``: the kNN monitor more than ``knn_fall`` (top-1, a fraction) below its best so far (a warning
   only: such runs also recover);
 * ``uniform_<term>``: a loss term the model names in ``uniform_terms`` (e.g. MICA's FM term) within
   ``margin`` of its uniform value for ``patience`` epochs (a warning only).
 
-The last two name the cause that was measured for the lr phase the record's ``lr`` shows (``lr_phase``:
+``knn_fall``, ``probe_below_init`` and ``uniform_<term>`` name the cause that was measured for the lr phase the
+record's ``lr`` shows (``lr_phase``:
 the warm-up, full lr, or annealed to half its peak or less), or say that it is not known.
 """
 from dataclasses import dataclass, field
@@ -37,11 +40,14 @@ ADVICE = {
                  'run and use the small-data recipe',
     'no_gain': 'the kNN monitor is not above the untrained encoder (epoch 0): the encoder has not learned; check '
                'the recipe and the data before training longer',
-    'probe_below_init': 'the frozen features now classify worse under a linear probe than those of the untrained '
-                        'encoder this run started from (docs/METHODS.md, "Does pretraining help?"): if it stays '
-                        'below, evaluate best_probe_model.pt (the best epoch by the probe on the training clips; '
-                        'epoch 0 is the untrained encoder) beside the last epoch, or use a supervised recipe '
-                        '(CSRE) or an encoder pretrained on a larger set',
+    'probe_below_init_annealed': 'the lr has annealed and the probe is still below its epoch-0 value: on the committed '
+                                 'NW-UCLA curves this marked the weakest seed of its row (3 runs; 0.4-12.5 points '
+                                 'above the untrained encoder under the evaluation\'s probe, which reads an untrained '
+                                 'encoder about 10 points lower than this ridge probe; '
+                                 'docs/METHODS.md, "Does pretraining help?"): expect a small gain at most and read the '
+                                 'verdict of the evaluation; evaluate best_probe_model.pt (the best epoch by the probe '
+                                 'on the training clips; epoch 0 is the untrained encoder) beside the last epoch, or '
+                                 'use a supervised recipe (CSRE) or an encoder pretrained on a larger set',
 }
 KNN_FALL = {
     'warm-up': 'during the lr warm-up (lr {lr:.3g}, still rising): on NW-UCLA such a fall recovered (results/ucla_stability, '
@@ -54,6 +60,16 @@ KNN_FALL = {
                 'pretraining has ended lower than shorter (docs/METHODS.md, "Size advice"): keep the checkpoint of the '
                 'best kNN epoch (a save_interval that writes it) and compare it with the untrained encoder',
 }
+PROBE_BELOW = {
+    'warm-up': 'during the lr warm-up (lr {lr:.3g}, still rising): on the NW-UCLA ladder and screen most runs fall '
+               'below their untrained encoder here and end above it (docs/METHODS.md, "Does pretraining help?"): not a '
+               'verdict yet; probe_below_init_annealed says if it is still below once the lr has annealed',
+    'full': 'at full lr (lr {lr:.3g}): on the NW-UCLA ladder and screen most runs below their untrained encoder at the '
+            'first evaluations after the warm-up recovered as a cosine lr annealed{constant}; '
+            'probe_below_init_annealed says if it is still below once the lr has annealed',
+    'annealed': 'the lr is annealed to {share:.1%} of its peak: a fall this late marked the weakest seeds on the '
+                'committed NW-UCLA curves (probe_below_init_annealed, docs/METHODS.md, "Does pretraining help?")',
+}
 UNIFORM = ('in 24 of the 25 committed NW-UCLA MICA curves (paper mode) this term stayed within 5% of its uniform value '
            'in the first epochs, healthy runs included, and the 100-epoch runs left it only at epochs 35-67 '
            '(67-77% linear): at lambda_kl 0.01 it moves slowly, and on its own it does not say that the run fails (the '
@@ -61,7 +77,8 @@ UNIFORM = ('in 24 of the 25 committed NW-UCLA MICA curves (paper mode) this term
            'and whether it leaves on this data, is not known')
 CONE_KINDS = ('narrow_cone', 'creeping', 'collapsed')
 BEST_PROBE_MODEL = 'best_probe_model.pt'     # the pretraining work_dir's encoder of the best epoch by the ridge probe
-WARN_ONLY = ('knn_fall', 'probe_below_init')   # warned and recorded; collapse_stop does not stop on these (nor uniform_*)
+# warned and recorded; collapse_stop does not stop on these (nor on uniform_*)
+WARN_ONLY = ('knn_fall', 'probe_below_init', 'probe_below_init_annealed')
 
 
 def warn_only(kind):
@@ -81,6 +98,7 @@ class LearningMonitor:
     patience: int = 3
     knn_evaluations: int = 3
     knn_fall: float = 0.12
+    probe_margin: float = 0.01                          # top-1 (a fraction) below epoch 0 that counts once annealed
     uniform_terms: dict = field(default_factory=dict)
     warm_up_epoch: int = 0                              # the run's, for the wording (else read from the lr)
     lr_schedule: str = None
@@ -104,7 +122,8 @@ class LearningMonitor:
         return 'annealed' if lr <= 0.5 * max(self._lrs + [lr]) else 'full'
 
     def cause(self, kind, epoch, lr):
-        """The measured cause of a kNN fall or a uniform term in this lr phase, or that it is not known."""
+        """The measured cause of a kNN fall, a probe below its init or a uniform term in this lr phase, or that it
+        is not known."""
         phase = self.lr_phase(epoch, lr)
         if kind == 'knn_fall':
             cure = ('' if self.lr_schedule == 'cosine' else
@@ -113,6 +132,12 @@ class LearningMonitor:
             at_lr = 'at full lr' + (f' (lr {lr:.3g})' if lr is not None else '')
             return KNN_FALL[phase or 'full'].format(lr=lr or 0.0, cure=cure, schedule=schedule, at_lr=at_lr,
                                                     share=(lr or 0.0) / max(self._lrs + [lr or 1e-12]))
+        if kind == 'probe_below_init':
+            constant = ('' if self.lr_schedule in (None, 'cosine') else
+                        f'; this run\'s lr_schedule {self.lr_schedule} may not anneal before it ends: then the '
+                        'verdict of its evaluation decides')
+            return PROBE_BELOW[phase or 'full'].format(lr=lr or 0.0, constant=constant,
+                                                        share=(lr or 0.0) / max(self._lrs + [lr or 1e-12]))
         return (f'during the lr warm-up (lr {lr:.3g}, still rising): ' if phase == 'warm-up' else '') + UNIFORM
 
     def update(self, record):
@@ -138,8 +163,11 @@ class LearningMonitor:
             if epoch == 0:
                 self._probe0 = probe
             elif self._probe0 is not None and probe < self._probe0:
-                found.append(('probe_below_init', f'ridge probe top-1 {100 * probe:.1f}%, below the untrained '
-                                                  f'encoder\'s {100 * self._probe0:.1f}% (epoch 0)'))
+                below = (f'ridge probe top-1 {100 * probe:.1f}%, below the untrained encoder\'s '
+                         f'{100 * self._probe0:.1f}% (epoch 0)')
+                found.append(('probe_below_init', f'{below}: ' + self.cause('probe_below_init', epoch, lr)))
+                if self.lr_phase(epoch, lr) == 'annealed' and probe < self._probe0 - self.probe_margin:
+                    found.append(('probe_below_init_annealed', below))
             chosen_by = record.get('probe_cv_top1', probe)
             if self.best_probe is None or chosen_by > self.best_probe[0]:
                 self.best_probe = (chosen_by, epoch)
@@ -178,7 +206,7 @@ class LearningMonitor:
                 for kind, text in new], [kind for kind, _ in found]
 
 
-KINDS_WITH_CAUSE = ('knn_fall',)          # and uniform_*: their message names the cause for the lr phase
+KINDS_WITH_CAUSE = ('knn_fall', 'probe_below_init')   # and uniform_*: their message names the cause for the lr phase
 
 
 def replay(records, **settings):

@@ -222,3 +222,35 @@ def test_the_probe_warning_and_best_epoch_replay_on_the_committed_curves():
     if not replayed:
         import pytest
         pytest.skip('no committed curve carries the ridge probe yet')
+
+
+def committed_curve(plan, name):
+    with open(os.path.join(RESULTS, '..', plan, f'{name}.json')) as f:
+        return [r for r in json.load(f)['curve'] if 'epoch' in r]
+
+
+def test_the_probe_warning_names_its_lr_phase_on_the_curves_that_raised_it_wrongly():
+    """The curves where ``probe_below_init`` fired at epoch 5 although the run ended above its untrained
+    encoder (the ladder's AimCLR and SkeletonCLR, the screen's shipped recipe) are told so during the warm-up
+    and get no ``probe_below_init_annealed``; the three screen runs whose probe was still below its epoch-0
+    value once the lr had annealed (the weakest seed of each row) get it; the demo, at a constant lr, is
+    told that its lr may not anneal."""
+    ended_above = [('ucla_ladder', f'AimCLR_300_clips__seed{s}') for s in (1, 2, 3)] + [
+        ('ucla_ladder', 'SkeletonCLR_300_clips__seed2'), ('ucla_small_screen', 'shipped_recipe__seed2')]
+    for plan, name in ended_above:
+        monitor, texts = LearningMonitor(warm_up_epoch=10, lr_schedule='cosine'), {}
+        for r in committed_curve(plan, name):
+            texts.update(dict(monitor.update(r)[0]))
+        assert 'during the lr warm-up' in texts['probe_below_init'], name
+        assert 'probe_below_init_annealed' not in monitor.active, name
+    flagged = {'100_epochs__seed3': 60, 'queue_16__seed3': 25, 'weak_augmentation__seed3': 25}
+    for name, epoch in flagged.items():
+        curve = committed_curve('ucla_small_screen', name)
+        assert replay(curve, warm_up_epoch=10, lr_schedule='cosine')['probe_below_init_annealed'] == epoch, name
+        probes = [r['probe_top1'] for r in curve if 'probe_top1' in r]
+        assert probes[-1] < probes[0], name            # and its probe ended below its epoch-0 value
+    monitor, texts = LearningMonitor(lr_schedule='step'), {}
+    for r in committed_curve('demo_verdict', 'SkeletonCLR_the_demo__seed1'):
+        texts.update(dict(monitor.update(r)[0]))
+    assert monitor.active == {'probe_below_init': 5} and 'at full lr (lr 0.1)' in texts['probe_below_init']
+    assert 'lr_schedule step may not anneal' in texts['probe_below_init']
