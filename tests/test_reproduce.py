@@ -502,12 +502,12 @@ def test_the_readme_summary_table(tmp_path):
     the first listed name a column holds, mean ± std (seeds), '–' where there is none, the plan's floor."""
     from tools.reproduction.summary import summary_table
     write_results(str(tmp_path / 'results'))
-    write_plan(tmp_path, {'rows': {'A': demo_row(), 'B': demo_row()}, 'floor': {'ridge': 62.6}, 'chance': 25,
-                          'results': str(tmp_path / 'results')})
+    write_plan(tmp_path, {'rows': {'A': demo_row(), 'B': demo_row(), 'C': demo_row(), 'D, run elsewhere': demo_row()},
+                          'floor': {'ridge': 62.6}, 'chance': 25, 'results': str(tmp_path / 'results')})
     (tmp_path / 'summary.yaml').write_text(yaml.safe_dump({
         'columns': [{'title': 'hand, linear', 'plan': 'plan.yaml', 'metric': 'linear_top1', 'floor': 'ridge'},
                     {'title': 'elsewhere', 'plan': 'plan.yaml', 'results': 'none', 'metric': 'linear_top1'}],
-        'rows': {'method': ['missing', 'A'], 'untrained': 'B', 'other': 'C'}}, sort_keys=False))
+        'rows': {'method': ['D, run elsewhere', 'A'], 'untrained': 'B', 'other': 'C'}}, sort_keys=False))
     lines = summary_table('summary.yaml', str(tmp_path)).splitlines()
     assert lines[2:] == ['| | hand, linear | elsewhere |', '|---|---|---|', '| method | 59.0 ± 10.0 (3) | – |',
                          '| untrained | 54.0 (1) | – |', '| other | – | – |',
@@ -516,6 +516,11 @@ def test_the_readme_summary_table(tmp_path):
                                                                         'metric': 'm', 'floor': 'nope'}],
                                                            'rows': {'r': 'A'}}))
     with pytest.raises(UserError, match="floor 'nope' is not a floor row"):
+        summary_table('summary.yaml', str(tmp_path))
+    # a row name that no column's plan has (an unquoted 'A, B' in a YAML flow list is two names) is an error
+    (tmp_path / 'summary.yaml').write_text("columns: [{title: t, plan: plan.yaml, metric: linear_top1}]\n"
+                                           "rows: {method: [A, D, run elsewhere]}\n")
+    with pytest.raises(UserError, match="row 'method': 'D' is a row of none of the columns' plans"):
         summary_table('summary.yaml', str(tmp_path))
 
 

@@ -66,6 +66,12 @@ def summary_table(spec_path, root):
             raise UserError(f"summary spec '{spec_path}': column {column.get('title', column)!r}: "
                             + (f'unknown keys {unknown}' if unknown else f'missing {missing}'))
     rows = {str(k): [str(n) for n in (v if isinstance(v, list) else [v])] for k, v in rows.items()}
+    known = {r['name'] for column in columns for r in load_plan(os.path.join(root, column['plan'])).rows}
+    for display, names in rows.items():
+        stray = [n for n in names if n not in known]
+        if stray:
+            raise UserError(f"summary spec '{spec_path}': row {display!r}: {stray[0]!r} is a row of none of the "
+                            "columns' plans (a name with a comma needs quotes in a YAML list)")
     cells = [column_cells(column, rows, root) for column in columns]
     lines = ['| | ' + ' | '.join(c['title'] for c in columns) + ' |', '|---' * (len(columns) + 1) + '|']
     for display in rows:
