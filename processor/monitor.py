@@ -47,7 +47,8 @@ ADVICE = {
                                  'docs/METHODS.md, "Does pretraining help?"): expect a small gain at most and read the '
                                  'verdict of the evaluation; evaluate best_probe_model.pt (the best epoch by the probe '
                                  'on the training clips; epoch 0 is the untrained encoder) beside the last epoch, or '
-                                 'use a supervised recipe (CSRE) or an encoder pretrained on a larger set',
+                                 'use a supervised recipe (CSRE; an encoder from another set did not transfer where '
+                                 'measured: docs/METHODS.md, "Transfer to another skeleton")',
 }
 KNN_FALL = {
     'warm-up': 'during the lr warm-up (lr {lr:.3g}, still rising): on NW-UCLA such a fall recovered (results/ucla_stability, '

@@ -147,7 +147,9 @@ def measured_line(num_samples, processor, label_free=False, root=None):
     if mean <= 0:
         text += ('; at this size pretraining with it did NOT beat the encoder it starts from: compare with the '
                  'verdict of your evaluation, and consider supervised training with CSRE (recognition_*_csre '
-                 'configs) or an encoder pretrained on a larger set (docs/DATA.md, layout mapping)')
+                 'configs; docs/DATA.md, step 7) or an encoder pretrained on a larger set, whose transfer was '
+                 'measured only from NW-UCLA to the synthetic set, where it ended below its untrained encoder too '
+                 '(docs/METHODS.md, "Transfer to another skeleton")')
     else:
         text += ('; on NW-UCLA only: on two other small sets (docs/METHODS.md, "Does pretraining help?") every '
                  'self-supervised encoder ended below its untrained init, so the verdict of your evaluation decides')
