@@ -259,11 +259,11 @@ def test_worked_example_runs_as_written(converted, in_scratch, group):
              '5 iterations per epoch', '0 samples dropped')
     one_line(re.search(r'.*Skeleton:.*', log).group(0), "layout 'example20'", '20 joints', 'flip', 'joint names')
     one_line(re.search(r'.*Notice: size advice.*', log).group(0), '160 training samples', 'batch_size 32',
-             'base_lr 0.025', 'model_args.shuffle_bn_groups 2', 'model_args.queue_size 96', 'num_epoch 30',
+             'base_lr 0.025', 'model_args.shuffle_bn_groups 2', 'model_args.queue_size 96', 'num_epoch 100',
              "the probes' (linear_evaluation, finetune_evaluation) batch_size 32")
     # followed in the config file: only the test's 1 epoch differs
-    one_line(re.search(r'.*differs from the size advice.*', log).group(0), 'num_epoch 1 (advised 30)',
-             'to follow it: --num_epoch 30')
+    one_line(re.search(r'.*differs from the size advice.*', log).group(0), 'num_epoch 1 (advised 100)',
+             'to follow it: --num_epoch 100')
     # the class report names the classes from dataset.yaml and writes next to the result
     result = work / 'aimclr' / 'linear_eval' / 'test_result.pkl'
     class_report.main(['--label', 'data/own_example/val_label.pkl', '--result', str(result)])

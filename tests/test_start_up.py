@@ -47,13 +47,13 @@ def test_the_walkthrough_on_a_small_set_follows_its_own_advice(clips, tmp_path, 
     one_line(err, f'batch_size=128 is larger than the {clips} training samples', f'give --batch_size {batch}')
     advice = re.search(r'Notice: size advice for .*', out).group(0)
     one_line(advice, f'{clips} training samples (pretraining', f'batch_size {batch} (', 'model_args.shuffle_bn_groups 2',
-             f'base_lr {0.1 * batch / 128:g}', 'num_epoch 30', f"the probes' (linear_evaluation, finetune_evaluation) "
+             f'base_lr {0.1 * batch / 128:g}', 'num_epoch 100', f"the probes' (linear_evaluation, finetune_evaluation) "
              f'batch_size {batch}')
     follow = advice_options(out)
     assert follow[:2] == ['--batch_size', str(batch)]
     rc, out, err = run(capsys, pretrain + follow + ['--num_epoch', '1'])
     assert rc == 0, err
-    assert advice_options(out) == ['--num_epoch', '30']                 # only the test's 1 epoch differs
+    assert advice_options(out) == ['--num_epoch', '100']                 # only the test's 1 epoch differs
     assert os.path.exists('pretext/epoch1_model.pt')
     probe = ['linear_evaluation', '--config', os.path.join(ROOT, 'config/ucla/linear_eval_skeletonclr.yaml'),
              '--train_feeder_args', feed.format('train'), '--test_feeder_args', feed.format('val'), *model,
@@ -100,8 +100,8 @@ def test_a_pretraining_that_reads_labels_says_so_first(tmp_path, capsys):
 
 def test_small_data_evaluations_read_where_the_pretraining_ends(tmp_path):
     """Every evaluation config of config/ucla/ and config/demo/ names the work_dir of a pretraining config
-    beside it, not an epoch file, so a schedule of any length (the size advice's 30 epochs, the recipe's
-    100) is read at its last checkpoint; a folder without checkpoints is a one-line error."""
+    beside it, not an epoch file, so a schedule of any length (the advice's and the recipe's 100 epochs, the
+    demo's 10) is read at its last checkpoint; a folder without checkpoints is a one-line error."""
     import glob
     import yaml
     from processor.checkpoint import resolve_weights
