@@ -18,7 +18,7 @@ A pure function of the records, so a finished run's curve can be replayed throug
   best epoch by the same probe's cross-validated top-1 on the training clips, ``probe_cv_top1``, so that
   no test label chooses the epoch to evaluate; curves without it: ``probe_top1``);
 * ``probe_below_init_annealed``: the probe more than ``probe_margin`` below its epoch-0 value once the lr
-  is annealed to half its peak or less: the reading that predicted the end on the committed curves;
+  is annealed to half its peak or less: the reading closest to the end on the committed curves;
 * ``knn_fall``: the kNN monitor more than ``knn_fall`` (top-1, a fraction) below its best so far (a warning
   only: such runs also recover);
 * ``uniform_<term>``: a loss term the model names in ``uniform_terms`` (e.g. MICA's FM term) within
@@ -41,14 +41,14 @@ ADVICE = {
     'no_gain': 'the kNN monitor is not above the untrained encoder (epoch 0): the encoder has not learned; check '
                'the recipe and the data before training longer',
     'probe_below_init_annealed': 'the lr has annealed and the probe is still below its epoch-0 value: on the committed '
-                                 'NW-UCLA curves this marked the weakest seed of its row (3 runs; 0.4-12.5 points '
-                                 'above the untrained encoder under the evaluation\'s probe, which reads an untrained '
-                                 'encoder about 10 points lower than this ridge probe; '
-                                 'docs/METHODS.md, "Does pretraining help?"): expect a small gain at most and read the '
-                                 'verdict of the evaluation; evaluate best_probe_model.pt (the best epoch by the probe '
-                                 'on the training clips; epoch 0 is the untrained encoder) beside the last epoch, or '
-                                 'use a supervised recipe (CSRE; an encoder from another set did not transfer where '
-                                 'measured: docs/METHODS.md, "Transfer to another skeleton")',
+                                 'NW-UCLA curves most runs it marked ended below their untrained encoder or with the '
+                                 'smallest gain of their row under the evaluation\'s probe, not all (that probe reads '
+                                 'an untrained encoder about 10 points lower than this ridge probe; '
+                                 'docs/METHODS.md, "Does pretraining help?"): read the verdict of the evaluation; '
+                                 'evaluate best_probe_model.pt (the best epoch by the probe on the training clips; '
+                                 'epoch 0 is the untrained encoder) beside the last epoch, or use a supervised recipe '
+                                 '(CSRE; an encoder from another set did not transfer where measured: '
+                                 'docs/METHODS.md, "Transfer to another skeleton")',
 }
 KNN_FALL = {
     'warm-up': 'during the lr warm-up (lr {lr:.3g}, still rising): on NW-UCLA such a fall recovered (results/ucla_stability, '
@@ -68,8 +68,8 @@ PROBE_BELOW = {
     'full': 'at full lr (lr {lr:.3g}): on the NW-UCLA ladder and screen most runs below their untrained encoder at the '
             'first evaluations after the warm-up recovered as a cosine lr annealed{constant}; '
             'probe_below_init_annealed says if it is still below once the lr has annealed',
-    'annealed': 'the lr is annealed to {share:.1%} of its peak: a fall this late marked the weakest seeds on the '
-                'committed NW-UCLA curves (probe_below_init_annealed, docs/METHODS.md, "Does pretraining help?")',
+    'annealed': 'the lr is annealed to {share:.1%} of its peak: a fall this late marked most of the weakest seeds on '
+                'the committed NW-UCLA curves (probe_below_init_annealed, docs/METHODS.md, "Does pretraining help?")',
 }
 UNIFORM = ('in 24 of the 25 committed NW-UCLA MICA curves (paper mode) this term stayed within 5% of its uniform value '
            'in the first epochs, healthy runs included, and the 100-epoch runs left it only at epochs 35-67 '
