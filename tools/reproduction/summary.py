@@ -28,9 +28,8 @@ SPEC_KEYS = ('columns', 'rows')
 COLUMN_KEYS = ('title', 'plan', 'results', 'metric', 'floor')
 
 
-def column_cells(column, rows, root):
-    """{display row: cell} of one column, and its floor cell."""
-    plan = load_plan(os.path.join(root, column['plan']))
+def column_cells(column, plan, rows, root):
+    """{display row: cell} of one column (its plan loaded), and its floor cell."""
     folder = os.path.join(root, column.get('results') or plan.results)
     results = load_results(folder) if os.path.isdir(folder) else []
     cells = {}
@@ -66,13 +65,14 @@ def summary_table(spec_path, root):
             raise UserError(f"summary spec '{spec_path}': column {column.get('title', column)!r}: "
                             + (f'unknown keys {unknown}' if unknown else f'missing {missing}'))
     rows = {str(k): [str(n) for n in (v if isinstance(v, list) else [v])] for k, v in rows.items()}
-    known = {r['name'] for column in columns for r in load_plan(os.path.join(root, column['plan'])).rows}
+    plans = [load_plan(os.path.join(root, column['plan'])) for column in columns]
+    known = {r['name'] for plan in plans for r in plan.rows}
     for display, names in rows.items():
         stray = [n for n in names if n not in known]
         if stray:
             raise UserError(f"summary spec '{spec_path}': row {display!r}: {stray[0]!r} is a row of none of the "
                             "columns' plans (a name with a comma needs quotes in a YAML list)")
-    cells = [column_cells(column, rows, root) for column in columns]
+    cells = [column_cells(column, plan, rows, root) for column, plan in zip(columns, plans)]
     lines = ['| | ' + ' | '.join(c['title'] for c in columns) + ' |', '|---' * (len(columns) + 1) + '|']
     for display in rows:
         lines.append(f'| {display} | ' + ' | '.join(c[0][display] for c in cells) + ' |')
