@@ -203,7 +203,8 @@ class PretrainProcessor(Processor):
         said = self.say_size_advice('pretraining', num_samples, advice, current,
                                     extra=f"the probes' (linear_evaluation, finetune_evaluation) batch_size "
                                           f"{probe['batch_size'][0]}" if probe else '')
-        line = measured_line(num_samples, self.name, label_free=self.arg.model_args.get('fm_target') == 'teacher')
+        line = measured_line(num_samples, self.name, label_free=self.arg.model_args.get('fm_target') == 'teacher',
+                             num_epoch=self.arg.num_epoch)
         if line:
             self.print_log(f'Notice: {line}')
         return said

@@ -18,6 +18,7 @@ Every value is satisfiable for any n >= 2 * MIN_STEPS (down to 8 clips), and fol
 run for which it asks nothing more.
 """
 import math
+import re
 import statistics
 
 SMALL_DATA = 3000        # training clips below which the advice is given
@@ -102,44 +103,91 @@ def advice_line(kind, num_samples, advice):
 
 
 # ------------------------------------------------------------------------ what was measured at this size
-LADDER_PLAN = 'config/reproduce/ucla_ladder.yaml'      # the subset ladder (docs/METHODS.md, "Does pretraining help?")
+# the plans whose rows say how a shipped recipe did against its untrained init on NW-UCLA subsets (docs/METHODS.md,
+# "Does pretraining help?"); where two measure the same method, size and length, the first with results is read
+MEASURED_PLANS = ('config/reproduce/ucla_ladder.yaml', 'config/reproduce/ucla_schedule.yaml')
+LADDER_PLAN = MEASURED_PLANS[0]
 LADDER_METHODS = {'pretrain_skeletonclr': 'SkeletonCLR', 'pretrain_aimclr': 'AimCLR', 'pretrain_mica': 'MICA'}
 
 
-def measured_line(num_samples, processor, label_free=False, root=None):
-    """One start-up line: how the shipped recipe of this method did against its untrained init on the ladder's
-    rung nearest ``num_samples`` clips (results of ``LADDER_PLAN``, paired by seed), or that it was not
-    measured there; None from SMALL_DATA clips on or for a method the ladder does not run."""
+def _row_clips(row, root):
+    """Training clips of a plan row: the names in its ``sample_list``, else the N of a name ending ', N clips'."""
     import os
+    from torchlight.readers import read_lines
+    options = row['overrides']
+    for flag, value in zip(options, options[1:]):
+        if flag == '--train_feeder_args' and 'sample_list=' in value:
+            path = os.path.join(root, value.split('sample_list=', 1)[1].split(',')[0])
+            return len({line.split('#')[0].strip() for line in read_lines(path, 'sample_list')} - {''})
+    found = re.search(r', (\d+) clips$', row['name'])
+    return int(found.group(1)) if found else None
+
+
+def measurements(processor, label_free=False, root=None):
+    """{(clips, epochs): (gains by seed, plan path)} of the rows of MEASURED_PLANS that pretrain with
+    ``processor`` in this label mode (the config file's ``fm_target``): the paired gain over the untrained init."""
+    import os
+    from tools.reproduction.plan import load_plan
+    from tools.reproduction.table import column_keys, grouped, load_results, paired_gain, untrained_rows
+    from torchlight.io import load_config_file
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = {}
+    for path in MEASURED_PLANS:
+        if not os.path.isfile(os.path.join(root, path)):
+            continue
+        plan = load_plan(os.path.join(root, path))
+        folder = os.path.join(root, plan.results)
+        results = load_results(folder) if os.path.isdir(folder) else []
+        groups, baselines = grouped(results, plan), untrained_rows(plan)
+        for row in plan.rows:
+            if row['processor'] != processor:
+                continue
+            teacher = (load_config_file(row['config_path']).get('model_args') or {}).get('fm_target') == 'teacher'
+            clips = _row_clips(row, root)
+            if teacher != label_free or clips is None or out.get((clips, row['epochs']), ({},))[0]:
+                continue
+            name, base = row['name'], baselines.get(row['name'])
+            gains = {}
+            if name in groups and base in groups:
+                gains = paired_gain(groups[name], groups[base], column_keys(groups[name] + groups[base]))
+            out[(clips, row['epochs'])] = (gains, path)
+    return out
+
+
+def _gain_text(gains, plan, first):
+    values = list(gains.values())
+    spread = f' ± {statistics.stdev(values):.1f}' if len(values) > 1 else ''
+    return (f'{statistics.mean(values):+.1f}{spread}' + (' points against its untrained init (' if first else ' (')
+            + f'{sum(v > 0 for v in values)} of {len(values)}' + (' seeds above' if first else '') + f'; {plan})')
+
+
+def measured_line(num_samples, processor, label_free=False, num_epoch=None, root=None):
+    """One start-up line: how the shipped recipe of this method did against its untrained init on the NW-UCLA
+    subset nearest ``num_samples`` clips (``measurements``, paired by seed), first at the measured length nearest
+    ``num_epoch`` (default EPOCHS), then at the other lengths measured there; or that it was not measured
+    there; None from SMALL_DATA clips on or for a method no plan runs."""
     method = LADDER_METHODS.get(processor)
     if num_samples >= SMALL_DATA or method is None:
         return None
-    if method == 'MICA' and label_free:
-        method = 'MICA label-free'
-    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    from tools.reproduction.plan import load_plan
-    from tools.reproduction.table import column_keys, grouped, load_results, paired_gain, untrained_rows
-    plan = load_plan(os.path.join(root, LADDER_PLAN))
-    folder = os.path.join(root, plan.results)
-    results = load_results(folder) if os.path.isdir(folder) else []
-    groups, baselines = grouped(results, plan), untrained_rows(plan)
-    rungs = sorted({int(r['name'].rsplit(', ', 1)[1].split()[0]) for r in plan.rows if r['name'].startswith(method + ',')})
-    rung = min(rungs, key=lambda n: abs(math.log(n / num_samples)))
-    row = f'{method}, {rung} clips'
-    gains = {}
-    if row in groups and baselines.get(row) in groups:
-        gains = paired_gain(groups[row], groups[baselines[row]], column_keys(groups[row] + groups[baselines[row]]))
-    where = f'NW-UCLA subset of {rung} clips, {plan.rows[0]["epochs"]} epochs, {LADDER_PLAN}'
-    if not gains:
-        return (f'measured: {method} was not measured yet on the ladder rung nearest {num_samples} clips ({where}); '
+    method += ' label-free' if method == 'MICA' and label_free else ''
+    measured = measurements(processor, label_free, root)
+    if not measured:
+        return None
+    rung = min({clips for clips, _ in measured}, key=lambda n: abs(math.log(n / num_samples)))
+    epochs = num_epoch or EPOCHS
+    lengths = sorted((e for clips, e in measured if clips == rung and measured[(clips, e)][0]),
+                     key=lambda e: (abs(e - epochs), -e))
+    if not lengths:
+        return (f'measured: {method} was not measured yet on the NW-UCLA subset nearest {num_samples} clips '
+                f'({rung} clips, {LADDER_PLAN}); '
                 "the evaluation's verdict says whether pretraining beat its untrained init")
-    values = list(gains.values())
-    mean = sum(values) / len(values)
-    spread = f' ± {statistics.stdev(values):.1f}' if len(values) > 1 else ''
-    text = (f'measured ({where}; {len(values)} seed{"s" if len(values) > 1 else ""}, paired): the shipped recipe of '
-            f'{method} is {mean:+.1f}{spread} points against its untrained init ({sum(v > 0 for v in values)} of '
-            f'{len(values)} seeds above)')
-    if mean <= 0:
+    first = measured[(rung, lengths[0])][0]
+    text = (f'measured (NW-UCLA subset of {rung} clips, paired by seed, same probe): {method} with the size '
+            "advice's batch, lr and queue, " + '; '.join(f'{e} epochs {_gain_text(*measured[(rung, e)], i == 0)}'
+                                                         for i, e in enumerate(lengths)))
+    if lengths[0] != epochs:
+        text += f' (not measured at this run\'s {epochs} epochs)'
+    if statistics.mean(first.values()) <= 0:
         text += ('; at this size pretraining with it did NOT beat the encoder it starts from: compare with the '
                  'verdict of your evaluation, and consider supervised training with CSRE (recognition_*_csre '
                  'configs; docs/DATA.md, step 7) or an encoder pretrained on a larger set, whose transfer was '
@@ -149,4 +197,3 @@ def measured_line(num_samples, processor, label_free=False, root=None):
         text += ('; on NW-UCLA only: on two other small sets (docs/METHODS.md, "Does pretraining help?") every '
                  'self-supervised encoder ended below its untrained init, so the verdict of your evaluation decides')
     return text
-

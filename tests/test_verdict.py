@@ -145,23 +145,42 @@ def test_plan_untrained_rows_take_the_init_of_the_pretraining_they_stand_for():
 
 
 def test_pretraining_says_at_start_up_what_was_measured_at_its_size(tmp_path):
-    """processor/small_data.py's measured line: the ladder rung nearest the set's size, the method's paired
-    gain over its untrained init from the committed result files; a loss is said plainly with what to do."""
+    """processor/small_data.py's measured line: the subset nearest the set's size, the method's paired gain over
+    its untrained init from the committed result files, the length nearest the run's first; a loss is said
+    plainly with what to do."""
     import shutil
-    from processor.small_data import LADDER_PLAN, measured_line
+    from processor.small_data import LADDER_PLAN, MEASURED_PLANS, measured_line
     (tmp_path / 'config' / 'reproduce').mkdir(parents=True)
+    shutil.copytree(os.path.join(ROOT, 'config/ucla/subsets'), tmp_path / 'config/ucla/subsets')
     shutil.copy(os.path.join(ROOT, LADDER_PLAN), tmp_path / LADDER_PLAN)
     results = tmp_path / 'results' / 'ucla_ladder'
     results.mkdir(parents=True)
     learned = json.load(open(os.path.join(ROOT, 'results/ucla_ladder/SkeletonCLR_300_clips__seed1.json')))
     untrained = json.load(open(os.path.join(ROOT, 'results/ucla_ladder/untrained_ST-GCN_300_clips__seed1.json')))
     assert measured_line(280, 'pretrain_aimclr', root=str(tmp_path)).startswith('measured: AimCLR was not measured yet')
-    for gain, words in ((0.05, '+5.0 points against its untrained init (1 of 1 seeds above); on NW-UCLA only'),
-                        (-0.08, '-8.0 points against its untrained init (0 of 1 seeds above); at this size '
-                                'pretraining with it did NOT beat the encoder it starts from')):
+    for gain, words in ((0.05, '30 epochs +5.0 points against its untrained init (1 of 1 seeds above; '
+                               f"{LADDER_PLAN}) (not measured at this run's 100 epochs); on NW-UCLA only"),
+                        (-0.08, '-8.0 points against its untrained init (0 of 1 seeds above; ' + LADDER_PLAN + ')'
+                                " (not measured at this run's 100 epochs); at this size pretraining with it did NOT "
+                                'beat the encoder it starts from')):
         learned['final']['linear_top1'] = untrained['final']['linear_top1'] + gain
         (results / 'SkeletonCLR_300_clips__seed1.json').write_text(json.dumps(learned))
         (results / 'untrained_ST-GCN_300_clips__seed1.json').write_text(json.dumps(untrained))
         line = measured_line(280, 'pretrain_skeletonclr', root=str(tmp_path))
         assert 'NW-UCLA subset of 300 clips' in line and words in line, line
+    # the schedule plan measures 100 epochs on the same subset: the run's length comes first, the other after
+    schedule = MEASURED_PLANS[1]
+    shutil.copy(os.path.join(ROOT, schedule), tmp_path / schedule)
+    (tmp_path / 'results' / 'ucla_schedule').mkdir()
+    for name in ('100_epochs__seed1.json', 'untrained_ST-GCN__seed1.json'):
+        shutil.copy(os.path.join(ROOT, 'results/ucla_schedule', name), tmp_path / 'results/ucla_schedule' / name)
+    longer = json.load(open(os.path.join(ROOT, 'results/ucla_schedule/100_epochs__seed1.json')))
+    base = json.load(open(os.path.join(ROOT, 'results/ucla_schedule/untrained_ST-GCN__seed1.json')))
+    gain = 100 * (longer['final']['linear_top1'] - base['final']['linear_top1'])
+    line = measured_line(280, 'pretrain_skeletonclr', root=str(tmp_path))
+    assert f'100 epochs {gain:+.1f} points against its untrained init (1 of 1 seeds above; {schedule}); 30 epochs ' \
+           f'-8.0 (0 of 1; {LADDER_PLAN}); on NW-UCLA only' in line, line
+    line = measured_line(280, 'pretrain_skeletonclr', num_epoch=30, root=str(tmp_path))
+    assert f'30 epochs -8.0 points against its untrained init (0 of 1 seeds above; {LADDER_PLAN}); 100 epochs ' \
+           f'{gain:+.1f} (1 of 1; {schedule}); at this size pretraining with it did NOT' in line, line
     assert measured_line(5000, 'pretrain_skeletonclr', root=str(tmp_path)) is None
