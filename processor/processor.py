@@ -150,8 +150,10 @@ class Processor(Arguments, DataMixin, Checkpoints):
                                '(multi-GPU training runs with torchrun).')
             torch.cuda.set_device(index)
             return torch.device('cuda', index)
-        self.print_log(f'Notice: device {list(device)} requested but no GPU found: running on the CPU.'
-                       if device else 'No GPU found: running on the CPU.')
+        # CPU results depend on the thread count (the order of float sums): it is logged with the run
+        where = f'running on the CPU ({torch.get_num_threads()} threads, torch {torch.__version__})'
+        self.print_log(f'Notice: device {list(device)} requested but no GPU found: {where}.'
+                       if device else f'No GPU found: {where}.')
         return torch.device('cpu')
 
     def tensorboard(self):

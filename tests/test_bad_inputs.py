@@ -534,7 +534,7 @@ def test_gpu_device_without_a_gpu(tmp_path, capsys, monkeypatch):
     p = PretrainProcessor(['--config', cfg])
     assert p.dev.type == 'cpu'
     log = open(tmp_path / 'run' / 'log.txt').read()
-    assert 'Notice: device [3] requested but no GPU found: running on the CPU.' in log
+    assert 'Notice: device [3] requested but no GPU found: running on the CPU (' in log
 
 
 # ---------------------------------------------------------------- MICA text features

@@ -352,8 +352,11 @@ def test_a_killed_leg_counts_in_the_wall_time_until_its_last_write(tmp_path):
 
     def runner(argv, console):
         return 0
-    wall, resumed = reproduce_run.run_stage('pretext', str(work_dir), ['main.py', 'pretrain'], {}, runner, True)
+    wall, resumed, env = reproduce_run.run_stage('pretext', str(work_dir), ['main.py', 'pretrain'], {}, runner, True)
     assert resumed and 150.0 <= wall < 160.0
+    import torch            # where it ran is recorded: CPU results depend on the thread count
+    assert env['torch'] == torch.__version__ and (env.get('gpu') or env['threads'] == torch.get_num_threads())
+    assert json.loads((work_dir / reproduce_run.STAGE_FILE).read_text())['environment'] == env
     assert set(json.loads((work_dir / reproduce_run.WALL_FILE).read_text())) == {'wall_s'}
     assert reproduce_run.wall_so_far(str(work_dir / 'none.json'), str(work_dir)) == 0.0
 

@@ -4,7 +4,7 @@
 to ``<results>/<row>__seed<k>.json``: plan, row, seed, the specification (processors, configs, overrides,
 epochs), the commands, git commit (and whether the tree was dirty), ``final`` and ``best`` metrics
 (``tools/reproduction/metrics.py``), the per-epoch ``curve`` of pretraining, each evaluation's curve, and
-the wall seconds of every stage.
+the wall seconds and the environment (torch, GPU or CPU threads: ``environment``) of every stage.
 
 Resumable: a rerun skips every run whose result file exists (the committed result files are what
 carries over to another machine) and continues a stopped run where its work_dir is still there:
@@ -214,6 +214,19 @@ def wall_so_far(wall_file, work_dir):
     return record['wall_s'] + max([0.0] + [t - record['leg_started'] for t in writes])
 
 
+def environment():
+    """Where a stage's last leg ran: torch's version, the GPU or the CPU threads a child process inherits (CPU
+    results depend on the thread count through the order of float sums)."""
+    import platform
+    import torch
+    env = {'torch': torch.__version__, 'python': platform.python_version()}
+    if torch.cuda.is_available():
+        env['gpu'] = torch.cuda.get_device_name(0)
+    else:
+        env.update(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads())
+    return env
+
+
 def run_stage(name, work_dir, argv, spec, runner, quiet, row=None, digests=None):
     """Run one stage unless its folder holds a finished one (made from the configs of ``digests``, when
     given); -> (wall seconds, resumed)."""
@@ -225,7 +238,7 @@ def run_stage(name, work_dir, argv, spec, runner, quiet, row=None, digests=None)
                             "the folder to rerun it with the plan's settings")
         if digests and 'config_digest' in done:
             check_digests({name: done['config_digest']}, digests, row, work_dir)
-        return done['wall_s'], done.get('resumed', False)
+        return done['wall_s'], done.get('resumed', False), done.get('environment')
     resumed = os.path.exists(os.path.join(work_dir, 'latest.pt'))
     wall_file = os.path.join(work_dir, WALL_FILE)
     spent = wall_so_far(wall_file, work_dir)
@@ -243,11 +256,11 @@ def run_stage(name, work_dir, argv, spec, runner, quiet, row=None, digests=None)
     if rc != 0:
         raise UserError(f"stage '{name}' failed (exit {rc}); see {os.path.join(work_dir, 'log.txt')} "
                         "(rerun the plan to resume it)")
-    record = {'spec': spec, 'wall_s': spent, 'resumed': resumed, 'command': argv[1:]}
+    record = {'spec': spec, 'wall_s': spent, 'resumed': resumed, 'command': argv[1:], 'environment': environment()}
     if digests and name in digests:
         record['config_digest'] = digests[name]
     write_json(record, marker)
-    return spent, resumed
+    return spent, resumed, record['environment']
 
 
 def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.executable):
@@ -255,9 +268,9 @@ def run_one(plan, row, seed, runner=subprocess_runner, quiet=False, python=sys.e
     spec, digests = specification(row), config_digests(row)
     result = {'plan': plan.name, 'row': row['name'], 'seed': seed, 'spec': spec, 'stages': {}}
     for name, work_dir, argv in stages(plan, row, seed, python):
-        wall, resumed = run_stage(name, work_dir, argv, stage_spec(row, name), runner, quiet, row, digests)
+        wall, resumed, env = run_stage(name, work_dir, argv, stage_spec(row, name), runner, quiet, row, digests)
         result['stages'][name] = {'work_dir': work_dir, 'command': argv[1:], 'wall_s': rounded(wall, 1),
-                                  'resumed': resumed}
+                                  'resumed': resumed, 'environment': env}
     supervised = row['processor'] == SUPERVISED
     pretext = run_dirs(plan, row, seed)[1]
     curve = [] if supervised or row['processor'] == UNTRAINED else read_curve(pretext)
