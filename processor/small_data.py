@@ -10,7 +10,7 @@
 * ``model_args.queue_size``: half the set rounded to the nearest multiple of the batch, at least one batch
   (NW-UCLA's measured 512 keys for 1,020 clips);
 * ``num_epoch``: ``EPOCHS`` (100) at every size below ``SMALL_DATA``: on NW-UCLA's subsets of 100 and 300
-  clips 100 epochs were ahead of 30 on the mean, in 5 of 6 seeds (docs/METHODS.md, "Size advice");
+  clips 100 epochs were ahead of 30 in 6 of 6 seeds (docs/METHODS.md, "Size advice");
 * a classifier's batch (linear probe, finetune, supervised recognition): the largest power of two with at
   least ``MIN_STEPS`` iterations an epoch, at most the config's batch; its lr is left as it is.
 
@@ -62,7 +62,7 @@ def pretrain_advice(num_samples, reference_batch, reference_lr, queue=True, grou
         advice['model_args.queue_size'] = (size, f'{100 * size / num_samples:.0f}% of the set: half, a multiple of '
                                                  f'the batch')
     epochs = advised_epochs(num_samples)
-    advice['num_epoch'] = (epochs, 'ahead of 30 on the mean on NW-UCLA subsets of 100 and 300 clips, 5 of 6 '
+    advice['num_epoch'] = (epochs, 'ahead of 30 on NW-UCLA subsets of 100 and 300 clips, 6 of 6 '
                                    'seeds; where pretraining loses to its init, longer loses more: the verdict tells')
     return advice
 
