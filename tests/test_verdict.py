@@ -144,6 +144,21 @@ def test_plan_untrained_rows_take_the_init_of_the_pretraining_they_stand_for():
         plan(init='B')
 
 
+def test_a_learned_row_pairs_with_the_untrained_row_of_its_own_probe():
+    """Two untrained rows of the same probe config and init but other probe clips (a ladder's rungs): each
+    learned row pairs with the one whose probe overrides are its own, not the first of the config."""
+    from tools.reproduction.table import untrained_rows
+    rows = {}
+    for n in (100, 300):
+        clips = f'--train_feeder_args sample_list=config/ucla/subsets/xview_n{n}.txt'
+        probe = {'eval_overrides': clips, 'evaluations': {'linear': 'config/ucla/linear_eval_skeletonclr.yaml'}}
+        rows[f'A, {n} clips'] = dict(probe, processor='pretrain_skeletonclr',
+                                     config='config/ucla/pretrain_skeletonclr.yaml')
+        rows[f'U, {n} clips'] = dict(probe, processor='untrained')
+    assert untrained_rows(parse_plan({'rows': rows}, 'plan.yaml')) == {'A, 100 clips': 'U, 100 clips',
+                                                                       'A, 300 clips': 'U, 300 clips'}
+
+
 def test_pretraining_says_at_start_up_what_was_measured_at_its_size(tmp_path):
     """processor/small_data.py's measured line: the subset nearest the set's size, the method's paired gain over
     its untrained init from the committed result files, the length nearest the run's first; a loss is said

@@ -43,7 +43,7 @@ def column_keys(results):
 
 def untrained_rows(plan):
     """{pretraining row name: the untrained row that stands for its starting encoder} (an untrained row's
-    ``init`` names it, or it shares the row's first evaluation config and initialisation)."""
+    ``init`` names it, or it shares the row's first evaluation, config and overrides, and initialisation)."""
     if plan is None:
         return {}
     from torchlight.io import load_config_file
@@ -54,8 +54,10 @@ def untrained_rows(plan):
             continue
         named = [u for u in untrained if u.get('init') == row['name']]
         init = bool(load_config_file(row['config_path']).get('weights_init', True))
-        first = row['evaluations'][0]['config_path']
-        alike = [u for u in untrained if u['evaluations'][0]['config_path'] == first and u.get('weights_init') == init]
+        first = row['evaluations'][0]
+        alike = [u for u in untrained if u.get('weights_init') == init and
+                 (u['evaluations'][0]['config_path'], u['evaluations'][0]['overrides']) == (first['config_path'],
+                                                                                          first['overrides'])]
         if named or alike:
             out[row['name']] = (named or alike)[0]['name']
     return out
