@@ -339,6 +339,24 @@ def test_finished_runs_are_skipped_and_a_stopped_one_is_resumed(tmp_path, monkey
         reproduce.run_plan(reproduce.load_plan(path, epochs=4), runner=third)
 
 
+def test_a_leg_killed_before_its_first_checkpoint_is_kept_aside_and_the_stage_starts_again(tmp_path, capsys):
+    """main.py refuses a work_dir holding a run it cannot resume (nothing on disk is overwritten); the plan's
+    own stage folder of such a leg is moved aside, whole, and the stage runs again."""
+    work_dir = tmp_path / 'pretext'
+    work_dir.mkdir()
+    (work_dir / 'log.txt').write_text('killed in epoch 0')
+    (work_dir / 'config.yaml').write_text('seed: 1')
+    calls = []
+
+    def runner(argv, console):
+        calls.append(sorted(os.listdir(work_dir)))
+        return 0
+    wall, resumed, _ = reproduce_run.run_stage('pretext', str(work_dir), ['main.py', 'pretrain'], {}, runner, True)
+    assert not resumed and calls == [[reproduce_run.WALL_FILE]]
+    assert (tmp_path / 'pretext.stopped1' / 'log.txt').read_text() == 'killed in epoch 0'
+    assert 'kept as' in capsys.readouterr().out and (work_dir / reproduce_run.STAGE_FILE).exists()
+
+
 def test_a_killed_leg_counts_in_the_wall_time_until_its_last_write(tmp_path):
     """A leg killed without running its ``finally`` (SIGKILL at a session's end) left ``leg_started`` in
     the wall file; the next leg adds the time from there to the folder's last write, not zero."""

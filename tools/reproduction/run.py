@@ -9,13 +9,15 @@ the wall seconds and the environment (torch, GPU or CPU threads: ``environment``
 Resumable: a rerun skips every run whose result file exists (the committed result files are what
 carries over to another machine) and continues a stopped run where its work_dir is still there:
 finished stages are skipped (``reproduce_stage.json`` in the stage folder), a stopped stage restarts
-with ``--resume auto`` from its ``latest.pt``.  A result file or stage folder made with another
+with ``--resume auto`` from its ``latest.pt`` (one stopped before its first checkpoint is kept beside it as
+``<stage>.stopped<k>`` and starts again).  A result file or stage folder made with another
 specification (say other epochs or overrides), or from other contents of its configs (the digest of each
 composed config, recorded in the result and the stage folder), is an error, never silently reused:
 delete it, or name the row differently.
 """
 import concurrent.futures
 import hashlib
+import itertools
 import json
 import os
 import shlex
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import time
 
+from processor.checkpoint import run_files
 from processor.monitor import BEST_PROBE_MODEL
 from tools.reproduction.metrics import eval_metrics, pretrain_metrics, read_curve, rounded
 from tools.reproduction.plan import ROOT, SUPERVISED, UNTRAINED
@@ -240,6 +243,12 @@ def run_stage(name, work_dir, argv, spec, runner, quiet, row=None, digests=None)
             check_digests({name: done['config_digest']}, digests, row, work_dir)
         return done['wall_s'], done.get('resumed', False), done.get('environment')
     resumed = os.path.exists(os.path.join(work_dir, 'latest.pt'))
+    if not resumed and not os.path.exists(os.path.join(work_dir, 'latest.prev.pt')) and run_files(work_dir):
+        aside = next(f'{work_dir}.stopped{k}' for k in itertools.count(1)
+                     if not os.path.exists(f'{work_dir}.stopped{k}'))
+        os.rename(work_dir, aside)
+        print(f'[reproduce] {work_dir} holds a leg stopped before its first checkpoint '
+              f'({", ".join(run_files(aside))}): kept as {aside}; the stage starts again', flush=True)
     wall_file = os.path.join(work_dir, WALL_FILE)
     spent = wall_so_far(wall_file, work_dir)
     os.makedirs(work_dir, exist_ok=True)
