@@ -136,15 +136,16 @@ def measurements(processor, label_free=False, root=None):
         if not os.path.isfile(os.path.join(root, path)):
             continue
         plan = load_plan(os.path.join(root, path))
+        rows = [r for r in plan.rows if r['processor'] == processor and label_free ==
+                ((load_config_file(r['config_path']).get('model_args') or {}).get('fm_target') == 'teacher')]
+        if not rows:
+            continue
         folder = os.path.join(root, plan.results)
         results = load_results(folder) if os.path.isdir(folder) else []
         groups, baselines = grouped(results, plan), untrained_rows(plan)
-        for row in plan.rows:
-            if row['processor'] != processor:
-                continue
-            teacher = (load_config_file(row['config_path']).get('model_args') or {}).get('fm_target') == 'teacher'
+        for row in rows:
             clips = _row_clips(row, root)
-            if teacher != label_free or clips is None or out.get((clips, row['epochs']), ({},))[0]:
+            if clips is None or out.get((clips, row['epochs']), ({},))[0]:
                 continue
             name, base = row['name'], baselines.get(row['name'])
             gains = {}
