@@ -104,7 +104,7 @@ def advice_line(kind, num_samples, advice):
 
 # ------------------------------------------------------------------------ what was measured at this size
 # the plans whose rows say how a shipped recipe did against its untrained init on NW-UCLA subsets (docs/METHODS.md,
-# "Does pretraining help?"); where two measure the same method, size and length, the first with results is read
+# "Does pretraining help?"); runs of the same method, size and length in several plans are pooled
 MEASURED_PLANS = ('config/reproduce/ucla_ladder.yaml', 'config/reproduce/ucla_schedule.yaml')
 LADDER_PLAN = MEASURED_PLANS[0]
 LADDER_METHODS = {'pretrain_skeletonclr': 'SkeletonCLR', 'pretrain_aimclr': 'AimCLR', 'pretrain_mica': 'MICA'}
@@ -124,8 +124,9 @@ def _row_clips(row, root):
 
 
 def measurements(processor, label_free=False, root=None):
-    """{(clips, epochs): (gains by seed, plan path)} of the rows of MEASURED_PLANS that pretrain with
-    ``processor`` in this label mode (the config file's ``fm_target``): the paired gain over the untrained init."""
+    """{(clips, epochs): ([gain of each run], [plan paths])} of the rows of MEASURED_PLANS that pretrain with
+    ``processor`` in this label mode (the config file's ``fm_target``): each run's points over the untrained init
+    of its seed, runs of several plans pooled."""
     import os
     from tools.reproduction.plan import load_plan
     from tools.reproduction.table import column_keys, grouped, load_results, paired_gain, untrained_rows
@@ -145,21 +146,22 @@ def measurements(processor, label_free=False, root=None):
         groups, baselines = grouped(results, plan), untrained_rows(plan)
         for row in rows:
             clips = _row_clips(row, root)
-            if clips is None or out.get((clips, row['epochs']), ({},))[0]:
+            if clips is None:
                 continue
             name, base = row['name'], baselines.get(row['name'])
-            gains = {}
+            values, plans = out.setdefault((clips, row['epochs']), ([], []))
             if name in groups and base in groups:
                 gains = paired_gain(groups[name], groups[base], column_keys(groups[name] + groups[base]))
-            out[(clips, row['epochs'])] = (gains, path)
+                values.extend(gains.values())
+                plans.extend([path] if gains and path not in plans else [])
     return out
 
 
-def _gain_text(gains, plan, first):
-    values = list(gains.values())
+def _gain_text(values, plans, first):
     spread = f' ± {statistics.stdev(values):.1f}' if len(values) > 1 else ''
     return (f'{statistics.mean(values):+.1f}{spread}' + (' points against its untrained init (' if first else ' (')
-            + f'{sum(v > 0 for v in values)} of {len(values)}' + (' seeds above' if first else '') + f'; {plan})')
+            + f'{sum(v > 0 for v in values)} of {len(values)}' + (' runs above' if first else '')
+            + f'; {", ".join(plans)})')
 
 
 def measured_line(num_samples, processor, label_free=False, num_epoch=None, root=None):
@@ -183,12 +185,12 @@ def measured_line(num_samples, processor, label_free=False, num_epoch=None, root
                 f'({rung} clips, {LADDER_PLAN}); '
                 "the evaluation's verdict says whether pretraining beat its untrained init")
     first = measured[(rung, lengths[0])][0]
-    text = (f'measured (NW-UCLA subset of {rung} clips, paired by seed, same probe): {method} with the size '
-            "advice's batch, lr and queue, " + '; '.join(f'{e} epochs {_gain_text(*measured[(rung, e)], i == 0)}'
-                                                         for i, e in enumerate(lengths)))
+    text = (f'measured (NW-UCLA subset of {rung} clips, each run against the untrained init of its seed, same '
+            f"probe): {method} with the size advice's batch, lr and queue, "
+            + '; '.join(f'{e} epochs {_gain_text(*measured[(rung, e)], i == 0)}' for i, e in enumerate(lengths)))
     if lengths[0] != epochs:
         text += f' (not measured at this run\'s {epochs} epochs)'
-    if statistics.mean(first.values()) <= 0:
+    if statistics.mean(first) <= 0:
         text += ('; at this size pretraining with it did NOT beat the encoder it starts from: compare with the '
                  'verdict of your evaluation, and consider supervised training with CSRE (recognition_*_csre '
                  'configs; docs/DATA.md, step 7) or an encoder pretrained on a larger set, whose transfer was '

@@ -4,6 +4,7 @@ training subsets come from ``sample_list`` (tools/subset_list.py)."""
 import json
 import os
 import pickle
+import statistics
 
 import numpy as np
 import pytest
@@ -173,9 +174,9 @@ def test_pretraining_says_at_start_up_what_was_measured_at_its_size(tmp_path):
     learned = json.load(open(os.path.join(ROOT, 'results/ucla_ladder/SkeletonCLR_300_clips__seed1.json')))
     untrained = json.load(open(os.path.join(ROOT, 'results/ucla_ladder/untrained_ST-GCN_300_clips__seed1.json')))
     assert measured_line(280, 'pretrain_aimclr', root=str(tmp_path)).startswith('measured: AimCLR was not measured yet')
-    for gain, words in ((0.05, '30 epochs +5.0 points against its untrained init (1 of 1 seeds above; '
+    for gain, words in ((0.05, '30 epochs +5.0 points against its untrained init (1 of 1 runs above; '
                                f"{LADDER_PLAN}) (not measured at this run's 100 epochs); on NW-UCLA only"),
-                        (-0.08, '-8.0 points against its untrained init (0 of 1 seeds above; ' + LADDER_PLAN + ')'
+                        (-0.08, '-8.0 points against its untrained init (0 of 1 runs above; ' + LADDER_PLAN + ')'
                                 " (not measured at this run's 100 epochs); at this size pretraining with it did NOT "
                                 'beat the encoder it starts from')):
         learned['final']['linear_top1'] = untrained['final']['linear_top1'] + gain
@@ -193,9 +194,16 @@ def test_pretraining_says_at_start_up_what_was_measured_at_its_size(tmp_path):
     base = json.load(open(os.path.join(ROOT, 'results/ucla_schedule/untrained_ST-GCN__seed1.json')))
     gain = 100 * (longer['final']['linear_top1'] - base['final']['linear_top1'])
     line = measured_line(280, 'pretrain_skeletonclr', root=str(tmp_path))
-    assert f'100 epochs {gain:+.1f} points against its untrained init (1 of 1 seeds above; {schedule}); 30 epochs ' \
+    assert f'100 epochs {gain:+.1f} points against its untrained init (1 of 1 runs above; {schedule}); 30 epochs ' \
            f'-8.0 (0 of 1; {LADDER_PLAN}); on NW-UCLA only' in line, line
     line = measured_line(280, 'pretrain_skeletonclr', num_epoch=30, root=str(tmp_path))
-    assert f'30 epochs -8.0 points against its untrained init (0 of 1 seeds above; {LADDER_PLAN}); 100 epochs ' \
+    assert f'30 epochs -8.0 points against its untrained init (0 of 1 runs above; {LADDER_PLAN}); 100 epochs ' \
            f'{gain:+.1f} (1 of 1; {schedule}); at this size pretraining with it did NOT' in line, line
+    # runs of the same method, size and length in two plans are pooled
+    shutil.copy(os.path.join(ROOT, 'results/ucla_schedule/30_epochs__seed1.json'), tmp_path / 'results/ucla_schedule')
+    again = json.load(open(os.path.join(ROOT, 'results/ucla_schedule/30_epochs__seed1.json')))
+    pooled = [-8.0, 100 * (again['final']['linear_top1'] - base['final']['linear_top1'])]
+    line = measured_line(280, 'pretrain_skeletonclr', num_epoch=30, root=str(tmp_path))
+    assert f'30 epochs {statistics.mean(pooled):+.1f} ± {statistics.stdev(pooled):.1f} points against its untrained ' \
+           f'init ({sum(v > 0 for v in pooled)} of 2 runs above; {LADDER_PLAN}, {schedule}); 100 epochs' in line, line
     assert measured_line(5000, 'pretrain_skeletonclr', root=str(tmp_path)) is None
