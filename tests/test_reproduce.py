@@ -18,6 +18,7 @@ from tools import reproduce as cli
 from tools import reproduction as reproduce
 from tools.reproduction import adopt as adoption
 from tools.reproduction import run as reproduce_run
+from tools.reproduction.table import untrained_rows
 from torchlight.io import UserError
 
 QUIET = ['--num_worker', '0', '--progress_bar', 'false', '--print_log', 'false']
@@ -147,10 +148,14 @@ def demo_row(**changes):
 def test_the_shipped_plans_parse():
     ucla = reproduce.load_plan(os.path.join(ROOT, 'config/reproduce/ucla.yaml'))
     assert [r['name'] for r in ucla.rows] == ['SkeletonCLR', 'AimCLR', 'MsMCLR', 'MICA', 'SkeleMixCLR',
-                                              'MICA on SkeleMixCLR', 'untrained ST-GCN', 'untrained ST-GCN, 64 frames']
+                                              'MICA on SkeleMixCLR', 'untrained ST-GCN', 'untrained AimCLR encoder',
+                                              'untrained MsMCLR encoder', 'untrained MICA encoder',
+                                              'untrained ST-GCN, 64 frames', 'untrained MICA encoder, 64 frames']
     assert all(r['seeds'] == [1, 2, 3] and r['epochs'] == 100 and r['knn_interval'] > 0 for r in ucla.rows[:6])
     assert all(r['processor'] == 'untrained' and r['epochs'] == 0 for r in ucla.rows[6:])
-    assert [e['processor'] for r in ucla.rows for e in r['evaluations']] == ['linear_evaluation'] * 8
+    assert [e['processor'] for r in ucla.rows for e in r['evaluations']] == ['linear_evaluation'] * 12
+    # every method stands beside the untrained encoder of its own init and probe
+    assert set(untrained_rows(ucla)) == {r['name'] for r in ucla.rows[:6]}
     assert ucla.floor == {'ridge on the data/ucla arrays': 65.3} and ucla.chance == 10.0
     assert ucla.work_dir == os.path.join('work_dir', 'reproduce', 'ucla')
     assert ucla.results == os.path.join('results', 'ucla')
