@@ -103,15 +103,19 @@ def advice_line(kind, num_samples, advice):
 
 
 # ------------------------------------------------------------------------ what was measured at this size
-# the plans whose rows say how a shipped recipe did against its untrained init on NW-UCLA subsets (docs/METHODS.md,
-# "Does pretraining help?"); runs of the same method, size and length in several plans are pooled
-MEASURED_PLANS = ('config/reproduce/ucla_ladder.yaml', 'config/reproduce/ucla_schedule.yaml')
-LADDER_PLAN = MEASURED_PLANS[0]
+# the plans whose rows say how a shipped NW-UCLA recipe (config/ucla/pretrain_<method>.yaml) did against its
+# untrained init (docs/METHODS.md, "Does pretraining help?"), each with the training clips of its rows that have
+# no sample_list (None: read from the row's name); runs of one method, size and length in several plans are pooled
+MEASURED_PLANS = {'config/reproduce/ucla_ladder.yaml': None, 'config/reproduce/ucla_schedule.yaml': None,
+                  'config/reproduce/ucla.yaml': 1020}
+LADDER_PLAN = 'config/reproduce/ucla_ladder.yaml'
+RECIPES = tuple(f'config/ucla/pretrain_{m}.yaml' for m in ('skeletonclr', 'aimclr', 'mica', 'mica_label_free'))
 LADDER_METHODS = {'pretrain_skeletonclr': 'SkeletonCLR', 'pretrain_aimclr': 'AimCLR', 'pretrain_mica': 'MICA'}
 
 
-def _row_clips(row, root):
-    """Training clips of a plan row: the names in its ``sample_list``, else the N of a name ending ', N clips'."""
+def _row_clips(row, root, clips=None):
+    """Training clips of a plan row: the names in its ``sample_list``, else ``clips``, else the N of a name
+    ending ', N clips'."""
     import os
     from torchlight.readers import read_lines
     options = row['overrides']
@@ -120,7 +124,7 @@ def _row_clips(row, root):
             path = os.path.join(root, value.split('sample_list=', 1)[1].split(',')[0])
             return len({line.split('#')[0].strip() for line in read_lines(path, 'sample_list')} - {''})
     found = re.search(r', (\d+) clips$', row['name'])
-    return int(found.group(1)) if found else None
+    return clips or (int(found.group(1)) if found else None)
 
 
 def measurements(processor, label_free=False, root=None):
@@ -133,11 +137,11 @@ def measurements(processor, label_free=False, root=None):
     from torchlight.io import load_config_file
     root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = {}
-    for path in MEASURED_PLANS:
+    for path, plan_clips in MEASURED_PLANS.items():
         if not os.path.isfile(os.path.join(root, path)):
             continue
         plan = load_plan(os.path.join(root, path))
-        rows = [r for r in plan.rows if r['processor'] == processor and label_free ==
+        rows = [r for r in plan.rows if r['processor'] == processor and r['config'] in RECIPES and label_free ==
                 ((load_config_file(r['config_path']).get('model_args') or {}).get('fm_target') == 'teacher')]
         if not rows:
             continue
@@ -145,7 +149,7 @@ def measurements(processor, label_free=False, root=None):
         results = load_results(folder) if os.path.isdir(folder) else []
         groups, baselines = grouped(results, plan), untrained_rows(plan)
         for row in rows:
-            clips = _row_clips(row, root)
+            clips = _row_clips(row, root, plan_clips)
             if clips is None:
                 continue
             name, base = row['name'], baselines.get(row['name'])

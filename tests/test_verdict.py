@@ -165,7 +165,7 @@ def test_pretraining_says_at_start_up_what_was_measured_at_its_size(tmp_path):
     its untrained init from the committed result files, the length nearest the run's first; a loss is said
     plainly with what to do."""
     import shutil
-    from processor.small_data import LADDER_PLAN, MEASURED_PLANS, measured_line
+    from processor.small_data import LADDER_PLAN, MEASURED_PLANS, measured_line, measurements
     (tmp_path / 'config' / 'reproduce').mkdir(parents=True)
     shutil.copytree(os.path.join(ROOT, 'config/ucla/subsets'), tmp_path / 'config/ucla/subsets')
     shutil.copy(os.path.join(ROOT, LADDER_PLAN), tmp_path / LADDER_PLAN)
@@ -185,7 +185,9 @@ def test_pretraining_says_at_start_up_what_was_measured_at_its_size(tmp_path):
         line = measured_line(280, 'pretrain_skeletonclr', root=str(tmp_path))
         assert 'NW-UCLA subset of 300 clips' in line and words in line, line
     # the schedule plan measures 100 epochs on the same subset: the run's length comes first, the other after
-    schedule = MEASURED_PLANS[1]
+    schedule = 'config/reproduce/ucla_schedule.yaml'
+    assert schedule in MEASURED_PLANS and {(100, 30), (300, 30), (300, 100), (1020, 30), (1020, 100)} <= set(
+        measurements('pretrain_skeletonclr'))     # the ucla plan's rows read all 1,020 clips
     shutil.copy(os.path.join(ROOT, schedule), tmp_path / schedule)
     (tmp_path / 'results' / 'ucla_schedule').mkdir()
     for name in ('100_epochs__seed1.json', 'untrained_ST-GCN__seed1.json'):
