@@ -121,12 +121,17 @@ def load_data(data_path, mmap=True, check_finite=True, stats=None):
     return data
 
 
-def select_samples(names, list_path):
-    """Sorted indices into ``names`` of the sample names listed in ``list_path`` (one a line, ``#`` starts a
-    comment); an unknown or repeated name is an error naming the file."""
+def listed_names(list_path):
+    """The sample names of a ``sample_list`` file: one a line, ``#`` starts a comment, blank lines skipped."""
     from torchlight.readers import read_lines
     wanted = [line.split('#')[0].strip() for line in read_lines(list_path, 'sample_list')]
-    wanted = [w for w in wanted if w]
+    return [w for w in wanted if w]
+
+
+def select_samples(names, list_path):
+    """Sorted indices into ``names`` of the sample names listed in ``list_path`` (``listed_names``); an unknown
+    or repeated name is an error naming the file."""
+    wanted = listed_names(list_path)
     position = {str(n): i for i, n in enumerate(names)}
     missing = [w for w in wanted if w not in position]
     if missing:

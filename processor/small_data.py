@@ -117,12 +117,11 @@ def _row_clips(row, root, clips=None):
     """Training clips of a plan row: the names in its ``sample_list``, else ``clips``, else the N of a name
     ending ', N clips'."""
     import os
-    from torchlight.readers import read_lines
+    from feeder.ntu_feeder import listed_names
     options = row['overrides']
     for flag, value in zip(options, options[1:]):
         if flag == '--train_feeder_args' and 'sample_list=' in value:
-            path = os.path.join(root, value.split('sample_list=', 1)[1].split(',')[0])
-            return len({line.split('#')[0].strip() for line in read_lines(path, 'sample_list')} - {''})
+            return len(set(listed_names(os.path.join(root, value.split('sample_list=', 1)[1].split(',')[0]))))
     found = re.search(r', (\d+) clips$', row['name'])
     return clips or (int(found.group(1)) if found else None)
 

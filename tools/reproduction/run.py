@@ -232,7 +232,7 @@ def environment():
 
 def run_stage(name, work_dir, argv, spec, runner, quiet, row=None, digests=None):
     """Run one stage unless its folder holds a finished one (made from the configs of ``digests``, when
-    given); -> (wall seconds, resumed)."""
+    given); -> (wall seconds, resumed, the environment of its last leg: ``environment``)."""
     marker = os.path.join(work_dir, STAGE_FILE)
     if os.path.exists(marker):
         done = read_record(marker, 'stage')
